@@ -1,0 +1,1 @@
+"""The operator CLI (``batchor``) for file-based jobs."""

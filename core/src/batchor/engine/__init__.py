@@ -1,0 +1,1 @@
+"""The reconcile step, split by phase: ingest, pack, submit, poll, collect."""

@@ -1,0 +1,162 @@
+"""Collect: an ended batch's output and error files, downloaded to artifacts, parsed line by
+line into item outcomes (completed, retried or failed), applied in set-based chunks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from batchor.engine.context import RunContext, log
+from batchor.providers.base import TransientProviderError
+from batchor.providers.openai_requests import read_reply
+from batchor.states import BatchStatus
+from batchor.stores.base import BatchRecord, ItemOutcome
+from batchor.structured import OutputValidationError, validate_output
+
+_CHUNK = 5_000
+# Lines the provider never ran: the item goes back without an attempt charged.
+_NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
+# Whole-batch failures that say nothing about the items: requeue without charge.
+_UNCHARGED_BATCH_ERRORS = frozenset({"token_limit_exceeded"})
+
+
+def collect(ctx: RunContext) -> int:
+    """Collect every ended batch; returns how many were collected.
+
+    Collection is idempotent: outcomes apply only to items still submitted in the batch, so
+    a collection interrupted half-way is simply run again.
+    """
+    done = 0
+    for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.ENDED]):
+        try:
+            collect_batch(ctx, batch)
+        except TransientProviderError as exc:
+            log.warning("batch %s: download failed, will retry: %s", batch.batch_key, exc)
+            continue
+        done += 1
+    return done
+
+
+def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
+    """Apply one ended batch's results to its items and mark it collected."""
+    folder = ctx.batch_dir(batch.batch_key)
+    for file_id, name in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
+        if file_id is None:
+            continue
+        key = f"{folder}/{name}.jsonl"
+        if not ctx.artifacts.exists(key):
+            with ctx.artifacts.open_write(key) as fh:
+                ctx.provider.download_file(file_id, fh)
+        chunk: list[ItemOutcome] = []
+        for outcome in _outcomes(ctx, key):
+            chunk.append(outcome)
+            if len(chunk) >= _CHUNK:
+                _apply(ctx, batch, chunk)
+                chunk = []
+        _apply(ctx, batch, chunk)
+    requeued = ctx.store.requeue_unanswered(
+        ctx.run.pk,
+        batch.pk,
+        charge=_unanswered_charge(batch),
+        max_attempts=ctx.settings.max_attempts,
+    )
+    if requeued:
+        log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
+    ctx.store.update_batch(batch.pk, BatchStatus.ENDED, status=BatchStatus.COLLECTED)
+    log.info("batch %s: collected", batch.batch_key)
+
+
+def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> None:
+    ctx.store.apply_outcomes(ctx.run.pk, batch.pk, chunk, ctx.settings.max_attempts)
+
+
+def _unanswered_charge(batch: BatchRecord) -> tuple[str, str] | None:
+    """Whether items the batch left unanswered are charged an attempt, and with what."""
+    status = batch.provider_status
+    if status in ("expired", "cancelled"):
+        return None
+    if status == "completed":
+        return ("missing_output", "the provider's completed batch has no line for this item")
+    errors: list[list[str]] = json.loads(batch.errors) if batch.errors else []
+    codes = {code for code, _ in errors}
+    if codes and codes <= _UNCHARGED_BATCH_ERRORS:
+        return None
+    message = "; ".join(f"{code}: {msg}" for code, msg in errors) or f"batch {status}"
+    return ("batch_failed", message[:2000])
+
+
+def _validate(ctx: RunContext, text: str) -> None:
+    if ctx.output_model is not None:
+        validate_output(ctx.output_model, text)
+        return
+    # The model class cannot be imported in this process: the provider's strict mode already
+    # enforced the schema, so check that the reply is a JSON object.
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise OutputValidationError("invalid_json", f"reply is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise OutputValidationError("schema_validation", "reply is not a JSON object")
+
+
+def _outcomes(ctx: RunContext, key: str) -> Iterator[ItemOutcome]:
+    with ctx.artifacts.open_read(key) as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            try:
+                line = json.loads(raw)
+                seq = int(line["custom_id"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("%s: skipped a line that is not a batch result", key)
+                continue
+            outcome = _outcome(ctx, seq, line)
+            if outcome is not None:
+                yield outcome
+
+
+def _outcome(ctx: RunContext, seq: int, line: dict[str, Any]) -> ItemOutcome | None:
+    response = line.get("response")
+    if not isinstance(response, dict):
+        error = line.get("error") or {}
+        code = str(error.get("code") or "provider_error") if isinstance(error, dict) else ""
+        if code in _NOT_RUN_CODES:
+            return None  # stays submitted; requeued without charge
+        message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
+        return ItemOutcome(
+            seq, "retry", error_class="provider_error", message=f"{code}: {message}", retryable=True
+        )
+    reply = read_reply(
+        ctx.settings.endpoint, int(response.get("status_code", 0)), response.get("body")
+    )
+    tokens_in = reply.usage.input_tokens if reply.usage else None
+    tokens_out = reply.usage.output_tokens if reply.usage else None
+    if reply.error_class is not None:
+        return ItemOutcome(
+            seq,
+            "retry" if reply.retryable else "failed",
+            error_class=reply.error_class,
+            message=reply.message,
+            retryable=reply.retryable,
+            input_tokens=tokens_in,
+            output_tokens=tokens_out,
+        )
+    assert reply.text is not None
+    if ctx.settings.structured:
+        try:
+            _validate(ctx, reply.text)
+        except OutputValidationError as exc:
+            return ItemOutcome(
+                seq,
+                "retry",
+                output_text=reply.text,
+                error_class=exc.error_class,
+                message=str(exc)[:2000],
+                retryable=True,
+                input_tokens=tokens_in,
+                output_tokens=tokens_out,
+            )
+    return ItemOutcome(
+        seq, "completed", output_text=reply.text, input_tokens=tokens_in, output_tokens=tokens_out
+    )

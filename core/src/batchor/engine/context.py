@@ -1,0 +1,60 @@
+"""What every phase of the engine works with: the run, its settings, store, artifacts,
+provider; and where a run's artifacts live."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from batchor.artifacts.base import ArtifactStore
+from batchor.providers.base import BatchProvider
+from batchor.stores.base import RunRecord, StateStore
+
+log = logging.getLogger("batchor")
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """The parts of a run's stored configuration the engine reads."""
+
+    endpoint: str
+    max_attempts: int
+    max_requests: int
+    max_bytes: int
+    structured: bool
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
+        """Read them from a run's stored configuration."""
+        return cls(
+            endpoint=str(config["endpoint"]),
+            max_attempts=int(config["max_attempts"]),
+            max_requests=int(config["max_requests"]),
+            max_bytes=int(config["max_bytes"]),
+            structured=config.get("schema") is not None,
+        )
+
+
+@dataclass(slots=True)
+class RunContext:
+    """A run and the components that drive it."""
+
+    run: RunRecord
+    settings: RunSettings
+    store: StateStore
+    artifacts: ArtifactStore
+    provider: BatchProvider
+    output_model: type[BaseModel] | None
+
+    def slice_key(self, number: int) -> str:
+        """The artifact holding request bodies of ingestion slice ``number``."""
+        return f"runs/{self.run.run_id}/requests/{number:06d}.jsonl"
+
+    def batch_dir(self, batch_key: str) -> str:
+        """The artifact folder of one batch (input, raw output, raw errors)."""
+        number = batch_key.rsplit("/", 1)[1]
+        return f"runs/{self.run.run_id}/batches/{number}"

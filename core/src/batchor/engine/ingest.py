@@ -1,0 +1,150 @@
+"""Ingest: source -> items, in durable slices (request bodies to an artifact, then the items
+and the source checkpoint in one store transaction)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from batchor.engine.context import RunContext
+from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
+from batchor.items import BatchItem, PromptParts
+from batchor.providers.openai_requests import RequestTemplate
+from batchor.stores.base import NewItem
+
+SLICE_SIZE = 5_000
+PROMPT_FINGERPRINT_ITEMS = 8
+
+BuildPrompt = Callable[[BatchItem], PromptParts]
+
+
+def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> str:
+    """The request body for one item; a failing ``build_prompt`` is reported with the item."""
+    try:
+        parts = build_prompt(item)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"build_prompt failed for item {item.item_id!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(parts, PromptParts):
+        raise ConfigurationError(
+            f"build_prompt must return PromptParts, got {type(parts).__name__} "
+            f"for item {item.item_id!r}"
+        )
+    return template.render(parts)
+
+
+def prompt_fingerprint(
+    items: Iterable[BatchItem], build_prompt: BuildPrompt, template: RequestTemplate
+) -> str:
+    """Hash of the request bodies of the first few items: tells two prompts apart."""
+    digest = hashlib.sha256()
+    for index, item in enumerate(items):
+        if index == PROMPT_FINGERPRINT_ITEMS:
+            break
+        digest.update(item.item_id.encode())
+        digest.update(render_request(item, build_prompt, template).encode())
+    return digest.hexdigest()
+
+
+def ingest(
+    ctx: RunContext,
+    items: Iterator[tuple[BatchItem, str | None]],
+    build_prompt: BuildPrompt,
+    template: RequestTemplate,
+    *,
+    slice_size: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> int:
+    """Accept every remaining item of ``items`` (item, checkpoint after it) into the run.
+
+    Returns the number of items accepted by this call. The run is marked ingest-complete in
+    the transaction of the last slice.
+    """
+    slice_size = slice_size or SLICE_SIZE
+    run = ctx.run
+    seq = run.ingested_count
+    next_slice = run.next_slice
+    accepted = 0
+    exhausted = False
+    checkpoint: str | None = run.source_checkpoint
+    while not exhausted:
+        batch: list[NewItem] = []
+        seen: dict[str, int] = {}
+        buffer = bytearray()
+        for item, position in items:
+            seq += 1
+            if item.item_id in seen:
+                raise DuplicateItemError(
+                    f"duplicate item_id {item.item_id!r}: items {seen[item.item_id]} and {seq} "
+                    "of the source",
+                    item_id=item.item_id,
+                )
+            seen[item.item_id] = seq
+            body = render_request(item, build_prompt, template).encode()
+            batch.append(
+                NewItem(
+                    seq=seq,
+                    item_id=item.item_id,
+                    req_slice=next_slice,
+                    req_offset=len(buffer),
+                    req_length=len(body),
+                    req_hash=hashlib.sha256(body).hexdigest()[:16],
+                    metadata=_metadata_json(item),
+                )
+            )
+            buffer += body
+            buffer += b"\n"
+            checkpoint = position
+            if len(batch) >= slice_size:
+                break
+        else:
+            exhausted = True
+        if batch:
+            with ctx.artifacts.open_write(ctx.slice_key(next_slice)) as fh:
+                fh.write(buffer)
+        try:
+            ctx.store.add_items(
+                run.pk,
+                batch,
+                next_slice=next_slice + 1 if batch else next_slice,
+                ingested_count=seq,
+                checkpoint=checkpoint,
+                complete=exhausted,
+            )
+        except DuplicateItemError as exc:
+            where = next((it.seq for it in batch if it.item_id == exc.item_id), None)
+            raise DuplicateItemError(
+                f"duplicate item_id {exc.item_id!r}: item {where} of the source repeats an "
+                "earlier item",
+                item_id=exc.item_id,
+            ) from None
+        if batch:
+            next_slice += 1
+        accepted += len(batch)
+        if on_progress is not None and batch:
+            on_progress(seq)
+    return accepted
+
+
+def _metadata_json(item: BatchItem) -> str | None:
+    if not item.metadata:
+        return None
+    try:
+        return json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise SourceError(
+            f"metadata of item {item.item_id!r} is not JSON-serialisable: {exc}"
+        ) from None
+
+
+def positions(items: Iterable[BatchItem]) -> Iterator[tuple[BatchItem, Any]]:
+    """Pair a plain iterable's items with no checkpoint (it cannot resume mid-ingest)."""
+    for item in items:
+        if not isinstance(item, BatchItem):
+            raise SourceError(
+                f"BatchJob.items must yield BatchItem objects, got {type(item).__name__}"
+            )
+        yield item, None

@@ -1,0 +1,72 @@
+"""The exceptions batchor raises.
+
+::
+
+    BatchorError
+    ├── ConfigurationError        a setting or argument is invalid (names it)
+    ├── SourceError               an input source cannot be read as items (names file and row)
+    │   └── DuplicateItemError    two items share an item_id
+    ├── JobMismatchError          an existing run_id was started with a different job
+    ├── RunNotFoundError          no run with that id in the store
+    ├── RunStateError             the run is in a state that forbids the operation
+    ├── ProviderError             the provider API failed in a way retries did not fix
+    │   └── ProviderAuthError     the provider refused the credentials
+    └── WaitTimeout               ``Run.wait(timeout=...)`` elapsed (also a ``TimeoutError``)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from batchor.results import RunSummary
+
+
+class BatchorError(Exception):
+    """Base class of every error batchor raises on purpose."""
+
+
+class ConfigurationError(BatchorError, ValueError):
+    """A setting or argument is invalid; the message names it."""
+
+
+class SourceError(BatchorError, ValueError):
+    """An input source cannot be turned into items; the message names the file and row."""
+
+
+class DuplicateItemError(SourceError):
+    """Two items of one run share an ``item_id``."""
+
+    def __init__(self, message: str, *, item_id: str | None = None) -> None:
+        super().__init__(message)
+        self.item_id = item_id
+        """The repeated id, when known."""
+
+
+class JobMismatchError(BatchorError):
+    """A run_id that exists was started with a different job definition."""
+
+
+class RunNotFoundError(BatchorError, LookupError):
+    """The store holds no run with the requested id."""
+
+
+class RunStateError(BatchorError):
+    """The run's state forbids the requested operation."""
+
+
+class ProviderError(BatchorError):
+    """The provider's API failed in a way that retrying did not fix."""
+
+
+class ProviderAuthError(ProviderError):
+    """The provider refused the credentials (missing or invalid API key)."""
+
+
+class WaitTimeout(BatchorError, TimeoutError):
+    """``Run.wait`` reached its timeout before the run became terminal."""
+
+    def __init__(self, message: str, summary: RunSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
+        """The run's summary when the wait gave up."""

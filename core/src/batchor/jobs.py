@@ -1,0 +1,98 @@
+"""A job: the items of a run, how to prompt for each, the provider and the policies."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel
+
+from batchor.errors import ConfigurationError
+from batchor.items import BatchItem, PromptParts
+
+if TYPE_CHECKING:
+    from batchor.providers.openai_config import OpenAIProviderConfig
+    from batchor.sources.base import ItemSource
+
+#: The OpenAI Batch API's own limits per input file.
+PROVIDER_MAX_REQUESTS = 50_000
+PROVIDER_MAX_BYTES = 200_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often an item is tried before it fails for good.
+
+    Attributes:
+        max_attempts: Attempts per item, the first included. A retryable failure (a 5xx or 429
+            line, a reply that is not valid JSON or fails the schema) charges one attempt; an
+            invalid request (4xx) fails at once.
+    """
+
+    max_attempts: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigurationError(
+                f"RetryPolicy.max_attempts must be at least 1, got {self.max_attempts}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """How full batchor packs each provider batch.
+
+    Attributes:
+        max_requests: Requests per batch input file (the provider allows 50,000).
+        max_bytes: Bytes per batch input file (the provider allows 200 MB; the default keeps
+            a margin).
+    """
+
+    max_requests: int = PROVIDER_MAX_REQUESTS
+    max_bytes: int = 190_000_000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_requests <= PROVIDER_MAX_REQUESTS:
+            raise ConfigurationError(
+                f"BatchLimits.max_requests must be between 1 and {PROVIDER_MAX_REQUESTS}, "
+                f"got {self.max_requests}"
+            )
+        if not 1_000 <= self.max_bytes <= PROVIDER_MAX_BYTES:
+            raise ConfigurationError(
+                f"BatchLimits.max_bytes must be between 1000 and {PROVIDER_MAX_BYTES}, "
+                f"got {self.max_bytes}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """Everything a run needs to turn items into provider requests.
+
+    Attributes:
+        items: An :class:`~batchor.sources.base.ItemSource` (``JsonlItemSource``,
+            ``CsvItemSource``) or any iterable of :class:`BatchItem`. A file source can be
+            resumed mid-ingest; a plain iterable only once it has been fully ingested.
+        build_prompt: Called once per item at ingestion; returns the :class:`PromptParts`.
+        provider_config: Model, endpoint and request parameters for the provider.
+        structured_output: A Pydantic model class; replies are validated into it and
+            ``ItemResult.output`` is an instance. ``None`` for plain text.
+        retry_policy: Attempts per item.
+        limits: How full each provider batch is packed.
+    """
+
+    items: ItemSource | Iterable[BatchItem]
+    build_prompt: Callable[[BatchItem], PromptParts]
+    provider_config: OpenAIProviderConfig
+    structured_output: type[BaseModel] | None = None
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    limits: BatchLimits = field(default_factory=BatchLimits)
+
+    def __post_init__(self) -> None:
+        if not callable(self.build_prompt):
+            raise ConfigurationError("BatchJob.build_prompt must be callable")
+        model = self.structured_output
+        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
+            raise ConfigurationError(
+                f"BatchJob.structured_output must be a Pydantic model class, got {model!r}"
+            )

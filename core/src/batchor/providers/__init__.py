@@ -1,0 +1,1 @@
+"""Provider batch APIs behind the :class:`~batchor.providers.base.BatchProvider` port."""

@@ -1,0 +1,181 @@
+"""The OpenAI Files + Batches API through the official ``openai`` SDK."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+from batchor.errors import ProviderAuthError, ProviderError
+from batchor.providers.base import ProviderBatch, TransientProviderError
+from batchor.providers.openai_config import OpenAIProviderConfig
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+T = TypeVar("T")
+
+_DOWNLOAD_CHUNK = 1 << 20
+
+
+class OpenAIBatchProvider:
+    """A :class:`~batchor.providers.base.BatchProvider` on the ``openai`` SDK.
+
+    The SDK client is made on first use, so constructing a provider is free. Key and base URL
+    come from the config, else from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` as the SDK reads
+    them. SDK errors are re-raised as :class:`TransientProviderError` (worth retrying later)
+    or :class:`~batchor.errors.ProviderError`; their messages never contain the key.
+    """
+
+    def __init__(
+        self,
+        config: OpenAIProviderConfig,
+        *,
+        max_retries: int = 4,
+        timeout: float = 600.0,
+        create_timeout: float = 60.0,
+    ) -> None:
+        self.config = config
+        self._max_retries = max_retries
+        self._timeout = timeout
+        self._create_timeout = create_timeout
+        self._client: OpenAI | None = None
+
+    @property
+    def client(self) -> OpenAI:
+        """The SDK client, made on first use."""
+        if self._client is None:
+            import openai
+
+            try:
+                self._client = openai.OpenAI(
+                    api_key=self.config.api_key,
+                    base_url=self.config.base_url,
+                    max_retries=self._max_retries,
+                    timeout=self._timeout,
+                )
+            except openai.OpenAIError:
+                raise ProviderAuthError(
+                    "no OpenAI API key: set OPENAI_API_KEY or pass "
+                    "OpenAIProviderConfig(api_key=...)"
+                ) from None
+        return self._client
+
+    def upload_file(self, content: BinaryIO, filename: str) -> str:
+        """Upload a batch input file, streamed; retried from the start on transient errors."""
+
+        def call() -> str:
+            content.seek(0)
+            created = self.client.with_options(max_retries=0).files.create(
+                file=(filename, content, "application/jsonl"), purpose="batch"
+            )
+            return created.id
+
+        return _retrying(call, self._max_retries)
+
+    def create_batch(
+        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+    ) -> ProviderBatch:
+        """Create a batch with the SDK's automatic retries off."""
+        client = self.client.with_options(max_retries=0, timeout=self._create_timeout)
+        batch = _translated(
+            lambda: client.batches.create(
+                input_file_id=input_file_id,
+                endpoint=endpoint,  # type: ignore[arg-type]
+                completion_window="24h",
+                metadata=dict(metadata),
+            )
+        )
+        return _to_provider_batch(batch)
+
+    def retrieve_batch(self, batch_id: str) -> ProviderBatch:
+        """The batch's current state."""
+        return _to_provider_batch(_translated(lambda: self.client.batches.retrieve(batch_id)))
+
+    def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
+        """Batches newest first, until one created before ``created_after``."""
+        page = _translated(lambda: self.client.batches.list(limit=100))
+        while True:
+            for batch in page.data:
+                if batch.created_at < created_after:
+                    return
+                yield _to_provider_batch(batch)
+            if not page.has_next_page():
+                return
+            page = _translated(page.get_next_page)
+
+    def cancel_batch(self, batch_id: str) -> ProviderBatch:
+        """Ask the provider to cancel the batch."""
+        return _to_provider_batch(_translated(lambda: self.client.batches.cancel(batch_id)))
+
+    def download_file(self, file_id: str, dest: BinaryIO) -> int:
+        """Stream a file's content into ``dest`` in 1 MiB chunks."""
+
+        def call() -> int:
+            dest.seek(0)
+            dest.truncate()
+            written = 0
+            with self.client.with_options(max_retries=0).files.with_streaming_response.content(
+                file_id
+            ) as response:
+                for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
+                    dest.write(chunk)
+                    written += len(chunk)
+            return written
+
+        return _retrying(call, self._max_retries)
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file; a file already gone is fine."""
+        import openai
+
+        try:
+            _translated(lambda: self.client.files.delete(file_id))
+        except ProviderError as exc:
+            if not isinstance(exc.__cause__, openai.NotFoundError):
+                raise
+
+
+def _to_provider_batch(batch: Any) -> ProviderBatch:
+    errors: tuple[tuple[str, str], ...] = ()
+    if batch.errors is not None and batch.errors.data:
+        errors = tuple((e.code or "unknown", e.message or "") for e in batch.errors.data)
+    return ProviderBatch(
+        id=batch.id,
+        status=batch.status,
+        output_file_id=batch.output_file_id,
+        error_file_id=batch.error_file_id,
+        errors=errors,
+        metadata=dict(batch.metadata or {}),
+        created_at=int(batch.created_at),
+    )
+
+
+def _translated(call: Callable[[], T]) -> T:
+    """Run an SDK call, re-raising its errors as batchor's provider errors."""
+    import openai
+
+    try:
+        return call()
+    except openai.AuthenticationError as exc:
+        raise ProviderAuthError(f"the provider refused the API key: {exc.message}") from exc
+    except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+        raise TransientProviderError(f"provider unreachable: {exc}") from exc
+    except openai.APIStatusError as exc:
+        text = f"provider answered HTTP {exc.status_code}: {exc.message}"
+        if exc.status_code in (408, 409, 429) or exc.status_code >= 500:
+            raise TransientProviderError(text) from exc
+        raise ProviderError(text) from exc
+
+
+def _retrying(call: Callable[[], T], retries: int, base: float = 0.5, cap: float = 30.0) -> T:
+    """Call, retrying transient errors with exponential backoff and full jitter."""
+    for attempt in range(retries + 1):
+        try:
+            return _translated(call)
+        except TransientProviderError:
+            if attempt == retries:
+                raise
+            time.sleep(random.uniform(0, min(cap, base * 2**attempt)))
+    raise AssertionError("unreachable")

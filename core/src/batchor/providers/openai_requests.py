@@ -1,0 +1,157 @@
+"""Request bodies for the two OpenAI endpoints, and the reading of their replies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from batchor.items import PromptParts
+from batchor.providers.openai_config import OpenAIProviderConfig
+from batchor.results import Usage
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class RequestTemplate:
+    """Renders request bodies for one job.
+
+    The parts shared by every request (model, parameters, the JSON schema) are serialised
+    once; per item only the prompt is encoded. Output is compact JSON with a fixed key order,
+    so the same prompt always gives the same bytes (and the same hash).
+    """
+
+    def __init__(
+        self,
+        config: OpenAIProviderConfig,
+        schema: dict[str, Any] | None = None,
+        schema_name: str = "output",
+    ) -> None:
+        self.endpoint = config.endpoint
+        shared: dict[str, Any] = dict(config.request_params)
+        if schema is not None:
+            if config.endpoint == "/v1/chat/completions":
+                shared["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {"name": schema_name, "schema": schema, "strict": True},
+                }
+            else:
+                shared["text"] = {
+                    "format": {
+                        "type": "json_schema",
+                        "name": schema_name,
+                        "schema": schema,
+                        "strict": True,
+                    }
+                }
+        self._head = '{"model":' + _dumps(config.model)
+        self._tail = "".join(f",{_dumps(k)}:{_dumps(v)}" for k, v in shared.items()) + "}"
+
+    def render(self, parts: PromptParts) -> str:
+        """The JSON body of one request."""
+        if self.endpoint == "/v1/chat/completions":
+            messages = []
+            if parts.system is not None:
+                messages.append({"role": "system", "content": parts.system})
+            messages.append({"role": "user", "content": parts.prompt})
+            middle = ',"messages":' + _dumps(messages)
+        else:
+            middle = ',"input":' + _dumps(parts.prompt)
+            if parts.system is not None:
+                middle += ',"instructions":' + _dumps(parts.system)
+        return self._head + middle + self._tail
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What one answered request line says.
+
+    Attributes:
+        text: The reply text when the request succeeded.
+        usage: Tokens billed.
+        error_class: ``None`` on success, else a failure class (see ``ItemFailure``).
+        message: The failure's message.
+        retryable: Whether that failure is retried.
+    """
+
+    text: str | None
+    usage: Usage | None
+    error_class: str | None = None
+    message: str = ""
+    retryable: bool = False
+
+
+def read_reply(endpoint: str, status_code: int, body: Any) -> Reply:
+    """Interpret one output or error line's ``response`` part."""
+    if status_code != 200:
+        return _http_failure(status_code, body)
+    if not isinstance(body, dict):
+        return Reply(None, None, "invalid_response", "reply body is not an object", True)
+    if endpoint == "/v1/chat/completions":
+        return _chat_reply(body)
+    return _responses_reply(body)
+
+
+def _http_failure(status_code: int, body: Any) -> Reply:
+    error = body.get("error") if isinstance(body, dict) else None
+    message = ""
+    if isinstance(error, dict):
+        message = str(error.get("message") or error.get("code") or "")
+    message = f"HTTP {status_code}: {message}".rstrip(": ")
+    if status_code == 429:
+        return Reply(None, None, "rate_limited", message, True)
+    if status_code >= 500:
+        return Reply(None, None, "server_error", message, True)
+    return Reply(None, None, "invalid_request", message, False)
+
+
+def _usage(raw: Any, input_key: str, output_key: str) -> Usage | None:
+    if not isinstance(raw, dict):
+        return None
+    return Usage(int(raw.get(input_key) or 0), int(raw.get(output_key) or 0))
+
+
+def _chat_reply(body: dict[str, Any]) -> Reply:
+    usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
+    choices = body.get("choices") or []
+    if not choices or not isinstance(choices[0], dict):
+        return Reply(None, usage, "invalid_response", "reply has no choices", True)
+    choice = choices[0]
+    message = choice.get("message") or {}
+    if message.get("refusal"):
+        return Reply(None, usage, "refusal", str(message["refusal"]), False)
+    if choice.get("finish_reason") == "length":
+        return Reply(None, usage, "incomplete", "reply cut off at the token limit", False)
+    content = message.get("content")
+    if not isinstance(content, str):
+        return Reply(None, usage, "invalid_response", "reply has no text content", True)
+    return Reply(content, usage)
+
+
+def _responses_reply(body: dict[str, Any]) -> Reply:
+    usage = _usage(body.get("usage"), "input_tokens", "output_tokens")
+    status = body.get("status")
+    if status == "incomplete":
+        details = body.get("incomplete_details") or {}
+        reason = details.get("reason", "unknown") if isinstance(details, dict) else "unknown"
+        return Reply(None, usage, "incomplete", f"reply incomplete: {reason}", False)
+    if status == "failed":
+        error = body.get("error") or {}
+        msg = error.get("message", "response failed") if isinstance(error, dict) else str(error)
+        return Reply(None, usage, "server_error", msg, True)
+    texts: list[str] = []
+    for out in body.get("output") or []:
+        if not isinstance(out, dict) or out.get("type") != "message":
+            continue
+        for part in out.get("content") or []:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "refusal":
+                return Reply(None, usage, "refusal", str(part.get("refusal", "")), False)
+            if part.get("type") == "output_text":
+                texts.append(str(part.get("text", "")))
+    if not texts:
+        return Reply(None, usage, "invalid_response", "reply has no output text", True)
+    return Reply("".join(texts), usage)

@@ -1,0 +1,163 @@
+"""What a run hands back: per-item results and failures, token usage, run summaries."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchor.states import ItemStatus, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Tokens the provider billed.
+
+    Attributes:
+        input_tokens: Prompt tokens.
+        output_tokens: Completion tokens.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
+    """Why an attempt at an item failed.
+
+    Attributes:
+        error_class: A short stable class: ``server_error``, ``rate_limited``,
+            ``invalid_request``, ``invalid_json``, ``schema_validation``, ``refusal``,
+            ``incomplete``, ``missing_output``, ``request_too_large``, ``batch_failed``.
+        message: The provider's or validator's message.
+        retryable: Whether the failure is of a kind that is retried.
+        attempt: Which attempt (1-based) it ended.
+    """
+
+    error_class: str
+    message: str
+    retryable: bool
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """One item's outcome.
+
+    Attributes:
+        item_id: The item's id.
+        status: ``completed`` or ``failed`` (or a non-terminal status while the run goes on).
+        output: The validated Pydantic instance for structured jobs, the text otherwise;
+            ``None`` unless completed.
+        output_text: The raw reply text.
+        error: The last failure, if any (a completed item may have failed earlier attempts).
+        attempts: Attempts charged so far.
+        usage: Tokens billed for the reply that completed or failed the item.
+        metadata: The item's own lineage metadata.
+    """
+
+    item_id: str
+    status: ItemStatus
+    output: Any
+    output_text: str | None
+    error: ItemFailure | None
+    attempts: int
+    usage: Usage | None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (the CLI's output line)."""
+        output = self.output
+        if hasattr(output, "model_dump"):
+            output = output.model_dump(mode="json")
+        return {
+            "item_id": self.item_id,
+            "status": self.status.value,
+            "output": output,
+            "error": None
+            if self.error is None
+            else {
+                "class": self.error.error_class,
+                "message": self.error.message,
+                "retryable": self.error.retryable,
+                "attempt": self.error.attempt,
+            },
+            "attempts": self.attempts,
+            "usage": None
+            if self.usage is None
+            else {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "metadata": dict(self.metadata),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run's state at one moment.
+
+    Attributes:
+        run_id: The run's id.
+        status: The run's status.
+        items: Item counts by status (every status present, zero included).
+        batches: Provider batches by batchor batch status.
+        ingest_complete: Whether every item of the source has been accepted.
+        usage: Tokens billed so far.
+        pause_reason: Why the run is paused, when it is.
+    """
+
+    run_id: str
+    status: RunStatus
+    items: Mapping[ItemStatus, int]
+    batches: Mapping[str, int]
+    ingest_complete: bool
+    usage: Usage
+    pause_reason: str | None = None
+
+    @property
+    def total(self) -> int:
+        """Items accepted so far."""
+        return sum(self.items.values())
+
+    @property
+    def completed(self) -> int:
+        """Items completed."""
+        return self.items.get(ItemStatus.COMPLETED, 0)
+
+    @property
+    def failed(self) -> int:
+        """Items failed for good."""
+        return self.items.get(ItemStatus.FAILED, 0)
+
+    @property
+    def terminal_items(self) -> int:
+        """Items with their final outcome."""
+        return sum(n for s, n in self.items.items() if s.is_terminal)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the run has ended."""
+        return self.status.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status.value,
+            "items": {s.value: n for s, n in self.items.items()},
+            "total": self.total,
+            "batches": dict(self.batches),
+            "ingest_complete": self.ingest_complete,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "pause_reason": self.pause_reason,
+        }

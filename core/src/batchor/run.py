@@ -1,0 +1,237 @@
+"""A run handle: refresh (one reconcile step), wait, summary, results."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from batchor.engine.collect import collect
+from batchor.engine.context import RunContext, RunSettings, log
+from batchor.engine.ingest import ingest, positions
+from batchor.engine.pack import pack
+from batchor.engine.poll import poll
+from batchor.engine.submit import submit
+from batchor.errors import RunNotFoundError, RunStateError, WaitTimeout
+from batchor.items import BatchItem
+from batchor.results import ItemFailure, ItemResult, RunSummary, Usage
+from batchor.sources.base import ItemSource
+from batchor.states import ItemStatus, RunStatus
+from batchor.stores.base import ItemRow
+from batchor.structured import OutputValidationError, validate_output
+
+if TYPE_CHECKING:
+    from batchor.jobs import BatchJob
+    from batchor.providers.openai_requests import RequestTemplate
+    from batchor.runner import BatchRunner
+
+_RESULT_PAGE = 2_000
+_OPEN = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.SUBMITTED)
+
+
+class Run:
+    """A handle on one durable run. Get one from :meth:`BatchRunner.start` or
+    :meth:`BatchRunner.get_run`; any number of handles, in any processes, may drive the same
+    run."""
+
+    def __init__(
+        self,
+        runner: BatchRunner,
+        ctx: RunContext,
+        job: BatchJob | None = None,
+        template: RequestTemplate | None = None,
+        items: ItemSource | Iterator[BatchItem] | None = None,
+    ) -> None:
+        self._runner = runner
+        self._ctx = ctx
+        self._job = job
+        self._template = template
+        self._items = items
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._ctx.run.run_id
+
+    def _reload(self) -> None:
+        record = self._ctx.store.get_run(self.run_id)
+        if record is None:
+            raise RunNotFoundError(f"run {self.run_id!r} no longer exists in the store")
+        self._ctx.run = record
+
+    # ---- driving ---------------------------------------------------------------------
+    def refresh(self) -> RunSummary:
+        """One reconcile step: ingest what remains (when the job is at hand), poll live
+        batches, collect ended ones, pack pending items and submit new batches. Returns the
+        summary after it."""
+        self._reload()
+        if self._ctx.run.status.is_terminal:
+            return self.summary()
+        self.ingest_pending()
+        poll(self._ctx)
+        collect(self._ctx)
+        self._reload()
+        if self._ctx.run.status is RunStatus.RUNNING:
+            if pack(self._ctx):
+                self._reload()
+            submit(self._ctx)
+        return self._finish_if_done()
+
+    def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:
+        """Accept what remains of the source, when this handle has the job (from
+        :meth:`BatchRunner.start`) and ingestion is not complete; otherwise do nothing."""
+        job = self._job
+        run = self._ctx.run
+        if job is None or self._items is None or self._template is None or run.ingest_complete:
+            return
+        if isinstance(self._items, ItemSource):
+            stream: Iterator[tuple[Any, Any]] = self._items.iter_from(run.source_checkpoint)
+        elif run.ingested_count:
+            raise RunStateError(
+                f"run {run.run_id!r} was interrupted mid-ingest and its items come from a plain "
+                "iterable, which cannot resume; use a file source (JsonlItemSource, "
+                "CsvItemSource) or start a new run"
+            )
+        else:
+            stream = positions(self._items)
+        ingest(self._ctx, stream, job.build_prompt, self._template, on_progress=on_progress)
+        self._reload()
+
+    def _finish_if_done(self) -> RunSummary:
+        summary = self.summary()
+        run = self._ctx.run
+        if run.status.is_terminal or not run.ingest_complete:
+            return summary
+        if any(summary.items[s] for s in _OPEN):
+            return summary
+        if any(n for status, n in summary.batches.items() if status != "collected"):
+            return summary
+        final = RunStatus.COMPLETED_WITH_FAILURES if summary.failed else RunStatus.COMPLETED
+        if self._ctx.store.set_run_status(
+            run.pk, final, expected=[RunStatus.RUNNING, RunStatus.PAUSED]
+        ):
+            log.info("run %s: %s", run.run_id, final.value)
+        return self.summary()
+
+    def wait(
+        self,
+        timeout: float | None = None,
+        *,
+        poll_interval: float = 0.5,
+        max_poll_interval: float = 30.0,
+        on_progress: Callable[[RunSummary], None] | None = None,
+    ) -> RunSummary:
+        """Refresh until the run is terminal; returns its final summary.
+
+        The pause between refreshes starts at ``poll_interval`` and doubles up to
+        ``max_poll_interval`` while nothing changes.
+
+        Raises:
+            WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval
+        previous: dict[str, Any] | None = None
+        while True:
+            summary = self.refresh()
+            if on_progress is not None:
+                on_progress(summary)
+            if summary.is_terminal:
+                return summary
+            state = summary.to_dict()
+            interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)
+            previous = state
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise WaitTimeout(
+                        f"run {self.run_id!r} still {summary.status.value} after {timeout} s",
+                        summary,
+                    )
+                interval = min(interval, left)
+            time.sleep(interval)
+
+    # ---- reading ---------------------------------------------------------------------
+    def summary(self) -> RunSummary:
+        """Counts and status from the store (no provider call)."""
+        self._reload()
+        run = self._ctx.run
+        return RunSummary(
+            run_id=run.run_id,
+            status=run.status,
+            items=self._ctx.store.item_counts(run.pk),
+            batches=self._ctx.store.batch_counts(run.pk),
+            ingest_complete=run.ingest_complete,
+            usage=Usage(run.input_tokens, run.output_tokens),
+            pause_reason=run.pause_reason,
+        )
+
+    @property
+    def settings(self) -> RunSettings:
+        """The run's stored settings."""
+        return self._ctx.settings
+
+    def results(
+        self, *, model: type[BaseModel] | None = None, include_pending: bool = False
+    ) -> Iterator[ItemResult]:
+        """Terminal results in item order, streamed page by page from the store.
+
+        Args:
+            model: The Pydantic model to validate structured outputs into; defaults to the
+                job's model, else the one stored with the run (imported by path). When none
+                can be had, ``output`` is the parsed JSON.
+            include_pending: Also yield items that are not terminal yet.
+        """
+        output_model = model or self._ctx.output_model
+        structured = self._ctx.settings.structured
+        statuses = (
+            None
+            if include_pending
+            else (ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED)
+        )
+        after = 0
+        while rows := self._ctx.store.item_rows(self._ctx.run.pk, after, _RESULT_PAGE, statuses):
+            for row in rows:
+                yield _result(row, structured, output_model)
+            after = rows[-1].seq
+
+
+def _result(row: ItemRow, structured: bool, model: type[BaseModel] | None) -> ItemResult:
+    output: Any = None
+    if row.status is ItemStatus.COMPLETED and row.output_text is not None:
+        output = row.output_text
+        if structured:
+            output = _typed(row.output_text, model)
+    error = None
+    if row.error_class is not None:
+        error = ItemFailure(
+            error_class=row.error_class,
+            message=row.error_message or "",
+            retryable=bool(row.error_retryable),
+            attempt=row.error_attempt or row.attempts,
+        )
+    usage = None
+    if row.input_tokens is not None or row.output_tokens is not None:
+        usage = Usage(row.input_tokens or 0, row.output_tokens or 0)
+    return ItemResult(
+        item_id=row.item_id,
+        status=row.status,
+        output=output,
+        output_text=row.output_text,
+        error=error,
+        attempts=row.attempts,
+        usage=usage,
+        metadata=json.loads(row.metadata) if row.metadata else {},
+    )
+
+
+def _typed(text: str, model: type[BaseModel] | None) -> Any:
+    if model is not None:
+        try:
+            return validate_output(model, text)
+        except OutputValidationError:
+            pass  # validated when collected; a changed model falls back to the raw JSON
+    return json.loads(text)

@@ -1,0 +1,298 @@
+"""BatchRunner: starts and rehydrates runs, wiring the store, artifacts and provider."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from batchor.artifacts.base import ArtifactStore
+from batchor.artifacts.local import LocalArtifactStore
+from batchor.engine.context import RunContext, RunSettings, log
+from batchor.engine.ingest import PROMPT_FINGERPRINT_ITEMS, prompt_fingerprint
+from batchor.errors import (
+    BatchorError,
+    ConfigurationError,
+    JobMismatchError,
+    RunNotFoundError,
+)
+from batchor.items import BatchItem
+from batchor.jobs import BatchJob
+from batchor.providers.openai import OpenAIBatchProvider
+from batchor.providers.openai_config import OpenAIProviderConfig
+from batchor.providers.openai_requests import RequestTemplate
+from batchor.results import RunSummary
+from batchor.run import Run
+from batchor.sources.base import ItemSource
+from batchor.stores.base import RunRecord, StateStore
+from batchor.stores.open import open_store
+from batchor.structured import import_model, model_path, schema_name, strict_json_schema
+
+DEFAULT_HOME = ".batchor"
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
+# Settings that may change between processes without making it a different job.
+_NOT_FINGERPRINTED = frozenset({"base_url", "schema_model"})
+
+
+class BatchRunner:
+    """Starts runs and rehydrates them, on one store and one artifact location.
+
+    Args:
+        store: A store URL (``sqlite:///path``, ``postgresql+psycopg://...``, ``memory://``)
+            or a store object. Default: ``$BATCHOR_STORE``, else ``sqlite:///.batchor/batchor.db``.
+        artifacts: A directory or an artifact-store object. Default: ``$BATCHOR_ARTIFACTS``,
+            else ``.batchor/artifacts``.
+        api_key: A key for every run this runner drives whose job does not set one
+            (else ``OPENAI_API_KEY``). Never persisted.
+        base_url: An API base URL for runs whose job does not set one (else the one stored
+            with the run, else ``OPENAI_BASE_URL``).
+    """
+
+    def __init__(
+        self,
+        store: str | StateStore | None = None,
+        artifacts: str | os.PathLike[str] | ArtifactStore | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+    ) -> None:
+        if store is None:
+            store = os.environ.get("BATCHOR_STORE") or f"sqlite:///{DEFAULT_HOME}/batchor.db"
+        self.store: StateStore = open_store(store) if isinstance(store, str) else store
+        """The control-plane store."""
+        if artifacts is None:
+            artifacts = os.environ.get("BATCHOR_ARTIFACTS") or f"{DEFAULT_HOME}/artifacts"
+        self.artifacts: ArtifactStore = _open_artifacts(artifacts)
+        """Where request and output files live."""
+        self._api_key = api_key
+        self._base_url = base_url
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.store.close()
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- runs --------------------------------------------------------------------------
+    def start(
+        self,
+        job: BatchJob,
+        run_id: str | None = None,
+        *,
+        on_ingest: Callable[[int], None] | None = None,
+    ) -> Run:
+        """Create the run ``run_id`` for ``job``, or attach to it if it exists, then ingest
+        what remains of the source and submit what is ready. Idempotent: starting the same
+        job under the same id again never submits anything twice.
+
+        Args:
+            job: The job.
+            run_id: A stable id (letters, digits and ``._:@+=-``); generated when omitted.
+            on_ingest: Called with the number of items accepted so far, after each slice.
+
+        Raises:
+            JobMismatchError: the run exists with a different job definition.
+            SourceError: the source is invalid (the run is not kept if nothing was submitted).
+        """
+        run_id = run_id or _new_run_id()
+        _check_run_id(run_id)
+        config = job_config(job)
+        fingerprint = _fingerprint(config)
+        record, created = self.store.create_run(run_id, config, fingerprint)
+        if not created and record.fingerprint != fingerprint:
+            raise JobMismatchError(_mismatch(run_id, record.config, config))
+        template = _template(job)
+        items, head = _head(job.items)
+        prompts = prompt_fingerprint(head, job.build_prompt, template)
+        if record.prompt_fingerprint is None:
+            self.store.set_prompt_fingerprint(record.pk, prompts)
+        elif record.prompt_fingerprint != prompts:
+            raise JobMismatchError(
+                f"run {run_id!r} exists with different prompts for its first items; "
+                "use a new run_id for a different job"
+            )
+        run = Run(
+            self,
+            self._context(record, job.provider_config, job.structured_output),
+            job,
+            template,
+            items,
+        )
+        try:
+            run.ingest_pending(on_ingest)
+        except BatchorError:
+            if created:
+                self._discard(run_id)
+            raise
+        run.refresh()
+        return run
+
+    def get_run(self, run_id: str, *, model: type[BaseModel] | None = None) -> Run:
+        """Rehydrate a run from the store alone: polling, collecting and reading results
+        need neither the job nor the source.
+
+        Args:
+            run_id: The run's id.
+            model: The Pydantic model for typed outputs; by default the one recorded with the
+                run is imported by its ``module:Class`` path.
+
+        Raises:
+            RunNotFoundError: no such run.
+        """
+        record = self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFoundError(f"no run {run_id!r} in the store")
+        cfg = record.config
+        provider = OpenAIProviderConfig(
+            model=cfg["model"],
+            endpoint=cfg["endpoint"],
+            base_url=self._base_url or cfg.get("base_url"),
+            request_params=cfg.get("request_params") or {},
+        )
+        if model is None and cfg.get("schema_model"):
+            try:
+                model = import_model(cfg["schema_model"])
+            except ConfigurationError as exc:
+                log.info("run %s: typed outputs unavailable (%s); outputs are JSON", run_id, exc)
+        return Run(self, self._context(record, provider, model))
+
+    def run_and_wait(
+        self,
+        job: BatchJob,
+        run_id: str | None = None,
+        *,
+        timeout: float | None = None,
+        on_progress: Callable[[RunSummary], None] | None = None,
+    ) -> Run:
+        """:meth:`start` then :meth:`Run.wait`; returns the finished run."""
+        run = self.start(job, run_id)
+        run.wait(timeout, on_progress=on_progress)
+        return run
+
+    # ---- wiring --------------------------------------------------------------------------
+    def _context(
+        self,
+        record: RunRecord,
+        provider_config: OpenAIProviderConfig,
+        model: type[BaseModel] | None,
+    ) -> RunContext:
+        if provider_config.api_key is None and self._api_key is not None:
+            provider_config = _replace(provider_config, api_key=self._api_key)
+        if provider_config.base_url is None and self._base_url is not None:
+            provider_config = _replace(provider_config, base_url=self._base_url)
+        return RunContext(
+            run=record,
+            settings=RunSettings.from_config(record.config),
+            store=self.store,
+            artifacts=self.artifacts,
+            provider=OpenAIBatchProvider(provider_config),
+            output_model=model,
+        )
+
+    def _discard(self, run_id: str) -> None:
+        """Remove a run that failed before anything was submitted."""
+        record = self.store.get_run(run_id)
+        if record is None or self.store.batch_counts(record.pk):
+            return
+        for number in range(record.next_slice):
+            self.artifacts.delete(f"runs/{run_id}/requests/{number:06d}.jsonl")
+        self.store.delete_run(record.pk)
+
+
+def job_config(job: BatchJob) -> dict[str, Any]:
+    """The job's definition as stored with the run (never the API key)."""
+    provider = job.provider_config
+    model = job.structured_output
+    return {
+        "provider": "openai",
+        "model": provider.model,
+        "endpoint": provider.endpoint,
+        "base_url": provider.public_base_url(),
+        "request_params": dict(provider.request_params),
+        "schema": strict_json_schema(model) if model is not None else None,
+        "schema_name": schema_name(model) if model is not None else None,
+        "schema_model": model_path(model) if model is not None else None,
+        "max_attempts": job.retry_policy.max_attempts,
+        "max_requests": job.limits.max_requests,
+        "max_bytes": job.limits.max_bytes,
+    }
+
+
+def _template(job: BatchJob) -> RequestTemplate:
+    model = job.structured_output
+    if model is None:
+        return RequestTemplate(job.provider_config)
+    return RequestTemplate(job.provider_config, strict_json_schema(model), schema_name(model))
+
+
+def _fingerprint(config: Mapping[str, Any]) -> str:
+    material = {k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def _mismatch(run_id: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    changed = sorted(
+        k for k in set(old) | set(new) if k not in _NOT_FINGERPRINTED and old.get(k) != new.get(k)
+    )
+    return (
+        f"run {run_id!r} exists with a different job definition ({', '.join(changed)} "
+        "changed); use a new run_id for a different job"
+    )
+
+
+def _head(
+    items: ItemSource | Iterable[BatchItem],
+) -> tuple[ItemSource | Iterator[BatchItem], list[BatchItem]]:
+    """The first items (for the prompt fingerprint), and the items to ingest from."""
+    if isinstance(items, ItemSource):
+        head = [
+            item for item, _ in itertools.islice(items.iter_from(None), PROMPT_FINGERPRINT_ITEMS)
+        ]
+        return items, head
+    iterator = iter(items)
+    head = list(itertools.islice(iterator, PROMPT_FINGERPRINT_ITEMS))
+    return itertools.chain(head, iterator), head
+
+
+def _replace(config: OpenAIProviderConfig, **changes: Any) -> OpenAIProviderConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def _new_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _check_run_id(run_id: str) -> None:
+    if not _RUN_ID.match(run_id):
+        raise ConfigurationError(
+            f"run_id {run_id!r} is not valid: use 1-200 letters, digits and ._:@+=- "
+            "starting with a letter or digit"
+        )
+
+
+def _open_artifacts(artifacts: str | os.PathLike[str] | ArtifactStore) -> ArtifactStore:
+    if isinstance(artifacts, str | os.PathLike):
+        text = os.fspath(artifacts)
+        if "://" in text and not text.startswith("file://"):
+            scheme = text.split("://", 1)[0]
+            raise ConfigurationError(
+                f"artifact URL scheme {scheme!r} is not supported by this version; "
+                "use a local directory"
+            )
+        return LocalArtifactStore(Path(text.removeprefix("file://")))
+    return artifacts

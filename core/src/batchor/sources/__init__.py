@@ -1,0 +1,1 @@
+"""Deterministic, resumable inputs that yield :class:`~batchor.items.BatchItem` s."""

@@ -1,0 +1,266 @@
+"""The :class:`StateStore` port: narrow, transactional operations named after the engine's needs.
+
+Every state change is conditional on the state it expects (compare-and-set), so a second
+worker driving the same run can never submit or collect the same item twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from batchor.states import BatchStatus, ItemStatus, RunStatus
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """A run's row."""
+
+    pk: int
+    run_id: str
+    status: RunStatus
+    config: Mapping[str, Any]
+    fingerprint: str
+    prompt_fingerprint: str | None
+    ingest_complete: bool
+    ingested_count: int
+    source_checkpoint: str | None
+    next_slice: int
+    pause_reason: str | None
+    input_tokens: int
+    output_tokens: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """A provider batch's row."""
+
+    pk: int
+    run_pk: int
+    batch_key: str
+    status: BatchStatus
+    input_artifact: str
+    request_count: int
+    input_bytes: int
+    file_id: str | None
+    create_started_at: float | None
+    provider_batch_id: str | None
+    provider_status: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    errors: str | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """An item accepted at ingestion, with the pointer to its request body."""
+
+    seq: int
+    item_id: str
+    req_slice: int
+    req_offset: int
+    req_length: int
+    req_hash: str
+    metadata: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingItem:
+    """An item waiting to be packed, with where its request body lives."""
+
+    seq: int
+    attempts: int
+    req_slice: int
+    req_offset: int
+    req_length: int
+
+
+OutcomeKind = Literal["completed", "retry", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemOutcome:
+    """What one answered line means for its item (attempt charged in every case)."""
+
+    seq: int
+    kind: OutcomeKind
+    output_text: str | None = None
+    error_class: str | None = None
+    message: str | None = None
+    retryable: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRow:
+    """An item as results read it."""
+
+    seq: int
+    item_id: str
+    status: ItemStatus
+    attempts: int
+    metadata: str | None
+    output_text: str | None
+    error_class: str | None
+    error_message: str | None
+    error_retryable: bool | None
+    error_attempt: int | None
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+class StateStore(Protocol):
+    """The control plane batchor keeps runs, items and batches in."""
+
+    # runs
+    def create_run(
+        self, run_id: str, config: Mapping[str, Any], fingerprint: str
+    ) -> tuple[RunRecord, bool]:
+        """Create a run, or return the existing one with that id; True if this call created
+        it."""
+        ...
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with that id, if any."""
+        ...
+
+    def delete_run(self, run_pk: int) -> None:
+        """Remove a run and everything it holds."""
+        ...
+
+    def set_run_status(
+        self,
+        run_pk: int,
+        status: RunStatus,
+        *,
+        expected: Collection[RunStatus] | None = None,
+        pause_reason: str | None = None,
+    ) -> bool:
+        """Move the run to ``status`` if it is in one of ``expected``; True if it moved."""
+        ...
+
+    # ingestion
+    def set_prompt_fingerprint(self, run_pk: int, fingerprint: str) -> None:
+        """Record the hash of the run's first request bodies."""
+        ...
+
+    def add_items(
+        self,
+        run_pk: int,
+        items: Sequence[NewItem],
+        *,
+        next_slice: int,
+        ingested_count: int,
+        checkpoint: str | None,
+        complete: bool,
+    ) -> None:
+        """Accept a slice of items and the source position after it, in one transaction.
+
+        Raises:
+            DuplicateItemError: an item_id is already in the run.
+        """
+        ...
+
+    # packing
+    def pending_items(self, run_pk: int, after_seq: int, limit: int) -> list[PendingItem]:
+        """Pending items in seq order after ``after_seq``."""
+        ...
+
+    def allocate_batch_number(self, run_pk: int) -> int:
+        """Reserve the run's next batch number."""
+        ...
+
+    def record_batch(
+        self,
+        run_pk: int,
+        batch_key: str,
+        input_artifact: str,
+        seqs: Sequence[int],
+        input_bytes: int,
+    ) -> BatchRecord | None:
+        """Record a packed batch (``prepared``) and move its items pending -> queued.
+
+        Returns ``None`` (and changes nothing) if any item was no longer pending.
+        """
+        ...
+
+    # batches
+    def batches(self, run_pk: int, statuses: Collection[BatchStatus]) -> list[BatchRecord]:
+        """The run's batches in those statuses, oldest first."""
+        ...
+
+    def update_batch(
+        self,
+        batch_pk: int,
+        expected: BatchStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Change a batch's columns if it is in ``expected`` and its columns equal ``expect``;
+        True if it changed."""
+        ...
+
+    def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
+        """Record the provider batch id; the batch and its items become ``submitted``."""
+        ...
+
+    # collection
+    def apply_outcomes(
+        self, run_pk: int, batch_pk: int, outcomes: Sequence[ItemOutcome], max_attempts: int
+    ) -> None:
+        """Apply answered lines to items still submitted in the batch, in one transaction;
+        a ``retry`` on an item's last attempt fails it."""
+        ...
+
+    def requeue_unanswered(
+        self,
+        run_pk: int,
+        batch_pk: int,
+        *,
+        charge: tuple[str, str] | None,
+        max_attempts: int,
+    ) -> int:
+        """Return the batch's still-submitted items to ``pending``.
+
+        With ``charge=(error_class, message)`` an attempt is charged (and items out of
+        attempts fail); without it, the items go back untouched. Returns how many moved.
+        """
+        ...
+
+    def fail_pending(
+        self, run_pk: int, seqs: Sequence[int], error_class: str, message: str
+    ) -> None:
+        """Fail pending items that can never be sent (e.g. a request over the size limit)."""
+        ...
+
+    # reading
+    def item_counts(self, run_pk: int) -> dict[ItemStatus, int]:
+        """Items by status."""
+        ...
+
+    def batch_counts(self, run_pk: int) -> dict[str, int]:
+        """Batches by status."""
+        ...
+
+    def item_rows(
+        self,
+        run_pk: int,
+        after_seq: int,
+        limit: int,
+        statuses: Collection[ItemStatus] | None = None,
+    ) -> list[ItemRow]:
+        """Items in seq order after ``after_seq``, optionally only in ``statuses``."""
+        ...
+
+    def list_runs(self) -> list[RunRecord]:
+        """Every run, newest first."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,109 @@
+"""The control-plane tables (SQLAlchemy Core). Changes go through an Alembic migration."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+runs = Table(
+    "batchor_runs",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(200), nullable=False, unique=True),
+    Column("status", String(32), nullable=False),
+    # The job definition without secrets (JSON): model, endpoint, params, schema, limits.
+    Column("config", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    # Hash of the first request bodies, to refuse a different prompt under the same run id.
+    Column("prompt_fingerprint", String(64), nullable=True),
+    Column("ingest_complete", Boolean, nullable=False, default=False),
+    Column("ingested_count", Integer, nullable=False, default=0),
+    Column("source_checkpoint", Text, nullable=True),
+    Column("next_slice", Integer, nullable=False, default=0),
+    Column("next_batch", Integer, nullable=False, default=0),
+    Column("pause_reason", Text, nullable=True),
+    Column("input_tokens", BigInteger, nullable=False, default=0),
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+)
+
+batches = Table(
+    "batchor_batches",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_pk", Integer, ForeignKey("batchor_runs.pk", ondelete="CASCADE"), nullable=False),
+    # Deterministic: "<run_id>/<n>"; the upload filename and the provider metadata carry it.
+    Column("batch_key", String(250), nullable=False, unique=True),
+    Column("status", String(32), nullable=False),
+    Column("input_artifact", Text, nullable=False),
+    Column("request_count", Integer, nullable=False),
+    Column("input_bytes", BigInteger, nullable=False),
+    Column("file_id", String(200), nullable=True),
+    # Set just before the create call, so recovery knows a batch may exist remotely.
+    Column("create_started_at", Float, nullable=True),
+    Column("provider_batch_id", String(200), nullable=True),
+    Column("provider_status", String(32), nullable=True),
+    Column("output_file_id", String(200), nullable=True),
+    Column("error_file_id", String(200), nullable=True),
+    Column("errors", Text, nullable=True),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Index("ix_batchor_batches_run_status", "run_pk", "status"),
+)
+
+items = Table(
+    "batchor_items",
+    metadata,
+    Column("run_pk", Integer, ForeignKey("batchor_runs.pk", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("item_id", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("batch_pk", Integer, nullable=True),
+    # Pointer to the replayable request body: slice artifact number, byte offset, length.
+    Column("req_slice", Integer, nullable=False),
+    Column("req_offset", BigInteger, nullable=False),
+    Column("req_length", Integer, nullable=False),
+    Column("req_hash", String(16), nullable=False),
+    Column("metadata", Text, nullable=True),
+    Column("output_text", Text, nullable=True),
+    Column("error_class", String(32), nullable=True),
+    Column("error_message", Text, nullable=True),
+    Column("error_retryable", Boolean, nullable=True),
+    Column("error_attempt", Integer, nullable=True),
+    Column("input_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Index("ux_batchor_items_item_id", "run_pk", "item_id", unique=True),
+    Index("ix_batchor_items_status", "run_pk", "status", "seq"),
+    Index("ix_batchor_items_batch", "batch_pk", "status"),
+)
+
+# Every failed attempt, kept for audit (the item row holds only the last one).
+item_failures = Table(
+    "batchor_item_failures",
+    metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("run_pk", Integer, ForeignKey("batchor_runs.pk", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("batch_pk", Integer, nullable=True),
+    Column("error_class", String(32), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("retryable", Boolean, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_batchor_item_failures_item", "run_pk", "seq"),
+)

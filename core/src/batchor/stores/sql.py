@@ -1,0 +1,700 @@
+"""The SQLAlchemy Core state store, for SQLite (the embedded default) and Postgres."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+
+from batchor.errors import DuplicateItemError
+from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.stores.base import (
+    BatchRecord,
+    ItemOutcome,
+    ItemRow,
+    NewItem,
+    PendingItem,
+    RunRecord,
+)
+from batchor.stores.migrate import upgrade
+from batchor.stores.schema import batches, item_failures, items, runs
+
+_CHUNK = 900  # bound parameters per IN (...) list, under every backend's limit
+
+
+class SqlStateStore:
+    """A :class:`~batchor.stores.base.StateStore` on any SQLAlchemy engine.
+
+    On SQLite it runs in WAL mode and takes the write lock at the start of every writing
+    transaction (``BEGIN IMMEDIATE``), so concurrent workers queue instead of deadlocking.
+    The schema is migrated to the newest version when the store opens.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        if engine.dialect.name == "sqlite":
+            _configure_sqlite(engine)
+        upgrade(engine)
+
+    # ---- plumbing -------------------------------------------------------------------
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.info["batchor_write"] = True
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def close(self) -> None:
+        """Release the engine's connections."""
+        self.engine.dispose()
+
+    # ---- runs -----------------------------------------------------------------------
+    def create_run(
+        self, run_id: str, config: Mapping[str, Any], fingerprint: str
+    ) -> tuple[RunRecord, bool]:
+        """Create a run, or return the existing one with that id; True if created."""
+        created = True
+        now = time.time()
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    runs.insert().values(
+                        run_id=run_id,
+                        status=RunStatus.RUNNING.value,
+                        config=json.dumps(config, sort_keys=True),
+                        fingerprint=fingerprint,
+                        ingest_complete=False,
+                        ingested_count=0,
+                        next_slice=0,
+                        next_batch=0,
+                        input_tokens=0,
+                        output_tokens=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        except IntegrityError:
+            created = False  # it exists (perhaps created concurrently): that row is the run
+        record = self.get_run(run_id)
+        assert record is not None
+        return record, created
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        """The run with that id, if any."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+        if row is None:
+            return None
+        return RunRecord(
+            pk=row.pk,
+            run_id=row.run_id,
+            status=RunStatus(row.status),
+            config=json.loads(row.config),
+            fingerprint=row.fingerprint,
+            prompt_fingerprint=row.prompt_fingerprint,
+            ingest_complete=bool(row.ingest_complete),
+            ingested_count=row.ingested_count,
+            source_checkpoint=row.source_checkpoint,
+            next_slice=row.next_slice,
+            pause_reason=row.pause_reason,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            created_at=row.created_at,
+        )
+
+    def list_runs(self) -> list[RunRecord]:
+        """Every run, newest first."""
+        with self._read() as conn:
+            ids = conn.execute(sa.select(runs.c.run_id).order_by(runs.c.pk.desc())).scalars()
+            run_ids = list(ids)
+        return [r for r in (self.get_run(i) for i in run_ids) if r is not None]
+
+    def delete_run(self, run_pk: int) -> None:
+        """Remove a run and everything it holds."""
+        with self._write() as conn:
+            conn.execute(item_failures.delete().where(item_failures.c.run_pk == run_pk))
+            conn.execute(items.delete().where(items.c.run_pk == run_pk))
+            conn.execute(batches.delete().where(batches.c.run_pk == run_pk))
+            conn.execute(runs.delete().where(runs.c.pk == run_pk))
+
+    def set_run_status(
+        self,
+        run_pk: int,
+        status: RunStatus,
+        *,
+        expected: Collection[RunStatus] | None = None,
+        pause_reason: str | None = None,
+    ) -> bool:
+        """Move the run to ``status`` if it is in one of ``expected``."""
+        stmt = runs.update().where(runs.c.pk == run_pk)
+        if expected is not None:
+            stmt = stmt.where(runs.c.status.in_([s.value for s in expected]))
+        stmt = stmt.values(status=status.value, pause_reason=pause_reason, updated_at=time.time())
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    # ---- ingestion ------------------------------------------------------------------
+    def set_prompt_fingerprint(self, run_pk: int, fingerprint: str) -> None:
+        """Record the hash of the run's first request bodies."""
+        with self._write() as conn:
+            conn.execute(
+                runs.update().where(runs.c.pk == run_pk).values(prompt_fingerprint=fingerprint)
+            )
+
+    def add_items(
+        self,
+        run_pk: int,
+        new_items: Sequence[NewItem],
+        *,
+        next_slice: int,
+        ingested_count: int,
+        checkpoint: str | None,
+        complete: bool,
+    ) -> None:
+        """Accept a slice of items and the source position after it, in one transaction."""
+        rows = [
+            {
+                "run_pk": run_pk,
+                "seq": it.seq,
+                "item_id": it.item_id,
+                "status": ItemStatus.PENDING.value,
+                "attempts": 0,
+                "req_slice": it.req_slice,
+                "req_offset": it.req_offset,
+                "req_length": it.req_length,
+                "req_hash": it.req_hash,
+                "metadata": it.metadata,
+            }
+            for it in new_items
+        ]
+        try:
+            with self._write() as conn:
+                if rows:
+                    _bulk(conn, items.insert(), rows)
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.pk == run_pk)
+                    .values(
+                        next_slice=next_slice,
+                        ingested_count=ingested_count,
+                        source_checkpoint=checkpoint,
+                        ingest_complete=complete,
+                        updated_at=time.time(),
+                    )
+                )
+        except IntegrityError as exc:
+            raise self._duplicate_error(run_pk, new_items) from exc
+
+    def _duplicate_error(self, run_pk: int, new_items: Sequence[NewItem]) -> DuplicateItemError:
+        ids = [it.item_id for it in new_items]
+        with self._read() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                found = conn.execute(
+                    sa.select(items.c.item_id).where(
+                        items.c.run_pk == run_pk, items.c.item_id.in_(chunk)
+                    )
+                ).first()
+                if found is not None:
+                    return DuplicateItemError(
+                        f"duplicate item_id {found.item_id!r}", item_id=found.item_id
+                    )
+        return DuplicateItemError("duplicate item_id in the source")
+
+    # ---- packing --------------------------------------------------------------------
+    def pending_items(self, run_pk: int, after_seq: int, limit: int) -> list[PendingItem]:
+        """Pending items in seq order after ``after_seq``."""
+        stmt = (
+            sa.select(
+                items.c.seq,
+                items.c.attempts,
+                items.c.req_slice,
+                items.c.req_offset,
+                items.c.req_length,
+            )
+            .where(
+                items.c.run_pk == run_pk,
+                items.c.status == ItemStatus.PENDING.value,
+                items.c.seq > after_seq,
+            )
+            .order_by(items.c.seq)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [PendingItem(*row) for row in conn.execute(stmt)]
+
+    def allocate_batch_number(self, run_pk: int) -> int:
+        """Reserve the run's next batch number (gaps after a crash are harmless)."""
+        with self._write() as conn:
+            number = int(
+                conn.execute(sa.select(runs.c.next_batch).where(runs.c.pk == run_pk)).scalar_one()
+            )
+            conn.execute(runs.update().where(runs.c.pk == run_pk).values(next_batch=number + 1))
+        return number
+
+    def record_batch(
+        self,
+        run_pk: int,
+        batch_key: str,
+        input_artifact: str,
+        seqs: Sequence[int],
+        input_bytes: int,
+    ) -> BatchRecord | None:
+        """Record a packed batch and move its items pending -> queued, all or nothing."""
+        try:
+            return self._record_batch(run_pk, batch_key, input_artifact, seqs, input_bytes)
+        except _Conflict:
+            return None
+
+    def _record_batch(
+        self,
+        run_pk: int,
+        batch_key: str,
+        input_artifact: str,
+        seqs: Sequence[int],
+        input_bytes: int,
+    ) -> BatchRecord:
+        now = time.time()
+        with self._write() as conn:
+            batch_pk = conn.execute(
+                batches.insert().values(
+                    run_pk=run_pk,
+                    batch_key=batch_key,
+                    status=BatchStatus.PREPARED.value,
+                    input_artifact=input_artifact,
+                    request_count=len(seqs),
+                    input_bytes=input_bytes,
+                    created_at=now,
+                    updated_at=now,
+                )
+            ).inserted_primary_key
+            assert batch_pk is not None
+            batch_pk = batch_pk[0]
+            moved = _bulk(
+                conn,
+                items.update()
+                .where(
+                    items.c.run_pk == run_pk,
+                    items.c.seq == sa.bindparam("b_seq"),
+                    items.c.status == ItemStatus.PENDING.value,
+                )
+                .values(status=ItemStatus.QUEUED.value, batch_pk=batch_pk),
+                [{"b_seq": s} for s in seqs],
+            )
+            if moved != len(seqs):
+                raise _Conflict  # another worker packed some of these items: roll back
+            row = conn.execute(sa.select(batches).where(batches.c.pk == batch_pk)).one()
+        return _batch_record(row)
+
+    def fail_pending(
+        self, run_pk: int, seqs: Sequence[int], error_class: str, message: str
+    ) -> None:
+        """Fail pending items that can never be sent, charging the attempt."""
+        now = time.time()
+        with self._write() as conn:
+            for start in range(0, len(seqs), _CHUNK):
+                chunk = list(seqs[start : start + _CHUNK])
+                where = (
+                    items.c.run_pk == run_pk,
+                    items.c.seq.in_(chunk),
+                    items.c.status == ItemStatus.PENDING.value,
+                )
+                conn.execute(
+                    item_failures.insert().from_select(
+                        [
+                            "run_pk",
+                            "seq",
+                            "attempt",
+                            "error_class",
+                            "message",
+                            "retryable",
+                            "created_at",
+                        ],
+                        sa.select(
+                            items.c.run_pk,
+                            items.c.seq,
+                            items.c.attempts + 1,
+                            sa.literal(error_class),
+                            sa.literal(message),
+                            sa.literal(False),
+                            sa.literal(now),
+                        ).where(*where),
+                    )
+                )
+                conn.execute(
+                    items.update()
+                    .where(*where)
+                    .values(
+                        status=ItemStatus.FAILED.value,
+                        attempts=items.c.attempts + 1,
+                        error_class=error_class,
+                        error_message=message,
+                        error_retryable=False,
+                        error_attempt=items.c.attempts + 1,
+                    )
+                )
+
+    # ---- batches --------------------------------------------------------------------
+    def batches(self, run_pk: int, statuses: Collection[BatchStatus]) -> list[BatchRecord]:
+        """The run's batches in those statuses, oldest first."""
+        stmt = (
+            sa.select(batches)
+            .where(batches.c.run_pk == run_pk, batches.c.status.in_([s.value for s in statuses]))
+            .order_by(batches.c.pk)
+        )
+        with self._read() as conn:
+            return [_batch_record(row) for row in conn.execute(stmt)]
+
+    def update_batch(
+        self,
+        batch_pk: int,
+        expected: BatchStatus,
+        *,
+        expect: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> bool:
+        """Change a batch's columns if it is in ``expected`` (and its columns equal
+        ``expect``)."""
+        values = {k: (v.value if isinstance(v, BatchStatus) else v) for k, v in changes.items()}
+        values["updated_at"] = time.time()
+        stmt = batches.update().where(batches.c.pk == batch_pk, batches.c.status == expected.value)
+        for column, value in (expect or {}).items():
+            col = batches.c[column]
+            stmt = stmt.where(col.is_(None) if value is None else col == value)
+        stmt = stmt.values(**values)
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
+        """Record the provider batch id; the batch and its items become ``submitted``."""
+        with self._write() as conn:
+            moved = conn.execute(
+                batches.update()
+                .where(
+                    batches.c.pk == batch_pk,
+                    batches.c.status.in_([BatchStatus.PREPARED.value, BatchStatus.UPLOADED.value]),
+                )
+                .values(
+                    status=BatchStatus.SUBMITTED.value,
+                    provider_batch_id=provider_batch_id,
+                    provider_status=provider_status,
+                    updated_at=time.time(),
+                )
+            ).rowcount
+            if moved != 1:
+                return False
+            conn.execute(
+                items.update()
+                .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
+                .values(status=ItemStatus.SUBMITTED.value)
+            )
+        return True
+
+    # ---- collection -----------------------------------------------------------------
+    def apply_outcomes(
+        self, run_pk: int, batch_pk: int, outcomes: Sequence[ItemOutcome], max_attempts: int
+    ) -> None:
+        """Apply answered lines to items still submitted in the batch, in one transaction.
+
+        A ``retry`` outcome of an item on its last attempt fails it for good."""
+        if not outcomes:
+            return
+        now = time.time()
+        with self._write() as conn:
+            current: dict[int, int] = {}
+            for start in range(0, len(outcomes), _CHUNK):
+                chunk = [o.seq for o in outcomes[start : start + _CHUNK]]
+                rows = conn.execute(
+                    sa.select(items.c.seq, items.c.attempts).where(
+                        items.c.run_pk == run_pk,
+                        items.c.batch_pk == batch_pk,
+                        items.c.status == ItemStatus.SUBMITTED.value,
+                        items.c.seq.in_(chunk),
+                    )
+                )
+                current.update((row.seq, row.attempts) for row in rows)
+            updates: list[dict[str, Any]] = []
+            failures: list[dict[str, Any]] = []
+            tokens_in = tokens_out = 0
+            for o in outcomes:
+                if o.seq not in current:
+                    continue  # already applied by an earlier (interrupted) collection
+                attempt = current.pop(o.seq) + 1
+                if o.kind == "completed":
+                    status = ItemStatus.COMPLETED
+                elif o.kind == "retry" and attempt < max_attempts:
+                    status = ItemStatus.PENDING
+                else:
+                    status = ItemStatus.FAILED
+                tokens_in += o.input_tokens or 0
+                tokens_out += o.output_tokens or 0
+                failed = o.kind != "completed"
+                updates.append(
+                    {
+                        "b_seq": o.seq,
+                        "status": status.value,
+                        "attempts": attempt,
+                        "output_text": o.output_text,
+                        "error_class": o.error_class if failed else None,
+                        "error_message": o.message if failed else None,
+                        "error_retryable": o.retryable if failed else None,
+                        "error_attempt": attempt if failed else None,
+                        "input_tokens": o.input_tokens,
+                        "output_tokens": o.output_tokens,
+                    }
+                )
+                if failed:
+                    failures.append(
+                        {
+                            "run_pk": run_pk,
+                            "seq": o.seq,
+                            "attempt": attempt,
+                            "batch_pk": batch_pk,
+                            "error_class": o.error_class or "unknown",
+                            "message": o.message or "",
+                            "retryable": o.retryable,
+                            "created_at": now,
+                        }
+                    )
+            if updates:
+                _bulk(
+                    conn,
+                    items.update()
+                    .where(
+                        items.c.run_pk == run_pk,
+                        items.c.seq == sa.bindparam("b_seq"),
+                        items.c.status == ItemStatus.SUBMITTED.value,
+                    )
+                    .values(
+                        {
+                            c: sa.bindparam(c)
+                            for c in (
+                                "status",
+                                "attempts",
+                                "output_text",
+                                "error_class",
+                                "error_message",
+                                "error_retryable",
+                                "error_attempt",
+                                "input_tokens",
+                                "output_tokens",
+                            )
+                        }
+                    ),
+                    updates,
+                )
+            if failures:
+                _bulk(conn, item_failures.insert(), failures)
+            if tokens_in or tokens_out:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.pk == run_pk)
+                    .values(
+                        input_tokens=runs.c.input_tokens + tokens_in,
+                        output_tokens=runs.c.output_tokens + tokens_out,
+                    )
+                )
+
+    def requeue_unanswered(
+        self,
+        run_pk: int,
+        batch_pk: int,
+        *,
+        charge: tuple[str, str] | None,
+        max_attempts: int,
+    ) -> int:
+        """Return the batch's still-submitted items to ``pending`` (charging if asked)."""
+        where = (items.c.batch_pk == batch_pk, items.c.status == ItemStatus.SUBMITTED.value)
+        with self._write() as conn:
+            if charge is None:
+                return int(
+                    conn.execute(
+                        items.update().where(*where).values(status=ItemStatus.PENDING.value)
+                    ).rowcount
+                )
+            error_class, message = charge
+            conn.execute(
+                item_failures.insert().from_select(
+                    [
+                        "run_pk",
+                        "seq",
+                        "attempt",
+                        "batch_pk",
+                        "error_class",
+                        "message",
+                        "retryable",
+                        "created_at",
+                    ],
+                    sa.select(
+                        items.c.run_pk,
+                        items.c.seq,
+                        items.c.attempts + 1,
+                        items.c.batch_pk,
+                        sa.literal(error_class),
+                        sa.literal(message),
+                        sa.literal(True),
+                        sa.literal(time.time()),
+                    ).where(*where),
+                )
+            )
+            out_of_attempts = items.c.attempts + 1 >= max_attempts
+            return int(
+                conn.execute(
+                    items.update()
+                    .where(*where)
+                    .values(
+                        status=sa.case(
+                            (out_of_attempts, ItemStatus.FAILED.value),
+                            else_=ItemStatus.PENDING.value,
+                        ),
+                        attempts=items.c.attempts + 1,
+                        error_class=error_class,
+                        error_message=message,
+                        error_retryable=True,
+                        error_attempt=items.c.attempts + 1,
+                    )
+                ).rowcount
+            )
+
+    # ---- reading --------------------------------------------------------------------
+    def item_counts(self, run_pk: int) -> dict[ItemStatus, int]:
+        """Items by status (every status present)."""
+        counts = dict.fromkeys(ItemStatus, 0)
+        stmt = (
+            sa.select(items.c.status, sa.func.count())
+            .where(items.c.run_pk == run_pk)
+            .group_by(items.c.status)
+        )
+        with self._read() as conn:
+            for status, n in conn.execute(stmt):
+                counts[ItemStatus(status)] = int(n)
+        return counts
+
+    def batch_counts(self, run_pk: int) -> dict[str, int]:
+        """Batches by status."""
+        stmt = (
+            sa.select(batches.c.status, sa.func.count())
+            .where(batches.c.run_pk == run_pk)
+            .group_by(batches.c.status)
+        )
+        with self._read() as conn:
+            return {status: int(n) for status, n in conn.execute(stmt)}
+
+    def item_rows(
+        self,
+        run_pk: int,
+        after_seq: int,
+        limit: int,
+        statuses: Collection[ItemStatus] | None = None,
+    ) -> list[ItemRow]:
+        """Items in seq order after ``after_seq``, optionally only in ``statuses``."""
+        stmt = sa.select(
+            items.c.seq,
+            items.c.item_id,
+            items.c.status,
+            items.c.attempts,
+            items.c.metadata,
+            items.c.output_text,
+            items.c.error_class,
+            items.c.error_message,
+            items.c.error_retryable,
+            items.c.error_attempt,
+            items.c.input_tokens,
+            items.c.output_tokens,
+        ).where(items.c.run_pk == run_pk, items.c.seq > after_seq)
+        if statuses is not None:
+            stmt = stmt.where(items.c.status.in_([s.value for s in statuses]))
+        stmt = stmt.order_by(items.c.seq).limit(limit)
+        with self._read() as conn:
+            return [
+                ItemRow(
+                    seq=r.seq,
+                    item_id=r.item_id,
+                    status=ItemStatus(r.status),
+                    attempts=r.attempts,
+                    metadata=r.metadata,
+                    output_text=r.output_text,
+                    error_class=r.error_class,
+                    error_message=r.error_message,
+                    error_retryable=r.error_retryable,
+                    error_attempt=r.error_attempt,
+                    input_tokens=r.input_tokens,
+                    output_tokens=r.output_tokens,
+                )
+                for r in conn.execute(stmt)
+            ]
+
+
+def _bulk(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+    """``executemany`` straight on the driver, the statement compiled once.
+
+    SQLAlchemy's own executemany processes every row's parameters in Python, which costs more
+    than the database work for large sets; here rows go to the driver as plain tuples (or
+    dicts for named paramstyles). Returns the number of rows affected.
+    """
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]))
+    defaults = compiled.params
+    if compiled.positiontup is not None:
+        order = compiled.positiontup
+        params: list[Any] = [
+            tuple(row[k] if k in row else defaults[k] for k in order) for row in rows
+        ]
+    else:
+        params = [{**defaults, **row} for row in rows]
+    result = conn.exec_driver_sql(compiled.string, params)
+    return int(result.rowcount)
+
+
+class _Conflict(Exception):
+    """Raised inside a transaction to roll it back when a compare-and-set lost."""
+
+
+def _batch_record(row: Any) -> BatchRecord:
+    return BatchRecord(
+        pk=row.pk,
+        run_pk=row.run_pk,
+        batch_key=row.batch_key,
+        status=BatchStatus(row.status),
+        input_artifact=row.input_artifact,
+        request_count=row.request_count,
+        input_bytes=row.input_bytes,
+        file_id=row.file_id,
+        create_started_at=row.create_started_at,
+        provider_batch_id=row.provider_batch_id,
+        provider_status=row.provider_status,
+        output_file_id=row.output_file_id,
+        error_file_id=row.error_file_id,
+        errors=row.errors,
+        created_at=row.created_at,
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    """WAL, a busy timeout, and BEGIN IMMEDIATE for writing transactions."""
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout = 60000")
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.execute("PRAGMA foreign_keys = ON")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.info.pop("batchor_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

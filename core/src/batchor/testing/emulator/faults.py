@@ -1,0 +1,154 @@
+"""Fault injection knobs for the OpenAI Batch emulator.
+
+`EmulatorFaults` is a plain mutable dataclass: tests may change any field between calls. The
+emulator consumes it through the thread-safe ``take_*``/``draw_*`` methods defined here.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast, get_args
+
+LineFault = Literal["server_error", "rate_limit", "invalid_json", "schema_mismatch", "bad_request"]
+"""How one request line of a batch is answered when it is faulted."""
+
+BatchOutcome = Literal["token_limit", "expire"]
+"""A fault that decides the fate of a whole batch at creation time."""
+
+LINE_FAULTS: frozenset[str] = frozenset(get_args(LineFault))
+"""Every value a `EmulatorFaults.line_fault` callback may return (besides ``None``)."""
+
+
+@dataclass
+class EmulatorFaults:
+    """Faults the emulator injects; every knob defaults to off.
+
+    Random choices come from generators seeded with `seed`, so a run is reproducible. Count
+    knobs (``*_count``) decrement each time they fire. All consumption is thread-safe.
+    """
+
+    seed: int = 0
+    """Seed of the random generators behind every ``*_rate`` knob."""
+    line_server_error_rate: float = 0.0
+    """Fraction of request lines answered with HTTP 500 (error file)."""
+    line_rate_limit_rate: float = 0.0
+    """Fraction of request lines answered with HTTP 429 (error file)."""
+    line_invalid_json_rate: float = 0.0
+    """Fraction of request lines answered 200 with content that is not valid JSON."""
+    line_fault: Callable[[str, dict[str, Any]], str | None] | None = None
+    """Called with ``(custom_id, body)`` for every line; returns a `LineFault` name or ``None``.
+
+    A non-``None`` answer takes precedence over the ``line_*_rate`` knobs.
+    """
+    create_rate_limit_count: int = 0
+    """The next N ``POST /v1/batches`` calls are answered 429 without creating anything."""
+    http_server_error_rate: float = 0.0
+    """Probability that any HTTP call is answered 500 before anything else happens."""
+    http_server_error_count: int = 0
+    """The next N HTTP calls of any kind are answered 500."""
+    fail_token_limit_count: int = 0
+    """The next N created batches fail with ``token_limit_exceeded``."""
+    expire_count: int = 0
+    """The next N created batches expire with only the first half of their lines answered."""
+    latency: float = 0.0
+    """Seconds added to every HTTP call."""
+    create_response_delay: float = 0.0
+    """Seconds ``POST /v1/batches`` sleeps after recording the batch and before answering."""
+    shuffle_output: bool = False
+    """Write output and error lines in a shuffled order (within each slice of up to 2,000
+    lines), as the real service does not promise input order."""
+
+    _lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+    _seeded: int | None = field(default=None, init=False, repr=False, compare=False)
+    _line_rng: random.Random = field(
+        default_factory=random.Random, init=False, repr=False, compare=False
+    )
+    _http_rng: random.Random = field(
+        default_factory=random.Random, init=False, repr=False, compare=False
+    )
+    _shuffle_rng: random.Random = field(
+        default_factory=random.Random, init=False, repr=False, compare=False
+    )
+
+    def _reseed_locked(self) -> None:
+        if self._seeded != self.seed:
+            self._line_rng.seed(f"line:{self.seed}")
+            self._http_rng.seed(f"http:{self.seed}")
+            self._shuffle_rng.seed(f"shuffle:{self.seed}")
+            self._seeded = self.seed
+
+    def take_http_server_error(self) -> bool:
+        """Decide whether the current HTTP call is answered 500 (consumes the count knob)."""
+        with self._lock:
+            if self.http_server_error_count > 0:
+                self.http_server_error_count -= 1
+                return True
+            if self.http_server_error_rate > 0.0:
+                self._reseed_locked()
+                return self._http_rng.random() < self.http_server_error_rate
+            return False
+
+    def take_create_rate_limit(self) -> bool:
+        """Decide whether the current batch creation is answered 429 (consumes the count)."""
+        with self._lock:
+            if self.create_rate_limit_count > 0:
+                self.create_rate_limit_count -= 1
+                return True
+            return False
+
+    def take_batch_outcome(self) -> BatchOutcome | None:
+        """Pick the forced outcome of a batch being created (consumes a count), if any."""
+        with self._lock:
+            if self.fail_token_limit_count > 0:
+                self.fail_token_limit_count -= 1
+                return "token_limit"
+            if self.expire_count > 0:
+                self.expire_count -= 1
+                return "expire"
+            return None
+
+    def shuffle(self, lines: list[str]) -> None:
+        """Shuffle ``lines`` in place if `shuffle_output` is on."""
+        if self.shuffle_output and len(lines) > 1:
+            with self._lock:
+                self._reseed_locked()
+                self._shuffle_rng.shuffle(lines)
+
+    def line_fault_sampler(self) -> Callable[[str, Mapping[str, Any]], LineFault | None]:
+        """Snapshot the line knobs into a fast per-line sampler used by the batch worker.
+
+        One random number is drawn per line whatever the knobs say, so the sequence of draws
+        (and hence reproducibility) does not depend on which knobs are on.
+        """
+        with self._lock:
+            self._reseed_locked()
+        rng = self._line_rng
+        lock = self._lock
+        callback = self.line_fault
+        cut_server = self.line_server_error_rate
+        cut_rate = cut_server + self.line_rate_limit_rate
+        cut_json = cut_rate + self.line_invalid_json_rate
+
+        def sample(custom_id: str, body: Mapping[str, Any]) -> LineFault | None:
+            with lock:
+                draw = rng.random()
+            if callback is not None:
+                chosen = callback(custom_id, dict(body) if not isinstance(body, dict) else body)
+                if chosen is not None:
+                    if chosen not in LINE_FAULTS:
+                        raise ValueError(f"line_fault returned unknown fault {chosen!r}")
+                    return cast(LineFault, chosen)
+            if draw < cut_server:
+                return "server_error"
+            if draw < cut_rate:
+                return "rate_limit"
+            if draw < cut_json:
+                return "invalid_json"
+            return None
+
+        return sample

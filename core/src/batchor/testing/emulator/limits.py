@@ -1,0 +1,23 @@
+"""Size and count limits the emulator enforces, defaulting to the real service's limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class EmulatorLimits:
+    """Limits of the emulated service; shrink them in tests to exercise the limit errors cheaply."""
+
+    max_upload_bytes: int = 512 * MIB
+    """Largest file ``POST /v1/files`` accepts."""
+    max_batch_input_bytes: int = 200 * MIB
+    """Largest batch input file; a larger one makes the batch fail during validation."""
+    max_batch_lines: int = 50_000
+    """Most request lines a batch input file may hold."""
+    max_json_body_bytes: int = 1 * MIB
+    """Largest JSON request body accepted by the JSON endpoints."""
+    max_validation_errors: int = 100
+    """Most entries reported in a failed batch's ``errors.data``."""

@@ -1,0 +1,380 @@
+"""The background worker that moves batches through their lifecycle and answers their lines.
+
+One thread runs timed steps from a heap, so a batch waiting out ``phase_seconds`` never
+blocks another. Line work is done in bounded slices; files are streamed, never loaded whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from batchor.testing.emulator.batches import BatchRecord, BatchStore
+from batchor.testing.emulator.faults import EmulatorFaults
+from batchor.testing.emulator.files import FileStore
+from batchor.testing.emulator.limits import EmulatorLimits
+from batchor.testing.emulator.replies import ReplyFactory
+from batchor.testing.emulator.stats import EmulatorStats
+from batchor.testing.emulator.validation import (
+    batch_error,
+    check_input_file,
+    iter_requests,
+    open_input,
+)
+
+_log = logging.getLogger(__name__)
+_SLICE = 2_000  # lines answered per step before other batches get a turn
+_TICK = 0.02  # seconds between progress steps while a phase is spread over time
+_CANCEL_STEPS = frozenset({"cancel", "cancelled"})
+_WRITE_BUFFER = 1 << 20
+_FLUSH_CHARS = 1 << 20  # answered text held in memory before it is written out
+
+
+@dataclass
+class _Job:
+    record: BatchRecord
+    phase_start: float
+    next_step: str | None = "validate"
+    cancel_requested: bool = False
+    valid: bool = False
+    fail_errors: list[dict[str, Any]] = field(default_factory=list)
+    handle: TextIO | None = None
+    requests: Iterator[tuple[str, dict[str, Any]]] | None = None
+    out: TextIO | None = None
+    err: TextIO | None = None
+    out_path: Path | None = None
+    err_path: Path | None = None
+    out_lines: int = 0
+    err_lines: int = 0
+    done: int = 0
+    registered: bool = False
+
+    def close(self) -> None:
+        for stream in (self.handle, self.out, self.err):
+            if stream is not None:
+                stream.close()
+        self.handle = self.out = self.err = None
+        self.requests = None
+
+
+class BatchWorker:
+    """Runs every batch's lifecycle on one background thread."""
+
+    def __init__(
+        self,
+        *,
+        store: BatchStore,
+        files: FileStore,
+        stats: EmulatorStats,
+        faults: Callable[[], EmulatorFaults],
+        limits: EmulatorLimits,
+        phase_seconds: float,
+    ) -> None:
+        """Wire the worker to the emulator's stores; ``faults`` returns the live faults."""
+        self._store = store
+        self._files = files
+        self._stats = stats
+        self._faults = faults
+        self._limits = limits
+        self._phase = max(0.0, phase_seconds)
+        self._replies = ReplyFactory()
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, str, str]] = []
+        self._seq = itertools.count()
+        self._jobs: dict[str, _Job] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="batch-emulator-worker", daemon=True)
+
+    def start(self) -> None:
+        """Start the worker thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the worker thread and close every open file."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        for job in self._jobs.values():
+            job.close()
+
+    def submit(self, record: BatchRecord) -> None:
+        """Start the lifecycle of a freshly created batch."""
+        job = _Job(record=record, phase_start=time.monotonic())
+        with self._cond:
+            self._jobs[record.id] = job
+            self._push(job, "validate", job.phase_start)
+
+    def cancel(self, batch_id: str) -> None:
+        """Wind a batch (already marked ``cancelling``) down as soon as possible."""
+        with self._cond:
+            job = self._jobs.get(batch_id)
+            if job is None or job.cancel_requested:
+                return
+            job.cancel_requested = True
+            self._push(job, "cancel", time.monotonic())
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def _push(self, job: _Job, step: str, due: float) -> None:
+        job.next_step = step
+        heapq.heappush(self._heap, (due, next(self._seq), job.record.id, step))
+        self._cond.notify()
+
+    def _schedule(self, job: _Job, step: str, due: float) -> None:
+        with self._cond:
+            if job.cancel_requested and step not in _CANCEL_STEPS:
+                return  # the pending cancel step takes over
+            self._push(job, step, due)
+
+    def _next(self) -> tuple[_Job, str] | None:
+        with self._cond:
+            while not self._stopping:
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                delay = self._heap[0][0] - time.monotonic()
+                if delay > 0:
+                    self._cond.wait(delay)
+                    continue
+                _, _, batch_id, step = heapq.heappop(self._heap)
+                job = self._jobs.get(batch_id)
+                if job is not None and job.next_step == step:
+                    job.next_step = None
+                    return job, step
+            return None
+
+    def _run(self) -> None:
+        while (item := self._next()) is not None:
+            job, step = item
+            try:
+                getattr(self, "_step_" + step)(job)
+            except Exception:  # keep the worker alive whatever happens to one batch
+                _log.exception("batch emulator step %s failed for %s", step, job.record.id)
+                self._abort(job)
+
+    def _abort(self, job: _Job) -> None:
+        """End a batch whose step raised: ``failed``, or ``cancelled`` if it was cancelling."""
+        job.close()
+        now = int(time.time())
+        error = batch_error("server_error", "The emulator failed internally.")
+        if not self._store.update(job.record, status="failed", failed_at=now, errors=[error]):
+            self._store.update(job.record, status="cancelled", cancelled_at=now)
+        self._finish(job)
+
+    def _finish(self, job: _Job) -> None:
+        job.close()
+        with self._cond:
+            self._jobs.pop(job.record.id, None)
+
+    # -- lifecycle steps --------------------------------------------------------------------
+
+    def _step_validate(self, job: _Job) -> None:
+        record = job.record
+        stored = self._files.get(record.input_file_id)
+        if stored is None:
+            job.fail_errors = [batch_error("file_not_found", "The input file was deleted.")]
+        else:
+            check = check_input_file(stored.path, record.endpoint, self._limits)
+            self._store.update(record, model=check.model)
+            if check.errors:
+                job.fail_errors = check.errors
+            elif record.outcome == "token_limit":
+                job.fail_errors = [
+                    batch_error(
+                        "token_limit_exceeded",
+                        f"Enqueued token limit reached for {check.model} in organization "
+                        "org-emulator. Limit: 90,000 enqueued tokens. Please try again once "
+                        "some in_progress batches have been completed.",
+                    )
+                ]
+            else:
+                job.valid = True
+                self._store.update(record, total=check.total)
+        due = job.phase_start + self._phase
+        self._schedule(job, "start" if job.valid else "fail", due)
+
+    def _step_fail(self, job: _Job) -> None:
+        now = int(time.time())
+        if self._store.update(job.record, status="failed", failed_at=now, errors=job.fail_errors):
+            self._finish(job)
+
+    def _open(self, job: _Job) -> None:
+        stored = self._files.get(job.record.input_file_id)
+        if stored is None:
+            raise FileNotFoundError(job.record.input_file_id)
+        job.handle = open_input(stored.path)
+        job.requests = iter_requests(job.handle)
+        job.out_path = self._files.scratch_path(f"{job.record.id}-out")
+        job.err_path = self._files.scratch_path(f"{job.record.id}-err")
+        job.out = _open_output(job.out_path)
+        job.err = _open_output(job.err_path)
+
+    def _step_start(self, job: _Job) -> None:
+        self._open(job)
+        if not self._store.update(
+            job.record, status="in_progress", in_progress_at=int(time.time())
+        ):
+            return
+        job.phase_start = time.monotonic()
+        self._step_progress(job)
+
+    def _step_progress(self, job: _Job) -> None:
+        record = job.record
+        total = record.total
+        cap = total // 2 if record.outcome == "expire" else total
+        if self._phase > 0:
+            elapsed = time.monotonic() - job.phase_start
+            target = min(cap, math.ceil(total * elapsed / self._phase))
+        else:
+            target = cap
+        count = min(target - job.done, _SLICE)
+        if count > 0:
+            self._answer(job, count)
+        now = time.monotonic()
+        if job.done < cap:
+            self._schedule(job, "progress", now if count == _SLICE else now + _TICK)
+        elif record.outcome == "expire":
+            self._write_unexecuted(
+                job,
+                "batch_expired",
+                "This request could not be executed before the completion window expired.",
+            )
+            self._schedule(job, "expire", job.phase_start + self._phase)
+        else:
+            self._schedule(job, "finalize", job.phase_start + self._phase)
+
+    def _answer(self, job: _Job, count: int) -> None:
+        assert job.requests is not None
+        assert job.out is not None
+        assert job.err is not None
+        record = job.record
+        faults = self._faults()
+        sample = faults.line_fault_sampler()
+        answer = self._replies.answer
+        endpoint = record.endpoint
+        now = int(time.time())
+        outputs: list[str] = []
+        errors: list[str] = []
+        answered: list[str] = []
+        completed = failed = input_tokens = output_tokens = pending = 0
+        for custom_id, body in itertools.islice(job.requests, count):
+            reply = answer(endpoint, custom_id, body, sample(custom_id, body), now)
+            (errors if reply.is_error else outputs).append(reply.line)
+            input_tokens += reply.input_tokens
+            output_tokens += reply.output_tokens
+            answered.append(custom_id)
+            pending += len(reply.line)
+            if pending > _FLUSH_CHARS and not faults.shuffle_output:
+                completed, failed = completed + len(outputs), failed + len(errors)
+                self._flush(job, outputs, errors, faults)
+                pending = 0
+        completed, failed = completed + len(outputs), failed + len(errors)
+        self._flush(job, outputs, errors, faults)
+        job.done += len(answered)
+        job.out_lines += completed
+        job.err_lines += failed
+        self._stats.record_answers(answered)
+        self._store.add_counts(
+            record,
+            completed=completed,
+            failed=failed,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+        )
+
+    @staticmethod
+    def _flush(job: _Job, outputs: list[str], errors: list[str], faults: EmulatorFaults) -> None:
+        for lines, stream in ((outputs, job.out), (errors, job.err)):
+            if lines and stream is not None:
+                faults.shuffle(lines)
+                stream.write("\n".join(lines) + "\n")
+                lines.clear()
+
+    def _write_unexecuted(self, job: _Job, code: str, message: str) -> None:
+        if job.requests is None or job.err is None:
+            return
+        for custom_id, _ in job.requests:
+            job.err.write(self._replies.unexecuted(custom_id, code, message) + "\n")
+            job.err_lines += 1
+
+    def _step_finalize(self, job: _Job) -> None:
+        if not self._store.update(job.record, status="finalizing", finalizing_at=int(time.time())):
+            return
+        self._close_outputs(job)
+        job.phase_start = time.monotonic()
+        self._schedule(job, "complete", job.phase_start + self._phase)
+
+    def _step_complete(self, job: _Job) -> None:
+        self._register(job)
+        if self._store.update(job.record, status="completed", completed_at=int(time.time())):
+            self._finish(job)
+
+    def _step_expire(self, job: _Job) -> None:
+        self._register(job)
+        if self._store.update(job.record, status="expired", expired_at=int(time.time())):
+            self._finish(job)
+
+    def _step_cancel(self, job: _Job) -> None:
+        if job.valid and job.out is None and not job.registered:
+            self._open(job)
+        self._write_unexecuted(
+            job, "batch_cancelled", "This request was not executed because the batch was cancelled."
+        )
+        self._push_locked(job, "cancelled", time.monotonic() + self._phase)
+
+    def _push_locked(self, job: _Job, step: str, due: float) -> None:
+        with self._cond:
+            self._push(job, step, due)
+
+    def _step_cancelled(self, job: _Job) -> None:
+        self._register(job)
+        self._store.update(job.record, status="cancelled", cancelled_at=int(time.time()))
+        self._finish(job)
+
+    # -- output files -----------------------------------------------------------------------
+
+    def _close_outputs(self, job: _Job) -> None:
+        for stream in (job.out, job.err):
+            if stream is not None and not stream.closed:
+                stream.close()
+        if job.handle is not None:
+            job.handle.close()
+        job.handle = None
+        job.requests = None
+
+    def _register(self, job: _Job) -> None:
+        if job.registered:
+            return
+        self._close_outputs(job)
+        job.registered = True
+        record = job.record
+        ids: dict[str, str | None] = {"output_file_id": None, "error_file_id": None}
+        for path, lines, key, kind in (
+            (job.out_path, job.out_lines, "output_file_id", "output"),
+            (job.err_path, job.err_lines, "error_file_id", "error"),
+        ):
+            if path is None:
+                continue
+            if lines:
+                stored = self._files.add(path, f"batch_{record.id}_{kind}.jsonl", "batch_output")
+                ids[key] = stored.id
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        job.out = job.err = None
+        self._store.update(record, **ids)
+
+
+def _open_output(path: Path) -> TextIO:
+    return path.open("w", encoding="utf-8", newline="\n", buffering=_WRITE_BUFFER)
