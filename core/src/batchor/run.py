@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from pydantic import BaseModel
 
 from batchor.engine.collect import collect
@@ -234,4 +235,4 @@ def _typed(text: str, model: type[BaseModel] | None) -> Any:
             return validate_output(model, text)
         except OutputValidationError:
             pass  # validated when collected; a changed model falls back to the raw JSON
-    return json.loads(text)
+    return orjson.loads(text)

@@ -7,6 +7,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from batchor.engine.context import RunContext, log
 from batchor.providers.base import TransientProviderError
 from batchor.providers.openai_requests import read_reply
@@ -41,6 +43,7 @@ def collect(ctx: RunContext) -> int:
 def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     """Apply one ended batch's results to its items and mark it collected."""
     folder = ctx.batch_dir(batch.batch_key)
+    tokens_in = tokens_out = 0
     for file_id, name in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
         if file_id is None:
             continue
@@ -50,6 +53,8 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
                 ctx.provider.download_file(file_id, fh)
         chunk: list[ItemOutcome] = []
         for outcome in _outcomes(ctx, key):
+            tokens_in += outcome.input_tokens or 0
+            tokens_out += outcome.output_tokens or 0
             chunk.append(outcome)
             if len(chunk) >= _CHUNK:
                 _apply(ctx, batch, chunk)
@@ -63,8 +68,8 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     )
     if requeued:
         log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
-    ctx.store.update_batch(batch.pk, BatchStatus.ENDED, status=BatchStatus.COLLECTED)
-    log.info("batch %s: collected", batch.batch_key)
+    if ctx.store.finish_batch(ctx.run.pk, batch.pk, tokens_in, tokens_out):
+        log.info("batch %s: collected", batch.batch_key)
 
 
 def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> None:
@@ -93,7 +98,7 @@ def _validate(ctx: RunContext, text: str) -> None:
     # The model class cannot be imported in this process: the provider's strict mode already
     # enforced the schema, so check that the reply is a JSON object.
     try:
-        value = json.loads(text)
+        value = orjson.loads(text)
     except ValueError as exc:
         raise OutputValidationError("invalid_json", f"reply is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -106,7 +111,7 @@ def _outcomes(ctx: RunContext, key: str) -> Iterator[ItemOutcome]:
             if not raw.strip():
                 continue
             try:
-                line = json.loads(raw)
+                line = orjson.loads(raw)
                 seq = int(line["custom_id"])
             except (ValueError, KeyError, TypeError):
                 log.warning("%s: skipped a line that is not a batch result", key)

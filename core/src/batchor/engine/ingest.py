@@ -20,7 +20,7 @@ PROMPT_FINGERPRINT_ITEMS = 8
 BuildPrompt = Callable[[BatchItem], PromptParts]
 
 
-def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> str:
+def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> bytes:
     """The request body for one item; a failing ``build_prompt`` is reported with the item."""
     try:
         parts = build_prompt(item)
@@ -45,7 +45,7 @@ def prompt_fingerprint(
         if index == PROMPT_FINGERPRINT_ITEMS:
             break
         digest.update(item.item_id.encode())
-        digest.update(render_request(item, build_prompt, template).encode())
+        digest.update(render_request(item, build_prompt, template))
     return digest.hexdigest()
 
 
@@ -83,7 +83,7 @@ def ingest(
                     item_id=item.item_id,
                 )
             seen[item.item_id] = seq
-            body = render_request(item, build_prompt, template).encode()
+            body = render_request(item, build_prompt, template)
             batch.append(
                 NewItem(
                     seq=seq,

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from batchor.items import PromptParts
 from batchor.providers.openai_config import OpenAIProviderConfig
 from batchor.results import Usage
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value)
 
 
 class RequestTemplate:
@@ -46,21 +47,22 @@ class RequestTemplate:
                         "strict": True,
                     }
                 }
-        self._head = '{"model":' + _dumps(config.model)
-        self._tail = "".join(f",{_dumps(k)}:{_dumps(v)}" for k, v in shared.items()) + "}"
+        self._head = b'{"model":' + _dumps(config.model)
+        self._tail = b"".join(b"," + _dumps(k) + b":" + _dumps(v) for k, v in shared.items())
+        self._tail += b"}"
 
-    def render(self, parts: PromptParts) -> str:
-        """The JSON body of one request."""
+    def render(self, parts: PromptParts) -> bytes:
+        """The JSON body of one request (UTF-8)."""
         if self.endpoint == "/v1/chat/completions":
             messages = []
             if parts.system is not None:
                 messages.append({"role": "system", "content": parts.system})
             messages.append({"role": "user", "content": parts.prompt})
-            middle = ',"messages":' + _dumps(messages)
+            middle = b',"messages":' + _dumps(messages)
         else:
-            middle = ',"input":' + _dumps(parts.prompt)
+            middle = b',"input":' + _dumps(parts.prompt)
             if parts.system is not None:
-                middle += ',"instructions":' + _dumps(parts.system)
+                middle += b',"instructions":' + _dumps(parts.system)
         return self._head + middle + self._tail
 
 

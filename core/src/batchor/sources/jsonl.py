@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
+
+import orjson
 
 from batchor.errors import SourceError
 from batchor.items import BatchItem
@@ -41,7 +42,7 @@ class JsonlItemSource(FileSource):
                     continue
                 where = f"line {line_no}" if line_no >= 0 else f"at byte {start}"
                 try:
-                    record = json.loads(raw)
+                    record = orjson.loads(raw)
                 except ValueError as exc:
                     raise SourceError(f"{self.path.name} {where}: not valid JSON ({exc})") from None
                 if not isinstance(record, dict):

@@ -217,6 +217,13 @@ class StateStore(Protocol):
         a ``retry`` on an item's last attempt fails it."""
         ...
 
+    def finish_batch(
+        self, run_pk: int, batch_pk: int, input_tokens: int, output_tokens: int
+    ) -> bool:
+        """Mark an ended batch collected and add the tokens it billed to the run, in one
+        transaction; False if it was not ended (another worker finished it)."""
+        ...
+
     def requeue_unanswered(
         self,
         run_pk: int,

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from operator import itemgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +27,86 @@ from batchor.stores.migrate import upgrade
 from batchor.stores.schema import batches, item_failures, items, runs
 
 _CHUNK = 900  # bound parameters per IN (...) list, under every backend's limit
+
+_ITEM_INSERT_KEYS = (
+    "run_pk",
+    "seq",
+    "item_id",
+    "status",
+    "attempts",
+    "req_slice",
+    "req_offset",
+    "req_length",
+    "req_hash",
+    "metadata",
+)
+_IN_BATCH = (
+    items.c.run_pk == sa.bindparam("b_run_pk"),
+    items.c.seq == sa.bindparam("b_seq"),
+    items.c.batch_pk == sa.bindparam("b_batch_pk"),
+    items.c.status == ItemStatus.SUBMITTED.value,
+)
+_KIND = sa.bindparam("b_kind", type_=sa.String)
+_NEXT_ATTEMPT = items.c.attempts + 1
+# One answered line applied to its item, guarded so a line applies at most once.
+_APPLY_OUTCOME = (
+    items.update()
+    .where(*_IN_BATCH)
+    .values(
+        status=sa.case(
+            (_KIND == "completed", ItemStatus.COMPLETED.value),
+            (
+                sa.and_(_KIND == "retry", _NEXT_ATTEMPT < sa.bindparam("b_max", type_=sa.Integer)),
+                ItemStatus.PENDING.value,
+            ),
+            else_=ItemStatus.FAILED.value,
+        ),
+        attempts=_NEXT_ATTEMPT,
+        output_text=sa.bindparam("b_output_text", type_=sa.Text),
+        error_class=sa.bindparam("b_error_class", type_=sa.String),
+        error_message=sa.bindparam("b_error_message", type_=sa.Text),
+        error_retryable=sa.bindparam("b_error_retryable", type_=sa.Boolean),
+        error_attempt=sa.case((_KIND == "completed", sa.null()), else_=_NEXT_ATTEMPT),
+        input_tokens=sa.bindparam("b_input_tokens", type_=sa.Integer),
+        output_tokens=sa.bindparam("b_output_tokens", type_=sa.Integer),
+    )
+)
+_APPLY_OUTCOME_KEYS = (
+    "b_run_pk",
+    "b_seq",
+    "b_batch_pk",
+    "b_kind",
+    "b_max",
+    "b_output_text",
+    "b_error_class",
+    "b_error_message",
+    "b_error_retryable",
+    "b_input_tokens",
+    "b_output_tokens",
+)
+# The failed attempt, recorded for audit under the same guard.
+_RECORD_FAILURE = item_failures.insert().from_select(
+    ["run_pk", "seq", "attempt", "batch_pk", "error_class", "message", "retryable", "created_at"],
+    sa.select(
+        items.c.run_pk,
+        items.c.seq,
+        _NEXT_ATTEMPT,
+        items.c.batch_pk,
+        sa.bindparam("f_error_class", type_=sa.String),
+        sa.bindparam("f_message", type_=sa.Text),
+        sa.bindparam("f_retryable", type_=sa.Boolean),
+        sa.bindparam("f_now", type_=sa.Float),
+    ).where(*_IN_BATCH),
+)
+_RECORD_FAILURE_KEYS = (
+    "b_run_pk",
+    "b_seq",
+    "b_batch_pk",
+    "f_error_class",
+    "f_message",
+    "f_retryable",
+    "f_now",
+)
 
 
 class SqlStateStore:
@@ -163,25 +244,26 @@ class SqlStateStore:
         complete: bool,
     ) -> None:
         """Accept a slice of items and the source position after it, in one transaction."""
+        pending = ItemStatus.PENDING.value
         rows = [
-            {
-                "run_pk": run_pk,
-                "seq": it.seq,
-                "item_id": it.item_id,
-                "status": ItemStatus.PENDING.value,
-                "attempts": 0,
-                "req_slice": it.req_slice,
-                "req_offset": it.req_offset,
-                "req_length": it.req_length,
-                "req_hash": it.req_hash,
-                "metadata": it.metadata,
-            }
+            (
+                run_pk,
+                it.seq,
+                it.item_id,
+                pending,
+                0,
+                it.req_slice,
+                it.req_offset,
+                it.req_length,
+                it.req_hash,
+                it.metadata,
+            )
             for it in new_items
         ]
         try:
             with self._write() as conn:
                 if rows:
-                    _bulk(conn, items.insert(), rows)
+                    _bulk(conn, items.insert(), _ITEM_INSERT_KEYS, rows)
                 conn.execute(
                     runs.update()
                     .where(runs.c.pk == run_pk)
@@ -232,7 +314,7 @@ class SqlStateStore:
             .limit(limit)
         )
         with self._read() as conn:
-            return [PendingItem(*row) for row in conn.execute(stmt)]
+            return [PendingItem(*row) for row in conn.execute(stmt).all()]
 
     def allocate_batch_number(self, run_pk: int) -> int:
         """Reserve the run's next batch number (gaps after a crash are harmless)."""
@@ -281,16 +363,19 @@ class SqlStateStore:
             ).inserted_primary_key
             assert batch_pk is not None
             batch_pk = batch_pk[0]
+            # One statement per run of consecutive seqs: a run holds no rows but these items,
+            # so the status guard and the count below make it an exact compare-and-set.
             moved = _bulk(
                 conn,
                 items.update()
                 .where(
                     items.c.run_pk == run_pk,
-                    items.c.seq == sa.bindparam("b_seq"),
+                    items.c.seq.between(sa.bindparam("b_first"), sa.bindparam("b_last")),
                     items.c.status == ItemStatus.PENDING.value,
                 )
                 .values(status=ItemStatus.QUEUED.value, batch_pk=batch_pk),
-                [{"b_seq": s} for s in seqs],
+                ("b_first", "b_last"),
+                _runs_of(seqs),
             )
             if moved != len(seqs):
                 raise _Conflict  # another worker packed some of these items: roll back
@@ -407,104 +492,66 @@ class SqlStateStore:
     ) -> None:
         """Apply answered lines to items still submitted in the batch, in one transaction.
 
-        A ``retry`` outcome of an item on its last attempt fails it for good."""
+        Attempts are counted in SQL and every statement is guarded by "still submitted in
+        this batch", so a line applied by an earlier, interrupted collection changes nothing.
+        A ``retry`` on an item's last attempt fails it.
+        """
         if not outcomes:
             return
         now = time.time()
+        failures = [
+            (run_pk, o.seq, batch_pk, o.error_class or "unknown", o.message or "", o.retryable, now)
+            for o in outcomes
+            if o.kind != "completed"
+        ]
+        updates = [
+            (
+                run_pk,
+                o.seq,
+                batch_pk,
+                o.kind,
+                max_attempts,
+                o.output_text,
+                o.error_class,
+                o.message,
+                o.retryable if o.kind != "completed" else None,
+                o.input_tokens,
+                o.output_tokens,
+            )
+            for o in outcomes
+        ]
         with self._write() as conn:
-            current: dict[int, int] = {}
-            for start in range(0, len(outcomes), _CHUNK):
-                chunk = [o.seq for o in outcomes[start : start + _CHUNK]]
-                rows = conn.execute(
-                    sa.select(items.c.seq, items.c.attempts).where(
-                        items.c.run_pk == run_pk,
-                        items.c.batch_pk == batch_pk,
-                        items.c.status == ItemStatus.SUBMITTED.value,
-                        items.c.seq.in_(chunk),
-                    )
+            if failures:  # before the update: it reads the attempt number the update bumps
+                _bulk(conn, _RECORD_FAILURE, _RECORD_FAILURE_KEYS, failures)
+            _bulk(conn, _APPLY_OUTCOME, _APPLY_OUTCOME_KEYS, updates)
+
+    def finish_batch(
+        self, run_pk: int, batch_pk: int, input_tokens: int, output_tokens: int
+    ) -> bool:
+        """Mark an ended batch collected and add the tokens it billed to the run, at once."""
+        with self._write() as conn:
+            moved = conn.execute(
+                batches.update()
+                .where(batches.c.pk == batch_pk, batches.c.status == BatchStatus.ENDED.value)
+                .values(
+                    status=BatchStatus.COLLECTED.value,
+                    input_tokens=input_tokens,
+                    output_tokens=output_tokens,
+                    updated_at=time.time(),
                 )
-                current.update((row.seq, row.attempts) for row in rows)
-            updates: list[dict[str, Any]] = []
-            failures: list[dict[str, Any]] = []
-            tokens_in = tokens_out = 0
-            for o in outcomes:
-                if o.seq not in current:
-                    continue  # already applied by an earlier (interrupted) collection
-                attempt = current.pop(o.seq) + 1
-                if o.kind == "completed":
-                    status = ItemStatus.COMPLETED
-                elif o.kind == "retry" and attempt < max_attempts:
-                    status = ItemStatus.PENDING
-                else:
-                    status = ItemStatus.FAILED
-                tokens_in += o.input_tokens or 0
-                tokens_out += o.output_tokens or 0
-                failed = o.kind != "completed"
-                updates.append(
-                    {
-                        "b_seq": o.seq,
-                        "status": status.value,
-                        "attempts": attempt,
-                        "output_text": o.output_text,
-                        "error_class": o.error_class if failed else None,
-                        "error_message": o.message if failed else None,
-                        "error_retryable": o.retryable if failed else None,
-                        "error_attempt": attempt if failed else None,
-                        "input_tokens": o.input_tokens,
-                        "output_tokens": o.output_tokens,
-                    }
+            ).rowcount
+            if moved != 1:
+                return False
+            conn.execute(
+                runs.update()
+                .where(runs.c.pk == run_pk)
+                .values(
+                    input_tokens=runs.c.input_tokens + input_tokens,
+                    output_tokens=runs.c.output_tokens + output_tokens,
+                    updated_at=time.time(),
                 )
-                if failed:
-                    failures.append(
-                        {
-                            "run_pk": run_pk,
-                            "seq": o.seq,
-                            "attempt": attempt,
-                            "batch_pk": batch_pk,
-                            "error_class": o.error_class or "unknown",
-                            "message": o.message or "",
-                            "retryable": o.retryable,
-                            "created_at": now,
-                        }
-                    )
-            if updates:
-                _bulk(
-                    conn,
-                    items.update()
-                    .where(
-                        items.c.run_pk == run_pk,
-                        items.c.seq == sa.bindparam("b_seq"),
-                        items.c.status == ItemStatus.SUBMITTED.value,
-                    )
-                    .values(
-                        {
-                            c: sa.bindparam(c)
-                            for c in (
-                                "status",
-                                "attempts",
-                                "output_text",
-                                "error_class",
-                                "error_message",
-                                "error_retryable",
-                                "error_attempt",
-                                "input_tokens",
-                                "output_tokens",
-                            )
-                        }
-                    ),
-                    updates,
-                )
-            if failures:
-                _bulk(conn, item_failures.insert(), failures)
-            if tokens_in or tokens_out:
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.pk == run_pk)
-                    .values(
-                        input_tokens=runs.c.input_tokens + tokens_in,
-                        output_tokens=runs.c.output_tokens + tokens_out,
-                    )
-                )
+            )
+        return True
 
     def requeue_unanswered(
         self,
@@ -632,28 +679,58 @@ class SqlStateStore:
                     input_tokens=r.input_tokens,
                     output_tokens=r.output_tokens,
                 )
-                for r in conn.execute(stmt)
+                for r in conn.execute(stmt).all()
             ]
 
 
-def _bulk(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+def _bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
     """``executemany`` straight on the driver, the statement compiled once.
 
-    SQLAlchemy's own executemany processes every row's parameters in Python, which costs more
-    than the database work for large sets; here rows go to the driver as plain tuples (or
-    dicts for named paramstyles). Returns the number of rows affected.
+    ``rows`` are tuples of the values named by ``keys`` (columns or bind parameter names).
+    SQLAlchemy's own executemany processes every row's parameters in Python, which costs
+    more than the database work for large sets; here each row reaches the driver after one
+    C-level reordering. Returns the number of rows affected.
     """
-    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(rows[0]))
-    defaults = compiled.params
+    compiled = stmt.compile(dialect=conn.dialect, column_keys=list(keys))
+    position = {k: i for i, k in enumerate(keys)}
     if compiled.positiontup is not None:
-        order = compiled.positiontup
-        params: list[Any] = [
-            tuple(row[k] if k in row else defaults[k] for k in order) for row in rows
-        ]
+        names = compiled.positiontup
+        constants = tuple(compiled.params[n] for n in names if n not in position)
+        indexes, extra = [], len(keys)
+        for name in names:
+            if name in position:
+                indexes.append(position[name])
+            else:
+                indexes.append(extra)
+                extra += 1
+        if indexes == list(range(len(keys))) and not constants:
+            params: list[Any] = list(rows)
+        else:
+            pick = itemgetter(*indexes)
+            params = [pick(row + constants) for row in rows]
+            if len(indexes) == 1:
+                params = [(p,) for p in params]
     else:
-        params = [{**defaults, **row} for row in rows]
+        defaults = {k: v for k, v in compiled.params.items() if k not in position}
+        params = [dict(zip(keys, row, strict=True), **defaults) for row in rows]
     result = conn.exec_driver_sql(compiled.string, params)
     return int(result.rowcount)
+
+
+def _runs_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive numbers as (first, last) pairs: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
+    runs: list[tuple[int, int]] = []
+    first = last = None
+    for seq in sorted(seqs):
+        if last is not None and seq == last + 1:
+            last = seq
+            continue
+        if first is not None and last is not None:
+            runs.append((first, last))
+        first = last = seq
+    if first is not None and last is not None:
+        runs.append((first, last))
+    return runs
 
 
 class _Conflict(Exception):
@@ -688,6 +765,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" event emits BEGIN itself
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout = 60000")
+        cur.execute("PRAGMA cache_size = -32768")  # 32 MiB of page cache
         if engine.url.database not in (None, "", ":memory:"):
             cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA synchronous = NORMAL")

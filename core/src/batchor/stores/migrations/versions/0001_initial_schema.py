@@ -51,6 +51,8 @@ def upgrade() -> None:
     sa.Column('output_file_id', sa.String(length=200), nullable=True),
     sa.Column('error_file_id', sa.String(length=200), nullable=True),
     sa.Column('errors', sa.Text(), nullable=True),
+    sa.Column('input_tokens', sa.BigInteger(), nullable=True),
+    sa.Column('output_tokens', sa.BigInteger(), nullable=True),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.Column('updated_at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['run_pk'], ['batchor_runs.pk'], ondelete='CASCADE'),
@@ -96,10 +98,11 @@ def upgrade() -> None:
     sa.Column('input_tokens', sa.Integer(), nullable=True),
     sa.Column('output_tokens', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['run_pk'], ['batchor_runs.pk'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('run_pk', 'seq')
+    sa.PrimaryKeyConstraint('run_pk', 'seq'),
+    sqlite_with_rowid=False,
     )
     with op.batch_alter_table('batchor_items', schema=None) as batch_op:
-        batch_op.create_index('ix_batchor_items_batch', ['batch_pk', 'status'], unique=False)
+        batch_op.create_index('ix_batchor_items_batch', ['batch_pk', 'status'], unique=False, sqlite_where=sa.text('batch_pk IS NOT NULL'), postgresql_where=sa.text('batch_pk IS NOT NULL'))
         batch_op.create_index('ix_batchor_items_status', ['run_pk', 'status', 'seq'], unique=False)
         batch_op.create_index('ux_batchor_items_item_id', ['run_pk', 'item_id'], unique=True)
 
