@@ -165,6 +165,7 @@ def _bad(tmp_path: Path) -> None:
     write_csv(tmp_path / "in.csv", 3)
     (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n')
     (tmp_path / "in.txt").write_text("hello\n")
+    (tmp_path / "ragged.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 2, "body": "b"}\n')
 
 
 BASE = ["run", "--model", "m", "--emulate"]
@@ -188,6 +189,10 @@ BAD_INPUT = {
     "template names a missing column": (
         [*BASE, "in.csv", "--id-field", "id", "--prompt-template", "Say {body}"],
         "prompt template names 'body', which in.csv does not have (fields: id, text, lang)",
+    ),
+    "a later row lacks the template field": (
+        [*BASE, "ragged.jsonl", "--id-field", "id", "--prompt-template", "Say {text}"],
+        "build_prompt failed for item '2': KeyError: 'text'",
     ),
     "prompt field missing": (
         [*BASE, "in.csv", "--id-field", "id", "--prompt-field", "body"],

@@ -21,6 +21,7 @@ from batchor import (
     OpenAIProviderConfig,
     ProviderAuthError,
     RunStatus,
+    WaitTimeout,
 )
 from batchor.testing import OpenAIBatchEmulator
 
@@ -215,6 +216,19 @@ def test_batches_respect_the_byte_limit(
     assert all(f["bytes"] <= 5_000 for f in uploads)
 
 
+def test_a_request_larger_than_a_batch_fails_alone(
+    runner: BatchRunner, make_job: MakeJob, openai_emulator: OpenAIBatchEmulator
+) -> None:
+    items = [*make_items(3), *make_items(1, prefix="huge", text="x" * 3_000)]
+    run = runner.run_and_wait(make_job(items, max_bytes=2_000), "too-large")
+    by_id = {r.item_id: r for r in run.results()}
+    assert by_id["huge-0"].status is ItemStatus.FAILED
+    assert by_id["huge-0"].error is not None
+    assert by_id["huge-0"].error.error_class == "request_too_large"
+    assert [by_id[f"item-{i}"].status for i in range(3)] == [ItemStatus.COMPLETED] * 3
+    assert run.summary().status is RunStatus.COMPLETED_WITH_FAILURES
+
+
 def test_every_provider_batch_carries_its_batch_key(
     runner: BatchRunner, make_job: MakeJob, openai_emulator: OpenAIBatchEmulator
 ) -> None:
@@ -235,6 +249,34 @@ def test_starting_the_same_run_again_submits_nothing_new(
     assert first.summary().status is RunStatus.COMPLETED
     assert openai_emulator.stats.batches_created == 1
     assert second.summary().completed == 20
+
+
+def test_wait_gives_up_at_its_timeout_and_the_run_goes_on(
+    tmp_path: Path, runner: BatchRunner
+) -> None:
+    with OpenAIBatchEmulator(phase_seconds=0.5) as emu:
+        job = BatchJob(
+            items=make_items(3),
+            build_prompt=prompt,
+            provider_config=OpenAIProviderConfig(
+                model="m", base_url=emu.base_url, api_key=emu.api_key
+            ),
+        )
+        run = runner.start(job, "slow")
+        with pytest.raises(WaitTimeout) as info:
+            run.wait(timeout=0.2, poll_interval=0.05)
+        assert info.value.summary.status is RunStatus.RUNNING
+        assert info.value.summary.items[ItemStatus.SUBMITTED] == 3
+        assert run.wait(timeout=30, poll_interval=0.05).status is RunStatus.COMPLETED
+
+
+def test_an_empty_source_completes_without_calling_the_provider(
+    runner: BatchRunner, make_job: MakeJob, openai_emulator: OpenAIBatchEmulator
+) -> None:
+    run = runner.run_and_wait(make_job([]), "empty")
+    assert run.summary().status is RunStatus.COMPLETED
+    assert run.summary().total == 0
+    assert openai_emulator.stats.total_calls == 0
 
 
 def test_a_different_job_under_the_same_run_id_is_refused(

@@ -76,9 +76,9 @@ class Run:
         collect(self._ctx)
         self._reload()
         if self._ctx.run.status is RunStatus.RUNNING:
-            if pack(self._ctx):
-                self._reload()
-            submit(self._ctx)
+            submit(self._ctx)  # batches left prepared or uploaded by an earlier step
+            while pack(self._ctx, max_batches=1):
+                submit(self._ctx)
         return self._finish_if_done()
 
     def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:

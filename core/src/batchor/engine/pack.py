@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import BinaryIO
 
@@ -30,51 +31,66 @@ class _RequestReader:
         return fh.read(item.req_length)
 
 
-def pack(ctx: RunContext) -> int:
-    """Pack every pending item into new ``prepared`` batches; returns how many were made.
+def pack(ctx: RunContext, max_batches: int | None = None) -> int:
+    """Pack pending items into new ``prepared`` batches; returns how many were made.
+
+    With ``max_batches``, stop once that many are made (the caller submits each batch while
+    the next is packed).
 
     Packing waits until ingestion is complete, so batches are filled toward the limits rather
     than cut per slice, and nothing is sent from a source that turns out to be invalid.
     """
     if not ctx.run.ingest_complete:
         return 0
-    limits = ctx.settings
-    prefix_tail = f'","method":"POST","url":"{limits.endpoint}","body":'.encode()
     made = 0
-    after = 0
+    too_large: list[int] = []
     with ExitStack() as stack:
-        reader = _RequestReader(ctx, stack)
         builder: _BatchBuilder | None = None
-        too_large: list[int] = []
         try:
-            while page := ctx.store.pending_items(ctx.run.pk, after, _PAGE):
-                for item in page:
-                    after = item.seq
-                    line = b'{"custom_id":"' + str(item.seq).encode() + prefix_tail
-                    line += reader.body(item) + b"}\n"
-                    if len(line) > limits.max_bytes:
-                        too_large.append(item.seq)
-                        continue
-                    if builder is not None and not builder.fits(len(line)):
-                        made += builder.close()
-                        builder = None
-                    if builder is None:
-                        builder = _BatchBuilder(ctx)
-                    builder.add(item.seq, line)
+            for seq, line in _request_lines(ctx, _RequestReader(ctx, stack), too_large):
+                if builder is not None and not builder.fits(len(line)):
+                    full, builder = builder, None
+                    made += full.close()
+                    if max_batches is not None and made >= max_batches:
+                        break  # this line's item stays pending for the next call
+                if builder is None:
+                    builder = _BatchBuilder(ctx)
+                builder.add(seq, line)
+            else:
+                if builder is not None:
+                    last, builder = builder, None
+                    made += last.close()
         except BaseException:
             if builder is not None:
                 builder.abort()
             raise
-        if builder is not None:
-            made += builder.close()
         if too_large:
             ctx.store.fail_pending(
                 ctx.run.pk,
                 too_large,
                 "request_too_large",
-                f"the request line is larger than the batch limit of {limits.max_bytes} bytes",
+                "the request line is larger than the batch limit of "
+                f"{ctx.settings.max_bytes} bytes",
             )
     return made
+
+
+def _request_lines(
+    ctx: RunContext, reader: _RequestReader, too_large: list[int]
+) -> Iterator[tuple[int, bytes]]:
+    """Batch input lines of the pending items in seq order; items whose line alone exceeds
+    the byte limit are set aside in ``too_large``."""
+    prefix_tail = f'","method":"POST","url":"{ctx.settings.endpoint}","body":'.encode()
+    after = 0
+    while page := ctx.store.pending_items(ctx.run.pk, after, _PAGE):
+        for item in page:
+            after = item.seq
+            line = b'{"custom_id":"' + str(item.seq).encode() + prefix_tail
+            line += reader.body(item) + b"}\n"
+            if len(line) > ctx.settings.max_bytes:
+                too_large.append(item.seq)
+                continue
+            yield item.seq, line
 
 
 class _BatchBuilder:
