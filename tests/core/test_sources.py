@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from batchor import CsvItemSource, JsonlItemSource, SourceError
+from batchor import (
+    CompositeItemSource,
+    CsvItemSource,
+    JsonlItemSource,
+    ParquetItemSource,
+    SourceError,
+)
 
 
 def _jsonl(path: Path, rows: list[object]) -> Path:
@@ -77,3 +83,78 @@ def test_csv_row_with_extra_fields_is_named(tmp_path: Path) -> None:
     path.write_text("id,text\na,b\nc,d,e\n")
     with pytest.raises(SourceError, match=r"row 2 \(line 3\): more fields than the header"):
         list(CsvItemSource(str(path), id_field="id").iter_from(None))
+
+
+def _parquet(path: Path, n: int, row_group_size: int = 7) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "id": list(range(n)),
+            "text": [f"t{i}" for i in range(n)],
+            "lang": ["en"] * n,
+            "big": ["x" * 10] * n,
+        }
+    )
+    pq.write_table(table, path, row_group_size=row_group_size)
+    return path
+
+
+def test_parquet_items_projection_and_resume(tmp_path: Path) -> None:
+    src = ParquetItemSource(
+        _parquet(tmp_path / "in.parquet", 20),
+        id_field="id",
+        columns=["text"],
+        metadata_fields=("lang",),
+    )
+    pairs = list(src.iter_from(None))
+    assert [item.item_id for item, _ in pairs] == [str(i) for i in range(20)]
+    assert pairs[3][0].payload == {"id": 3, "lang": "en", "text": "t3"}  # "big" not read
+    assert pairs[3][0].metadata == {"lang": "en"}
+    for cut in (0, 6, 7, 13, 19):  # inside and at the edges of 7-row groups
+        resumed = [item.item_id for item, _ in src.iter_from(pairs[cut][1])]
+        assert resumed == [str(i) for i in range(cut + 1, 20)]
+
+
+def test_parquet_unknown_columns_are_named(tmp_path: Path) -> None:
+    path = _parquet(tmp_path / "in.parquet", 3)
+    with pytest.raises(SourceError, match=re.escape("column 'uid' not found in in.parquet")):
+        ParquetItemSource(path, id_field="uid")
+    with pytest.raises(SourceError, match=re.escape("column 'nope' not found in in.parquet")):
+        ParquetItemSource(path, id_field="id", columns=["nope"])
+
+
+def test_parquet_that_is_not_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "in.parquet"
+    path.write_text("id,text\n")
+    with pytest.raises(SourceError, match="not a readable Parquet file"):
+        ParquetItemSource(path, id_field="id")
+
+
+def test_composite_reads_parts_in_order_and_resumes_across_them(tmp_path: Path) -> None:
+    a = _jsonl(tmp_path / "a.jsonl", [{"id": f"a{i}"} for i in range(3)])
+    b = tmp_path / "b.csv"
+    b.write_text("id\nb0\nb1\n")
+    c = _parquet(tmp_path / "c.parquet", 2)
+    src = CompositeItemSource(
+        [
+            JsonlItemSource(a, id_field="id"),
+            CsvItemSource(str(b), id_field="id"),
+            ParquetItemSource(c, id_field="id"),
+        ]
+    )
+    pairs = list(src.iter_from(None))
+    ids = ["a0", "a1", "a2", "b0", "b1", "0", "1"]
+    assert [item.item_id for item, _ in pairs] == ids
+    for cut in range(len(ids)):
+        assert [item.item_id for item, _ in src.iter_from(pairs[cut][1])] == ids[cut + 1 :]
+
+
+def test_fingerprints_follow_content_and_order(tmp_path: Path) -> None:
+    a = JsonlItemSource(_jsonl(tmp_path / "a.jsonl", [{"id": 1}]), id_field="id")
+    b = JsonlItemSource(_jsonl(tmp_path / "b.jsonl", [{"id": 2}]), id_field="id")
+    assert CompositeItemSource([a, b]).fingerprint() != CompositeItemSource([b, a]).fingerprint()
+    before = a.fingerprint()
+    _jsonl(tmp_path / "a.jsonl", [{"id": 1}, {"id": 3}])
+    assert a.fingerprint() != before

@@ -21,9 +21,11 @@ from batchor.providers.openai_config import OpenAIProviderConfig
 from batchor.results import ItemFailure, ItemResult, RunSummary, Usage
 from batchor.run import Run
 from batchor.runner import BatchRunner
-from batchor.sources.base import ItemSource
+from batchor.sources.base import CheckpointedItemSource
+from batchor.sources.composite import CompositeItemSource
 from batchor.sources.csv import CsvItemSource
 from batchor.sources.jsonl import JsonlItemSource
+from batchor.sources.parquet import ParquetItemSource
 from batchor.states import BatchStatus, ItemStatus, RunStatus
 
 __version__ = "0.1.0"
@@ -35,16 +37,18 @@ __all__ = [
     "BatchRunner",
     "BatchStatus",
     "BatchorError",
+    "CheckpointedItemSource",
+    "CompositeItemSource",
     "ConfigurationError",
     "CsvItemSource",
     "DuplicateItemError",
     "ItemFailure",
     "ItemResult",
-    "ItemSource",
     "ItemStatus",
     "JobMismatchError",
     "JsonlItemSource",
     "OpenAIProviderConfig",
+    "ParquetItemSource",
     "PromptParts",
     "ProviderAuthError",
     "ProviderError",

@@ -13,7 +13,7 @@ from batchor.items import BatchItem, PromptParts
 
 if TYPE_CHECKING:
     from batchor.providers.openai_config import OpenAIProviderConfig
-    from batchor.sources.base import ItemSource
+    from batchor.sources.base import CheckpointedItemSource
 
 #: The OpenAI Batch API's own limits per input file.
 PROVIDER_MAX_REQUESTS = 50_000
@@ -70,7 +70,7 @@ class BatchJob:
     """Everything a run needs to turn items into provider requests.
 
     Attributes:
-        items: An :class:`~batchor.sources.base.ItemSource` (``JsonlItemSource``,
+        items: An :class:`~batchor.sources.base.CheckpointedItemSource` (``JsonlItemSource``,
             ``CsvItemSource``) or any iterable of :class:`BatchItem`. A file source can be
             resumed mid-ingest; a plain iterable only once it has been fully ingested.
         build_prompt: Called once per item at ingestion; returns the :class:`PromptParts`.
@@ -81,7 +81,7 @@ class BatchJob:
         limits: How full each provider batch is packed.
     """
 
-    items: ItemSource | Iterable[BatchItem]
+    items: CheckpointedItemSource | Iterable[BatchItem]
     build_prompt: Callable[[BatchItem], PromptParts]
     provider_config: OpenAIProviderConfig
     structured_output: type[BaseModel] | None = None

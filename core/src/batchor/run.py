@@ -19,7 +19,7 @@ from batchor.engine.submit import submit
 from batchor.errors import RunNotFoundError, RunStateError, WaitTimeout
 from batchor.items import BatchItem
 from batchor.results import ItemFailure, ItemResult, RunSummary, Usage
-from batchor.sources.base import ItemSource
+from batchor.sources.base import CheckpointedItemSource
 from batchor.states import ItemStatus, RunStatus
 from batchor.stores.base import ItemRow
 from batchor.structured import OutputValidationError, validate_output
@@ -44,7 +44,7 @@ class Run:
         ctx: RunContext,
         job: BatchJob | None = None,
         template: RequestTemplate | None = None,
-        items: ItemSource | Iterator[BatchItem] | None = None,
+        items: CheckpointedItemSource | Iterator[BatchItem] | None = None,
     ) -> None:
         self._runner = runner
         self._ctx = ctx
@@ -88,7 +88,7 @@ class Run:
         run = self._ctx.run
         if job is None or self._items is None or self._template is None or run.ingest_complete:
             return
-        if isinstance(self._items, ItemSource):
+        if isinstance(self._items, CheckpointedItemSource):
             stream: Iterator[tuple[Any, Any]] = self._items.iter_from(run.source_checkpoint)
         elif run.ingested_count:
             raise RunStateError(

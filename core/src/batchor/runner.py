@@ -32,7 +32,7 @@ from batchor.providers.openai_config import OpenAIProviderConfig
 from batchor.providers.openai_requests import RequestTemplate
 from batchor.results import RunSummary
 from batchor.run import Run
-from batchor.sources.base import ItemSource
+from batchor.sources.base import CheckpointedItemSource
 from batchor.stores.base import RunRecord, StateStore
 from batchor.stores.open import open_store
 from batchor.structured import import_model, model_path, schema_name, strict_json_schema
@@ -228,7 +228,16 @@ def job_config(job: BatchJob) -> dict[str, Any]:
         "max_attempts": job.retry_policy.max_attempts,
         "max_requests": job.limits.max_requests,
         "max_bytes": job.limits.max_bytes,
+        "source": _source_record(job.items),
     }
+
+
+def _source_record(items: object) -> dict[str, str] | None:
+    """A checkpointed source's identity and content fingerprint (None for a plain iterable,
+    which is resumable only once fully ingested)."""
+    if not isinstance(items, CheckpointedItemSource):
+        return None
+    return {"identity": items.identity, "fingerprint": items.fingerprint()}
 
 
 def _template(job: BatchJob) -> RequestTemplate:
@@ -238,15 +247,30 @@ def _template(job: BatchJob) -> RequestTemplate:
     return RequestTemplate(job.provider_config, strict_json_schema(model), schema_name(model))
 
 
+def _fingerprinted(value: Any) -> Any:
+    """The part of a config value that identifies the job (a source by content, not path)."""
+    if isinstance(value, dict) and "fingerprint" in value:
+        return value["fingerprint"]
+    return value
+
+
 def _fingerprint(config: Mapping[str, Any]) -> str:
-    material = {k: v for k, v in config.items() if k not in _NOT_FINGERPRINTED}
+    material = {k: _fingerprinted(v) for k, v in config.items() if k not in _NOT_FINGERPRINTED}
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def _mismatch(run_id: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     changed = sorted(
-        k for k in set(old) | set(new) if k not in _NOT_FINGERPRINTED and old.get(k) != new.get(k)
+        k
+        for k in set(old) | set(new)
+        if k not in _NOT_FINGERPRINTED and _fingerprinted(old.get(k)) != _fingerprinted(new.get(k))
     )
+    if changed == ["source"]:
+        was = (old.get("source") or {}).get("identity", "a plain iterable")
+        return (
+            f"run {run_id!r} was started from a different input: the content or order of "
+            f"{was} has changed since; resume with the same input or use a new run_id"
+        )
     return (
         f"run {run_id!r} exists with a different job definition ({', '.join(changed)} "
         "changed); use a new run_id for a different job"
@@ -254,10 +278,10 @@ def _mismatch(run_id: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> st
 
 
 def _head(
-    items: ItemSource | Iterable[BatchItem],
-) -> tuple[ItemSource | Iterator[BatchItem], list[BatchItem]]:
+    items: CheckpointedItemSource | Iterable[BatchItem],
+) -> tuple[CheckpointedItemSource | Iterator[BatchItem], list[BatchItem]]:
     """The first items (for the prompt fingerprint), and the items to ingest from."""
-    if isinstance(items, ItemSource):
+    if isinstance(items, CheckpointedItemSource):
         head = [
             item for item, _ in itertools.islice(items.iter_from(None), PROMPT_FINGERPRINT_ITEMS)
         ]

@@ -1,4 +1,5 @@
-"""The :class:`ItemSource` port: a deterministic input that can resume from a checkpoint."""
+"""The :class:`CheckpointedItemSource` port: a deterministic input that resumes from a
+checkpoint."""
 
 from __future__ import annotations
 
@@ -13,9 +14,17 @@ from batchor.items import BatchItem
 
 
 @runtime_checkable
-class ItemSource(Protocol):
+class CheckpointedItemSource(Protocol):
     """An input that yields the same items in the same order every time it is read, and can
-    continue from an opaque checkpoint it handed out earlier."""
+    continue from an opaque checkpoint it handed out earlier.
+
+    batchor saves each checkpoint in the same transaction as the items before it, so a run
+    interrupted mid-ingest resumes from the last durable checkpoint in a fresh process.
+    Implement it for your own inputs: ``identity`` names the input, ``fingerprint`` changes
+    whenever its content or order does (a run refuses to resume from a changed input), and
+    ``iter_from`` yields ``(item, checkpoint)`` pairs where the checkpoint is a string that
+    resumes right after that item.
+    """
 
     @property
     def identity(self) -> str:
@@ -59,12 +68,9 @@ class FileSource:
         return str(self.path.resolve())
 
     def fingerprint(self) -> str:
-        """SHA-256 of the file's bytes, read in 1 MiB blocks."""
-        digest = hashlib.sha256()
+        """SHA-256 of the file's bytes."""
         with open(self.path, "rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        return digest.hexdigest()
+            return hashlib.file_digest(fh, "sha256").hexdigest()
 
     def _item(self, record: dict[str, Any], where: str) -> BatchItem:
         raw_id = record.get(self.id_field)
