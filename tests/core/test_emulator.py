@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -25,7 +26,10 @@ from openai.types.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from batchor.testing import EmulatorFaults, EmulatorLimits, OpenAIBatchEmulator
+from batchor.testing.emulator.lines import RequestLine, RequestReader
 from batchor.testing.emulator.multipart import MultipartReader
+from batchor.testing.emulator.replies import extract_prompt
+from batchor.testing.emulator.schema_text import TextCompiler
 from batchor.testing.emulator.schemas import Entropy, SchemaCompiler
 
 CHAT: Final = "/v1/chat/completions"
@@ -319,6 +323,90 @@ def test_schema_generator_handles_unions_refs_and_formats() -> None:
     assert value["odd"] == 1
 
 
+def test_text_generator_emits_the_value_generator_as_compact_json() -> None:
+    schemas = [
+        strict_schema(Person),
+        strict_schema(Node),
+        {"anyOf": [{"type": "null"}, {"$ref": "#"}]},
+        {"type": "object", "properties": {"n": {"type": "number", "minimum": 3}, "s": {}}},
+        {"enum": [1, "a", None, {"x": 1}]},
+    ]
+    for schema in schemas:
+        values = SchemaCompiler(schema).compile()
+        texts = TextCompiler(schema).compile_text()
+        for i in range(300):
+            prompt = f"prompt number {i} with some words \u00e9"
+            expected = json.dumps(values(Entropy.for_text(prompt)), separators=(",", ":"))
+            assert texts(Entropy.for_text(prompt)) == expected
+
+
+def _read_all(endpoint: str, raw_lines: list[str]) -> list[RequestLine]:
+    reader = RequestReader(endpoint)
+    return [reader.read(raw) for raw in raw_lines]
+
+
+def test_lines_read_through_shapes_match_a_full_parse() -> None:
+    schema = strict_schema(Person)
+    styles: list[dict[str, Any]] = [
+        {},
+        {"separators": (",", ":")},
+        {"separators": (",", ":"), "ensure_ascii": False},
+        {"ensure_ascii": False},
+    ]
+    prompts = ["plain", 'quo"te', "back\\slash", "tab\tand\nnewline", "caf\u00e9 \u2603", ""]
+    for style in styles:
+        for endpoint, make in ((CHAT, chat_body), (RESPONSES, responses_body)):
+            raw_lines = [
+                json.dumps(
+                    {"custom_id": f"id-{i}-{p}", "method": "POST", "url": endpoint,
+                     "body": make(p, schema)},
+                    **style,
+                ) + ("\n" if i % 2 else "  \r\n")
+                for i, p in enumerate(prompts * 2)
+            ]  # fmt: skip
+            read = _read_all(endpoint, raw_lines)
+            assert all(line.shape is not None for line in read[1:]), (style, endpoint)
+            for raw, line in zip(raw_lines, read, strict=True):
+                request = json.loads(raw)
+                assert line.custom_id == request["custom_id"]
+                assert json.loads(line.custom_id_json) == request["custom_id"]
+                assert (line.prompt or extract_prompt(endpoint, request["body"])) == (
+                    extract_prompt(endpoint, request["body"])
+                )
+                body = line.body if line.shape is None else line.shape.body
+                assert body is not None
+                assert {k: v for k, v in body.items() if k not in ("messages", "input")} == {
+                    k: v for k, v in request["body"].items() if k not in ("messages", "input")
+                }
+
+
+def test_lines_that_differ_elsewhere_are_parsed_in_full() -> None:
+    lines = [line(f"r{i}", chat_body("same prompt", temperature=i / 10)) for i in range(20)]
+    read = _read_all(CHAT, lines)
+    assert [r.shape for r in read] == [None] * 20
+    assert [r.body["temperature"] for r in read if r.body is not None] == [
+        i / 10 for i in range(20)
+    ]
+
+
+def test_line_errors_are_found_after_lines_of_a_known_shape(client: OpenAI) -> None:
+    good_lines = [good(i) for i in range(5)]
+    cases = [
+        (good_lines[1], "duplicate_custom_id", "custom_id"),
+        (good(7) + " x", "invalid_json_line", None),
+        (good(8).replace("p8", "p\\q8"), "invalid_json_line", None),
+        (good(9).replace("p9", "p\t9"), "invalid_json_line", None),
+        (line("m", {**chat_body("p"), "model": "other"}), "model_mismatch", "body.model"),
+    ]
+    for bad, code, param in cases:
+        done = run(client, [*good_lines, bad, good(6)])
+        assert done.status == "failed", bad
+        assert done.errors is not None
+        assert done.errors.data
+        error = done.errors.data[0]
+        assert (error.code, error.line, error.param) == (code, 6, param)
+
+
 # -- create-time validation ---------------------------------------------------------------------
 
 
@@ -555,6 +643,34 @@ def test_cancel_while_validating_and_after_completion(client: OpenAI) -> None:
         assert final.status == "cancelled"
         assert final.output_file_id is None
         assert emu.stats.lines_answered == {}
+
+
+def test_cancel_right_after_create_leaves_a_consistent_batch(
+    emu: OpenAIBatchEmulator, client: OpenAI
+) -> None:
+    batch = create(client, chat_lines(5_000))
+    with contextlib.suppress(openai.ConflictError):  # unless it completed already
+        client.batches.cancel(batch.id)
+    done = wait(client, batch.id)
+    assert done.status in ("cancelled", "completed")
+    answered = read_jsonl(client, done.output_file_id)
+    cancelled = read_jsonl(client, done.error_file_id)
+    assert len(answered) + len(cancelled) == 5_000
+    assert done.request_counts is not None
+    assert done.request_counts.completed == len(answered)
+    assert sum(emu.stats.lines_answered.values()) == len(answered)
+    assert {r["error"]["code"] for r in cancelled} <= {"batch_cancelled"}
+
+
+def test_failed_validation_leaves_no_partial_output(
+    emu: OpenAIBatchEmulator, client: OpenAI
+) -> None:
+    done = run(client, [*chat_lines(3_000), "{not json"])
+    assert done.status == "failed"
+    assert done.output_file_id is None
+    assert emu.stats.lines_answered == {}
+    assert emu.data_dir is not None
+    assert not [p.name for p in emu.data_dir.iterdir() if p.name.startswith("tmp-")]
 
 
 # -- faults -------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
@@ -119,36 +119,54 @@ class EmulatorFaults:
                 self._reseed_locked()
                 self._shuffle_rng.shuffle(lines)
 
-    def line_fault_sampler(self) -> Callable[[str, Mapping[str, Any]], LineFault | None]:
-        """Snapshot the line knobs into a fast per-line sampler used by the batch worker.
-
-        One random number is drawn per line whatever the knobs say, so the sequence of draws
-        (and hence reproducibility) does not depend on which knobs are on.
-        """
+    def line_fault_sampler(self) -> LineFaultSampler:
+        """Snapshot the line knobs into a fast sampler used by the batch worker."""
         with self._lock:
             self._reseed_locked()
-        rng = self._line_rng
-        lock = self._lock
-        callback = self.line_fault
-        cut_server = self.line_server_error_rate
-        cut_rate = cut_server + self.line_rate_limit_rate
-        cut_json = cut_rate + self.line_invalid_json_rate
+        return LineFaultSampler(self, self._line_rng)
 
-        def sample(custom_id: str, body: Mapping[str, Any]) -> LineFault | None:
-            with lock:
-                draw = rng.random()
-            if callback is not None:
-                chosen = callback(custom_id, dict(body) if not isinstance(body, dict) else body)
-                if chosen is not None:
-                    if chosen not in LINE_FAULTS:
-                        raise ValueError(f"line_fault returned unknown fault {chosen!r}")
-                    return cast(LineFault, chosen)
-            if draw < cut_server:
-                return "server_error"
-            if draw < cut_rate:
-                return "rate_limit"
-            if draw < cut_json:
-                return "invalid_json"
-            return None
 
-        return sample
+class LineFaultSampler:
+    """The line knobs of `EmulatorFaults`, snapshotted for one slice of a batch's lines.
+
+    One random number is drawn per line whatever the knobs say, so the sequence of draws
+    (and hence reproducibility) does not depend on which knobs are on. Only the batch worker
+    draws from this generator (so without the lock); it is reseeded, under the lock, only
+    when `EmulatorFaults.seed` changes.
+    """
+
+    def __init__(self, faults: EmulatorFaults, rng: random.Random) -> None:
+        """Snapshot the knobs of ``faults``; draw from ``rng``."""
+        self._random = rng.random
+        self._callback = faults.line_fault
+        self._cut_server = faults.line_server_error_rate
+        self._cut_rate = self._cut_server + faults.line_rate_limit_rate
+        self._cut_json = self._cut_rate + faults.line_invalid_json_rate
+        self.wants_body = self._callback is not None
+        """Whether `pick` needs each line's body (a `line_fault` callback is set)."""
+        self.idle = not self.wants_body and self._cut_json <= 0.0
+        """Whether no knob is on: every line is answered without a fault, `skip` will do."""
+
+    def skip(self, count: int) -> None:
+        """Draw for ``count`` lines answered without a fault (only when `idle`)."""
+        random_ = self._random
+        for _ in range(count):
+            random_()
+
+    def pick(self, custom_id: str, body: dict[str, Any] | None) -> LineFault | None:
+        """Draw for one line and pick its fault (pass its body if `wants_body`)."""
+        draw = self._random()
+        callback = self._callback
+        if callback is not None:
+            chosen = callback(custom_id, body if body is not None else {})
+            if chosen is not None:
+                if chosen not in LINE_FAULTS:
+                    raise ValueError(f"line_fault returned unknown fault {chosen!r}")
+                return cast(LineFault, chosen)
+        if draw < self._cut_server:
+            return "server_error"
+        if draw < self._cut_rate:
+            return "rate_limit"
+        if draw < self._cut_json:
+            return "invalid_json"
+        return None

@@ -11,13 +11,15 @@ import itertools
 import json
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from batchor.testing.emulator.faults import LineFault
-from batchor.testing.emulator.schemas import Entropy, SchemaCache
+from batchor.testing.emulator.schema_text import SchemaCache
+from batchor.testing.emulator.schemas import Entropy
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _encode = _ENCODER.encode
+_quote = json.encoder.encode_basestring_ascii
 _JSON_OBJECT = object()  # marker: ``json_object`` response format
 _MASK = (1 << 64) - 1
 _ERRORS: dict[str, tuple[int, str, str | None, str]] = {
@@ -42,22 +44,9 @@ _ERRORS: dict[str, tuple[int, str, str | None, str]] = {
 }
 
 
-class Answer(NamedTuple):
-    """One answered request line."""
-
-    line: str
-    """The JSON line (without newline) for the output or error file."""
-    is_error: bool
-    """Whether the line belongs in the error file (non-2xx status)."""
-    input_tokens: int
-    """Estimated prompt tokens."""
-    output_tokens: int
-    """Estimated completion tokens."""
-
-
-def estimate_tokens(text: str) -> int:
-    """The usual rough estimate: one token per four characters, at least one."""
-    return max(1, len(text) // 4)
+Answer = tuple[str, bool, int, int]
+"""One answered request line: the JSON line (without newline), whether it belongs in the
+error file (non-2xx status), and the estimated input and output tokens."""
 
 
 def _text_of(content: Any, part_types: tuple[str, ...]) -> str:
@@ -133,144 +122,183 @@ def _truncate(content: str) -> str:
     return "{" + cut
 
 
-class ReplyFactory:
-    """Build output lines; holds the per-emulator schema cache and id generator."""
+class _Ids:
+    """Unique 32-hex-digit ids, cheaply: a random prefix per kind of id, then a serial.
+
+    The serial steps from a random start by an odd constant modulo 2**64 (a bijection of the
+    step count), so serials are distinct and look random; the ids of one line share their
+    serial but not their prefix.
+    """
 
     def __init__(self) -> None:
-        """Create a factory with an empty schema cache."""
-        self._schemas = SchemaCache()
-        self._salt = int.from_bytes(os.urandom(8), "big")
-        self._prefix = os.urandom(8).hex()
-        self._counter = itertools.count(1)
+        self._counter = itertools.count(int.from_bytes(os.urandom(8), "big"), 0x9E3779B97F4A7C15)
+        prefixes: set[str] = set()
+        while len(prefixes) < 4:
+            prefixes.add(os.urandom(8).hex())
+        self.line, self.request, self.body, self.message = sorted(prefixes)
 
-    def _id(self) -> str:
-        """A unique 32-hex-digit id (cheap: a scrambled counter behind a random prefix)."""
-        scrambled = (next(self._counter) * 0x9E3779B97F4A7C15 ^ self._salt) & _MASK
-        return f"{self._prefix}{scrambled:016x}"
+    def serial(self) -> str:
+        """The next serial, as 16 hex digits."""
+        return f"{next(self._counter) & _MASK:016x}"
 
-    def content(self, prompt: str, schema: Any, fault: LineFault | None) -> str:
-        """The assistant's reply text for ``prompt`` under ``schema`` and ``fault``."""
+
+def _body_format(endpoint: str, ids: _Ids, model: str, instructions: str | None) -> str:
+    """The %-format of a successful reply body (escaped constants, placeholders for the rest).
+
+    Placeholders: body id serial, created, [message id serial,] text, tokens in/out/total.
+    """
+    model_json = _encode(model).replace("%", "%%")
+    if endpoint == "/v1/responses":
+        given = "null" if instructions is None else _encode(instructions).replace("%", "%%")
+        return (
+            f'{{"id":"resp_{ids.body}%s","object":"response","created_at":%d,'
+            f'"status":"completed","error":null,"incomplete_details":null,'
+            f'"instructions":{given},"model":{model_json},'
+            f'"output":[{{"type":"message","id":"msg_{ids.message}%s","status":"completed",'
+            f'"role":"assistant","content":[{{"type":"output_text","text":%s,'
+            f'"annotations":[]}}]}}],"parallel_tool_calls":true,"tool_choice":"auto",'
+            f'"tools":[],"usage":{{"input_tokens":%d,'
+            f'"input_tokens_details":{{"cached_tokens":0,"cache_write_tokens":0}},'
+            f'"output_tokens":%d,"output_tokens_details":{{"reasoning_tokens":0}},'
+            f'"total_tokens":%d}}}}'
+        )
+    usage = '"usage":{"prompt_tokens":%d,"completion_tokens":%d,"total_tokens":%d}}'
+    if endpoint == "/v1/completions":
+        return (
+            f'{{"id":"cmpl-{ids.body}%s","object":"text_completion","created":%d,'
+            f'"model":{model_json},"choices":[{{"text":%s,"index":0,'
+            f'"logprobs":null,"finish_reason":"stop"}}],{usage}'
+        )
+    return (
+        f'{{"id":"chatcmpl-{ids.body}%s","object":"chat.completion","created":%d,'
+        f'"model":{model_json},"choices":[{{"index":0,"message":{{"role":"assistant",'
+        f'"content":%s,"refusal":null}},"logprobs":null,'
+        f'"finish_reason":"stop"}}],{usage}'
+    )
+
+
+def _line_format(ids: _Ids, status: str, body: str) -> str:
+    """The %-format of an output line: serial, custom_id, [status,] serial, then ``body``."""
+    return (
+        f'{{"id":"batch_req_{ids.line}%s","custom_id":%s,"response":{{"status_code":{status},'
+        f'"request_id":"{ids.request}%s","body":{body}}},"error":null}}'
+    )
+
+
+class Renderer:
+    """Answers the request lines that share an endpoint, model, instructions and format.
+
+    Everything those lines have in common is worked out once: the compiled schema and the
+    reply line as a %-format with only the per-line values left to fill in.
+    """
+
+    def __init__(
+        self, ids: _Ids, schemas: SchemaCache, endpoint: str, body: Mapping[str, Any]
+    ) -> None:
+        """Prepare to answer lines on ``endpoint`` whose body is ``body`` but for the prompt."""
+        model = body.get("model")
+        self._model = model if isinstance(model, str) else ""
+        instructions = body.get("instructions")
+        if not isinstance(instructions, str):
+            instructions = None
+        self._extra_chars = 0 if instructions is None else len(instructions)
+        self._serial = ids.serial
+        self._schema = None if endpoint == "/v1/embeddings" else requested_schema(endpoint, body)
+        schema = self._schema
+        structured = schema is not None and schema is not _JSON_OBJECT
+        self._generate = schemas.generator(schema) if structured else None
+        self._endpoint = endpoint
+        self._responses = endpoint == "/v1/responses"
+        body_format = "%s"
+        if endpoint != "/v1/embeddings":
+            body_format = _body_format(endpoint, ids, self._model, instructions)
+        self._ok = _line_format(ids, "200", body_format)
+        self._fail = _line_format(ids, "%d", "%s")
+
+    def content(self, prompt: str, fault: LineFault | None) -> str:
+        """The assistant's reply text for ``prompt`` under ``fault``."""
+        schema = self._schema
         if fault == "schema_mismatch":
             return _mismatch(schema)
         if schema is _JSON_OBJECT:
             text = _encode({"echo": prompt})
-        elif schema is not None:
-            text = _encode(self._schemas.generator(schema)(Entropy.for_text(prompt)))
+        elif self._generate is not None:
+            text = self._generate(Entropy.for_text(prompt))
         elif fault == "invalid_json":
             text = _encode({"text": "Echo: " + prompt})
         else:
             text = "Echo: " + prompt
         return _truncate(text) if fault == "invalid_json" else text
 
-    def answer(
-        self,
-        endpoint: str,
-        custom_id: str,
-        body: Mapping[str, Any],
-        fault: LineFault | None,
-        now: int,
-    ) -> Answer:
-        """Answer one request line of a batch."""
-        model = body.get("model")
-        model = model if isinstance(model, str) else ""
-        if fault is not None and fault in _ERRORS:
-            return self._error_answer(custom_id, model, fault)
-        prompt = extract_prompt(endpoint, body)
-        instructions = body.get("instructions")
-        if isinstance(instructions, str):
-            input_tokens = estimate_tokens(prompt + instructions)
+    def answer(self, custom_id_json: str, prompt: str, fault: LineFault | None, now: int) -> Answer:
+        """Answer one request line (``custom_id_json``: its custom_id as a JSON literal)."""
+        serial = self._serial()
+        if fault is None and self._generate is not None:
+            text = self._generate(Entropy.for_text(prompt))
+        elif fault is not None and fault in _ERRORS:
+            status, body = self._error_body(fault)
+            return self._fail % (serial, custom_id_json, status, serial, body), True, 0, 0
+        elif self._endpoint == "/v1/embeddings":
+            return self._embedding(serial, custom_id_json, prompt)
         else:
-            input_tokens, instructions = estimate_tokens(prompt), None
-        if endpoint == "/v1/embeddings":
-            reply, output_tokens = self._embedding(prompt, model, input_tokens), 0
+            text = self.content(prompt, fault)
+        # The usual rough estimate: one token per four characters, at least one.
+        input_tokens = (len(prompt) + self._extra_chars) // 4 or 1
+        output_tokens = len(text) // 4 or 1
+        total = input_tokens + output_tokens
+        if self._responses:
+            values: tuple[Any, ...] = (
+                serial, custom_id_json, serial, serial, now, serial, _quote(text),
+                input_tokens, output_tokens, total,
+            )  # fmt: skip
         else:
-            text = self.content(prompt, requested_schema(endpoint, body), fault)
-            output_tokens = estimate_tokens(text)
-            reply = self._reply(
-                endpoint, model, instructions, text, now, input_tokens, output_tokens
-            )
-        line = (
-            f'{{"id":"batch_req_{self._id()}","custom_id":{_encode(custom_id)},'
-            f'"response":{{"status_code":200,"request_id":"{self._id()}","body":{reply}}},'
-            f'"error":null}}'
-        )
-        return Answer(line, False, input_tokens, output_tokens)
+            values = (
+                serial, custom_id_json, serial, serial, now, _quote(text),
+                input_tokens, output_tokens, total,
+            )  # fmt: skip
+        return self._ok % values, False, input_tokens, output_tokens
 
-    def unexecuted(self, custom_id: str, code: str, message: str) -> str:
-        """The error-file line of a request never executed (batch expired or cancelled)."""
-        line = {
-            "id": "batch_req_" + self._id(),
-            "custom_id": custom_id,
-            "response": None,
-            "error": {"code": code, "message": message},
-        }
-        return _encode(line)
-
-    def _error_answer(self, custom_id: str, model: str, fault: str) -> Answer:
+    def _error_body(self, fault: str) -> tuple[int, str]:
         status, kind, code, message = _ERRORS[fault]
         error = {
-            "message": message.format(model=model or "the model"),
+            "message": message.format(model=self._model or "the model"),
             "type": kind,
             "param": None,
             "code": code,
         }
-        line = {
-            "id": "batch_req_" + self._id(),
-            "custom_id": custom_id,
-            "response": {"status_code": status, "request_id": self._id(), "body": {"error": error}},
-            "error": None,
-        }
-        return Answer(_encode(line), True, 0, 0)
+        return status, _encode({"error": error})
 
-    def _reply(
-        self,
-        endpoint: str,
-        model: str,
-        instructions: str | None,
-        text: str,
-        now: int,
-        input_tokens: int,
-        output_tokens: int,
-    ) -> str:
-        total = input_tokens + output_tokens
-        if endpoint == "/v1/responses":
-            return (
-                f'{{"id":"resp_{self._id()}","object":"response","created_at":{now},'
-                f'"status":"completed","error":null,"incomplete_details":null,'
-                f'"instructions":{"null" if instructions is None else _encode(instructions)},'
-                f'"model":{_encode(model)},'
-                f'"output":[{{"type":"message","id":"msg_{self._id()}","status":"completed",'
-                f'"role":"assistant","content":[{{"type":"output_text","text":{_encode(text)},'
-                f'"annotations":[]}}]}}],"parallel_tool_calls":true,"tool_choice":"auto",'
-                f'"tools":[],"usage":{{"input_tokens":{input_tokens},'
-                f'"input_tokens_details":{{"cached_tokens":0,"cache_write_tokens":0}},"output_tokens":{output_tokens},'
-                f'"output_tokens_details":{{"reasoning_tokens":0}},"total_tokens":{total}}}}}'
-            )
-        usage = (
-            f'{{"prompt_tokens":{input_tokens},"completion_tokens":{output_tokens},'
-            f'"total_tokens":{total}}}'
-        )
-        if endpoint == "/v1/completions":
-            return (
-                f'{{"id":"cmpl-{self._id()}","object":"text_completion","created":{now},'
-                f'"model":{_encode(model)},"choices":[{{"text":{_encode(text)},"index":0,'
-                f'"logprobs":null,"finish_reason":"stop"}}],"usage":{usage}}}'
-            )
-        return (
-            f'{{"id":"chatcmpl-{self._id()}","object":"chat.completion","created":{now},'
-            f'"model":{_encode(model)},"choices":[{{"index":0,"message":{{"role":"assistant",'
-            f'"content":{_encode(text)},"refusal":null}},"logprobs":null,'
-            f'"finish_reason":"stop"}}],"usage":{usage}}}'
-        )
-
-    def _embedding(self, prompt: str, model: str, input_tokens: int) -> str:
+    def _embedding(self, serial: str, custom_id_json: str, prompt: str) -> Answer:
+        input_tokens = (len(prompt) + self._extra_chars) // 4 or 1
         digest = hashlib.blake2b(prompt.encode("utf-8", "replace"), digest_size=8).digest()
         vector = [round(b / 255 * 2 - 1, 4) for b in digest]
-        return _encode(
+        reply = _encode(
             {
                 "object": "list",
                 "data": [{"object": "embedding", "index": 0, "embedding": vector}],
-                "model": model,
+                "model": self._model,
                 "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens},
             }
+        )
+        return self._ok % (serial, custom_id_json, serial, reply), False, input_tokens, 0
+
+
+class ReplyFactory:
+    """Build output lines; holds the per-emulator schema cache and id generator."""
+
+    def __init__(self) -> None:
+        """Create a factory with an empty schema cache."""
+        self._schemas = SchemaCache()
+        self._ids = _Ids()
+
+    def renderer(self, endpoint: str, body: Mapping[str, Any]) -> Renderer:
+        """A `Renderer` for lines on ``endpoint`` with ``body`` (the prompt aside)."""
+        return Renderer(self._ids, self._schemas, endpoint, body)
+
+    def unexecuted(self, custom_id_json: str, code: str, message: str) -> str:
+        """The error-file line of a request never executed (batch expired or cancelled)."""
+        error = _encode({"code": code, "message": message})
+        return (
+            f'{{"id":"batch_req_{self._ids.line}{self._ids.serial()}","custom_id":'
+            f'{custom_id_json},"response":null,"error":{error}}}'
         )

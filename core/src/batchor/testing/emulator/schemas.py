@@ -1,21 +1,22 @@
 """Deterministic generation of JSON values that validate against a JSON Schema.
 
-A schema is compiled once into a tree of small generator closures (cached by the schema's
-JSON), then each reply draws its choices from an `Entropy` seeded by a hash of the prompt.
+A schema is compiled once into a tree of small generator closures, then each reply draws
+its choices from an `Entropy` seeded by a hash of the prompt. (`schema_text` compiles the
+same tree to a generator of JSON text, and caches compiled schemas.)
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
 _MASK = (1 << 64) - 1
 _MAX_DEPTH = 12
-_SHALLOW = 3  # past this many nested $refs, arrays get minItems and nullable unions null
-_CACHE_SIZE = 512
+SHALLOW = 3
+"""Past this many nested ``$ref``s, arrays get ``minItems`` and nullable unions null."""
 _FORMATS: dict[str, str] = {
     "date-time": "2024-01-01T00:00:00Z",
     "date": "2024-01-01",
@@ -31,7 +32,7 @@ _FORMATS: dict[str, str] = {
 
 
 class Entropy:
-    """A deterministic stream of choices (splitmix64) plus the prompt words to quote."""
+    """A deterministic stream of choices (a 64-bit LCG, xorshifted) plus the prompt's words."""
 
     __slots__ = ("_state", "_text", "_words", "depth")
 
@@ -45,15 +46,12 @@ class Entropy:
     @classmethod
     def for_text(cls, text: str) -> Entropy:
         """An entropy stream determined by ``text`` (typically the prompt)."""
-        digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=8).digest()
-        return cls(int.from_bytes(digest, "big"), text)
+        return cls(zlib.crc32(text.encode("utf-8", "replace")), text)
 
     def below(self, n: int) -> int:
         """A deterministic integer in ``range(n)`` (``n`` >= 1)."""
-        self._state = z = (self._state + 0x9E3779B97F4A7C15) & _MASK
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        return (z ^ (z >> 31)) % n
+        self._state = z = (self._state * 0x5851F42D4C957F2D + 0x14057B7EF767814F) & _MASK
+        return ((z ^ (z >> 33)) >> 11) % n
 
     def snippet(self) -> str:
         """One to three consecutive words of the prompt (``"text"`` for an empty prompt)."""
@@ -97,36 +95,35 @@ class SchemaCompiler:
             constant = schema["const"]
             return lambda _: constant
         if schema.get("enum"):
-            values = list(schema["enum"])
-            return lambda e: values[e.below(len(values))]
+            return choice(list(schema["enum"]))
         for key in ("anyOf", "oneOf"):
             if schema.get(key):
                 return self._union(schema[key])
         if schema.get("allOf"):
             return self.node(self._merge_all_of(schema))
-        kind = _schema_type(schema)
+        kind = schema_type(schema)
         if kind == "object":
             return self._object(schema)
         if kind == "array":
             return self._array(schema)
         if kind == "string":
-            return _string(schema)
+            return string_generator(schema)
         if kind == "integer":
-            return _integer(schema)
+            return choice(integer_choices(schema))
         if kind == "number":
-            return _number(schema)
+            return choice(number_choices(schema))
         if kind == "boolean":
-            return lambda e: e.below(2) == 1
+            return choice([False, True])
         if kind == "null":
             return lambda _: None
         return _any
 
     def _union(self, branches: list[Any]) -> Generator:
         """The first non-null branch; the null branch (if any) once recursion gets deep."""
-        main = self.node(_first_non_null(branches))
+        main = self.node(first_non_null(branches))
         if not any(isinstance(b, Mapping) and b.get("type") == "null" for b in branches):
             return main
-        return lambda e: None if e.depth >= _SHALLOW else main(e)
+        return lambda e: None if e.depth >= SHALLOW else main(e)
 
     def _ref(self, ref: str) -> Generator:
         refs = self._refs
@@ -200,7 +197,7 @@ class SchemaCompiler:
         unique = bool(schema.get("uniqueItems"))
 
         def generate(entropy: Entropy) -> list[Any]:
-            count = max(1 + entropy.below(2), low) if entropy.depth < _SHALLOW else low
+            count = max(1 + entropy.below(2), low) if entropy.depth < SHALLOW else low
             count = max(count, len(prefix))
             if high is not None:
                 count = min(count, int(high))
@@ -216,14 +213,16 @@ class SchemaCompiler:
         return generate
 
 
-def _first_non_null(branches: list[Any]) -> Any:
+def first_non_null(branches: list[Any]) -> Any:
+    """The first branch of a union that is not ``{"type": "null"}`` (else the first)."""
     for branch in branches:
         if not (isinstance(branch, Mapping) and branch.get("type") == "null"):
             return branch
     return branches[0]
 
 
-def _schema_type(schema: Mapping[str, Any]) -> str | None:
+def schema_type(schema: Mapping[str, Any]) -> str | None:
+    """The (first non-null) type a schema asks for, stated or implied, if any."""
     kind = schema.get("type")
     if isinstance(kind, list):
         non_null = [k for k in kind if k != "null"]
@@ -237,7 +236,8 @@ def _schema_type(schema: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _string(schema: Mapping[str, Any]) -> Generator:
+def string_generator(schema: Mapping[str, Any]) -> Generator:
+    """A generator of strings for a string schema (formats and lengths honoured)."""
     fixed = _FORMATS.get(str(schema.get("format", "")))
     low = int(schema.get("minLength", 0))
     high = schema.get("maxLength")
@@ -272,7 +272,13 @@ def _bounds(schema: Mapping[str, Any]) -> tuple[float | None, bool, float | None
     return low, low_open, high, high_open
 
 
-def _integer(schema: Mapping[str, Any]) -> Generator:
+def choice(values: list[Any]) -> Generator:
+    """A generator picking one of ``values``."""
+    return lambda e: values[e.below(len(values))]
+
+
+def integer_choices(schema: Mapping[str, Any]) -> list[int]:
+    """The (at most ten) values an integer schema is answered with."""
     low_b, low_open, high_b, high_open = _bounds(schema)
     step = schema.get("multipleOf")
     step = int(step) if isinstance(step, int | float) and step >= 1 and step == int(step) else 1
@@ -284,10 +290,11 @@ def _integer(schema: Mapping[str, Any]) -> Generator:
     low = -(-low // step) * step
     span = 9 if high is None else max(0, (math.floor(high) - low) // step)
     span = min(span, 9)
-    return lambda e: low + step * e.below(span + 1)
+    return [low + step * k for k in range(span + 1)]
 
 
-def _number(schema: Mapping[str, Any]) -> Generator:
+def number_choices(schema: Mapping[str, Any]) -> list[float]:
+    """The 1,001 values (a grid over at most ten units) a number schema is answered with."""
     low_b, low_open, high_b, high_open = _bounds(schema)
     low = (
         float(low_b)
@@ -296,36 +303,10 @@ def _number(schema: Mapping[str, Any]) -> Generator:
     )
     high = float(high_b) if high_b is not None else low + 10.0
     high = min(high, low + 10.0)
-
-    def generate(entropy: Entropy) -> float:
-        value = round(low + (high - low) * entropy.below(1001) / 1000, 2)
+    values: list[float] = []
+    for k in range(1001):
+        value = round(low + (high - low) * k / 1000, 2)
         too_low = value < low or (low_open and value <= low)
         too_high = value > high or (high_open and value >= high)
-        if too_low or too_high:
-            value = (low + high) / 2
-        return value
-
-    return generate
-
-
-class SchemaCache:
-    """Compiled generators keyed by schema, so repeated schemas are compiled once."""
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self._by_json: dict[str, Generator] = {}
-        self._last: tuple[Any, Generator] | None = None
-
-    def generator(self, schema: Any) -> Generator:
-        """The compiled generator for ``schema``."""
-        last = self._last
-        if last is not None and last[0] == schema:
-            return last[1]
-        key = json.dumps(schema, sort_keys=True, default=str)
-        generate = self._by_json.get(key)
-        if generate is None:
-            if len(self._by_json) >= _CACHE_SIZE:
-                self._by_json.clear()
-            generate = self._by_json[key] = SchemaCompiler(schema).compile()
-        self._last = (schema, generate)
-        return generate
+        values.append((low + high) / 2 if too_low or too_high else value)
+    return values

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from batchor.testing.emulator.limits import EmulatorLimits
+from batchor.testing.emulator.lines import RequestLine, RequestReader, parse_line, parsed_line
 
 _READ_BUFFER = 1 << 20
-_raw_decode = json.JSONDecoder().raw_decode
 _REQUIRED = ("custom_id", "method", "url", "body")
 
 
@@ -39,35 +38,25 @@ def open_input(path: Path) -> TextIO:
     return path.open(encoding="utf-8", errors="replace", buffering=_READ_BUFFER)
 
 
-def parse_line(line: str) -> Any:
-    """Parse one JSON line (faster than `json.loads`); raise `ValueError` if it is not JSON."""
-    if line[:1].isspace():
-        line = line.lstrip()
-    value, end = _raw_decode(line)
-    if end != len(line) and not line[end:].isspace():
-        raise ValueError("extra data after the JSON value")
-    return value
-
-
-def iter_requests(handle: TextIO) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield ``(custom_id, body)`` of each request line of an already validated file."""
-    for raw in handle:
-        if not raw.isspace():
-            request = parse_line(raw)
-            yield request["custom_id"], request["body"]
-
-
 def _check_line(
     raw: str, number: int, endpoint: str, seen: set[str], check: InputCheck
-) -> dict[str, Any] | None:
+) -> tuple[dict[str, Any] | None, Any]:
+    """``(error or None, parsed request)`` of one line read in full."""
     try:
         request = parse_line(raw)
     except ValueError:
         request = None
     if not isinstance(request, dict):
-        return batch_error(
+        error = batch_error(
             "invalid_json_line", "This line is not parseable as valid JSON.", None, number
         )
+        return error, None
+    return _check_request(request, number, endpoint, seen, check), request
+
+
+def _check_request(
+    request: dict[str, Any], number: int, endpoint: str, seen: set[str], check: InputCheck
+) -> dict[str, Any] | None:
     for name in _REQUIRED:
         if request.get(name) is None:
             return batch_error(
@@ -90,13 +79,7 @@ def _check_line(
             number,
         )
     if custom_id in seen:
-        return batch_error(
-            "duplicate_custom_id",
-            "The custom_id for this request is a duplicate of another request. "
-            "The custom_id parameter must be unique for each request in a batch.",
-            "custom_id",
-            number,
-        )
+        return _duplicate(number)
     seen.add(custom_id)
     model = body.get("model")
     if not isinstance(model, str):
@@ -106,6 +89,20 @@ def _check_line(
             "body.model",
             number,
         )
+    return _check_model(model, number, check)
+
+
+def _duplicate(number: int) -> dict[str, Any]:
+    return batch_error(
+        "duplicate_custom_id",
+        "The custom_id for this request is a duplicate of another request. "
+        "The custom_id parameter must be unique for each request in a batch.",
+        "custom_id",
+        number,
+    )
+
+
+def _check_model(model: str, number: int, check: InputCheck) -> dict[str, Any] | None:
     if check.model is None:
         check.model = model
     elif model != check.model:
@@ -119,50 +116,84 @@ def _check_line(
     return None
 
 
-def check_input_file(path: Path, endpoint: str, limits: EmulatorLimits) -> InputCheck:
-    """Validate every line of the input file at ``path`` for a batch on ``endpoint``."""
-    check = InputCheck()
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        check.errors.append(
-            batch_error("file_not_found", "The input file was deleted.", "input_file_id")
-        )
-        return check
-    if size > limits.max_batch_input_bytes:
-        check.errors.append(
-            batch_error(
-                "file_too_large",
-                f"The batch input file is larger than the {limits.max_batch_input_bytes} bytes "
-                "maximum. Please try again with a smaller file.",
-                "input_file_id",
+class InputValidator:
+    """Validates a batch input file line by line, handing out the valid lines as it goes."""
+
+    def __init__(self, path: Path, endpoint: str, limits: EmulatorLimits) -> None:
+        """Prepare to validate the file at ``path`` for a batch on ``endpoint``."""
+        self.path = path
+        self.endpoint = endpoint
+        self.limits = limits
+        self.check = InputCheck()
+        """The outcome, complete once `requests` is exhausted."""
+
+    def requests(self) -> Iterator[RequestLine]:
+        """Validate the whole file; yield each line read until the first invalid one."""
+        check, limits = self.check, self.limits
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            check.errors.append(
+                batch_error("file_not_found", "The input file was deleted.", "input_file_id")
             )
-        )
-        return check
-    seen: set[str] = set()
-    with open_input(path) as handle:
+            return
+        if size > limits.max_batch_input_bytes:
+            check.errors.append(
+                batch_error(
+                    "file_too_large",
+                    f"The batch input file is larger than the {limits.max_batch_input_bytes} "
+                    "bytes maximum. Please try again with a smaller file.",
+                    "input_file_id",
+                )
+            )
+            return
+        with open_input(self.path) as handle:
+            yield from self._lines(handle)
+        if check.total == 0 and not check.errors:
+            check.errors.append(
+                batch_error("empty_file", "The batch input file is empty.", "input_file_id")
+            )
+
+    def _lines(self, handle: TextIO) -> Iterator[RequestLine]:
+        check, endpoint, errors = self.check, self.endpoint, self.check.errors
+        seen: set[str] = set()
+        reader = RequestReader(endpoint)
+        fast = reader.fast
+        max_lines = self.limits.max_batch_lines
         for number, raw in enumerate(handle, start=1):
-            if raw.isspace():
+            line = fast(raw)
+            if line is None and raw.isspace():
                 continue
             check.total += 1
-            if check.total > limits.max_batch_lines:
-                check.errors.append(
+            if check.total > max_lines:
+                errors.append(
                     batch_error(
                         "too_many_tasks",
                         f"The batch input file contains more than the maximum of "
-                        f"{limits.max_batch_lines} requests.",
+                        f"{max_lines} requests.",
                         None,
                         number,
                     )
                 )
-                break
-            error = _check_line(raw, number, endpoint, seen, check)
+                return
+            error: dict[str, Any] | None
+            if line is not None:  # all but its custom_id was checked on another line
+                assert line.shape is not None
+                if line.custom_id in seen:
+                    error = _duplicate(number)
+                else:
+                    seen.add(line.custom_id)
+                    model = line.shape.model
+                    error = None if model == check.model else _check_model(model, number, check)
+            else:
+                error, request = _check_line(raw, number, endpoint, seen, check)
+                if error is None:
+                    reader.learn(raw, request)
+                    line = parsed_line(raw, request)
             if error is not None:
-                check.errors.append(error)
-                if len(check.errors) >= limits.max_validation_errors:
-                    break
-    if check.total == 0 and not check.errors:
-        check.errors.append(
-            batch_error("empty_file", "The batch input file is empty.", "input_file_id")
-        )
-    return check
+                errors.append(error)
+                if len(errors) >= self.limits.max_validation_errors:
+                    return
+            elif not errors:
+                assert line is not None
+                yield line

@@ -1,7 +1,13 @@
 """The background worker that moves batches through their lifecycle and answers their lines.
 
 One thread runs timed steps from a heap, so a batch waiting out ``phase_seconds`` never
-blocks another. Line work is done in bounded slices; files are streamed, never loaded whole.
+blocks another. Files are streamed, never loaded whole.
+
+With ``phase_seconds=0`` (and no forced outcome) a batch's lines are answered in the same
+pass that validates them, one step for the whole file, into files that are thrown away if a
+line turns out invalid or the batch is cancelled while validating; the answers are released,
+all at once, when the batch goes ``in_progress``. Otherwise the ``in_progress`` phase answers
+the lines in slices of `_SLICE`, spread over the phase, so other batches get turns between.
 """
 
 from __future__ import annotations
@@ -18,25 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from batchor.testing.emulator.answering import Answerer, Tally
 from batchor.testing.emulator.batches import BatchRecord, BatchStore
 from batchor.testing.emulator.faults import EmulatorFaults
 from batchor.testing.emulator.files import FileStore
 from batchor.testing.emulator.limits import EmulatorLimits
+from batchor.testing.emulator.lines import RequestLine, iter_requests
 from batchor.testing.emulator.replies import ReplyFactory
 from batchor.testing.emulator.stats import EmulatorStats
-from batchor.testing.emulator.validation import (
-    batch_error,
-    check_input_file,
-    iter_requests,
-    open_input,
-)
+from batchor.testing.emulator.validation import InputValidator, batch_error, open_input
 
 _log = logging.getLogger(__name__)
 _SLICE = 2_000  # lines answered per step before other batches get a turn
 _TICK = 0.02  # seconds between progress steps while a phase is spread over time
 _CANCEL_STEPS = frozenset({"cancel", "cancelled"})
 _WRITE_BUFFER = 1 << 20
-_FLUSH_CHARS = 1 << 20  # answered text held in memory before it is written out
 
 
 @dataclass
@@ -48,7 +50,9 @@ class _Job:
     valid: bool = False
     fail_errors: list[dict[str, Any]] = field(default_factory=list)
     handle: TextIO | None = None
-    requests: Iterator[tuple[str, dict[str, Any]]] | None = None
+    requests: Iterator[RequestLine] | None = None
+    answerer: Answerer | None = None
+    prepared: Tally | None = None  # answered while validating, not released yet
     out: TextIO | None = None
     err: TextIO | None = None
     out_path: Path | None = None
@@ -166,6 +170,7 @@ class BatchWorker:
     def _abort(self, job: _Job) -> None:
         """End a batch whose step raised: ``failed``, or ``cancelled`` if it was cancelling."""
         job.close()
+        self._discard_outputs(job)
         now = int(time.time())
         error = batch_error("server_error", "The emulator failed internally.")
         if not self._store.update(job.record, status="failed", failed_at=now, errors=[error]):
@@ -185,7 +190,13 @@ class BatchWorker:
         if stored is None:
             job.fail_errors = [batch_error("file_not_found", "The input file was deleted.")]
         else:
-            check = check_input_file(stored.path, record.endpoint, self._limits)
+            validator = InputValidator(stored.path, record.endpoint, self._limits)
+            if self._phase == 0 and record.outcome is None:
+                self._prepare(job, validator.requests())
+            else:
+                for _ in validator.requests():
+                    pass
+            check = validator.check
             self._store.update(record, model=check.model)
             if check.errors:
                 job.fail_errors = check.errors
@@ -201,6 +212,8 @@ class BatchWorker:
             else:
                 job.valid = True
                 self._store.update(record, total=check.total)
+        if not job.valid:
+            self._discard_outputs(job)
         due = job.phase_start + self._phase
         self._schedule(job, "start" if job.valid else "fail", due)
 
@@ -214,19 +227,51 @@ class BatchWorker:
         if stored is None:
             raise FileNotFoundError(job.record.input_file_id)
         job.handle = open_input(stored.path)
-        job.requests = iter_requests(job.handle)
+        job.requests = iter_requests(job.handle, job.record.endpoint)
+        self._open_outputs(job)
+
+    def _open_outputs(self, job: _Job) -> None:
         job.out_path = self._files.scratch_path(f"{job.record.id}-out")
         job.err_path = self._files.scratch_path(f"{job.record.id}-err")
         job.out = _open_output(job.out_path)
         job.err = _open_output(job.err_path)
+        job.answerer = Answerer(self._replies, job.record.endpoint, job.out, job.err)
+
+    def _prepare(self, job: _Job, requests: Iterator[RequestLine]) -> None:
+        """Answer the lines of ``requests`` as they are validated, to release them later."""
+        self._open_outputs(job)
+        assert job.answerer is not None
+        job.prepared = Tally()
+        while True:
+            part = job.answerer.answer(itertools.islice(requests, _SLICE), self._faults())
+            if not part.answered:
+                return
+            job.prepared.add(part)
+
+    def _discard_outputs(self, job: _Job) -> None:
+        """Throw away whatever was written to the output files (and any prepared answers)."""
+        for stream, path in ((job.out, job.out_path), (job.err, job.err_path)):
+            if stream is not None:
+                stream.close()
+            if path is not None:
+                path.unlink(missing_ok=True)
+        job.out = job.err = job.answerer = job.prepared = None
+        job.out_path = job.err_path = None
+        job.out_lines = job.err_lines = 0
 
     def _step_start(self, job: _Job) -> None:
-        self._open(job)
+        if job.prepared is None:
+            self._open(job)
         if not self._store.update(
             job.record, status="in_progress", in_progress_at=int(time.time())
         ):
             return
         job.phase_start = time.monotonic()
+        if job.prepared is not None:
+            self._record(job, job.prepared)
+            job.prepared = None
+            self._schedule(job, "finalize", job.phase_start)
+            return
         self._step_progress(job)
 
     def _step_progress(self, job: _Job) -> None:
@@ -256,57 +301,27 @@ class BatchWorker:
 
     def _answer(self, job: _Job, count: int) -> None:
         assert job.requests is not None
-        assert job.out is not None
-        assert job.err is not None
-        record = job.record
-        faults = self._faults()
-        sample = faults.line_fault_sampler()
-        answer = self._replies.answer
-        endpoint = record.endpoint
-        now = int(time.time())
-        outputs: list[str] = []
-        errors: list[str] = []
-        answered: list[str] = []
-        completed = failed = input_tokens = output_tokens = pending = 0
-        for custom_id, body in itertools.islice(job.requests, count):
-            reply = answer(endpoint, custom_id, body, sample(custom_id, body), now)
-            (errors if reply.is_error else outputs).append(reply.line)
-            input_tokens += reply.input_tokens
-            output_tokens += reply.output_tokens
-            answered.append(custom_id)
-            pending += len(reply.line)
-            if pending > _FLUSH_CHARS and not faults.shuffle_output:
-                completed, failed = completed + len(outputs), failed + len(errors)
-                self._flush(job, outputs, errors, faults)
-                pending = 0
-        completed, failed = completed + len(outputs), failed + len(errors)
-        self._flush(job, outputs, errors, faults)
-        job.done += len(answered)
-        job.out_lines += completed
-        job.err_lines += failed
-        self._stats.record_answers(answered)
+        assert job.answerer is not None
+        tally = job.answerer.answer(itertools.islice(job.requests, count), self._faults())
+        self._record(job, tally)
+
+    def _record(self, job: _Job, tally: Tally) -> None:
+        """Count answered lines: in the batch's counts and in the emulator's stats."""
+        job.done += len(tally.answered)
+        job.out_lines += tally.completed
+        job.err_lines += tally.failed
+        self._stats.record_answers(tally.answered)
         self._store.add_counts(
-            record,
-            completed=completed,
-            failed=failed,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            job.record,
+            completed=tally.completed,
+            failed=tally.failed,
+            input_tokens=tally.input_tokens,
+            output_tokens=tally.output_tokens,
         )
 
-    @staticmethod
-    def _flush(job: _Job, outputs: list[str], errors: list[str], faults: EmulatorFaults) -> None:
-        for lines, stream in ((outputs, job.out), (errors, job.err)):
-            if lines and stream is not None:
-                faults.shuffle(lines)
-                stream.write("\n".join(lines) + "\n")
-                lines.clear()
-
     def _write_unexecuted(self, job: _Job, code: str, message: str) -> None:
-        if job.requests is None or job.err is None:
-            return
-        for custom_id, _ in job.requests:
-            job.err.write(self._replies.unexecuted(custom_id, code, message) + "\n")
-            job.err_lines += 1
+        if job.requests is not None and job.answerer is not None:
+            job.err_lines += job.answerer.unexecuted(job.requests, code, message)
 
     def _step_finalize(self, job: _Job) -> None:
         if not self._store.update(job.record, status="finalizing", finalizing_at=int(time.time())):
@@ -326,6 +341,8 @@ class BatchWorker:
             self._finish(job)
 
     def _step_cancel(self, job: _Job) -> None:
+        if job.prepared is not None:  # cancelled before going in_progress: nothing answered
+            self._discard_outputs(job)
         if job.valid and job.out is None and not job.registered:
             self._open(job)
         self._write_unexecuted(
