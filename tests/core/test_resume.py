@@ -60,7 +60,7 @@ def _items(path: Path, n: int) -> None:
 
 
 def test_a_crash_mid_ingest_resumes_from_the_last_durable_slice(tmp_path: Path) -> None:
-    n = 15_000
+    n = 40_000
     _items(tmp_path / "items.jsonl", n)
     (tmp_path / "child.py").write_text(CHILD)
     with OpenAIBatchEmulator() as emu:
@@ -76,15 +76,20 @@ def test_a_crash_mid_ingest_resumes_from_the_last_durable_slice(tmp_path: Path) 
                 cwd=tmp_path,
             )
 
-        crashed = child(12_345)  # 8 calls fingerprint the first items, then ingestion
+        crashed = child(32_345)  # 8 calls fingerprint the first items, then ingestion
         assert crashed.returncode == 17, crashed.stderr
         assert emu.stats.total_calls == 0  # nothing is sent before ingestion completes
+        with BatchRunner(f"sqlite:///{tmp_path}/run.db", tmp_path / "artifacts") as runner:
+            durable = runner.get_run("resume").summary().total
+        # Whole slices only, each committed with the source checkpoint after it.
+        assert durable % 5_000 == 0
+        assert 0 < durable < 32_345
         resumed = child(0)
         assert resumed.returncode == 0, resumed.stderr
         outcome = json.loads(resumed.stdout)
         assert outcome["status"] == "completed"
-        # Two 5,000-item slices were durable: only the rest is built again (+ 8 to fingerprint).
-        assert outcome["calls"] == 8 + (n - 10_000)
+        # Only what was not durable is built again (+ 8 calls to fingerprint the first items).
+        assert outcome["calls"] == 8 + (n - durable)
         answered = emu.stats.lines_answered
         assert len(answered) == n
         assert set(answered.values()) == {1}

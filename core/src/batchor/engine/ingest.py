@@ -61,7 +61,8 @@ def ingest(
     """Accept every remaining item of ``items`` (item, checkpoint after it) into the run.
 
     Returns the number of items accepted by this call. The run is marked ingest-complete in
-    the transaction of the last slice.
+    the transaction of the last slice. After a crash, a slice whose items were not committed
+    is read again (its request artifact is rewritten, atomically, with the same bytes).
     """
     slice_size = slice_size or SLICE_SIZE
     run = ctx.run
@@ -78,8 +79,8 @@ def ingest(
             seq += 1
             if item.item_id in seen:
                 raise DuplicateItemError(
-                    f"duplicate item_id {item.item_id!r}: items {seen[item.item_id]} and {seq} "
-                    "of the source",
+                    f"duplicate item_id {item.item_id!r}: items {seen[item.item_id]} and "
+                    f"{seq} of the source",
                     item_id=item.item_id,
                 )
             seen[item.item_id] = seq
@@ -103,30 +104,52 @@ def ingest(
         else:
             exhausted = True
         if batch:
+            # The request bodies are durable before any item points at them.
             with ctx.artifacts.open_write(ctx.slice_key(next_slice)) as fh:
                 fh.write(buffer)
-        try:
-            ctx.store.add_items(
-                run.pk,
-                batch,
-                next_slice=next_slice + 1 if batch else next_slice,
-                ingested_count=seq,
-                checkpoint=checkpoint,
-                complete=exhausted,
-            )
-        except DuplicateItemError as exc:
-            where = next((it.seq for it in batch if it.item_id == exc.item_id), None)
-            raise DuplicateItemError(
-                f"duplicate item_id {exc.item_id!r}: item {where} of the source repeats an "
-                "earlier item",
-                item_id=exc.item_id,
-            ) from None
-        if batch:
             next_slice += 1
+        _commit_slice(
+            ctx,
+            batch,
+            next_slice=next_slice,
+            ingested_count=seq,
+            checkpoint=checkpoint,
+            complete=exhausted,
+            on_progress=on_progress,
+        )
         accepted += len(batch)
-        if on_progress is not None and batch:
-            on_progress(seq)
     return accepted
+
+
+def _commit_slice(
+    ctx: RunContext,
+    batch: list[NewItem],
+    *,
+    next_slice: int,
+    ingested_count: int,
+    checkpoint: str | None,
+    complete: bool,
+    on_progress: Callable[[int], None] | None,
+) -> None:
+    """Record a slice's items and the source position after it, in one transaction."""
+    try:
+        ctx.store.add_items(
+            ctx.run.pk,
+            batch,
+            next_slice=next_slice,
+            ingested_count=ingested_count,
+            checkpoint=checkpoint,
+            complete=complete,
+        )
+    except DuplicateItemError as exc:
+        where = next((it.seq for it in batch if it.item_id == exc.item_id), None)
+        raise DuplicateItemError(
+            f"duplicate item_id {exc.item_id!r}: item {where} of the source repeats an "
+            "earlier item",
+            item_id=exc.item_id,
+        ) from None
+    if on_progress is not None and batch:
+        on_progress(ingested_count)
 
 
 def _metadata_json(item: BatchItem) -> str | None:

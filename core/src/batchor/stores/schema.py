@@ -92,12 +92,19 @@ items = Table(
     Column("input_tokens", Integer, nullable=True),
     Column("output_tokens", Integer, nullable=True),
     Index("ux_batchor_items_item_id", "run_pk", "item_id", unique=True),
-    Index("ix_batchor_items_status", "run_pk", "status", "seq"),
-    # Partial: items not yet packed (no batch) stay out of it, so ingestion does not pay for it.
+    # Partial indexes keep status changes cheap: only pending items are in the first (the
+    # packer's queue), only packed items in the second, and neither holds the status of the
+    # items it lists, so collecting an item rewrites the row and no index entry.
+    Index(
+        "ix_batchor_items_pending",
+        "run_pk",
+        "seq",
+        sqlite_where=text("status = 'pending'"),
+        postgresql_where=text("status = 'pending'"),
+    ),
     Index(
         "ix_batchor_items_batch",
         "batch_pk",
-        "status",
         sqlite_where=text("batch_pk IS NOT NULL"),
         postgresql_where=text("batch_pk IS NOT NULL"),
     ),

@@ -40,33 +40,47 @@ _ITEM_INSERT_KEYS = (
     "req_hash",
     "metadata",
 )
+
+
+def _const(value: str | int) -> Any:
+    """A fixed value written into the SQL text rather than bound: rows of a bulk statement
+    then carry only their own values. Only for batchor's own constants (statuses, kinds)."""
+    if isinstance(value, int):
+        return sa.literal_column(str(value), sa.Integer)
+    assert "'" not in value
+    return sa.literal_column(f"'{value}'", sa.String)
+
+
 _IN_BATCH = (
     items.c.run_pk == sa.bindparam("b_run_pk"),
     items.c.seq == sa.bindparam("b_seq"),
     items.c.batch_pk == sa.bindparam("b_batch_pk"),
-    items.c.status == ItemStatus.SUBMITTED.value,
+    items.c.status == _const(ItemStatus.SUBMITTED.value),
 )
 _KIND = sa.bindparam("b_kind", type_=sa.String)
-_NEXT_ATTEMPT = items.c.attempts + 1
+_NEXT_ATTEMPT = items.c.attempts + _const(1)
 # One answered line applied to its item, guarded so a line applies at most once.
 _APPLY_OUTCOME = (
     items.update()
     .where(*_IN_BATCH)
     .values(
         status=sa.case(
-            (_KIND == "completed", ItemStatus.COMPLETED.value),
+            (_KIND == _const("completed"), _const(ItemStatus.COMPLETED.value)),
             (
-                sa.and_(_KIND == "retry", _NEXT_ATTEMPT < sa.bindparam("b_max", type_=sa.Integer)),
-                ItemStatus.PENDING.value,
+                sa.and_(
+                    _KIND == _const("retry"),
+                    _NEXT_ATTEMPT < sa.bindparam("b_max", type_=sa.Integer),
+                ),
+                _const(ItemStatus.PENDING.value),
             ),
-            else_=ItemStatus.FAILED.value,
+            else_=_const(ItemStatus.FAILED.value),
         ),
         attempts=_NEXT_ATTEMPT,
         output_text=sa.bindparam("b_output_text", type_=sa.Text),
         error_class=sa.bindparam("b_error_class", type_=sa.String),
         error_message=sa.bindparam("b_error_message", type_=sa.Text),
         error_retryable=sa.bindparam("b_error_retryable", type_=sa.Boolean),
-        error_attempt=sa.case((_KIND == "completed", sa.null()), else_=_NEXT_ATTEMPT),
+        error_attempt=sa.case((_KIND == _const("completed"), sa.null()), else_=_NEXT_ATTEMPT),
         input_tokens=sa.bindparam("b_input_tokens", type_=sa.Integer),
         output_tokens=sa.bindparam("b_output_tokens", type_=sa.Integer),
     )
@@ -707,7 +721,10 @@ def _bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple
             params: list[Any] = list(rows)
         else:
             pick = itemgetter(*indexes)
-            params = [pick(row + constants) for row in rows]
+            if constants:
+                params = [pick(row + constants) for row in rows]
+            else:
+                params = [pick(row) for row in rows]
             if len(indexes) == 1:
                 params = [(p,) for p in params]
     else:
