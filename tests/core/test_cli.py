@@ -241,3 +241,27 @@ def test_bad_input_gets_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
     assert result.stderr.startswith("error: ")
     assert message in result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_emulator_command_serves_the_api_until_interrupted(tmp_path: Path) -> None:
+    import signal
+    import socket
+
+    from openai import OpenAI
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exe = Path(sys.executable).with_name("batchor")
+    server = subprocess.Popen(
+        [str(exe), "emulator", "--port", str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert f"OPENAI_BASE_URL=http://127.0.0.1:{port}/v1" in line
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-any", max_retries=0)
+        assert client.batches.list().data == []
+    finally:
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=10) == 0
