@@ -770,6 +770,65 @@ def test_create_rate_limit_count(emu: OpenAIBatchEmulator, client: OpenAI) -> No
     assert emu.stats.calls[("POST", "/v1/batches")] == 5
 
 
+def test_create_insufficient_quota_count(emu: OpenAIBatchEmulator, client: OpenAI) -> None:
+    file_id = upload(client, chat_lines(1))
+    emu.faults.create_insufficient_quota_count = 2
+    emu.faults.create_rate_limit_count = 1
+    for _ in range(2):
+        with pytest.raises(openai.RateLimitError) as info:
+            client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+        error = info.value
+        assert error.status_code == 429
+        assert error.code == "insufficient_quota"
+        assert error.type == "insufficient_quota"
+        assert error.body == {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        }
+        assert error.response.json() == {"error": error.body}
+    assert emu.stats.batches_created == 0
+    assert emu.faults.create_insufficient_quota_count == 0
+    with pytest.raises(openai.RateLimitError) as info:  # applied after the quota refusals
+        client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+    assert info.value.code == "rate_limit_exceeded"
+    batch = client.batches.create(input_file_id=file_id, endpoint=CHAT, completion_window="24h")
+    assert wait(client, batch.id).status == "completed"
+    assert emu.stats.batches_created == 1
+    assert emu.stats.calls[("POST", "/v1/batches")] == 4
+
+
+def test_output_file_delay(emu: OpenAIBatchEmulator, client: OpenAI) -> None:
+    emu.faults.output_file_delay = 0.3
+    emu.faults.line_fault = lambda custom_id, _: "server_error" if custom_id == "req-1" else None
+    done = run(client, chat_lines(3))
+    ended = time.monotonic()
+    assert done.status == "completed"
+    assert done.output_file_id is not None
+    assert done.error_file_id is not None
+    for file_id in (done.output_file_id, done.error_file_id):
+        with pytest.raises(openai.NotFoundError) as info:
+            client.files.content(file_id)
+        assert info.value.body == {
+            "message": f"No such File object: {file_id}",
+            "type": "invalid_request_error",
+            "param": "id",
+            "code": None,
+        }
+        with pytest.raises(openai.NotFoundError):
+            client.files.retrieve(file_id)
+    assert time.monotonic() - ended < 0.3, "too slow to observe the delay"
+    time.sleep(0.3 - (time.monotonic() - ended) + 0.05)
+    assert len(read_jsonl(client, done.output_file_id)) == 2
+    assert [r["custom_id"] for r in read_jsonl(client, done.error_file_id)] == ["req-1"]
+    assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
+    emu.faults.output_file_delay = 0.0
+    emu.faults.line_fault = None
+    assert len(read_jsonl(client, run(client, chat_lines(2)).output_file_id)) == 2
+
+
 def test_http_server_errors(emu: OpenAIBatchEmulator, client: OpenAI) -> None:
     emu.faults.http_server_error_count = 2
     for _ in range(2):

@@ -10,7 +10,8 @@
     ├── RunNotFoundError          no run with that id in the store
     ├── RunStateError             the run is in a state that forbids the operation
     ├── ProviderError             the provider API failed in a way retries did not fix
-    │   └── ProviderAuthError     the provider refused the credentials
+    │   ├── ProviderAuthError     the provider refused the credentials
+    │   └── ProviderQuotaError    the account is out of quota (the run pauses)
     └── WaitTimeout               ``Run.wait(timeout=...)`` elapsed (also a ``TimeoutError``)
 """
 
@@ -61,6 +62,12 @@ class ProviderError(BatchorError):
 
 class ProviderAuthError(ProviderError):
     """The provider refused the credentials (missing or invalid API key)."""
+
+
+class ProviderQuotaError(ProviderError):
+    """The provider refused work because the account is out of quota or credit
+    (``insufficient_quota``). The run pauses with this reason; ``Run.resume()`` continues it
+    once the account is topped up."""
 
 
 class WaitTimeout(BatchorError, TimeoutError):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from pydantic import BaseModel
 
+from batchor.engine.cancel import wind_down
 from batchor.engine.collect import collect
 from batchor.engine.context import RunContext, RunSettings, log
 from batchor.engine.ingest import ingest, positions
@@ -69,16 +70,22 @@ class Run:
         batches, collect ended ones, pack pending items and submit new batches. Returns the
         summary after it."""
         self._reload()
-        if self._ctx.run.status.is_terminal:
+        status = self._ctx.run.status
+        if status.is_terminal:
             return self.summary()
-        self.ingest_pending()
+        if status is RunStatus.RUNNING:
+            self.ingest_pending()
         poll(self._ctx)
         collect(self._ctx)
         self._reload()
-        if self._ctx.run.status is RunStatus.RUNNING:
+        status = self._ctx.run.status
+        if status is RunStatus.RUNNING:
             submit(self._ctx)  # batches left prepared or uploaded by an earlier step
-            while pack(self._ctx, max_batches=1):
+            while self._ctx.run.status is RunStatus.RUNNING and pack(self._ctx, max_batches=1):
                 submit(self._ctx)
+                self._reload()
+        elif status is RunStatus.CANCELLING:
+            wind_down(self._ctx)
         return self._finish_if_done()
 
     def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:
@@ -104,11 +111,16 @@ class Run:
     def _finish_if_done(self) -> RunSummary:
         summary = self.summary()
         run = self._ctx.run
-        if run.status.is_terminal or not run.ingest_complete:
+        if run.status.is_terminal or _live_batches(summary):
             return summary
-        if any(summary.items[s] for s in _OPEN):
-            return summary
-        if any(n for status, n in summary.batches.items() if status != "collected"):
+        if run.status is RunStatus.CANCELLING:
+            self._ctx.store.cancel_items(run.pk)
+            if self._ctx.store.set_run_status(
+                run.pk, RunStatus.CANCELLED, expected=[RunStatus.CANCELLING]
+            ):
+                log.info("run %s: cancelled", run.run_id)
+            return self.summary()
+        if not run.ingest_complete or any(summary.items[s] for s in _OPEN):
             return summary
         final = RunStatus.COMPLETED_WITH_FAILURES if summary.failed else RunStatus.COMPLETED
         if self._ctx.store.set_run_status(
@@ -132,6 +144,7 @@ class Run:
 
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
+            RunStateError: the run is paused and nothing is in flight any more.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll_interval
@@ -142,6 +155,11 @@ class Run:
                 on_progress(summary)
             if summary.is_terminal:
                 return summary
+            if summary.status is RunStatus.PAUSED and not _at_provider(summary):
+                raise RunStateError(
+                    f"run {self.run_id!r} is paused ({summary.pause_reason}); nothing is in "
+                    "flight: call resume() to continue it"
+                )
             state = summary.to_dict()
             interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)
             previous = state
@@ -154,6 +172,62 @@ class Run:
                     )
                 interval = min(interval, left)
             time.sleep(interval)
+
+    # ---- controls --------------------------------------------------------------------
+    def pause(self, reason: str = "paused by request") -> RunSummary:
+        """Stop sending new batches; batches in flight are still polled and collected.
+
+        Raises:
+            RunStateError: the run is not running (or already paused).
+        """
+        self._reload()
+        if self._ctx.run.status is RunStatus.PAUSED:
+            return self.summary()
+        if not self._ctx.store.set_run_status(
+            self._ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=reason
+        ):
+            raise RunStateError(f"cannot pause run {self.run_id!r}: it is {self._status()}")
+        return self.summary()
+
+    def resume(self) -> RunSummary:
+        """Continue a paused run (also one paused by the provider's ``insufficient_quota``),
+        then take one reconcile step.
+
+        Raises:
+            RunStateError: the run is not paused.
+        """
+        self._reload()
+        run = self._ctx.run
+        if run.status is not RunStatus.RUNNING:
+            if not self._ctx.store.set_run_status(
+                run.pk, RunStatus.RUNNING, expected=[RunStatus.PAUSED]
+            ):
+                raise RunStateError(f"cannot resume run {self.run_id!r}: it is {self._status()}")
+            self._ctx.store.set_backoff(run.pk, None, 0)
+        return self.refresh()
+
+    def cancel(self, *, remote: bool = False) -> RunSummary:
+        """Cancel the run: nothing new is sent, and items never sent end ``cancelled``.
+
+        With ``remote=False`` batches already at the provider run to their end and their
+        results are collected. With ``remote=True`` they are cancelled at the provider too;
+        the lines they answered before stopping are still collected (and paid for), the rest
+        end ``cancelled``. Cancelling is irreversible. Returns the summary after one step.
+
+        Raises:
+            RunStateError: the run already completed.
+        """
+        self._reload()
+        status = self._ctx.run.status
+        if status in (RunStatus.CANCELLING, RunStatus.CANCELLED):
+            return self.refresh()
+        if not self._ctx.store.request_cancel(self._ctx.run.pk, remote=remote):
+            raise RunStateError(f"cannot cancel run {self.run_id!r}: it is {self._status()}")
+        return self.refresh()
+
+    def _status(self) -> str:
+        self._reload()
+        return self._ctx.run.status.value
 
     # ---- reading ---------------------------------------------------------------------
     def summary(self) -> RunSummary:
@@ -198,6 +272,15 @@ class Run:
             for row in rows:
                 yield _result(row, structured, output_model)
             after = rows[-1].seq
+
+
+def _live_batches(summary: RunSummary) -> int:
+    return sum(n for status, n in summary.batches.items() if status != "collected")
+
+
+def _at_provider(summary: RunSummary) -> int:
+    """Batches the provider has (running, or ended and not yet collected)."""
+    return summary.batches.get("submitted", 0) + summary.batches.get("ended", 0)
 
 
 def _result(row: ItemRow, structured: bool, model: type[BaseModel] | None) -> ItemResult:

@@ -4,15 +4,17 @@ line into item outcomes (completed, retried or failed), applied in set-based chu
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import orjson
 
+from batchor.engine.backoff import backoff_delay
 from batchor.engine.context import RunContext, log
 from batchor.providers.base import TransientProviderError
 from batchor.providers.openai_requests import read_reply
-from batchor.states import BatchStatus
+from batchor.states import BatchStatus, RunStatus
 from batchor.stores.base import BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output
 
@@ -20,7 +22,9 @@ _CHUNK = 5_000
 # Lines the provider never ran: the item goes back without an attempt charged.
 _NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
 # Whole-batch failures that say nothing about the items: requeue without charge.
-_UNCHARGED_BATCH_ERRORS = frozenset({"token_limit_exceeded"})
+_UNCHARGED_BATCH_ERRORS = frozenset({"token_limit_exceeded", "insufficient_quota"})
+# Backoff before packing again after the provider refused a batch for capacity.
+_CAPACITY_BACKOFF = {"base": 30.0, "cap": 900.0}
 
 
 def collect(ctx: RunContext) -> int:
@@ -30,11 +34,19 @@ def collect(ctx: RunContext) -> int:
     a collection interrupted half-way is simply run again.
     """
     done = 0
+    now = time.time()
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.ENDED]):
+        if batch.not_before is not None and batch.not_before > now:
+            continue
         try:
             collect_batch(ctx, batch)
         except TransientProviderError as exc:
-            log.warning("batch %s: download failed, will retry: %s", batch.batch_key, exc)
+            failures = batch.failures + 1
+            delay = backoff_delay(failures)
+            ctx.store.update_batch(
+                batch.pk, BatchStatus.ENDED, failures=failures, not_before=time.time() + delay
+            )
+            log.warning("batch %s: download postponed %.0f s: %s", batch.batch_key, delay, exc)
             continue
         done += 1
     return done
@@ -70,6 +82,32 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
         log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
     if ctx.store.finish_batch(ctx.run.pk, batch.pk, tokens_in, tokens_out):
         log.info("batch %s: collected", batch.batch_key)
+        _after_capacity(ctx, batch)
+
+
+def _after_capacity(ctx: RunContext, batch: BatchRecord) -> None:
+    """Back off packing after a capacity refusal; stop backing off once a batch completes;
+    pause the run when the account is out of quota."""
+    codes = {code for code, _ in _errors(batch)}
+    run = ctx.run
+    if "insufficient_quota" in codes:
+        reason = next(f"{c}: {m}" for c, m in _errors(batch) if c == "insufficient_quota")
+        ctx.store.set_run_status(
+            run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=reason
+        )
+        log.warning("run %s paused: %s", run.run_id, reason)
+    elif "token_limit_exceeded" in codes:
+        count = run.backoff_count + 1
+        delay = backoff_delay(count, **_CAPACITY_BACKOFF)
+        ctx.store.set_backoff(run.pk, time.time() + delay, count)
+        log.warning("run %s: token limit reached; packing resumes in %.0f s", run.run_id, delay)
+    elif batch.provider_status == "completed" and run.backoff_count:
+        ctx.store.set_backoff(run.pk, None, 0)
+
+
+def _errors(batch: BatchRecord) -> list[list[str]]:
+    errors: list[list[str]] = json.loads(batch.errors) if batch.errors else []
+    return errors
 
 
 def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> None:
@@ -83,7 +121,7 @@ def _unanswered_charge(batch: BatchRecord) -> tuple[str, str] | None:
         return None
     if status == "completed":
         return ("missing_output", "the provider's completed batch has no line for this item")
-    errors: list[list[str]] = json.loads(batch.errors) if batch.errors else []
+    errors = _errors(batch)
     codes = {code for code, _ in errors}
     if codes and codes <= _UNCHARGED_BATCH_ERRORS:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from typing import BinaryIO
@@ -38,10 +39,14 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
     the next is packed).
 
     Packing waits until ingestion is complete, so batches are filled toward the limits rather
-    than cut per slice, and nothing is sent from a source that turns out to be invalid.
+    than cut per slice, and nothing is sent from a source that turns out to be invalid; and
+    while the run backs off after the provider refused a batch for capacity.
     """
-    if not ctx.run.ingest_complete:
+    run = ctx.run
+    if not run.ingest_complete:
         return 0
+    if run.backoff_until is not None and run.backoff_until > time.time():
+        return 0  # the provider refused work for capacity: leave it alone for a while
     made = 0
     too_large: list[int] = []
     with ExitStack() as stack:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import time
 
+from batchor.engine.backoff import backoff_delay
 from batchor.engine.context import RunContext, log
-from batchor.errors import ProviderAuthError, ProviderError
+from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
 from batchor.providers.base import ProviderBatch, TransientProviderError
-from batchor.states import BatchStatus
+from batchor.states import BatchStatus, RunStatus
 from batchor.stores.base import BatchRecord
 
 META_RUN_ID = "batchor_run_id"
@@ -32,32 +33,69 @@ def upload_filename(batch_key: str) -> str:
 
 
 def submit(ctx: RunContext) -> int:
-    """Upload and create every prepared or uploaded batch; returns how many were submitted.
+    """Upload and create every prepared or uploaded batch that is not backing off; returns
+    how many were submitted.
 
-    A transient provider error leaves the batch where it is, to be continued (after a
-    lookup) by the next call.
+    A transient provider error leaves the batch where it is, backing off exponentially, to
+    be continued (after a lookup) by a later call. ``insufficient_quota`` pauses the run.
     """
     submitted = 0
+    now = time.time()
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
+        if batch.not_before is not None and batch.not_before > now:
+            continue
         try:
             if _submit_one(ctx, batch):
                 submitted += 1
-        except TransientProviderError as exc:
-            log.warning("batch %s: submission postponed: %s", batch.batch_key, exc)
+        except ProviderQuotaError as exc:
+            ctx.store.set_run_status(
+                ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=str(exc)
+            )
+            log.warning("run %s paused: %s", ctx.run.run_id, exc)
+            break
+        except _Postponed as postponed:
+            failures = batch.failures + 1
+            delay = backoff_delay(failures)
+            ctx.store.update_batch(
+                batch.pk, postponed.status, failures=failures, not_before=time.time() + delay
+            )
+            log.warning(
+                "batch %s: submission postponed %.0f s: %s",
+                batch.batch_key,
+                delay,
+                postponed.__cause__,
+            )
     return submitted
+
+
+class _Postponed(Exception):
+    """A transient failure at a step, and the batch status it left the batch in."""
+
+    def __init__(self, status: BatchStatus) -> None:
+        self.status = status
 
 
 def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
     file_id = batch.file_id
     if batch.status is BatchStatus.PREPARED:
-        with ctx.artifacts.open_read(batch.input_artifact) as fh:
-            file_id = ctx.provider.upload_file(fh, upload_filename(batch.batch_key))
+        try:
+            with ctx.artifacts.open_read(batch.input_artifact) as fh:
+                file_id = ctx.provider.upload_file(fh, upload_filename(batch.batch_key))
+        except TransientProviderError as exc:
+            raise _Postponed(BatchStatus.PREPARED) from exc
         if not ctx.store.update_batch(
             batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
         ):
             ctx.provider.delete_file(file_id)  # another worker uploaded it first
             return False
     assert file_id is not None
+    try:
+        return _create(ctx, batch, file_id)
+    except TransientProviderError as exc:
+        raise _Postponed(BatchStatus.UPLOADED) from exc
+
+
+def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
     if batch.create_started_at is not None:
         found = find_remote(ctx, batch)
         if found is not None:
@@ -70,11 +108,11 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
         expect={"create_started_at": batch.create_started_at},
         create_started_at=now,
     ):
-        return False  # another worker is creating it
+        return False  # another worker is creating it, or the run was cancelled
     metadata = {META_RUN_ID: ctx.run.run_id, META_BATCH_KEY: batch.batch_key}
     try:
         created = ctx.provider.create_batch(file_id, ctx.settings.endpoint, metadata)
-    except (TransientProviderError, ProviderAuthError):
+    except (TransientProviderError, ProviderAuthError, ProviderQuotaError):
         raise
     except ProviderError as exc:
         # The provider refused the batch itself (not a transient failure): end the batch so

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from batchor.errors import ProviderAuthError, ProviderError
+from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
 from batchor.providers.base import ProviderBatch, TransientProviderError
 from batchor.providers.openai_config import OpenAIProviderConfig
 
@@ -110,7 +110,12 @@ class OpenAIBatchProvider:
         return _to_provider_batch(_translated(lambda: self.client.batches.cancel(batch_id)))
 
     def download_file(self, file_id: str, dest: BinaryIO) -> int:
-        """Stream a file's content into ``dest`` in 1 MiB chunks."""
+        """Stream a file's content into ``dest`` in 1 MiB chunks.
+
+        A file the provider does not serve yet (404 right after a batch ends) is reported as
+        transient, to be downloaded again later.
+        """
+        import openai
 
         def call() -> int:
             dest.seek(0)
@@ -124,7 +129,12 @@ class OpenAIBatchProvider:
                     written += len(chunk)
             return written
 
-        return _retrying(call, self._max_retries)
+        try:
+            return _retrying(call, self._max_retries)
+        except ProviderError as exc:
+            if isinstance(exc.__cause__, openai.NotFoundError):
+                raise TransientProviderError(f"file {file_id} is not available yet") from exc
+            raise
 
     def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file; a file already gone is fine."""
@@ -160,6 +170,10 @@ def _translated(call: Callable[[], T]) -> T:
         return call()
     except openai.AuthenticationError as exc:
         raise ProviderAuthError(f"the provider refused the API key: {exc.message}") from exc
+    except openai.RateLimitError as exc:
+        if exc.code == "insufficient_quota" or exc.type == "insufficient_quota":
+            raise ProviderQuotaError(f"insufficient_quota: {exc.message}") from exc
+        raise TransientProviderError(f"provider answered HTTP 429: {exc.message}") from exc
     except (openai.APITimeoutError, openai.APIConnectionError) as exc:
         raise TransientProviderError(f"provider unreachable: {exc}") from exc
     except openai.APIStatusError as exc:

@@ -31,6 +31,9 @@ class RunRecord:
     input_tokens: int
     output_tokens: int
     created_at: float
+    backoff_until: float | None = None
+    backoff_count: int = 0
+    cancel_remote: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,8 @@ class BatchRecord:
     error_file_id: str | None
     errors: str | None
     created_at: float
+    not_before: float | None = None
+    failures: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +146,19 @@ class StateStore(Protocol):
         pause_reason: str | None = None,
     ) -> bool:
         """Move the run to ``status`` if it is in one of ``expected``; True if it moved."""
+        ...
+
+    def request_cancel(self, run_pk: int, *, remote: bool) -> bool:
+        """Move a running or paused run to ``cancelling``; True if it moved."""
+        ...
+
+    def set_backoff(self, run_pk: int, until: float | None, count: int) -> None:
+        """Record when packing may resume after a capacity refusal, and how many in a row."""
+        ...
+
+    def cancel_items(self, run_pk: int, batch_pk: int | None = None) -> int:
+        """Cancel the run's items that were never sent: pending and queued ones, or only the
+        queued items of ``batch_pk``. Returns how many."""
         ...
 
     # ingestion

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -36,12 +37,32 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate the schema to ``revision`` (no-op when already there)."""
+    """Migrate the schema up to ``revision`` (no-op when already there)."""
     if revision == "head" and current_revision(engine) == head_revision():
         return
+    _migrate(engine, command.upgrade, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate the schema down to ``revision`` (for operators undoing an upgrade)."""
+    _migrate(engine, command.downgrade, revision)
+
+
+def _migrate(engine: Engine, action: Callable[[Config, str], None], revision: str) -> None:
     cfg = _config()
+    sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        if sqlite and driver is not None:
+            # A migration that copies a table (SQLite's way to alter one) must not cascade
+            # the drop of the old copy into the rows that reference it. The pragma only
+            # takes effect outside a transaction, so it goes to the driver directly.
+            driver.execute("PRAGMA foreign_keys = OFF")
         conn.info["batchor_write"] = True  # SQLite: take the write lock, one migrator at a time
-        with conn.begin():
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+        try:
+            with conn.begin():
+                cfg.attributes["connection"] = conn
+                action(cfg, revision)
+        finally:
+            if sqlite and driver is not None:
+                driver.execute("PRAGMA foreign_keys = ON")

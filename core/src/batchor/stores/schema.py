@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.sql.expression import false as sa_false
 
 metadata = MetaData()
 
@@ -36,6 +37,12 @@ runs = Table(
     Column("next_slice", Integer, nullable=False, default=0),
     Column("next_batch", Integer, nullable=False, default=0),
     Column("pause_reason", Text, nullable=True),
+    # Backoff after the provider refused work for lack of capacity (token limit): no new
+    # batch is packed before backoff_until; backoff_count grows until a batch completes.
+    Column("backoff_until", Float, nullable=True),
+    Column("backoff_count", Integer, nullable=False, server_default="0"),
+    # cancel(remote=True): live provider batches are cancelled too.
+    Column("cancel_remote", Boolean, nullable=False, server_default=sa_false()),
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
     Column("created_at", Float, nullable=False),
@@ -56,6 +63,10 @@ batches = Table(
     Column("file_id", String(200), nullable=True),
     # Set just before the create call, so recovery knows a batch may exist remotely.
     Column("create_started_at", Float, nullable=True),
+    # Backoff after failed submission or download attempts: nothing is tried before
+    # not_before; failures counts the consecutive failed attempts.
+    Column("not_before", Float, nullable=True),
+    Column("failures", Integer, nullable=False, server_default="0"),
     Column("provider_batch_id", String(200), nullable=True),
     Column("provider_status", String(32), nullable=True),
     Column("output_file_id", String(200), nullable=True),

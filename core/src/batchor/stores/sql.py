@@ -206,6 +206,9 @@ class SqlStateStore:
             input_tokens=row.input_tokens,
             output_tokens=row.output_tokens,
             created_at=row.created_at,
+            backoff_until=row.backoff_until,
+            backoff_count=row.backoff_count,
+            cancel_remote=bool(row.cancel_remote),
         )
 
     def list_runs(self) -> list[RunRecord]:
@@ -238,6 +241,50 @@ class SqlStateStore:
         stmt = stmt.values(status=status.value, pause_reason=pause_reason, updated_at=time.time())
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
+
+    def request_cancel(self, run_pk: int, *, remote: bool) -> bool:
+        """Move a running or paused run to ``cancelling``."""
+        stmt = (
+            runs.update()
+            .where(
+                runs.c.pk == run_pk,
+                runs.c.status.in_([RunStatus.RUNNING.value, RunStatus.PAUSED.value]),
+            )
+            .values(
+                status=RunStatus.CANCELLING.value,
+                cancel_remote=remote,
+                pause_reason=None,
+                updated_at=time.time(),
+            )
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
+    def set_backoff(self, run_pk: int, until: float | None, count: int) -> None:
+        """Record when packing may resume after a capacity refusal."""
+        with self._write() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.pk == run_pk)
+                .values(backoff_until=until, backoff_count=count)
+            )
+
+    def cancel_items(self, run_pk: int, batch_pk: int | None = None) -> int:
+        """Cancel items that were never sent (pending and queued, or a batch's queued)."""
+        where: tuple[sa.ColumnElement[bool], ...]
+        if batch_pk is None:
+            where = (
+                items.c.run_pk == run_pk,
+                items.c.status.in_([ItemStatus.PENDING.value, ItemStatus.QUEUED.value]),
+            )
+        else:
+            where = (items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    items.update().where(*where).values(status=ItemStatus.CANCELLED.value)
+                ).rowcount
+            )
 
     # ---- ingestion ------------------------------------------------------------------
     def set_prompt_fingerprint(self, run_pk: int, fingerprint: str) -> None:
@@ -488,6 +535,8 @@ class SqlStateStore:
                     status=BatchStatus.SUBMITTED.value,
                     provider_batch_id=provider_batch_id,
                     provider_status=provider_status,
+                    failures=0,
+                    not_before=None,
                     updated_at=time.time(),
                 )
             ).rowcount
@@ -771,6 +820,8 @@ def _batch_record(row: Any) -> BatchRecord:
         error_file_id=row.error_file_id,
         errors=row.errors,
         created_at=row.created_at,
+        not_before=row.not_before,
+        failures=row.failures,
     )
 
 

@@ -43,6 +43,10 @@ class EmulatorFaults:
 
     A non-``None`` answer takes precedence over the ``line_*_rate`` knobs.
     """
+    create_insufficient_quota_count: int = 0
+    """The next N ``POST /v1/batches`` calls are answered 429 ``insufficient_quota`` (the
+    account is out of credit) without creating anything; applied before
+    `create_rate_limit_count`."""
     create_rate_limit_count: int = 0
     """The next N ``POST /v1/batches`` calls are answered 429 without creating anything."""
     http_server_error_rate: float = 0.0
@@ -57,6 +61,10 @@ class EmulatorFaults:
     """Seconds added to every HTTP call."""
     create_response_delay: float = 0.0
     """Seconds ``POST /v1/batches`` sleeps after recording the batch and before answering."""
+    output_file_delay: float = 0.0
+    """Seconds after a batch ends during which its output and error files answer 404 (to
+    ``GET /v1/files/{id}`` and ``GET /v1/files/{id}/content``), though the batch already
+    shows their ids, as the real service sometimes does right after completion."""
     shuffle_output: bool = False
     """Write output and error lines in a shuffled order (within each slice of up to 2,000
     lines), as the real service does not promise input order."""
@@ -91,6 +99,14 @@ class EmulatorFaults:
             if self.http_server_error_rate > 0.0:
                 self._reseed_locked()
                 return self._http_rng.random() < self.http_server_error_rate
+            return False
+
+    def take_create_insufficient_quota(self) -> bool:
+        """Decide whether the current batch creation is refused for quota (consumes the count)."""
+        with self._lock:
+            if self.create_insufficient_quota_count > 0:
+                self.create_insufficient_quota_count -= 1
+                return True
             return False
 
     def take_create_rate_limit(self) -> bool:

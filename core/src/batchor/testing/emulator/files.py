@@ -25,6 +25,12 @@ class StoredFile:
     bytes: int
     created_at: int
     path: Path
+    available_at: float = 0.0
+    """`time.monotonic` time from which the file is served; until then it answers 404."""
+
+    def available(self) -> bool:
+        """Whether the file may be served yet (see `available_at`)."""
+        return time.monotonic() >= self.available_at
 
     def to_dict(self) -> dict[str, Any]:
         """The File object as the API returns it."""
@@ -55,8 +61,13 @@ class FileStore:
         """A fresh path under the root for a file being written, before it is added."""
         return self.root / f"tmp-{label}-{os.urandom(8).hex()}"
 
-    def add(self, path: Path, filename: str, purpose: str) -> StoredFile:
-        """Take ownership of the finished disk file ``path`` and register it."""
+    def add(
+        self, path: Path, filename: str, purpose: str, *, available_at: float = 0.0
+    ) -> StoredFile:
+        """Take ownership of the finished disk file ``path`` and register it.
+
+        The file answers 404 until `time.monotonic` reaches ``available_at``.
+        """
         file_id = "file-" + os.urandom(12).hex()
         final = self.root / file_id
         os.replace(path, final)
@@ -67,6 +78,7 @@ class FileStore:
             bytes=final.stat().st_size,
             created_at=int(time.time()),
             path=final,
+            available_at=available_at,
         )
         with self._lock:
             self._files[file_id] = stored

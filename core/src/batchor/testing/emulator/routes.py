@@ -53,8 +53,9 @@ def _listing(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
 
 
 def _stored(handler: RequestHandler, file_id: str) -> StoredFile:
+    """The file to retrieve or read: 404 if unknown or not available yet (a batch's output)."""
     stored = handler.state.files.get(file_id)
-    if stored is None:
+    if stored is None or not stored.available():
         raise not_found(f"No such File object: {file_id}")
     return stored
 
@@ -178,6 +179,13 @@ def create_batch(handler: RequestHandler, _: str, __: Query) -> None:
     state = handler.state
     payload = handler.read_json()
     faults = state.faults()
+    if faults.take_create_insufficient_quota():
+        raise ApiError(
+            429,
+            "You exceeded your current quota, please check your plan and billing details.",
+            type="insufficient_quota",
+            code="insufficient_quota",
+        )
     if faults.take_create_rate_limit():
         raise ApiError(
             429,

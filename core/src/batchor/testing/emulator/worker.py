@@ -376,6 +376,7 @@ class BatchWorker:
         self._close_outputs(job)
         job.registered = True
         record = job.record
+        available_at = time.monotonic() + max(0.0, self._faults().output_file_delay)
         ids: dict[str, str | None] = {"output_file_id": None, "error_file_id": None}
         for path, lines, key, kind in (
             (job.out_path, job.out_lines, "output_file_id", "output"),
@@ -384,7 +385,12 @@ class BatchWorker:
             if path is None:
                 continue
             if lines:
-                stored = self._files.add(path, f"batch_{record.id}_{kind}.jsonl", "batch_output")
+                stored = self._files.add(
+                    path,
+                    f"batch_{record.id}_{kind}.jsonl",
+                    "batch_output",
+                    available_at=available_at,
+                )
                 ids[key] = stored.id
             else:
                 with contextlib.suppress(FileNotFoundError):

@@ -1,0 +1,52 @@
+"""Cancel: wind a cancelling run down. Nothing new is sent; batches never created are
+dropped with their items cancelled; with a remote cancel, live provider batches are asked to
+stop. Answered lines of every batch are still collected."""
+
+from __future__ import annotations
+
+from batchor.engine.context import RunContext, log
+from batchor.engine.submit import find_remote
+from batchor.errors import ProviderError
+from batchor.providers.base import TransientProviderError
+from batchor.states import BatchStatus
+
+_STOPPING = frozenset({"cancelling", "cancelled"})
+
+
+def wind_down(ctx: RunContext) -> None:
+    """One step of cancelling: drop what was never sent, stop what is live if asked."""
+    for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
+        try:
+            if batch.create_started_at is not None:
+                # A create was attempted: the provider may have the batch. Adopt it if so.
+                found = find_remote(ctx, batch)
+                if found is not None:
+                    ctx.store.mark_submitted(batch.pk, found.id, found.status)
+                    continue
+            # Compare-and-set on create_started_at: a worker that claimed the create first
+            # wins, and the batch is adopted on a later step instead of dropped.
+            if ctx.store.update_batch(
+                batch.pk,
+                batch.status,
+                expect={"create_started_at": batch.create_started_at},
+                status=BatchStatus.COLLECTED,
+                provider_status="not_sent",
+            ):
+                cancelled = ctx.store.cancel_items(ctx.run.pk, batch.pk)
+                log.info("batch %s: dropped, %d items cancelled", batch.batch_key, cancelled)
+                if batch.file_id is not None:
+                    ctx.provider.delete_file(batch.file_id)
+        except TransientProviderError as exc:
+            log.warning("batch %s: cancel step postponed: %s", batch.batch_key, exc)
+    if not ctx.run.cancel_remote:
+        return
+    for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.SUBMITTED]):
+        if batch.provider_status in _STOPPING or batch.provider_batch_id is None:
+            continue
+        try:
+            remote = ctx.provider.cancel_batch(batch.provider_batch_id)
+        except ProviderError as exc:  # e.g. it completed meanwhile: it is collected as is
+            log.warning("batch %s: cancel refused: %s", batch.batch_key, exc)
+            continue
+        ctx.store.update_batch(batch.pk, BatchStatus.SUBMITTED, provider_status=remote.status)
+        log.info("batch %s: provider batch %s", batch.batch_key, remote.status)

@@ -1,0 +1,205 @@
+"""Each provider failure has a defined outcome: final item states and provider calls."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openai import OpenAI
+
+from batchor import (
+    BatchJob,
+    BatchLimits,
+    BatchRunner,
+    ItemStatus,
+    OpenAIProviderConfig,
+    RunStateError,
+    RunStatus,
+)
+from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
+
+from .conftest import make_items, prompt
+
+BATCHES = ("POST", "/v1/batches")
+CONTENT = ("GET", "/v1/files/{id}/content")
+
+
+@pytest.fixture(autouse=True)
+def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Handles rehydrated with get_run read the key from the environment, as users' would.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator")
+    # Backoff timing is not under test here; keep the waits short.
+    monkeypatch.setattr("batchor.engine.backoff.BASE_SECONDS", 0.05)
+    monkeypatch.setattr("batchor.engine.collect._CAPACITY_BACKOFF", {"base": 0.05, "cap": 0.2})
+
+
+def job_for(emu: OpenAIBatchEmulator, n: int = 10, max_requests: int = 50_000) -> BatchJob:
+    return BatchJob(
+        items=make_items(n),
+        build_prompt=prompt,
+        provider_config=OpenAIProviderConfig(
+            model="gpt-4.1-mini", base_url=emu.base_url, api_key=emu.api_key
+        ),
+        limits=BatchLimits(max_requests=max_requests),
+    )
+
+
+def statuses(run: Any) -> dict[ItemStatus, int]:
+    counts: dict[ItemStatus, int] = {}
+    for r in run.results(include_pending=True):
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return counts
+
+
+def exactly_once(emu: OpenAIBatchEmulator) -> None:
+    per_key = emu.stats.batches_by_metadata("batchor_batch_key")
+    assert set(per_key.values()) == {1}, per_key
+
+
+def test_transient_http_errors_on_any_call_are_retried(runner: BatchRunner) -> None:
+    faults = EmulatorFaults(seed=7, http_server_error_rate=0.25)
+    with OpenAIBatchEmulator(faults=faults) as emu:
+        run = runner.run_and_wait(job_for(emu, n=30, max_requests=10), "flaky")
+        assert statuses(run) == {ItemStatus.COMPLETED: 30}
+        assert all(r.attempts == 1 for r in run.results())
+        exactly_once(emu)
+        assert emu.stats.batches_created == 3
+        assert emu.stats.total_calls < 80  # bounded: retries, not a storm
+
+
+def test_rate_limited_create_backs_off_and_creates_once(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(faults=EmulatorFaults(create_rate_limit_count=2)) as emu:
+        run = runner.run_and_wait(job_for(emu), "429")
+        assert statuses(run) == {ItemStatus.COMPLETED: 10}
+        assert emu.stats.calls[BATCHES] == 3
+        assert emu.stats.batches_created == 1
+        exactly_once(emu)
+
+
+def test_token_limit_failure_resubmits_later_without_charge(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(faults=EmulatorFaults(fail_token_limit_count=1)) as emu:
+        run = runner.run_and_wait(job_for(emu), "token-limit")
+        assert statuses(run) == {ItemStatus.COMPLETED: 10}
+        assert {r.attempts for r in run.results()} == {1}
+        assert emu.stats.batches_created == 2
+        assert emu.stats.calls[BATCHES] == 2
+        failed = [b for b in emu.batches() if b["status"] == "failed"]
+        assert failed[0]["errors"]["data"][0]["code"] == "token_limit_exceeded"
+
+
+def test_insufficient_quota_pauses_the_run_until_resumed(
+    tmp_path: Path, runner: BatchRunner
+) -> None:
+    with OpenAIBatchEmulator(faults=EmulatorFaults(create_insufficient_quota_count=1)) as emu:
+        run = runner.start(job_for(emu), "quota")
+        summary = run.summary()
+        assert summary.status is RunStatus.PAUSED
+        assert summary.pause_reason is not None
+        assert "insufficient_quota" in summary.pause_reason
+        with pytest.raises(RunStateError, match="is paused"):
+            run.wait()
+        assert emu.stats.batches_created == 0
+        # Topped up: another process resumes the run.
+        other = BatchRunner(
+            f"sqlite:///{tmp_path}/store/batchor.db", tmp_path / "artifacts", api_key=emu.api_key
+        )
+        other.get_run("quota").resume()
+        final = other.get_run("quota").wait()
+        assert final.status is RunStatus.COMPLETED
+        assert final.completed == 10
+        assert emu.stats.calls[BATCHES] == 2
+        assert emu.stats.batches_created == 1
+
+
+def test_a_batch_cancelled_at_the_provider_keeps_answered_lines(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(phase_seconds=0.4) as emu:
+        run = runner.start(job_for(emu, n=4000), "cancelled-remotely")
+        client = OpenAI(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
+        batch_id = emu.batches()[0]["id"]
+        while client.batches.retrieve(batch_id).request_counts.completed == 0:  # type: ignore[union-attr]
+            pass
+        client.batches.cancel(batch_id)  # someone cancels it in the provider's dashboard
+        run.wait(poll_interval=0.05)
+        assert statuses(run) == {ItemStatus.COMPLETED: 4000}
+        assert {r.attempts for r in run.results()} == {1}
+        assert emu.stats.batches_created == 2
+        assert set(emu.stats.lines_answered.values()) == {1}  # nothing bought twice
+
+
+def test_output_file_not_yet_available_is_downloaded_later(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(faults=EmulatorFaults(output_file_delay=0.5)) as emu:
+        run = runner.run_and_wait(job_for(emu), "late-file")
+        assert statuses(run) == {ItemStatus.COMPLETED: 10}
+        assert emu.stats.calls[CONTENT] >= 2
+        assert emu.stats.batches_created == 1
+
+
+# ---- run controls -----------------------------------------------------------------------
+
+
+def test_paused_runs_send_nothing_new_until_resumed(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(faults=EmulatorFaults(create_rate_limit_count=10_000)) as emu:
+        handle = runner.start(job_for(emu, n=30, max_requests=10), "pausing")
+        assert emu.stats.batches_created == 0  # creates are refused for now
+        paused = runner.get_run("pausing").pause("maintenance window")
+        assert paused.status is RunStatus.PAUSED
+        assert paused.pause_reason == "maintenance window"
+        with pytest.raises(RunStateError, match="maintenance window"):
+            handle.wait(poll_interval=0.05)
+        assert emu.stats.batches_created == 0
+        emu.faults.create_rate_limit_count = 0
+        runner.get_run("pausing").resume()
+        final = handle.wait(poll_interval=0.05)
+        assert final.status is RunStatus.COMPLETED
+        assert final.completed == 30
+        exactly_once(emu)
+
+
+def test_batches_in_flight_are_collected_while_paused(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(phase_seconds=0.2) as emu:
+        handle = runner.start(job_for(emu, n=30, max_requests=10), "paused-in-flight")
+        assert emu.stats.batches_created == 3
+        runner.get_run("paused-in-flight").pause()
+        final = handle.wait(poll_interval=0.05)
+        assert final.status is RunStatus.COMPLETED  # nothing was left to send
+        assert final.completed == 30
+
+
+def test_cancel_drops_what_was_never_sent(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(faults=EmulatorFaults(create_rate_limit_count=1000)) as emu:
+        runner.start(job_for(emu, n=25, max_requests=10), "cancel-local")
+        final = runner.get_run("cancel-local").cancel()
+        assert final.status is RunStatus.CANCELLED
+        assert final.items[ItemStatus.CANCELLED] == 25
+        assert emu.stats.batches_created == 0
+        uploads = [f for f in emu.files() if f["purpose"] == "batch"]
+        assert uploads == []  # uploaded inputs were deleted
+
+
+def test_cancel_without_remote_lets_live_batches_finish(runner: BatchRunner) -> None:
+    with OpenAIBatchEmulator(phase_seconds=0.2) as emu:
+        run = runner.start(job_for(emu, n=20), "cancel-soft")
+        run.cancel()
+        final = run.wait(poll_interval=0.05)
+        assert final.status is RunStatus.CANCELLED
+        assert final.completed == 20
+        assert all(b["status"] == "completed" for b in emu.batches())
+
+
+def test_cancel_remote_stops_live_batches_and_keeps_answered_lines(
+    runner: BatchRunner,
+) -> None:
+    with OpenAIBatchEmulator(phase_seconds=0.5) as emu:
+        run = runner.start(job_for(emu, n=4000), "cancel-hard")
+        runner.get_run("cancel-hard").cancel(remote=True)
+        final = run.wait(poll_interval=0.05)
+        assert final.status is RunStatus.CANCELLED
+        assert [b["status"] for b in emu.batches()] == ["cancelled"]
+        done = statuses(run)
+        assert set(done) <= {ItemStatus.COMPLETED, ItemStatus.CANCELLED}
+        assert sum(done.values()) == 4000
+        answered = sum(emu.stats.lines_answered.values())
+        assert done.get(ItemStatus.COMPLETED, 0) == answered  # every answered line kept
+        with pytest.raises(RunStateError, match="cannot pause"):
+            run.pause()
