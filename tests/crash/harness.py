@@ -1,0 +1,155 @@
+"""The crash harness: for each kill point, run a job in a child process that SIGKILLs itself
+there, resume it in a fresh process, and compare with an uninterrupted run.
+
+    uv run python tests/crash/harness.py [--repetitions 3] [POINT ...]
+
+Prints a table (kill point x repetitions, provider batches per batch key, lost and
+duplicated items, results equal to the uninterrupted run). tests/crash/test_crash.py runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from batchor.testing import OpenAIBatchEmulator
+
+CHILD = Path(__file__).with_name("child.py")
+KILL_POINTS = [
+    "mid-ingest",
+    "after-pack",
+    "after-upload",
+    "during-create",
+    "after-create",
+    "during-download",
+    "during-persist",
+]
+
+
+@dataclass
+class Outcome:
+    """One kill-and-resume repetition, judged."""
+
+    point: str
+    killed: bool
+    batches_per_key: set[int]
+    lost: int
+    duplicated: int
+    equal_to_baseline: bool
+    lines_bought_twice: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.killed
+            and self.batches_per_key == {1}
+            and self.lost == 0
+            and self.duplicated == 0
+            and self.equal_to_baseline
+            and self.lines_bought_twice == 0
+        )
+
+
+def _child(workdir: Path, run_id: str, point: str, emu: OpenAIBatchEmulator) -> int:
+    env = dict(os.environ, OPENAI_BASE_URL=emu.base_url, OPENAI_API_KEY=emu.api_key)
+    proc = subprocess.run(
+        [sys.executable, str(CHILD), str(workdir), run_id, point],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if proc.returncode not in (0, -9):
+        raise RuntimeError(f"child failed at {point}: {proc.stderr[-2000:]}")
+    return proc.returncode
+
+
+def _results(workdir: Path, run_id: str) -> list[list[object]]:
+    path = workdir / f"{run_id}.results.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def baseline(workdir: Path) -> list[list[object]]:
+    """The results of an uninterrupted run."""
+    with OpenAIBatchEmulator() as emu:
+        _child(workdir, "baseline", "none", emu)
+    return _results(workdir, "baseline")
+
+
+def repetition(workdir: Path, point: str, rep: int, expected: list[list[object]]) -> Outcome:
+    """Kill at ``point``, resume in a fresh process, judge the outcome."""
+    run_id = f"crash-{point}-{rep}"
+    with OpenAIBatchEmulator() as emu:
+        if point == "during-create":
+            emu.faults.create_response_delay = 1.0
+        killed = _child(workdir, run_id, point, emu) == -9
+        emu.faults.create_response_delay = 0.0
+        if _child(workdir, run_id, "none", emu) != 0:
+            raise RuntimeError(f"resume after {point} did not finish")
+        per_key = emu.stats.batches_by_metadata("batchor_batch_key")
+        bought = emu.stats.lines_answered
+    results = _results(workdir, run_id)
+    ids = Counter(str(r[0]) for r in results)
+    expected_ids = {str(r[0]) for r in expected}
+    return Outcome(
+        point=point,
+        killed=killed,
+        batches_per_key=set(per_key.values()),
+        lost=len(expected_ids - set(ids)),
+        duplicated=sum(n - 1 for n in ids.values() if n > 1),
+        # Attempts are compared too: an interruption must not charge an attempt.
+        equal_to_baseline=results == expected,
+        lines_bought_twice=sum(1 for n in bought.values() if n > 1),
+    )
+
+
+def run(points: list[str], repetitions: int) -> list[Outcome]:
+    """Every kill point, ``repetitions`` times each."""
+    with tempfile.TemporaryDirectory(prefix="batchor-crash-") as tmp:
+        workdir = Path(tmp)
+        expected = baseline(workdir)
+        return [
+            repetition(workdir, point, rep, expected)
+            for point in points
+            for rep in range(repetitions)
+        ]
+
+
+def table(outcomes: list[Outcome]) -> str:
+    """Markdown table: kill point x repetitions."""
+    rows = [
+        "| kill point | repetitions | killed | batches per key | lost | duplicated | "
+        "lines bought twice | equal to uninterrupted |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for point in dict.fromkeys(o.point for o in outcomes):
+        mine = [o for o in outcomes if o.point == point]
+        per_key = sorted(set().union(*(o.batches_per_key for o in mine)))
+        rows.append(
+            f"| {point} | {len(mine)} | {sum(o.killed for o in mine)} | "
+            f"{', '.join(map(str, per_key))} | {sum(o.lost for o in mine)} | "
+            f"{sum(o.duplicated for o in mine)} | {sum(o.lines_bought_twice for o in mine)} | "
+            f"{sum(o.equal_to_baseline for o in mine)}/{len(mine)} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("points", nargs="*", default=KILL_POINTS)
+    args = parser.parse_args()
+    outcomes = run(args.points, args.repetitions)
+    print(table(outcomes))
+    sys.exit(0 if all(o.ok for o in outcomes) else 1)
+
+
+if __name__ == "__main__":
+    main()
