@@ -29,6 +29,13 @@ class Sentiment(BaseModel):
     note: str | None
 
 
+@pytest.fixture(autouse=True)
+def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Backoff timing is not what these tests check; keep the waits short.
+    monkeypatch.setattr("batchor.engine.backoff.BASE_SECONDS", 0.05)
+    monkeypatch.setattr("batchor.engine.collect._CAPACITY_BACKOFF", {"base": 0.05, "cap": 0.2})
+
+
 @pytest.fixture
 def runner(tmp_path: Path) -> Iterator[BatchRunner]:
     with BatchRunner(

@@ -19,19 +19,16 @@ from batchor import (
 )
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
-from .conftest import make_items, prompt
+from .conftest import Sentiment, make_items, prompt
 
 BATCHES = ("POST", "/v1/batches")
 CONTENT = ("GET", "/v1/files/{id}/content")
 
 
 @pytest.fixture(autouse=True)
-def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+def _api_key(monkeypatch: pytest.MonkeyPatch) -> None:
     # Handles rehydrated with get_run read the key from the environment, as users' would.
     monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator")
-    # Backoff timing is not under test here; keep the waits short.
-    monkeypatch.setattr("batchor.engine.backoff.BASE_SECONDS", 0.05)
-    monkeypatch.setattr("batchor.engine.collect._CAPACITY_BACKOFF", {"base": 0.05, "cap": 0.2})
 
 
 def job_for(emu: OpenAIBatchEmulator, n: int = 10, max_requests: int = 50_000) -> BatchJob:
@@ -203,3 +200,58 @@ def test_cancel_remote_stops_live_batches_and_keeps_answered_lines(
         assert done.get(ItemStatus.COMPLETED, 0) == answered  # every answered line kept
         with pytest.raises(RunStateError, match="cannot pause"):
             run.pause()
+
+
+def test_a_long_run_under_random_faults_ends_with_every_item_accounted_for(
+    runner: BatchRunner,
+) -> None:
+    faults = EmulatorFaults(
+        seed=11,
+        http_server_error_rate=0.05,  # 5xx on 5% of all calls
+        line_server_error_rate=0.02,  # 5% bad lines in all
+        line_rate_limit_rate=0.01,
+        line_invalid_json_rate=0.02,
+        expire_count=1,
+        fail_token_limit_count=1,
+    )
+    with OpenAIBatchEmulator(faults=faults) as emu:
+        job = BatchJob(
+            items=make_items(20_000),
+            build_prompt=prompt,
+            provider_config=OpenAIProviderConfig(
+                model="gpt-4.1-mini", base_url=emu.base_url, api_key=emu.api_key
+            ),
+            structured_output=Sentiment,
+            limits=BatchLimits(max_requests=5_000),
+        )
+        run = runner.run_and_wait(job, "chaos")
+        results = list(run.results())
+        assert len(results) == 20_000
+        assert len({r.item_id for r in results}) == 20_000  # no duplicates
+        assert {r.status for r in results} <= {ItemStatus.COMPLETED, ItemStatus.FAILED}
+        for r in results:
+            if r.status is ItemStatus.FAILED:
+                assert r.error is not None
+                assert r.error.error_class in {"server_error", "rate_limited", "invalid_json"}
+                assert r.error.message
+                assert r.attempts == 3
+        # Nearly everything succeeds within three attempts at a 5% line fault rate.
+        assert sum(r.status is ItemStatus.COMPLETED for r in results) > 19_900
+        exactly_once(emu)
+        assert any(b["status"] == "expired" for b in emu.batches())
+        assert any(b["status"] == "failed" for b in emu.batches())
+        # Every answered line charged exactly one attempt; lines never answered (the
+        # expired batch's second half, the refused batch) charged none.
+        assert sum(emu.stats.lines_answered.values()) == sum(r.attempts for r in results)
+        any_failed = any(r.status is ItemStatus.FAILED for r in results)
+        expected = RunStatus.COMPLETED_WITH_FAILURES if any_failed else RunStatus.COMPLETED
+        assert run.summary().status is expected
+
+
+def test_backoff_doubles_with_jitter_and_is_bounded() -> None:
+    from batchor.engine.backoff import backoff_delay
+
+    for failures, ceiling in [(1, 2.0), (2, 4.0), (5, 32.0), (30, 600.0)]:
+        delays = [backoff_delay(failures, base=2.0, cap=600.0) for _ in range(200)]
+        assert all(ceiling / 2 <= d <= ceiling for d in delays)
+        assert len(set(delays)) > 100  # jittered, so workers that failed together spread out

@@ -185,16 +185,6 @@ def test_expired_batch_keeps_answered_lines_and_requeues_the_rest_without_charge
     assert all(n == 1 for n in openai_emulator.stats.lines_answered.values())
 
 
-def test_token_limit_failure_requeues_without_charge(
-    runner: BatchRunner, make_job: MakeJob, openai_emulator: OpenAIBatchEmulator
-) -> None:
-    openai_emulator.faults.fail_token_limit_count = 1
-    run = runner.run_and_wait(make_job(make_items(5), max_attempts=1), "token-limit")
-    assert run.summary().status is RunStatus.COMPLETED
-    assert all(r.attempts == 1 for r in run.results())
-    assert openai_emulator.stats.batches_created == 2
-
-
 def test_batches_are_filled_toward_the_limits(
     runner: BatchRunner, make_job: MakeJob, openai_emulator: OpenAIBatchEmulator
 ) -> None:

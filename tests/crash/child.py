@@ -88,6 +88,7 @@ def kill_during_download() -> None:
 KILL_POINTS: dict[str, Callable[[], None]] = {
     "mid-ingest": lambda: after_call(SqlStateStore, "add_items", 2),
     "after-pack": lambda: after_call(SqlStateStore, "record_batch", 1),
+    "upload-unrecorded": lambda: after_call(OpenAIBatchProvider, "upload_file", 1),
     "after-upload": lambda: after_call(
         SqlStateStore,
         "update_batch",

@@ -25,6 +25,7 @@ CHILD = Path(__file__).with_name("child.py")
 KILL_POINTS = [
     "mid-ingest",
     "after-pack",
+    "upload-unrecorded",
     "after-upload",
     "during-create",
     "after-create",
@@ -44,6 +45,7 @@ class Outcome:
     duplicated: int
     equal_to_baseline: bool
     lines_bought_twice: int
+    orphaned_uploads: int
 
     @property
     def ok(self) -> bool:
@@ -54,6 +56,7 @@ class Outcome:
             and self.duplicated == 0
             and self.equal_to_baseline
             and self.lines_bought_twice == 0
+            and self.orphaned_uploads == 0
         )
 
 
@@ -95,6 +98,8 @@ def repetition(workdir: Path, point: str, rep: int, expected: list[list[object]]
             raise RuntimeError(f"resume after {point} did not finish")
         per_key = emu.stats.batches_by_metadata("batchor_batch_key")
         bought = emu.stats.lines_answered
+        used = {b["input_file_id"] for b in emu.batches()}
+        orphans = [f for f in emu.files() if f["purpose"] == "batch" and f["id"] not in used]
     results = _results(workdir, run_id)
     ids = Counter(str(r[0]) for r in results)
     expected_ids = {str(r[0]) for r in expected}
@@ -107,6 +112,7 @@ def repetition(workdir: Path, point: str, rep: int, expected: list[list[object]]
         # Attempts are compared too: an interruption must not charge an attempt.
         equal_to_baseline=results == expected,
         lines_bought_twice=sum(1 for n in bought.values() if n > 1),
+        orphaned_uploads=len(orphans),
     )
 
 
@@ -126,8 +132,8 @@ def table(outcomes: list[Outcome]) -> str:
     """Markdown table: kill point x repetitions."""
     rows = [
         "| kill point | repetitions | killed | batches per key | lost | duplicated | "
-        "lines bought twice | equal to uninterrupted |",
-        "|---|---|---|---|---|---|---|---|",
+        "lines bought twice | orphaned uploads | equal to uninterrupted |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for point in dict.fromkeys(o.point for o in outcomes):
         mine = [o for o in outcomes if o.point == point]
@@ -136,6 +142,7 @@ def table(outcomes: list[Outcome]) -> str:
             f"| {point} | {len(mine)} | {sum(o.killed for o in mine)} | "
             f"{', '.join(map(str, per_key))} | {sum(o.lost for o in mine)} | "
             f"{sum(o.duplicated for o in mine)} | {sum(o.lines_bought_twice for o in mine)} | "
+            f"{sum(o.orphaned_uploads for o in mine)} | "
             f"{sum(o.equal_to_baseline for o in mine)}/{len(mine)} |"
         )
     return "\n".join(rows)

@@ -27,4 +27,5 @@ def test_a_killed_run_resumes_exactly_once(
         assert outcome.lost == 0, outcome
         assert outcome.duplicated == 0, outcome
         assert outcome.lines_bought_twice == 0, outcome
+        assert outcome.orphaned_uploads == 0, outcome
         assert outcome.equal_to_baseline, outcome

@@ -79,20 +79,40 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
     file_id = batch.file_id
     if batch.status is BatchStatus.PREPARED:
         try:
-            with ctx.artifacts.open_read(batch.input_artifact) as fh:
-                file_id = ctx.provider.upload_file(fh, upload_filename(batch.batch_key))
+            file_id = _upload(ctx, batch)
         except TransientProviderError as exc:
             raise _Postponed(BatchStatus.PREPARED) from exc
         if not ctx.store.update_batch(
             batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
         ):
-            ctx.provider.delete_file(file_id)  # another worker uploaded it first
+            # Another worker recorded an upload first; delete ours unless it is the same file.
+            winner = next(
+                (b for b in ctx.store.batches(ctx.run.pk, list(BatchStatus)) if b.pk == batch.pk),
+                None,
+            )
+            if winner is None or winner.file_id != file_id:
+                ctx.provider.delete_file(file_id)
             return False
     assert file_id is not None
     try:
         return _create(ctx, batch, file_id)
     except TransientProviderError as exc:
         raise _Postponed(BatchStatus.UPLOADED) from exc
+
+
+def _upload(ctx: RunContext, batch: BatchRecord) -> str:
+    """Upload the batch's input file, or adopt the one an interrupted attempt uploaded (the
+    provider only creates a file once its whole content has arrived); extra copies are
+    deleted, so no orphaned upload is left behind."""
+    filename = upload_filename(batch.batch_key)
+    earlier = ctx.provider.find_uploads(filename, batch.created_at - _CLOCK_SKEW)
+    if earlier:
+        for extra in earlier[1:]:
+            ctx.provider.delete_file(extra)
+        log.info("batch %s: adopted upload %s", batch.batch_key, earlier[0])
+        return earlier[0]
+    with ctx.artifacts.open_read(batch.input_artifact) as fh:
+        return ctx.provider.upload_file(fh, filename)
 
 
 def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:

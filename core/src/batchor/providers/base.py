@@ -52,6 +52,11 @@ class BatchProvider(Protocol):
         """Upload a batch input file; returns its file id."""
         ...
 
+    def find_uploads(self, filename: str, created_after: float) -> list[str]:
+        """Ids of batch input files uploaded under ``filename`` since ``created_after``,
+        newest first (to adopt an upload whose id was never recorded)."""
+        ...
+
     def create_batch(
         self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
     ) -> ProviderBatch:

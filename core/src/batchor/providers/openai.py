@@ -74,6 +74,20 @@ class OpenAIBatchProvider:
 
         return _retrying(call, self._max_retries)
 
+    def find_uploads(self, filename: str, created_after: float) -> list[str]:
+        """Batch input files named ``filename`` created since ``created_after``, newest first."""
+        page = _translated(lambda: self.client.files.list(purpose="batch", order="desc", limit=100))
+        found: list[str] = []
+        while True:
+            for item in page.data:
+                if item.created_at < created_after:
+                    return found
+                if item.filename == filename:
+                    found.append(item.id)
+            if not page.has_next_page():
+                return found
+            page = _translated(page.get_next_page)
+
     def create_batch(
         self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
     ) -> ProviderBatch:
