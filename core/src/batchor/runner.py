@@ -40,7 +40,7 @@ from batchor.structured import import_model, model_path, schema_name, strict_jso
 DEFAULT_HOME = ".batchor"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
 # Settings that may change between processes without making it a different job.
-_NOT_FINGERPRINTED = frozenset({"base_url", "schema_model"})
+_NOT_FINGERPRINTED = frozenset({"base_url", "schema_model", "enqueued_token_limit", "quota_scope"})
 
 
 class BatchRunner:
@@ -161,6 +161,8 @@ class BatchRunner:
             endpoint=cfg["endpoint"],
             base_url=self._base_url or cfg.get("base_url"),
             request_params=cfg.get("request_params") or {},
+            enqueued_token_limit=cfg.get("enqueued_token_limit"),
+            quota_scope=cfg.get("quota_scope"),
         )
         if model is None and cfg.get("schema_model"):
             try:
@@ -228,6 +230,8 @@ def job_config(job: BatchJob) -> dict[str, Any]:
         "max_attempts": job.retry_policy.max_attempts,
         "max_requests": job.limits.max_requests,
         "max_bytes": job.limits.max_bytes,
+        "enqueued_token_limit": provider.enqueued_token_limit,
+        "quota_scope": provider.quota_scope,
         "source": _source_record(job.items),
     }
 

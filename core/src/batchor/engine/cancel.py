@@ -23,17 +23,11 @@ def wind_down(ctx: RunContext) -> None:
                 if found is not None:
                     ctx.store.mark_submitted(batch.pk, found.id, found.status)
                     continue
-            # Compare-and-set on create_started_at: a worker that claimed the create first
-            # wins, and the batch is adopted on a later step instead of dropped.
-            if ctx.store.update_batch(
-                batch.pk,
-                batch.status,
-                expect={"create_started_at": batch.create_started_at},
-                status=BatchStatus.COLLECTED,
-                provider_status="not_sent",
-            ):
-                cancelled = ctx.store.cancel_items(ctx.run.pk, batch.pk)
-                log.info("batch %s: dropped, %d items cancelled", batch.batch_key, cancelled)
+            # Only while the create claim is as seen (none, or one the lookup proved never
+            # reached the provider): a worker claiming it meanwhile wins, and the batch is
+            # adopted on a later step instead of dropped.
+            if ctx.store.drop_batch(batch.pk, batch.status, batch.create_started_at):
+                log.info("batch %s: dropped, its items cancelled", batch.batch_key)
                 if batch.file_id is not None:
                     ctx.provider.delete_file(batch.file_id)
         except TransientProviderError as exc:

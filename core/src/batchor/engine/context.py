@@ -26,6 +26,8 @@ class RunSettings:
     max_requests: int
     max_bytes: int
     structured: bool
+    token_limit: int | None = None
+    quota_scope: str = ""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -36,6 +38,8 @@ class RunSettings:
             max_requests=int(config["max_requests"]),
             max_bytes=int(config["max_bytes"]),
             structured=config.get("schema") is not None,
+            token_limit=config.get("enqueued_token_limit"),
+            quota_scope=f"{config.get('model')}|{config.get('quota_scope') or ''}",
         )
 
 

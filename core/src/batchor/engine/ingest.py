@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from batchor.engine.context import RunContext
+from batchor.engine.tokens import estimate_tokens
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.providers.openai_requests import RequestTemplate
@@ -21,7 +22,12 @@ BuildPrompt = Callable[[BatchItem], PromptParts]
 
 
 def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> bytes:
-    """The request body for one item; a failing ``build_prompt`` is reported with the item."""
+    """The request body for one item."""
+    return template.render(prompt_parts(item, build_prompt))
+
+
+def prompt_parts(item: BatchItem, build_prompt: BuildPrompt) -> PromptParts:
+    """``build_prompt(item)``, checked; a failure is reported with the item."""
     try:
         parts = build_prompt(item)
     except Exception as exc:
@@ -33,7 +39,7 @@ def render_request(item: BatchItem, build_prompt: BuildPrompt, template: Request
             f"build_prompt must return PromptParts, got {type(parts).__name__} "
             f"for item {item.item_id!r}"
         )
-    return template.render(parts)
+    return parts
 
 
 def prompt_fingerprint(
@@ -84,7 +90,8 @@ def ingest(
                     item_id=item.item_id,
                 )
             seen[item.item_id] = seq
-            body = render_request(item, build_prompt, template)
+            parts = prompt_parts(item, build_prompt)
+            body = template.render(parts)
             batch.append(
                 NewItem(
                     seq=seq,
@@ -94,6 +101,7 @@ def ingest(
                     req_length=len(body),
                     req_hash=hashlib.sha256(body).hexdigest()[:16],
                     metadata=_metadata_json(item),
+                    est_tokens=estimate_tokens(parts),
                 )
             )
             buffer += body

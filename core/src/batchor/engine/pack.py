@@ -48,19 +48,19 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
     if run.backoff_until is not None and run.backoff_until > time.time():
         return 0  # the provider refused work for capacity: leave it alone for a while
     made = 0
-    too_large: list[int] = []
+    too_large: list[tuple[int, str]] = []
     with ExitStack() as stack:
         builder: _BatchBuilder | None = None
         try:
-            for seq, line in _request_lines(ctx, _RequestReader(ctx, stack), too_large):
-                if builder is not None and not builder.fits(len(line)):
+            for seq, line, tokens in _request_lines(ctx, _RequestReader(ctx, stack), too_large):
+                if builder is not None and not builder.fits(len(line), tokens):
                     full, builder = builder, None
                     made += full.close()
                     if max_batches is not None and made >= max_batches:
                         break  # this line's item stays pending for the next call
                 if builder is None:
                     builder = _BatchBuilder(ctx)
-                builder.add(seq, line)
+                builder.add(seq, line, tokens)
             else:
                 if builder is not None:
                     last, builder = builder, None
@@ -69,22 +69,19 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
             if builder is not None:
                 builder.abort()
             raise
-        if too_large:
-            ctx.store.fail_pending(
-                ctx.run.pk,
-                too_large,
-                "request_too_large",
-                "the request line is larger than the batch limit of "
-                f"{ctx.settings.max_bytes} bytes",
-            )
+        for reason in dict.fromkeys(r for _, r in too_large):
+            seqs = [seq for seq, r in too_large if r == reason]
+            ctx.store.fail_pending(ctx.run.pk, seqs, "request_too_large", reason)
     return made
 
 
 def _request_lines(
-    ctx: RunContext, reader: _RequestReader, too_large: list[int]
-) -> Iterator[tuple[int, bytes]]:
-    """Batch input lines of the pending items in seq order; items whose line alone exceeds
-    the byte limit are set aside in ``too_large``."""
+    ctx: RunContext, reader: _RequestReader, too_large: list[tuple[int, str]]
+) -> Iterator[tuple[int, bytes, int]]:
+    """Batch input lines of the pending items in seq order, with their estimated tokens;
+    items that alone exceed a batch's byte limit or the token budget are set aside in
+    ``too_large`` with the reason."""
+    token_limit = ctx.settings.token_limit
     prefix_tail = f'","method":"POST","url":"{ctx.settings.endpoint}","body":'.encode()
     after = 0
     while page := ctx.store.pending_items(ctx.run.pk, after, _PAGE):
@@ -92,10 +89,26 @@ def _request_lines(
             after = item.seq
             line = b'{"custom_id":"' + str(item.seq).encode() + prefix_tail
             line += reader.body(item) + b"}\n"
+            tokens = item.est_tokens or 0
             if len(line) > ctx.settings.max_bytes:
-                too_large.append(item.seq)
+                too_large.append(
+                    (
+                        item.seq,
+                        "the request line is larger than the batch limit of "
+                        f"{ctx.settings.max_bytes} bytes",
+                    )
+                )
                 continue
-            yield item.seq, line
+            if token_limit is not None and tokens > token_limit:
+                too_large.append(
+                    (
+                        item.seq,
+                        f"the request's estimated {tokens} tokens exceed the "
+                        f"enqueued_token_limit of {token_limit}",
+                    )
+                )
+                continue
+            yield item.seq, line, tokens
 
 
 class _BatchBuilder:
@@ -110,15 +123,21 @@ class _BatchBuilder:
         self._writer = self._writer_cm.__enter__()
         self.seqs: list[int] = []
         self.size = 0
+        self.tokens = 0
 
-    def fits(self, length: int) -> bool:
+    def fits(self, length: int, tokens: int) -> bool:
         limits = self._ctx.settings
-        return len(self.seqs) < limits.max_requests and self.size + length <= limits.max_bytes
+        return (
+            len(self.seqs) < limits.max_requests
+            and self.size + length <= limits.max_bytes
+            and (limits.token_limit is None or self.tokens + tokens <= limits.token_limit)
+        )
 
-    def add(self, seq: int, line: bytes) -> None:
+    def add(self, seq: int, line: bytes, tokens: int) -> None:
         self._writer.write(line)
         self.seqs.append(seq)
         self.size += len(line)
+        self.tokens += tokens
 
     def abort(self) -> None:
         """Drop the unfinished file; its items stay pending."""
@@ -128,8 +147,15 @@ class _BatchBuilder:
         """Make the file durable, then record the batch; 1 if recorded, 0 if another worker
         packed these items first."""
         self._writer_cm.__exit__(None, None, None)
+        settings = self._ctx.settings
         record = self._ctx.store.record_batch(
-            self._ctx.run.pk, self.batch_key, self.artifact, self.seqs, self.size
+            self._ctx.run.pk,
+            self.batch_key,
+            self.artifact,
+            self.seqs,
+            self.size,
+            est_tokens=self.tokens,
+            quota_scope=settings.quota_scope if settings.token_limit is not None else None,
         )
         if record is None:
             self._ctx.artifacts.delete(self.artifact)

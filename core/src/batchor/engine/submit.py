@@ -121,6 +121,10 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
         if found is not None:
             log.info("batch %s: adopted provider batch %s", batch.batch_key, found.id)
             return ctx.store.mark_submitted(batch.pk, found.id, found.status)
+    limit = ctx.settings.token_limit
+    if limit is not None and not ctx.store.reserve_tokens(batch.pk, limit):
+        log.info("batch %s: waiting for room under the enqueued-token limit", batch.batch_key)
+        return False
     now = time.time()
     if not ctx.store.update_batch(
         batch.pk,

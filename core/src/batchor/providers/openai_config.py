@@ -35,6 +35,10 @@ class OpenAIProviderConfig:
             ``OPENAI_BASE_URL``, else the public API.
         request_params: Extra body parameters for every request (``temperature``,
             ``max_output_tokens``, ``reasoning``, ...).
+        enqueued_token_limit: The most estimated input tokens in flight at the provider at
+            once, across every run in the same store that uses this model (and
+            ``quota_scope``). Batches wait for room; ``None``: no limit.
+        quota_scope: Separates budgets of the same model, e.g. per organisation or project.
     """
 
     model: str
@@ -42,8 +46,15 @@ class OpenAIProviderConfig:
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
     request_params: Mapping[str, Any] = field(default_factory=dict)
+    enqueued_token_limit: int | None = None
+    quota_scope: str | None = None
 
     def __post_init__(self) -> None:
+        if self.enqueued_token_limit is not None and self.enqueued_token_limit < 1:
+            raise ConfigurationError(
+                "OpenAIProviderConfig.enqueued_token_limit must be a positive number of "
+                f"tokens, got {self.enqueued_token_limit}"
+            )
         if not isinstance(self.model, str) or not self.model.strip():
             raise ConfigurationError("OpenAIProviderConfig.model must be a non-empty string")
         if self.endpoint not in ENDPOINTS:

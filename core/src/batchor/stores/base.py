@@ -57,6 +57,8 @@ class BatchRecord:
     created_at: float
     not_before: float | None = None
     failures: int = 0
+    est_tokens: int | None = None
+    reserved: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,7 @@ class NewItem:
     req_length: int
     req_hash: str
     metadata: str | None
+    est_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +84,7 @@ class PendingItem:
     req_slice: int
     req_offset: int
     req_length: int
+    est_tokens: int | None = None
 
 
 OutcomeKind = Literal["completed", "retry", "failed"]
@@ -199,6 +203,8 @@ class StateStore(Protocol):
         input_artifact: str,
         seqs: Sequence[int],
         input_bytes: int,
+        est_tokens: int | None = None,
+        quota_scope: str | None = None,
     ) -> BatchRecord | None:
         """Record a packed batch (``prepared``) and move its items pending -> queued.
 
@@ -221,6 +227,19 @@ class StateStore(Protocol):
     ) -> bool:
         """Change a batch's columns if it is in ``expected`` and its columns equal ``expect``;
         True if it changed."""
+        ...
+
+    def reserve_tokens(self, batch_pk: int, limit: int) -> bool:
+        """Reserve the batch's estimated tokens in its quota scope's budget if they fit under
+        ``limit`` (a batch reserves at most once); True if the batch holds a reservation."""
+        ...
+
+    def drop_batch(
+        self, batch_pk: int, expected: BatchStatus, create_started_at: float | None
+    ) -> bool:
+        """End a batch that was never created at the provider: collected, its queued items
+        cancelled, its reservation released, in one transaction; False if it is no longer
+        ``expected`` or its create claim changed from ``create_started_at`` meanwhile."""
         ...
 
     def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:

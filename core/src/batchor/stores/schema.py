@@ -67,6 +67,11 @@ batches = Table(
     # not_before; failures counts the consecutive failed attempts.
     Column("not_before", Float, nullable=True),
     Column("failures", Integer, nullable=False, server_default="0"),
+    # Estimated input tokens of the batch, and whether they are reserved in the budget of
+    # quota_scope (reserved before create, released when collected).
+    Column("est_tokens", BigInteger, nullable=True),
+    Column("quota_scope", String(300), nullable=True),
+    Column("reserved", Boolean, nullable=False, server_default=sa_false()),
     Column("provider_batch_id", String(200), nullable=True),
     Column("provider_status", String(32), nullable=True),
     Column("output_file_id", String(200), nullable=True),
@@ -94,6 +99,7 @@ items = Table(
     Column("req_offset", BigInteger, nullable=False),
     Column("req_length", Integer, nullable=False),
     Column("req_hash", String(16), nullable=False),
+    Column("est_tokens", Integer, nullable=True),
     Column("metadata", Text, nullable=True),
     Column("output_text", Text, nullable=True),
     Column("error_class", String(32), nullable=True),
@@ -137,4 +143,13 @@ item_failures = Table(
     Column("retryable", Boolean, nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_batchor_item_failures_item", "run_pk", "seq"),
+)
+
+# Enqueued tokens in flight per quota scope (model + optional quota_scope), shared by every
+# run in the store: a batch is created only if its estimate fits under the limit.
+token_budget = Table(
+    "batchor_token_budget",
+    metadata,
+    Column("scope", String(300), primary_key=True),
+    Column("in_flight", BigInteger, nullable=False),
 )

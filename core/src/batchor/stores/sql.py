@@ -24,7 +24,7 @@ from batchor.stores.base import (
     RunRecord,
 )
 from batchor.stores.migrate import upgrade
-from batchor.stores.schema import batches, item_failures, items, runs
+from batchor.stores.schema import batches, item_failures, items, runs, token_budget
 
 _CHUNK = 900  # bound parameters per IN (...) list, under every backend's limit
 
@@ -39,6 +39,7 @@ _ITEM_INSERT_KEYS = (
     "req_length",
     "req_hash",
     "metadata",
+    "est_tokens",
 )
 
 
@@ -318,6 +319,7 @@ class SqlStateStore:
                 it.req_length,
                 it.req_hash,
                 it.metadata,
+                it.est_tokens,
             )
             for it in new_items
         ]
@@ -365,6 +367,7 @@ class SqlStateStore:
                 items.c.req_slice,
                 items.c.req_offset,
                 items.c.req_length,
+                items.c.est_tokens,
             )
             .where(
                 items.c.run_pk == run_pk,
@@ -393,10 +396,14 @@ class SqlStateStore:
         input_artifact: str,
         seqs: Sequence[int],
         input_bytes: int,
+        est_tokens: int | None = None,
+        quota_scope: str | None = None,
     ) -> BatchRecord | None:
         """Record a packed batch and move its items pending -> queued, all or nothing."""
         try:
-            return self._record_batch(run_pk, batch_key, input_artifact, seqs, input_bytes)
+            return self._record_batch(
+                run_pk, batch_key, input_artifact, seqs, input_bytes, est_tokens, quota_scope
+            )
         except _Conflict:
             return None
 
@@ -407,6 +414,8 @@ class SqlStateStore:
         input_artifact: str,
         seqs: Sequence[int],
         input_bytes: int,
+        est_tokens: int | None,
+        quota_scope: str | None,
     ) -> BatchRecord:
         now = time.time()
         with self._write() as conn:
@@ -418,6 +427,8 @@ class SqlStateStore:
                     input_artifact=input_artifact,
                     request_count=len(seqs),
                     input_bytes=input_bytes,
+                    est_tokens=est_tokens,
+                    quota_scope=quota_scope,
                     created_at=now,
                     updated_at=now,
                 )
@@ -522,6 +533,61 @@ class SqlStateStore:
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
 
+    def reserve_tokens(self, batch_pk: int, limit: int) -> bool:
+        """Reserve the batch's estimated tokens in its scope's budget if they fit."""
+        with self._write() as conn:
+            batch = conn.execute(
+                sa.select(batches.c.est_tokens, batches.c.quota_scope, batches.c.reserved).where(
+                    batches.c.pk == batch_pk
+                )
+            ).one()
+            if batch.reserved:
+                return True
+            scope, tokens = batch.quota_scope or "", int(batch.est_tokens or 0)
+            conn.execute(_insert_budget_row(conn.dialect.name), {"scope": scope})
+            room = conn.execute(
+                token_budget.update()
+                .where(
+                    token_budget.c.scope == scope,
+                    token_budget.c.in_flight + tokens <= limit,
+                )
+                .values(in_flight=token_budget.c.in_flight + tokens)
+            ).rowcount
+            if room != 1:
+                return False
+            conn.execute(batches.update().where(batches.c.pk == batch_pk).values(reserved=True))
+        return True
+
+    def drop_batch(
+        self, batch_pk: int, expected: BatchStatus, create_started_at: float | None
+    ) -> bool:
+        """End a never-created batch: collected, queued items cancelled, tokens released."""
+        with self._write() as conn:
+            moved = conn.execute(
+                batches.update()
+                .where(
+                    batches.c.pk == batch_pk,
+                    batches.c.status == expected.value,
+                    batches.c.create_started_at.is_(None)
+                    if create_started_at is None
+                    else batches.c.create_started_at == create_started_at,
+                )
+                .values(
+                    status=BatchStatus.COLLECTED.value,
+                    provider_status="not_sent",
+                    updated_at=time.time(),
+                )
+            ).rowcount
+            if moved != 1:
+                return False
+            _release(conn, batch_pk)
+            conn.execute(
+                items.update()
+                .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
+                .values(status=ItemStatus.CANCELLED.value)
+            )
+        return True
+
     def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
         """Record the provider batch id; the batch and its items become ``submitted``."""
         with self._write() as conn:
@@ -605,6 +671,7 @@ class SqlStateStore:
             ).rowcount
             if moved != 1:
                 return False
+            _release(conn, batch_pk)
             conn.execute(
                 runs.update()
                 .where(runs.c.pk == run_pk)
@@ -783,6 +850,35 @@ def _bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple
     return int(result.rowcount)
 
 
+def _release(conn: Connection, batch_pk: int) -> None:
+    """Give a batch's reserved tokens back to its budget (once: reserved is cleared)."""
+    batch = conn.execute(
+        sa.select(batches.c.est_tokens, batches.c.quota_scope).where(
+            batches.c.pk == batch_pk, batches.c.reserved.is_(True)
+        )
+    ).first()
+    if batch is None:
+        return
+    conn.execute(
+        token_budget.update()
+        .where(token_budget.c.scope == (batch.quota_scope or ""))
+        .values(in_flight=token_budget.c.in_flight - int(batch.est_tokens or 0))
+    )
+    conn.execute(batches.update().where(batches.c.pk == batch_pk).values(reserved=False))
+
+
+def _insert_budget_row(dialect: str) -> Any:
+    """INSERT a zero budget row for :scope unless one exists (both backends' ON CONFLICT)."""
+    values = {"scope": sa.bindparam("scope"), "in_flight": 0}
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(token_budget).values(values).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(token_budget).values(values).on_conflict_do_nothing()
+
+
 def _runs_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
     """Runs of consecutive numbers as (first, last) pairs: [1, 2, 3, 7] -> [(1, 3), (7, 7)]."""
     runs: list[tuple[int, int]] = []
@@ -822,6 +918,8 @@ def _batch_record(row: Any) -> BatchRecord:
         created_at=row.created_at,
         not_before=row.not_before,
         failures=row.failures,
+        est_tokens=row.est_tokens,
+        reserved=bool(row.reserved),
     )
 
 
