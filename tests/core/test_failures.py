@@ -255,3 +255,34 @@ def test_backoff_doubles_with_jitter_and_is_bounded() -> None:
         delays = [backoff_delay(failures, base=2.0, cap=600.0) for _ in range(200)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 100  # jittered, so workers that failed together spread out
+
+
+def test_two_workers_racing_to_upload_leave_one_upload_and_one_batch(
+    tmp_path: Path, runner: BatchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from batchor.providers.openai import OpenAIBatchProvider
+
+    original = OpenAIBatchProvider.upload_file
+    raced: list[bool] = []
+
+    def upload_after_another_worker(self: Any, *args: Any, **kwargs: Any) -> str:
+        if not raced:
+            raced.append(True)
+            # A second worker, with its own runner on the same store, submits the batch
+            # while this one is still uploading.
+            with BatchRunner(
+                store=f"sqlite:///{tmp_path}/store/batchor.db", artifacts=tmp_path / "artifacts"
+            ) as other:
+                other.get_run("upload-race").refresh()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenAIBatchProvider, "upload_file", upload_after_another_worker)
+    with OpenAIBatchEmulator() as emu:
+        run = runner.start(job_for(emu, n=10), "upload-race")
+        final = run.wait(poll_interval=0.05)
+        assert final.status is RunStatus.COMPLETED
+        assert final.completed == 10
+        assert emu.stats.batches_created == 1
+        uploads = [f for f in emu.files() if f["purpose"] == "batch"]
+        assert len(uploads) == 1  # the losing worker deleted its own upload
+        assert uploads[0]["id"] == emu.batches()[0]["input_file_id"]

@@ -86,10 +86,7 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
             batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
         ):
             # Another worker recorded an upload first; delete ours unless it is the same file.
-            winner = next(
-                (b for b in ctx.store.batches(ctx.run.pk, list(BatchStatus)) if b.pk == batch.pk),
-                None,
-            )
+            winner = ctx.store.get_batch(batch.pk)
             if winner is None or winner.file_id != file_id:
                 ctx.provider.delete_file(file_id)
             return False

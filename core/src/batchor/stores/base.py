@@ -217,6 +217,10 @@ class StateStore(Protocol):
         """The run's batches in those statuses, oldest first."""
         ...
 
+    def get_batch(self, batch_pk: int) -> BatchRecord | None:
+        """The batch with that primary key, or ``None``."""
+        ...
+
     def update_batch(
         self,
         batch_pk: int,

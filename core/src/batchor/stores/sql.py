@@ -513,6 +513,12 @@ class SqlStateStore:
         with self._read() as conn:
             return [_batch_record(row) for row in conn.execute(stmt)]
 
+    def get_batch(self, batch_pk: int) -> BatchRecord | None:
+        """The batch with that primary key, or ``None``."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(batches).where(batches.c.pk == batch_pk)).first()
+        return None if row is None else _batch_record(row)
+
     def update_batch(
         self,
         batch_pk: int,
