@@ -145,3 +145,15 @@ def test_a_migration_that_copies_a_table_keeps_the_rows_referencing_it(tmp_path:
     upgrade(store.engine)
     assert store.item_counts(record.pk)[ItemStatus.PENDING] == 1
     store.close()
+
+
+def test_the_known_head_revision_is_alembics_newest() -> None:
+    # Opening an up-to-date store skips Alembic by comparing against this constant.
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from batchor.stores import migrate
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrate._SCRIPTS))
+    assert ScriptDirectory.from_config(cfg).get_current_head() == migrate.HEAD_REVISION

@@ -16,10 +16,13 @@ from batchor.errors import (
     SourceError,
     WaitTimeout,
 )
+from batchor.estimate import JobEstimate, estimate_job
 from batchor.items import BatchItem, PromptParts
-from batchor.jobs import BatchJob, BatchLimits, RetryPolicy
+from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
+from batchor.pricing import ModelPrice, PriceTable
 from batchor.providers.openai_config import OpenAIProviderConfig
-from batchor.results import ItemFailure, ItemResult, RunSummary, Usage
+from batchor.results import BatchInfo, ItemFailure, ItemResult, ResultPage, RunSummary, Usage
+from batchor.retention import ArtifactExport, PruneReport
 from batchor.run import Run
 from batchor.runner import BatchRunner
 from batchor.sources.base import CheckpointedItemSource
@@ -28,10 +31,14 @@ from batchor.sources.csv import CsvItemSource
 from batchor.sources.jsonl import JsonlItemSource
 from batchor.sources.parquet import ParquetItemSource
 from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.steps import CollectResult, RunHandle, run_id_from
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArtifactExport",
+    "ArtifactPolicy",
+    "BatchInfo",
     "BatchItem",
     "BatchJob",
     "BatchLimits",
@@ -39,6 +46,7 @@ __all__ = [
     "BatchStatus",
     "BatchorError",
     "CheckpointedItemSource",
+    "CollectResult",
     "CompositeItemSource",
     "ConfigurationError",
     "CsvItemSource",
@@ -46,16 +54,22 @@ __all__ = [
     "ItemFailure",
     "ItemResult",
     "ItemStatus",
+    "JobEstimate",
     "JobMismatchError",
     "JsonlItemSource",
+    "ModelPrice",
     "OpenAIProviderConfig",
     "ParquetItemSource",
+    "PriceTable",
     "PromptParts",
     "ProviderAuthError",
     "ProviderError",
     "ProviderQuotaError",
+    "PruneReport",
+    "ResultPage",
     "RetryPolicy",
     "Run",
+    "RunHandle",
     "RunNotFoundError",
     "RunStateError",
     "RunStatus",
@@ -64,4 +78,6 @@ __all__ = [
     "Usage",
     "WaitTimeout",
     "__version__",
+    "estimate_job",
+    "run_id_from",
 ]

@@ -66,19 +66,34 @@ class BatchLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactPolicy:
+    """What batchor keeps of a run's files once they have served their purpose.
+
+    Attributes:
+        keep_raw_outputs: Keep each batch's raw output and error files (as downloaded from
+            the provider) after their results are recorded in the store, for audit and
+            `Run.export_artifacts`. With ``False`` they are deleted as soon as a batch
+            is collected; the results themselves are in the store either way.
+    """
+
+    keep_raw_outputs: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class BatchJob:
     """Everything a run needs to turn items into provider requests.
 
     Attributes:
-        items: An :class:`~batchor.sources.base.CheckpointedItemSource` (``JsonlItemSource``,
-            ``CsvItemSource``) or any iterable of :class:`BatchItem`. A file source can be
+        items: An `CheckpointedItemSource` (``JsonlItemSource``,
+            ``CsvItemSource``) or any iterable of `BatchItem`. A file source can be
             resumed mid-ingest; a plain iterable only once it has been fully ingested.
-        build_prompt: Called once per item at ingestion; returns the :class:`PromptParts`.
+        build_prompt: Called once per item at ingestion; returns the `PromptParts`.
         provider_config: Model, endpoint and request parameters for the provider.
         structured_output: A Pydantic model class; replies are validated into it and
             ``ItemResult.output`` is an instance. ``None`` for plain text.
         retry_policy: Attempts per item.
         limits: How full each provider batch is packed.
+        artifact_policy: What is kept of the run's files.
     """
 
     items: CheckpointedItemSource | Iterable[BatchItem]
@@ -87,6 +102,7 @@ class BatchJob:
     structured_output: type[BaseModel] | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: BatchLimits = field(default_factory=BatchLimits)
+    artifact_policy: ArtifactPolicy = field(default_factory=ArtifactPolicy)
 
     def __post_init__(self) -> None:
         if not callable(self.build_prompt):

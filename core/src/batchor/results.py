@@ -34,7 +34,8 @@ class ItemFailure:
     Attributes:
         error_class: A short stable class: ``server_error``, ``rate_limited``,
             ``invalid_request``, ``invalid_json``, ``schema_validation``, ``refusal``,
-            ``incomplete``, ``missing_output``, ``request_too_large``, ``batch_failed``.
+            ``incomplete``, ``missing_output``, ``request_too_large``, ``batch_failed``,
+            ``provider_error``, ``invalid_response``.
         message: The provider's or validator's message.
         retryable: Whether the failure is of a kind that is retried.
         attempt: Which attempt (1-based) it ended.
@@ -52,14 +53,20 @@ class ItemResult:
 
     Attributes:
         item_id: The item's id.
-        status: ``completed`` or ``failed`` (or a non-terminal status while the run goes on).
+        status: ``completed``, ``failed`` or ``cancelled`` (or a non-terminal status while
+            the run goes on).
         output: The validated Pydantic instance for structured jobs, the text otherwise;
             ``None`` unless completed.
         output_text: The raw reply text.
-        error: The last failure, if any (a completed item may have failed earlier attempts).
+        error: The failure that ended the item; ``None`` when it completed (every failed
+            attempt is kept in the store's audit table).
         attempts: Attempts charged so far.
         usage: Tokens billed for the reply that completed or failed the item.
         metadata: The item's own lineage metadata.
+        source: The identity of the input the item came from (for a file source, its
+            absolute path; for a composite, the part's); ``None`` for a plain iterable.
+        row: The item's 0-based position in that input (the n-th item it yielded); for a
+            plain iterable, its position in the iterable.
     """
 
     item_id: str
@@ -70,9 +77,11 @@ class ItemResult:
     attempts: int
     usage: Usage | None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    row: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (the CLI's output line)."""
+        """A JSON-serialisable dict (one line of a JSONL export)."""
         output = self.output
         if hasattr(output, "model_dump"):
             output = output.model_dump(mode="json")
@@ -80,6 +89,7 @@ class ItemResult:
             "item_id": self.item_id,
             "status": self.status.value,
             "output": output,
+            "output_text": self.output_text,
             "error": None
             if self.error is None
             else {
@@ -96,7 +106,26 @@ class ItemResult:
                 "output_tokens": self.usage.output_tokens,
             },
             "metadata": dict(self.metadata),
+            "source": self.source,
+            "row": self.row,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class ResultPage:
+    """One page of terminal results, in the order the items ended.
+
+    Attributes:
+        results: The page's results (at most the ``limit`` asked for).
+        next_cursor: Pass as ``after=`` to read the next page. Cursors only grow: an item
+            that ends later always sorts after every cursor handed out before it ended, so
+            paging while the run is going returns each terminal item exactly once.
+        complete: True when the run is terminal and no result follows this page.
+    """
+
+    results: list[ItemResult]
+    next_cursor: int
+    complete: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +140,8 @@ class RunSummary:
         ingest_complete: Whether every item of the source has been accepted.
         usage: Tokens billed so far.
         pause_reason: Why the run is paused, when it is.
+        cost_usd: The estimated cost of ``usage`` in USD from the runner's price table;
+            ``None`` when the table does not know the model.
     """
 
     run_id: str
@@ -120,6 +151,7 @@ class RunSummary:
     ingest_complete: bool
     usage: Usage
     pause_reason: str | None = None
+    cost_usd: float | None = None
 
     @property
     def total(self) -> int:
@@ -160,4 +192,43 @@ class RunSummary:
                 "output_tokens": self.usage.output_tokens,
             },
             "pause_reason": self.pause_reason,
+            "cost_usd": self.cost_usd,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    """One provider batch of a run.
+
+    Attributes:
+        batch_key: batchor's key for it (``<run_id>/<n>``), also in the provider metadata.
+        status: batchor's status of the batch.
+        provider_batch_id: The provider's id, once created.
+        provider_status: The provider's last reported status.
+        requests: Requests in its input file.
+        usage: Tokens it billed (known once collected).
+        cost_usd: The estimated cost of ``usage`` (``None`` for an unknown model).
+    """
+
+    batch_key: str
+    status: str
+    provider_batch_id: str | None
+    provider_status: str | None
+    requests: int
+    usage: Usage
+    cost_usd: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {
+            "batch_key": self.batch_key,
+            "status": self.status,
+            "provider_batch_id": self.provider_batch_id,
+            "provider_status": self.provider_status,
+            "requests": self.requests,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+            },
+            "cost_usd": self.cost_usd,
         }

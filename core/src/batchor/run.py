@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from pydantic import BaseModel
 
+from batchor.artifacts.base import ArtifactStore
+from batchor.artifacts.open import open_artifacts
 from batchor.engine.cancel import wind_down
 from batchor.engine.collect import collect
 from batchor.engine.context import RunContext, RunSettings, log
@@ -18,12 +20,14 @@ from batchor.engine.pack import pack
 from batchor.engine.poll import poll
 from batchor.engine.submit import submit
 from batchor.errors import RunNotFoundError, RunStateError, WaitTimeout
+from batchor.exports import export_rows
 from batchor.items import BatchItem
-from batchor.results import ItemFailure, ItemResult, RunSummary, Usage
-from batchor.sources.base import CheckpointedItemSource
-from batchor.states import ItemStatus, RunStatus
-from batchor.stores.base import ItemRow
-from batchor.structured import OutputValidationError, validate_output
+from batchor.reading import ResultBuilder, cursor_of, cursor_position
+from batchor.results import BatchInfo, ItemResult, ResultPage, RunSummary, Usage
+from batchor.retention import ArtifactExport, PruneReport, export_artifacts, prune_artifacts
+from batchor.sources.base import CheckpointedItemSource, part_locator
+from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.steps import CollectResult
 
 if TYPE_CHECKING:
     from batchor.jobs import BatchJob
@@ -35,8 +39,8 @@ _OPEN = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.SUBMITTED)
 
 
 class Run:
-    """A handle on one durable run. Get one from :meth:`BatchRunner.start` or
-    :meth:`BatchRunner.get_run`; any number of handles, in any processes, may drive the same
+    """A handle on one durable run. Get one from `BatchRunner.start` or
+    `BatchRunner.get_run`; any number of handles, in any processes, may drive the same
     run."""
 
     def __init__(
@@ -90,22 +94,32 @@ class Run:
 
     def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:
         """Accept what remains of the source, when this handle has the job (from
-        :meth:`BatchRunner.start`) and ingestion is not complete; otherwise do nothing."""
+        `BatchRunner.start`) and ingestion is not complete; otherwise do nothing."""
         job = self._job
         run = self._ctx.run
         if job is None or self._items is None or self._template is None or run.ingest_complete:
             return
+        part_of = None
         if isinstance(self._items, CheckpointedItemSource):
             stream: Iterator[tuple[Any, Any]] = self._items.iter_from(run.source_checkpoint)
+            part_of = part_locator(self._items)
         elif run.ingested_count:
             raise RunStateError(
                 f"run {run.run_id!r} was interrupted mid-ingest and its items come from a plain "
-                "iterable, which cannot resume; use a file source (JsonlItemSource, "
-                "CsvItemSource) or start a new run"
+                "iterable, which cannot resume; use a CheckpointedItemSource (JsonlItemSource, "
+                "CsvItemSource, ParquetItemSource, CompositeItemSource or your own) or start a "
+                "new run"
             )
         else:
             stream = positions(self._items)
-        ingest(self._ctx, stream, job.build_prompt, self._template, on_progress=on_progress)
+        ingest(
+            self._ctx,
+            stream,
+            job.build_prompt,
+            self._template,
+            on_progress=on_progress,
+            part_of=part_of,
+        )
         self._reload()
 
     def _finish_if_done(self) -> RunSummary:
@@ -193,8 +207,10 @@ class Run:
         """Continue a paused run (also one paused by the provider's ``insufficient_quota``),
         then take one reconcile step.
 
+        On a running run it only takes the step.
+
         Raises:
-            RunStateError: the run is not paused.
+            RunStateError: the run is cancelling or has ended.
         """
         self._reload()
         run = self._ctx.run
@@ -234,15 +250,55 @@ class Run:
         """Counts and status from the store (no provider call)."""
         self._reload()
         run = self._ctx.run
+        usage = Usage(run.input_tokens, run.output_tokens)
         return RunSummary(
             run_id=run.run_id,
             status=run.status,
             items=self._ctx.store.item_counts(run.pk),
             batches=self._ctx.store.batch_counts(run.pk),
             ingest_complete=run.ingest_complete,
-            usage=Usage(run.input_tokens, run.output_tokens),
+            usage=usage,
             pause_reason=run.pause_reason,
+            cost_usd=self._cost(usage),
         )
+
+    def batches(self) -> list[BatchInfo]:
+        """The run's provider batches, oldest first, with the tokens each billed and its
+        cost."""
+        infos = []
+        for b in self._ctx.store.batches(self._ctx.run.pk, list(BatchStatus)):
+            usage = Usage(b.input_tokens or 0, b.output_tokens or 0)
+            infos.append(
+                BatchInfo(
+                    batch_key=b.batch_key,
+                    status=b.status.value,
+                    provider_batch_id=b.provider_batch_id,
+                    provider_status=b.provider_status,
+                    requests=b.request_count,
+                    usage=usage,
+                    cost_usd=self._cost(usage),
+                )
+            )
+        return infos
+
+    def _cost(self, usage: Usage) -> float | None:
+        return self._runner.prices.cost(str(self._ctx.run.config.get("model")), usage)
+
+    @property
+    def fingerprint(self) -> str:
+        """The fingerprint of the run's job definition."""
+        return self._ctx.run.fingerprint
+
+    @property
+    def collected(self) -> CollectResult | None:
+        """What `batchor.steps.collect` last wrote for this run, if anything."""
+        self._reload()
+        raw = self._ctx.run.collected
+        return None if raw is None else CollectResult.from_dict(json.loads(raw))
+
+    def record_collected(self, result: CollectResult) -> None:
+        """Remember what `batchor.steps.collect` wrote (so a repeat writes nothing)."""
+        self._ctx.store.set_run_marks(self._ctx.run.pk, collected=json.dumps(result.to_dict()))
 
     @property
     def settings(self) -> RunSettings:
@@ -260,8 +316,8 @@ class Run:
                 can be had, ``output`` is the parsed JSON.
             include_pending: Also yield items that are not terminal yet.
         """
-        output_model = model or self._ctx.output_model
-        structured = self._ctx.settings.structured
+        self._reload()
+        builder = self._builder(model)
         statuses = (
             None
             if include_pending
@@ -270,8 +326,71 @@ class Run:
         after = 0
         while rows := self._ctx.store.item_rows(self._ctx.run.pk, after, _RESULT_PAGE, statuses):
             for row in rows:
-                yield _result(row, structured, output_model)
+                yield builder.result(row)
             after = rows[-1].seq
+
+    def read_results(
+        self, *, after: int = 0, limit: int = 1_000, model: type[BaseModel] | None = None
+    ) -> ResultPage:
+        """One page of terminal results in the order items ended, for reading a run while it
+        is still going: start with ``after=0`` and pass each page's ``next_cursor`` on. Each
+        terminal item is returned exactly once across pages.
+
+        Args:
+            after: The cursor of the previous page (0 for the first).
+            limit: The most results in a page.
+            model: As for `results`.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        self._reload()  # before reading rows: a terminal run has every item ended
+        terminal = self._ctx.run.status.is_terminal
+        rows = self._ctx.store.terminal_rows(self._ctx.run.pk, cursor_position(after), limit)
+        builder = self._builder(model)
+        return ResultPage(
+            results=[builder.result(row) for row in rows],
+            next_cursor=cursor_of(rows[-1]) if rows else after,
+            complete=terminal and len(rows) < limit,
+        )
+
+    def export_results(self, path: str | os.PathLike[str]) -> int:
+        """Write every terminal result to ``path`` as JSONL, CSV or Parquet (by extension),
+        streamed page by page and renamed into place when complete. Returns how many.
+
+        JSONL lines are `ItemResult.to_dict` objects. CSV and Parquet have one column
+        per field (``item_id, status, output, output_text, error_class, error_message,
+        error_retryable, error_attempt, attempts, input_tokens, output_tokens, source, row,
+        metadata``), with a structured ``output`` and the ``metadata`` as JSON text.
+        """
+        self._reload()
+        return export_rows(self._ctx.store, self._ctx.run, self._ctx.settings.structured, path)
+
+    def export_artifacts(self, dest: str | os.PathLike[str] | ArtifactStore) -> ArtifactExport:
+        """Copy the run's request files, batch inputs and raw outputs to ``dest`` (a
+        directory or an artifact store), with a ``manifest.json`` listing every file's kind,
+        size and SHA-256 and every batch's provider id and token usage, for audit."""
+        self._reload()
+        return export_artifacts(self._ctx, open_artifacts(dest))
+
+    def prune_artifacts(
+        self, *, include_raw_outputs: bool = False, force: bool = False
+    ) -> PruneReport:
+        """Delete the files of a terminal run to reclaim space: request files and batch
+        inputs, and with ``include_raw_outputs`` the raw output and error files too. Results
+        stay readable (they are in the store).
+
+        Raises:
+            RunStateError: The run is not terminal; or raw outputs would be deleted that no
+                `export_artifacts` made since they were collected holds (pass
+                ``force=True`` to delete them anyway).
+        """
+        self._reload()
+        return prune_artifacts(self._ctx, include_raw_outputs=include_raw_outputs, force=force)
+
+    def _builder(self, model: type[BaseModel] | None) -> ResultBuilder:
+        return ResultBuilder(
+            self._ctx.run, self._ctx.settings.structured, model or self._ctx.output_model
+        )
 
 
 def _live_batches(summary: RunSummary) -> int:
@@ -281,41 +400,3 @@ def _live_batches(summary: RunSummary) -> int:
 def _at_provider(summary: RunSummary) -> int:
     """Batches the provider has (running, or ended and not yet collected)."""
     return summary.batches.get("submitted", 0) + summary.batches.get("ended", 0)
-
-
-def _result(row: ItemRow, structured: bool, model: type[BaseModel] | None) -> ItemResult:
-    output: Any = None
-    if row.status is ItemStatus.COMPLETED and row.output_text is not None:
-        output = row.output_text
-        if structured:
-            output = _typed(row.output_text, model)
-    error = None
-    if row.error_class is not None:
-        error = ItemFailure(
-            error_class=row.error_class,
-            message=row.error_message or "",
-            retryable=bool(row.error_retryable),
-            attempt=row.error_attempt or row.attempts,
-        )
-    usage = None
-    if row.input_tokens is not None or row.output_tokens is not None:
-        usage = Usage(row.input_tokens or 0, row.output_tokens or 0)
-    return ItemResult(
-        item_id=row.item_id,
-        status=row.status,
-        output=output,
-        output_text=row.output_text,
-        error=error,
-        attempts=row.attempts,
-        usage=usage,
-        metadata=json.loads(row.metadata) if row.metadata else {},
-    )
-
-
-def _typed(text: str, model: type[BaseModel] | None) -> Any:
-    if model is not None:
-        try:
-            return validate_output(model, text)
-        except OutputValidationError:
-            pass  # validated when collected; a changed model falls back to the raw JSON
-    return orjson.loads(text)

@@ -10,13 +10,12 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
-from batchor.artifacts.local import LocalArtifactStore
+from batchor.artifacts.open import open_artifacts
 from batchor.engine.context import RunContext, RunSettings, log
 from batchor.engine.ingest import PROMPT_FINGERPRINT_ITEMS, prompt_fingerprint
 from batchor.errors import (
@@ -27,6 +26,7 @@ from batchor.errors import (
 )
 from batchor.items import BatchItem
 from batchor.jobs import BatchJob
+from batchor.pricing import ModelPrice, PriceTable, price_table
 from batchor.providers.openai import OpenAIBatchProvider
 from batchor.providers.openai_config import OpenAIProviderConfig
 from batchor.providers.openai_requests import RequestTemplate
@@ -40,7 +40,9 @@ from batchor.structured import import_model, model_path, schema_name, strict_jso
 DEFAULT_HOME = ".batchor"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
 # Settings that may change between processes without making it a different job.
-_NOT_FINGERPRINTED = frozenset({"base_url", "schema_model", "enqueued_token_limit", "quota_scope"})
+_NOT_FINGERPRINTED = frozenset(
+    {"base_url", "schema_model", "enqueued_token_limit", "quota_scope", "keep_raw_outputs"}
+)
 
 
 class BatchRunner:
@@ -55,6 +57,8 @@ class BatchRunner:
             (else ``OPENAI_API_KEY``). Never persisted.
         base_url: An API base URL for runs whose job does not set one (else the one stored
             with the run, else ``OPENAI_BASE_URL``).
+        prices: Batch API prices to add to or override in the default table
+            (`PriceTable`), for the costs in summaries.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class BatchRunner:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
+        prices: PriceTable | Mapping[str, ModelPrice | tuple[float, float]] | None = None,
     ) -> None:
         if store is None:
             store = os.environ.get("BATCHOR_STORE") or f"sqlite:///{DEFAULT_HOME}/batchor.db"
@@ -71,10 +76,12 @@ class BatchRunner:
         """The control-plane store."""
         if artifacts is None:
             artifacts = os.environ.get("BATCHOR_ARTIFACTS") or f"{DEFAULT_HOME}/artifacts"
-        self.artifacts: ArtifactStore = _open_artifacts(artifacts)
+        self.artifacts: ArtifactStore = open_artifacts(artifacts)
         """Where request and output files live."""
         self._api_key = api_key
         self._base_url = base_url
+        self.prices: PriceTable = price_table(prices)
+        """Prices used for the runs' costs (the defaults plus any passed)."""
 
     def close(self) -> None:
         """Release the store's connections."""
@@ -114,7 +121,7 @@ class BatchRunner:
         record, created = self.store.create_run(run_id, config, fingerprint)
         if not created and record.fingerprint != fingerprint:
             raise JobMismatchError(_mismatch(run_id, record.config, config))
-        template = _template(job)
+        template = request_template(job)
         items, head = _head(job.items)
         prompts = prompt_fingerprint(head, job.build_prompt, template)
         if record.prompt_fingerprint is None:
@@ -179,7 +186,7 @@ class BatchRunner:
         timeout: float | None = None,
         on_progress: Callable[[RunSummary], None] | None = None,
     ) -> Run:
-        """:meth:`start` then :meth:`Run.wait`; returns the finished run."""
+        """`start` then `Run.wait`; returns the finished run."""
         run = self.start(job, run_id)
         run.wait(timeout, on_progress=on_progress)
         return run
@@ -232,6 +239,7 @@ def job_config(job: BatchJob) -> dict[str, Any]:
         "max_bytes": job.limits.max_bytes,
         "enqueued_token_limit": provider.enqueued_token_limit,
         "quota_scope": provider.quota_scope,
+        "keep_raw_outputs": job.artifact_policy.keep_raw_outputs,
         "source": _source_record(job.items),
     }
 
@@ -244,7 +252,8 @@ def _source_record(items: object) -> dict[str, str] | None:
     return {"identity": items.identity, "fingerprint": items.fingerprint()}
 
 
-def _template(job: BatchJob) -> RequestTemplate:
+def request_template(job: BatchJob) -> RequestTemplate:
+    """The request body template of a job (model, endpoint, params, schema)."""
     model = job.structured_output
     if model is None:
         return RequestTemplate(job.provider_config)
@@ -311,16 +320,3 @@ def _check_run_id(run_id: str) -> None:
             f"run_id {run_id!r} is not valid: use 1-200 letters, digits and ._:@+=- "
             "starting with a letter or digit"
         )
-
-
-def _open_artifacts(artifacts: str | os.PathLike[str] | ArtifactStore) -> ArtifactStore:
-    if isinstance(artifacts, str | os.PathLike):
-        text = os.fspath(artifacts)
-        if "://" in text and not text.startswith("file://"):
-            scheme = text.split("://", 1)[0]
-            raise ConfigurationError(
-                f"artifact URL scheme {scheme!r} is not supported by this version; "
-                "use a local directory"
-            )
-        return LocalArtifactStore(Path(text.removeprefix("file://")))
-    return artifacts

@@ -28,7 +28,8 @@ _TERMINAL_RUN = frozenset(
 
 
 class ItemStatus(StrEnum):
-    """An item's life: ``pending -> queued -> submitted -> completed | failed``.
+    """An item's life: ``pending -> queued -> submitted -> completed | failed``, or
+    ``cancelled`` when its run is cancelled before it was answered.
 
     A retryable failure returns the item to ``pending`` with one more attempt charged.
     """

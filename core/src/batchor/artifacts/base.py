@@ -1,7 +1,8 @@
-"""The :class:`ArtifactStore` port: durable files addressed by slash-separated keys."""
+"""The `ArtifactStore` port: durable files addressed by slash-separated keys."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import BinaryIO, Protocol
 
@@ -27,6 +28,14 @@ class ArtifactStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove the artifact if it exists."""
+        ...
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every artifact key under the folder ``prefix``, sorted."""
+        ...
+
+    def size(self, key: str) -> int:
+        """The artifact's size in bytes."""
         ...
 
     def uri(self, key: str) -> str:

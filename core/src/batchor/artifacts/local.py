@@ -13,7 +13,7 @@ from batchor.errors import ConfigurationError
 
 
 class LocalArtifactStore:
-    """An :class:`~batchor.artifacts.base.ArtifactStore` under a root directory."""
+    """An `ArtifactStore` under a root directory."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().resolve()
@@ -52,6 +52,23 @@ class LocalArtifactStore:
     def delete(self, key: str) -> None:
         """Remove ``key`` if it exists."""
         self._path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str) -> Iterator[str]:
+        """Every artifact key under the folder ``prefix``, sorted (temporary files of
+        writes in progress left out)."""
+        folder = self._path(prefix)
+        if not folder.is_dir():
+            return
+        found = (
+            p.relative_to(self.root).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp"))
+        )
+        yield from sorted(found)
+
+    def size(self, key: str) -> int:
+        """The artifact's size in bytes."""
+        return self._path(key).stat().st_size
 
     def uri(self, key: str) -> str:
         """The artifact's absolute path."""

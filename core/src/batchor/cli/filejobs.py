@@ -1,37 +1,117 @@
-"""Turning CLI arguments into a job: pick the source by extension, check the prompt
-template against the input's fields before anything runs."""
+"""Turning CLI arguments into a job: pick each input's source by extension, chain several
+inputs in the order given, check the prompt against every input's fields before anything
+runs."""
 
 from __future__ import annotations
 
 import json
 import string
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from batchor.errors import ConfigurationError, SourceError
 from batchor.items import BatchItem, PromptParts
-from batchor.sources.base import FileSource
+from batchor.jobs import BatchJob, RetryPolicy
+from batchor.providers.openai_config import Endpoint, OpenAIProviderConfig
+from batchor.sources.base import CheckpointedItemSource, FileSource
+from batchor.sources.composite import CompositeItemSource
 from batchor.sources.csv import CsvItemSource
 from batchor.sources.jsonl import JsonlItemSource
+from batchor.sources.parquet import ParquetItemSource
+from batchor.structured import import_model
 
 _JSONL = (".jsonl", ".ndjson")
+_PARQUET = (".parquet",)
 
 
-def open_source(
-    path: str, id_field: str, metadata_fields: tuple[str, ...] = ()
-) -> CsvItemSource | JsonlItemSource:
-    """A source for ``path`` chosen by its extension (``.csv``, ``.jsonl``, ``.ndjson``)."""
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """What ``run`` and ``start`` were asked to do, as given on the command line."""
+
+    inputs: tuple[str, ...]
+    id_field: str
+    prompt_template: str | None
+    prompt_field: str | None
+    model: str
+    system: str | None
+    schema: str | None
+    endpoint: str
+    metadata_fields: tuple[str, ...]
+    max_attempts: int
+    run_id: str | None
+    emulate: bool
+
+
+def build_job(spec: JobSpec, *, base_url: str | None, api_key: str | None) -> BatchJob:
+    """The job ``spec`` describes, its inputs and prompt checked.
+
+    Raises:
+        SourceError: an input cannot be opened or lacks the id field.
+        ConfigurationError: the prompt options or the schema are invalid.
+    """
+    sources = open_inputs(spec.inputs, spec.id_field, spec.metadata_fields)
+    build = prompt_builder(
+        sources, template=spec.prompt_template, field=spec.prompt_field, system=spec.system
+    )
+    structured = import_model(spec.schema) if spec.schema else None
+    return BatchJob(
+        items=job_items(sources),
+        build_prompt=build,
+        provider_config=OpenAIProviderConfig(
+            model=spec.model,
+            endpoint=cast(Endpoint, spec.endpoint),
+            base_url=base_url,
+            api_key=api_key,
+        ),
+        structured_output=structured,
+        retry_policy=RetryPolicy(max_attempts=spec.max_attempts),
+    )
+
+
+def open_source(path: str, id_field: str, metadata_fields: tuple[str, ...] = ()) -> FileSource:
+    """A source for ``path`` chosen by its extension (``.csv``, ``.jsonl``, ``.ndjson``,
+    ``.parquet``)."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
         return CsvItemSource(path, id_field=id_field, metadata_fields=metadata_fields)
     if suffix in _JSONL:
         return JsonlItemSource(path, id_field=id_field, metadata_fields=metadata_fields)
-    raise SourceError(f"cannot tell the format of {path}: use a .csv, .jsonl or .ndjson file")
+    if suffix in _PARQUET:
+        return ParquetItemSource(path, id_field=id_field, metadata_fields=metadata_fields)
+    raise SourceError(
+        f"cannot tell the format of {path}: use a .csv, .jsonl, .ndjson or .parquet file"
+    )
+
+
+def open_inputs(
+    paths: Sequence[str], id_field: str, metadata_fields: tuple[str, ...] = ()
+) -> list[FileSource]:
+    """One source per input, in the order given.
+
+    Raises:
+        SourceError: an input is given twice, or cannot be opened.
+    """
+    seen: dict[Path, str] = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            raise SourceError(f"input {path} is given twice (as {seen[resolved]} too)")
+        seen[resolved] = path
+    return [open_source(path, id_field, metadata_fields) for path in paths]
+
+
+def job_items(sources: Sequence[FileSource]) -> CheckpointedItemSource:
+    """The job's items: the one input, or several read one after another."""
+    parts = [cast(CheckpointedItemSource, s) for s in sources]
+    return parts[0] if len(parts) == 1 else CompositeItemSource(parts)
 
 
 def input_fields(source: FileSource) -> list[str]:
-    """The field names of the input: the CSV header, or the first JSONL object's keys."""
-    if isinstance(source, CsvItemSource):
+    """The field names of the input: the CSV header or Parquet columns, or the first JSONL
+    object's keys."""
+    if isinstance(source, CsvItemSource | ParquetItemSource):
         return source.columns
     with open(source.path, "rb") as fh:
         for raw in fh:
@@ -67,29 +147,30 @@ def template_fields(template: str) -> list[str]:
 
 
 def prompt_builder(
-    source: FileSource,
+    sources: Sequence[FileSource],
     *,
     template: str | None,
     field: str | None,
     system: str | None,
 ) -> Callable[[BatchItem], PromptParts]:
     """A ``build_prompt`` from ``--prompt-template`` or ``--prompt-field``, checked against
-    the input's fields.
+    every input's fields.
 
     Raises:
-        ConfigurationError: neither or both given, or they name a field the input lacks.
+        ConfigurationError: neither or both given, or they name a field an input lacks.
     """
     if (template is None) == (field is None):
         raise ConfigurationError("give exactly one of --prompt-template and --prompt-field")
-    fields = input_fields(source)
     wanted = template_fields(template) if template is not None else [field or ""]
-    for name in wanted:
-        if name not in fields:
-            what = "prompt template names" if template is not None else "--prompt-field names"
-            raise ConfigurationError(
-                f"{what} {name!r}, which {source.path.name} does not have "
-                f"(fields: {', '.join(fields[:20]) or 'none'})"
-            )
+    for source in sources:
+        fields = input_fields(source)
+        for name in wanted:
+            if name not in fields:
+                what = "prompt template names" if template is not None else "--prompt-field names"
+                raise ConfigurationError(
+                    f"{what} {name!r}, which {source.path.name} does not have "
+                    f"(fields: {', '.join(fields[:20]) or 'none'})"
+                )
     if template is not None:
         fmt = template
 

@@ -1,28 +1,32 @@
-"""What the CLI prints: one-line errors, progress bars, summary tables, result files."""
+"""What the CLI prints: one-line errors, progress bars, summary and run tables, JSON
+documents, result files. Tables, notes and JSON go to stdout; progress bars and errors to
+stderr."""
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from batchor.results import RunSummary
+from batchor.states import ItemStatus
+from batchor.stores.base import RunRecord
 
 if TYPE_CHECKING:
-    from batchor.run import Run
+    pass
 
 err_console = Console(stderr=True)
 console = Console()
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int) -> NoReturn:
     """Print ``error: message`` on one line to stderr and exit with ``code``."""
     text = " ".join(str(message).split())
     print(f"error: {text}", file=sys.stderr)
@@ -30,19 +34,22 @@ def fail(message: str, code: int) -> None:
 
 
 class RunProgress:
-    """Two bars: items accepted from the input, items with a final outcome."""
+    """Up to two bars: items accepted from the input, items with a final outcome."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, *, ingest: bool, results: bool) -> None:
         self._progress = progress
-        self._ingest = progress.add_task("ingest", total=None)
-        self._done = progress.add_task("results", total=None)
+        self._ingest = progress.add_task("ingest", total=None) if ingest else None
+        self._done = progress.add_task("results", total=None) if results else None
 
     def ingested(self, count: int) -> None:
-        self._progress.update(self._ingest, completed=count)
+        if self._ingest is not None:
+            self._progress.update(self._ingest, completed=count)
 
     def update(self, summary: RunSummary) -> None:
-        if summary.ingest_complete:
+        if self._ingest is not None and summary.ingest_complete:
             self._progress.update(self._ingest, completed=summary.total, total=summary.total)
+        if self._done is None:
+            return
         live = sum(n for s, n in summary.batches.items() if s != "collected")
         self._progress.update(
             self._done,
@@ -53,19 +60,42 @@ class RunProgress:
 
 
 @contextmanager
-def run_progress(enabled: bool = True) -> Iterator[RunProgress]:
-    """A live progress display on stderr (silent when not a terminal or disabled)."""
+def run_progress(*, ingest: bool = True, results: bool = True) -> Iterator[RunProgress]:
+    """A live progress display on stderr; silent when stderr is not a terminal, so piped
+    and redirected output carries no control characters."""
     progress = Progress(
         TextColumn("{task.description:<28}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=err_console,
-        disable=not enabled,
+        disable=not err_console.is_terminal,
         transient=False,
     )
     with progress:
-        yield RunProgress(progress)
+        yield RunProgress(progress, ingest=ingest, results=results)
+
+
+def echo_json(value: Any) -> None:
+    """Print ``value`` as one JSON document on stdout."""
+    print(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def show_summary(
+    summary: RunSummary,
+    as_json: bool,
+    *,
+    note: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """A run's summary: a table and an optional note, or (``as_json``) one JSON document
+    with ``extra`` keys added."""
+    if as_json:
+        echo_json({**summary.to_dict(), **(extra or {})})
+        return
+    console.print(summary_table(summary))
+    if note:
+        console.print(note, soft_wrap=True)
 
 
 def summary_table(summary: RunSummary) -> Table:
@@ -84,18 +114,55 @@ def summary_table(summary: RunSummary) -> Table:
         table.add_row(f"batches {batch_status}", str(n))
     table.add_row("input tokens", f"{summary.usage.input_tokens:,}")
     table.add_row("output tokens", f"{summary.usage.output_tokens:,}")
+    if summary.cost_usd is not None:
+        table.add_row("estimated cost", f"${summary.cost_usd:,.4f}")
     return table
 
 
-def write_results(run: Run, path: Path) -> int:
-    """Write the run's terminal results as JSON Lines to ``path`` (atomically); returns the
-    count."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    count = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for result in run.results():
-            fh.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
-            count += 1
-    tmp.replace(path)
-    return count
+def key_value_table(title: str, rows: Mapping[str, Any]) -> Table:
+    """A two-column table of named figures."""
+    table = Table(title=title, show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, value in rows.items():
+        table.add_row(name, "-" if value is None else str(value))
+    return table
+
+
+def run_row(record: RunRecord, counts: Mapping[ItemStatus, int]) -> dict[str, Any]:
+    """One run as ``list`` shows it, JSON-serialisable."""
+    done = sum(n for status, n in counts.items() if status.is_terminal)
+    return {
+        "run_id": record.run_id,
+        "status": record.status.value,
+        "items_done": done,
+        "items_total": sum(counts.values()),
+        "ingest_complete": record.ingest_complete,
+        "model": record.config.get("model"),
+        "created_at": datetime.fromtimestamp(record.created_at, UTC).isoformat(timespec="seconds"),
+        "pause_reason": record.pause_reason,
+    }
+
+
+def runs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """A table of runs, newest first."""
+    table = Table(title="runs")
+    table.add_column("run id")
+    table.add_column("status")
+    table.add_column("items done/total", justify="right")
+    table.add_column("model")
+    table.add_column("created")
+    for row in rows:
+        status = row["status"]
+        if row["pause_reason"]:
+            status = f"{status} ({row['pause_reason']})"
+        total = f"{row['items_total']:,}" + ("" if row["ingest_complete"] else "+")
+        created = datetime.fromisoformat(row["created_at"]).astimezone()
+        table.add_row(
+            row["run_id"],
+            status,
+            f"{row['items_done']:,}/{total}",
+            row["model"] or "",
+            created.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return table

@@ -19,6 +19,8 @@ from batchor.stores.base import BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output
 
 _CHUNK = 5_000
+# A batch's raw output and error files, as downloaded, in its artifact folder.
+RAW_OUTPUTS = ("output.jsonl", "errors.jsonl")
 # Lines the provider never ran: the item goes back without an attempt charged.
 _NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
 # Whole-batch failures that say nothing about the items: requeue without charge.
@@ -56,10 +58,10 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     """Apply one ended batch's results to its items and mark it collected."""
     folder = ctx.batch_dir(batch.batch_key)
     tokens_in = tokens_out = 0
-    for file_id, name in ((batch.output_file_id, "output"), (batch.error_file_id, "errors")):
+    for file_id, name in zip((batch.output_file_id, batch.error_file_id), RAW_OUTPUTS, strict=True):
         if file_id is None:
             continue
-        key = f"{folder}/{name}.jsonl"
+        key = f"{folder}/{name}"
         if not ctx.artifacts.exists(key):
             with ctx.artifacts.open_write(key) as fh:
                 ctx.provider.download_file(file_id, fh)
@@ -83,6 +85,9 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     if ctx.store.finish_batch(ctx.run.pk, batch.pk, tokens_in, tokens_out):
         log.info("batch %s: collected", batch.batch_key)
         _after_capacity(ctx, batch)
+    if not ctx.settings.keep_raw_outputs:
+        for name in RAW_OUTPUTS:
+            ctx.artifacts.delete(f"{folder}/{name}")
 
 
 def _after_capacity(ctx: RunContext, batch: BatchRecord) -> None:

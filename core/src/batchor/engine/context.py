@@ -28,6 +28,7 @@ class RunSettings:
     structured: bool
     token_limit: int | None = None
     quota_scope: str = ""
+    keep_raw_outputs: bool = True
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -40,6 +41,7 @@ class RunSettings:
             structured=config.get("schema") is not None,
             token_limit=config.get("enqueued_token_limit"),
             quota_scope=f"{config.get('model')}|{config.get('quota_scope') or ''}",
+            keep_raw_outputs=bool(config.get("keep_raw_outputs", True)),
         )
 
 
@@ -57,6 +59,11 @@ class RunContext:
     def slice_key(self, number: int) -> str:
         """The artifact holding request bodies of ingestion slice ``number``."""
         return f"runs/{self.run.run_id}/requests/{number:06d}.jsonl"
+
+    @property
+    def run_dir(self) -> str:
+        """The artifact folder holding everything of the run."""
+        return f"runs/{self.run.run_id}"
 
     def batch_dir(self, batch_key: str) -> str:
         """The artifact folder of one batch (input, raw output, raw errors)."""

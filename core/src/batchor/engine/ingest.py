@@ -63,9 +63,12 @@ def ingest(
     *,
     slice_size: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    part_of: Callable[[str], str] | None = None,
 ) -> int:
     """Accept every remaining item of ``items`` (item, checkpoint after it) into the run.
 
+    ``part_of`` names the source part an item's checkpoint belongs to; where each part starts
+    is saved with the slices, so results can say which input and row an item came from.
     Returns the number of items accepted by this call. The run is marked ingest-complete in
     the transaction of the last slice. After a crash, a slice whose items were not committed
     is read again (its request artifact is rewritten, atomically, with the same bytes).
@@ -77,7 +80,10 @@ def ingest(
     accepted = 0
     exhausted = False
     checkpoint: str | None = run.source_checkpoint
+    parts: list[list[Any]] = json.loads(run.source_parts) if run.source_parts else []
+    current = parts[-1][0] if parts else None
     while not exhausted:
+        parts_changed = False
         batch: list[NewItem] = []
         seen: dict[str, int] = {}
         buffer = bytearray()
@@ -90,8 +96,11 @@ def ingest(
                     item_id=item.item_id,
                 )
             seen[item.item_id] = seq
-            parts = prompt_parts(item, build_prompt)
-            body = template.render(parts)
+            if part_of and position is not None and (part := part_of(position)) != current:
+                parts.append([part, seq])
+                current, parts_changed = part, True
+            prompt = prompt_parts(item, build_prompt)
+            body = template.render(prompt)
             batch.append(
                 NewItem(
                     seq=seq,
@@ -101,7 +110,7 @@ def ingest(
                     req_length=len(body),
                     req_hash=hashlib.sha256(body).hexdigest()[:16],
                     metadata=_metadata_json(item),
-                    est_tokens=estimate_tokens(parts),
+                    est_tokens=estimate_tokens(prompt),
                 )
             )
             buffer += body
@@ -124,6 +133,7 @@ def ingest(
             checkpoint=checkpoint,
             complete=exhausted,
             on_progress=on_progress,
+            source_parts=json.dumps(parts) if parts_changed else None,
         )
         accepted += len(batch)
     return accepted
@@ -138,6 +148,7 @@ def _commit_slice(
     checkpoint: str | None,
     complete: bool,
     on_progress: Callable[[int], None] | None,
+    source_parts: str | None,
 ) -> None:
     """Record a slice's items and the source position after it, in one transaction."""
     try:
@@ -148,6 +159,7 @@ def _commit_slice(
             ingested_count=ingested_count,
             checkpoint=checkpoint,
             complete=complete,
+            source_parts=source_parts,
         )
     except DuplicateItemError as exc:
         where = next((it.seq for it in batch if it.item_id == exc.item_id), None)

@@ -3,8 +3,8 @@
 With ``tiktoken`` installed and its ``o200k_base`` encoding already in its local cache, the
 prompt is counted exactly (plus a few tokens of message framing). Otherwise - batchor never
 downloads an encoding - the estimate is one token per 4 characters, rounded up, the rule of
-thumb OpenAI documents for English text; it overestimates code and non-Latin scripts less
-well, so leave headroom in ``enqueued_token_limit``.
+thumb OpenAI documents for English text. Code and non-Latin scripts take more tokens per
+character, so the rule undercounts them: leave headroom in ``enqueued_token_limit``.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Provider batch APIs behind the :class:`~batchor.providers.base.BatchProvider` port."""
+"""Provider batch APIs behind the `BatchProvider` port."""

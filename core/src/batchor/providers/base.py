@@ -1,4 +1,4 @@
-"""The :class:`BatchProvider` port: a provider's files and batches, as the engine uses them."""
+"""The `BatchProvider` port: a provider's files and batches, as the engine uses them."""
 
 from __future__ import annotations
 

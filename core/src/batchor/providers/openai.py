@@ -20,12 +20,12 @@ _DOWNLOAD_CHUNK = 1 << 20
 
 
 class OpenAIBatchProvider:
-    """A :class:`~batchor.providers.base.BatchProvider` on the ``openai`` SDK.
+    """A `BatchProvider` on the ``openai`` SDK.
 
     The SDK client is made on first use, so constructing a provider is free. Key and base URL
     come from the config, else from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` as the SDK reads
-    them. SDK errors are re-raised as :class:`TransientProviderError` (worth retrying later)
-    or :class:`~batchor.errors.ProviderError`; their messages never contain the key.
+    them. SDK errors are re-raised as `TransientProviderError` (worth retrying later)
+    or `ProviderError`; their messages never contain the key.
     """
 
     def __init__(

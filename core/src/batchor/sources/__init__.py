@@ -1,1 +1,1 @@
-"""Deterministic, resumable inputs that yield :class:`~batchor.items.BatchItem` s."""
+"""Deterministic, resumable inputs that yield `BatchItem` s."""

@@ -1,13 +1,13 @@
-"""The :class:`CheckpointedItemSource` port: a deterministic input that resumes from a
+"""The `CheckpointedItemSource` port: a deterministic input that resumes from a
 checkpoint."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from batchor.errors import SourceError
 from batchor.items import BatchItem
@@ -39,6 +39,16 @@ class CheckpointedItemSource(Protocol):
         """Items after ``checkpoint`` (from the start when ``None``), each with the checkpoint
         that resumes right after it."""
         ...
+
+
+def part_locator(source: CheckpointedItemSource) -> Callable[[str], str]:
+    """A function from an item's checkpoint to the identity of the input it came from: the
+    source's own ``part_identity`` when it has parts (a composite), else its identity."""
+    locate = getattr(source, "part_identity", None)
+    if callable(locate):
+        return cast("Callable[[str], str]", locate)
+    identity = source.identity
+    return lambda _checkpoint: identity
 
 
 class FileSource:

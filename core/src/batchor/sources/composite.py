@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 
 from batchor.errors import ConfigurationError
 from batchor.items import BatchItem
-from batchor.sources.base import CheckpointedItemSource
+from batchor.sources.base import CheckpointedItemSource, part_locator
 
 
 class CompositeItemSource:
@@ -56,3 +56,9 @@ class CompositeItemSource:
             start = inner if index == part else None
             for item, position in self.sources[index].iter_from(start):
                 yield item, json.dumps({"part": index, "at": position})
+
+    def part_identity(self, checkpoint: str) -> str:
+        """The identity of the part that yielded the item ``checkpoint`` resumes after."""
+        state = json.loads(checkpoint)
+        part = self.sources[int(state["part"])]
+        return part_locator(part)(state["at"])

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Sequence
 
 from batchor.errors import SourceError
 from batchor.items import BatchItem
@@ -27,10 +28,10 @@ class CsvItemSource(FileSource):
 
     def __init__(
         self,
-        path: str,
+        path: str | os.PathLike[str],
         *,
         id_field: str,
-        metadata_fields: tuple[str, ...] = (),
+        metadata_fields: Sequence[str] = (),
         delimiter: str = ",",
     ) -> None:
         super().__init__(path, id_field=id_field, metadata_fields=metadata_fields)

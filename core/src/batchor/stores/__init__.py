@@ -1,1 +1,1 @@
-"""The control plane: runs, items and batches behind the :class:`StateStore` port."""
+"""The control plane: runs, items and batches behind the `StateStore` port."""

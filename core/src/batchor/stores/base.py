@@ -1,4 +1,4 @@
-"""The :class:`StateStore` port: narrow, transactional operations named after the engine's needs.
+"""The `StateStore` port: narrow, transactional operations named after the engine's needs.
 
 Every state change is conditional on the state it expects (compare-and-set), so a second
 worker driving the same run can never submit or collect the same item twice.
@@ -6,9 +6,9 @@ worker driving the same run can never submit or collect the same item twice.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from batchor.states import BatchStatus, ItemStatus, RunStatus
 
@@ -34,6 +34,10 @@ class RunRecord:
     backoff_until: float | None = None
     backoff_count: int = 0
     cancel_remote: bool = False
+    source_parts: str | None = None
+    exported_at: float | None = None
+    pruned_at: float | None = None
+    collected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +63,9 @@ class BatchRecord:
     failures: int = 0
     est_tokens: int | None = None
     reserved: bool = False
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    updated_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +111,8 @@ class ItemOutcome:
     output_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ItemRow:
-    """An item as results read it."""
+class ItemRow(NamedTuple):
+    """An item as results read it (a tuple: results are read by the hundred thousand)."""
 
     seq: int
     item_id: str
@@ -120,6 +126,7 @@ class ItemRow:
     error_attempt: int | None
     input_tokens: int | None
     output_tokens: int | None
+    done_tick: int | None = None
 
 
 class StateStore(Protocol):
@@ -179,8 +186,10 @@ class StateStore(Protocol):
         ingested_count: int,
         checkpoint: str | None,
         complete: bool,
+        source_parts: str | None = None,
     ) -> None:
-        """Accept a slice of items and the source position after it, in one transaction.
+        """Accept a slice of items and the source position after it, in one transaction
+        (with where each source part starts, when that changed).
 
         Raises:
             DuplicateItemError: an item_id is already in the run.
@@ -303,6 +312,20 @@ class StateStore(Protocol):
         statuses: Collection[ItemStatus] | None = None,
     ) -> list[ItemRow]:
         """Items in seq order after ``after_seq``, optionally only in ``statuses``."""
+        ...
+
+    def terminal_rows(self, run_pk: int, after: tuple[int, int], limit: int) -> list[ItemRow]:
+        """Terminal items in the order they ended, ``(done_tick, seq)`` after ``after``."""
+        ...
+
+    def stream_terminal_rows(self, run_pk: int, page: int) -> Iterator[list[ItemRow]]:
+        """Every terminal item in seq order, in pages, read from one snapshot (for exports:
+        one query, no per-page round trip)."""
+        ...
+
+    def set_run_marks(self, run_pk: int, **marks: Any) -> None:
+        """Record retention and collection marks on the run (``exported_at``,
+        ``pruned_at``, ``collected``)."""
         ...
 
     def list_runs(self) -> list[RunRecord]:

@@ -45,6 +45,16 @@ runs = Table(
     Column("cancel_remote", Boolean, nullable=False, server_default=sa_false()),
     Column("input_tokens", BigInteger, nullable=False, default=0),
     Column("output_tokens", BigInteger, nullable=False, default=0),
+    # Bumped by every transaction that ends items, which stamp it on them: results page by
+    # (done_tick, seq), an order in which a page never gains an earlier row once read.
+    Column("done_tick", Integer, nullable=False, server_default="0"),
+    # Where each part of the source starts (JSON [[identity, first seq], ...]): lineage.
+    Column("source_parts", Text, nullable=True),
+    # Retention: when the run's artifacts were last exported, and when they were pruned.
+    Column("exported_at", Float, nullable=True),
+    Column("pruned_at", Float, nullable=True),
+    # The result of steps.collect (JSON), so calling it again writes nothing.
+    Column("collected", Text, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -108,6 +118,8 @@ items = Table(
     Column("error_attempt", Integer, nullable=True),
     Column("input_tokens", Integer, nullable=True),
     Column("output_tokens", Integer, nullable=True),
+    # The run's done_tick when the item ended (NULL while it is open).
+    Column("done_tick", Integer, nullable=True),
     Index("ux_batchor_items_item_id", "run_pk", "item_id", unique=True),
     # Partial indexes keep status changes cheap: only pending items are in the first (the
     # packer's queue), only packed items in the second, and neither holds the status of the
@@ -124,6 +136,15 @@ items = Table(
         "batch_pk",
         sqlite_where=text("batch_pk IS NOT NULL"),
         postgresql_where=text("batch_pk IS NOT NULL"),
+    ),
+    # Terminal items in result-page order.
+    Index(
+        "ix_batchor_items_done",
+        "run_pk",
+        "done_tick",
+        "seq",
+        sqlite_where=text("done_tick IS NOT NULL"),
+        postgresql_where=text("done_tick IS NOT NULL"),
     ),
     # Clustered on (run_pk, seq): one b-tree fewer to maintain on every insert and update.
     sqlite_with_rowid=False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
@@ -84,6 +85,16 @@ _APPLY_OUTCOME = (
         error_attempt=sa.case((_KIND == _const("completed"), sa.null()), else_=_NEXT_ATTEMPT),
         input_tokens=sa.bindparam("b_input_tokens", type_=sa.Integer),
         output_tokens=sa.bindparam("b_output_tokens", type_=sa.Integer),
+        done_tick=sa.case(
+            (
+                sa.and_(
+                    _KIND == _const("retry"),
+                    _NEXT_ATTEMPT < sa.bindparam("b_max", type_=sa.Integer),
+                ),
+                sa.null(),
+            ),
+            else_=sa.bindparam("b_tick", type_=sa.Integer),
+        ),
     )
 )
 _APPLY_OUTCOME_KEYS = (
@@ -98,6 +109,7 @@ _APPLY_OUTCOME_KEYS = (
     "b_error_retryable",
     "b_input_tokens",
     "b_output_tokens",
+    "b_tick",
 )
 # The failed attempt, recorded for audit under the same guard.
 _RECORD_FAILURE = item_failures.insert().from_select(
@@ -125,7 +137,7 @@ _RECORD_FAILURE_KEYS = (
 
 
 class SqlStateStore:
-    """A :class:`~batchor.stores.base.StateStore` on any SQLAlchemy engine.
+    """A `StateStore` on any SQLAlchemy engine.
 
     On SQLite it runs in WAL mode and takes the write lock at the start of every writing
     transaction (``BEGIN IMMEDIATE``), so concurrent workers queue instead of deadlocking.
@@ -210,6 +222,10 @@ class SqlStateStore:
             backoff_until=row.backoff_until,
             backoff_count=row.backoff_count,
             cancel_remote=bool(row.cancel_remote),
+            source_parts=row.source_parts,
+            exported_at=row.exported_at,
+            pruned_at=row.pruned_at,
+            collected=row.collected,
         )
 
     def list_runs(self) -> list[RunRecord]:
@@ -281,9 +297,12 @@ class SqlStateStore:
         else:
             where = (items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
         with self._write() as conn:
+            tick = _next_tick(conn, run_pk)
             return int(
                 conn.execute(
-                    items.update().where(*where).values(status=ItemStatus.CANCELLED.value)
+                    items.update()
+                    .where(*where)
+                    .values(status=ItemStatus.CANCELLED.value, done_tick=tick)
                 ).rowcount
             )
 
@@ -304,8 +323,10 @@ class SqlStateStore:
         ingested_count: int,
         checkpoint: str | None,
         complete: bool,
+        source_parts: str | None = None,
     ) -> None:
-        """Accept a slice of items and the source position after it, in one transaction."""
+        """Accept a slice of items and the source position after it, in one transaction
+        (with where each source part starts, when that changed)."""
         pending = ItemStatus.PENDING.value
         rows = [
             (
@@ -336,6 +357,7 @@ class SqlStateStore:
                         source_checkpoint=checkpoint,
                         ingest_complete=complete,
                         updated_at=time.time(),
+                        **({} if source_parts is None else {"source_parts": source_parts}),
                     )
                 )
         except IntegrityError as exc:
@@ -460,6 +482,7 @@ class SqlStateStore:
         """Fail pending items that can never be sent, charging the attempt."""
         now = time.time()
         with self._write() as conn:
+            tick = _next_tick(conn, run_pk)
             for start in range(0, len(seqs), _CHUNK):
                 chunk = list(seqs[start : start + _CHUNK])
                 where = (
@@ -494,6 +517,7 @@ class SqlStateStore:
                     .where(*where)
                     .values(
                         status=ItemStatus.FAILED.value,
+                        done_tick=tick,
                         attempts=items.c.attempts + 1,
                         error_class=error_class,
                         error_message=message,
@@ -587,10 +611,13 @@ class SqlStateStore:
             if moved != 1:
                 return False
             _release(conn, batch_pk)
+            run_pk = conn.execute(
+                sa.select(batches.c.run_pk).where(batches.c.pk == batch_pk)
+            ).scalar_one()
             conn.execute(
                 items.update()
                 .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
-                .values(status=ItemStatus.CANCELLED.value)
+                .values(status=ItemStatus.CANCELLED.value, done_tick=_next_tick(conn, run_pk))
             )
         return True
 
@@ -639,23 +666,25 @@ class SqlStateStore:
             for o in outcomes
             if o.kind != "completed"
         ]
-        updates = [
-            (
-                run_pk,
-                o.seq,
-                batch_pk,
-                o.kind,
-                max_attempts,
-                o.output_text,
-                o.error_class,
-                o.message,
-                o.retryable if o.kind != "completed" else None,
-                o.input_tokens,
-                o.output_tokens,
-            )
-            for o in outcomes
-        ]
         with self._write() as conn:
+            tick = _next_tick(conn, run_pk)
+            updates = [
+                (
+                    run_pk,
+                    o.seq,
+                    batch_pk,
+                    o.kind,
+                    max_attempts,
+                    o.output_text,
+                    o.error_class,
+                    o.message,
+                    o.retryable if o.kind != "completed" else None,
+                    o.input_tokens,
+                    o.output_tokens,
+                    tick,
+                )
+                for o in outcomes
+            ]
             if failures:  # before the update: it reads the attempt number the update bumps
                 _bulk(conn, _RECORD_FAILURE, _RECORD_FAILURE_KEYS, failures)
             _bulk(conn, _APPLY_OUTCOME, _APPLY_OUTCOME_KEYS, updates)
@@ -707,6 +736,7 @@ class SqlStateStore:
                     ).rowcount
                 )
             error_class, message = charge
+            tick = _next_tick(conn, run_pk)
             conn.execute(
                 item_failures.insert().from_select(
                     [
@@ -741,6 +771,7 @@ class SqlStateStore:
                             (out_of_attempts, ItemStatus.FAILED.value),
                             else_=ItemStatus.PENDING.value,
                         ),
+                        done_tick=sa.case((out_of_attempts, tick), else_=sa.null()),
                         attempts=items.c.attempts + 1,
                         error_class=error_class,
                         error_message=message,
@@ -782,41 +813,126 @@ class SqlStateStore:
         statuses: Collection[ItemStatus] | None = None,
     ) -> list[ItemRow]:
         """Items in seq order after ``after_seq``, optionally only in ``statuses``."""
-        stmt = sa.select(
-            items.c.seq,
-            items.c.item_id,
-            items.c.status,
-            items.c.attempts,
-            items.c.metadata,
-            items.c.output_text,
-            items.c.error_class,
-            items.c.error_message,
-            items.c.error_retryable,
-            items.c.error_attempt,
-            items.c.input_tokens,
-            items.c.output_tokens,
-        ).where(items.c.run_pk == run_pk, items.c.seq > after_seq)
+        stmt = sa.select(*_ITEM_ROW).where(items.c.run_pk == run_pk, items.c.seq > after_seq)
         if statuses is not None:
             stmt = stmt.where(items.c.status.in_([s.value for s in statuses]))
         stmt = stmt.order_by(items.c.seq).limit(limit)
         with self._read() as conn:
-            return [
-                ItemRow(
-                    seq=r.seq,
-                    item_id=r.item_id,
-                    status=ItemStatus(r.status),
-                    attempts=r.attempts,
-                    metadata=r.metadata,
-                    output_text=r.output_text,
-                    error_class=r.error_class,
-                    error_message=r.error_message,
-                    error_retryable=r.error_retryable,
-                    error_attempt=r.error_attempt,
-                    input_tokens=r.input_tokens,
-                    output_tokens=r.output_tokens,
-                )
-                for r in conn.execute(stmt).all()
-            ]
+            return [_item_row(r) for r in conn.execute(stmt).all()]
+
+    def terminal_rows(self, run_pk: int, after: tuple[int, int], limit: int) -> list[ItemRow]:
+        """Terminal items in the order they ended, ``(done_tick, seq)`` after ``after``."""
+        tick, seq = after
+        stmt = (
+            sa.select(*_ITEM_ROW)
+            .where(
+                items.c.run_pk == run_pk,
+                items.c.done_tick.is_not(None),
+                sa.or_(
+                    items.c.done_tick > tick,
+                    sa.and_(items.c.done_tick == tick, items.c.seq > seq),
+                ),
+            )
+            .order_by(items.c.done_tick, items.c.seq)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            return [_item_row(r) for r in conn.execute(stmt).all()]
+
+    def stream_terminal_rows(self, run_pk: int, page: int) -> Iterator[list[ItemRow]]:
+        """Every terminal item in seq order, in pages, read from one snapshot (for exports:
+        one query, no per-page round trip). The rows come straight from the driver's cursor,
+        which streams them (SQLite) or is a server-side cursor (Postgres)."""
+        stmt = (
+            sa.select(*_ITEM_ROW)
+            .where(items.c.run_pk == run_pk, items.c.done_tick.is_not(None))
+            .order_by(items.c.seq)
+        )
+        with self._read() as conn:
+            cursor = _driver_cursor(conn, stmt)
+            try:
+                while rows := cursor.fetchmany(page):
+                    yield [_item_row(r) for r in rows]
+            finally:
+                cursor.close()
+
+    def set_run_marks(self, run_pk: int, **marks: Any) -> None:
+        """Record retention and collection marks on the run (``exported_at``,
+        ``pruned_at``, ``collected``)."""
+        unknown = set(marks) - {"exported_at", "pruned_at", "collected"}
+        assert not unknown, unknown
+        with self._write() as conn:
+            conn.execute(runs.update().where(runs.c.pk == run_pk).values(**marks))
+
+
+_ITEM_ROW = (
+    items.c.seq,
+    items.c.item_id,
+    items.c.status,
+    items.c.attempts,
+    items.c.metadata,
+    items.c.output_text,
+    items.c.error_class,
+    items.c.error_message,
+    items.c.error_retryable,
+    items.c.error_attempt,
+    items.c.input_tokens,
+    items.c.output_tokens,
+    items.c.done_tick,
+)
+
+
+_ITEM_STATUS = {s.value: s for s in ItemStatus}
+
+
+def _item_row(r: Any) -> ItemRow:
+    """An item row from a result row or a driver tuple (SQLite's booleans are 0 and 1)."""
+    retryable = r[8] if r[8] is None else bool(r[8])
+    return ItemRow(
+        r[0],
+        r[1],
+        _ITEM_STATUS[r[2]],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        retryable,
+        r[9],
+        r[10],
+        r[11],
+        r[12],
+    )
+
+
+def _driver_cursor(conn: Connection, stmt: Any) -> Any:
+    """Execute a SELECT on the driver's own cursor (named, so server-side, on Postgres):
+    rows arrive as plain tuples, without SQLAlchemy's per-row processing."""
+    compiled = stmt.compile(dialect=conn.dialect)
+    driver = conn.connection.dbapi_connection
+    assert driver is not None
+    if conn.dialect.name == "postgresql":
+        cursor = driver.cursor(name=f"batchor_{uuid.uuid4().hex}")
+    else:
+        cursor = driver.cursor()
+    if compiled.positiontup is not None:
+        cursor.execute(str(compiled), tuple(compiled.params[n] for n in compiled.positiontup))
+    else:
+        cursor.execute(str(compiled), compiled.params)
+    return cursor
+
+
+def _next_tick(conn: Connection, run_pk: int) -> int:
+    """Bump the run's done tick and return it. The row stays locked until the transaction
+    commits, so ticks become visible in the order they were taken."""
+    return int(
+        conn.execute(
+            runs.update()
+            .where(runs.c.pk == run_pk)
+            .values(done_tick=runs.c.done_tick + 1)
+            .returning(runs.c.done_tick)
+        ).scalar_one()
+    )
 
 
 def _bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
@@ -926,6 +1042,9 @@ def _batch_record(row: Any) -> BatchRecord:
         failures=row.failures,
         est_tokens=row.est_tokens,
         reserved=bool(row.reserved),
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        updated_at=row.updated_at,
     )
 
 

@@ -1,0 +1,69 @@
+"""Read-only commands: ``status``, ``list`` and ``results``. They read the store alone and
+need no API key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from batchor.cli.exits import errors
+from batchor.cli.options import json_option, store_options
+from batchor.cli.output import (
+    console,
+    echo_json,
+    run_row,
+    runs_table,
+    show_summary,
+)
+from batchor.runner import BatchRunner
+
+
+@click.command()
+@click.argument("run_id")
+@json_option
+@store_options
+def status(run_id: str, as_json: bool, store: str | None, artifacts: str | None) -> None:
+    """Show a run's status and counts."""
+    with errors(), BatchRunner(store, artifacts) as runner:
+        show_summary(runner.get_run(run_id).summary(), as_json)
+
+
+@click.command("list")
+@click.option("--limit", type=click.IntRange(1), help="Show only the newest N runs.")
+@json_option
+@store_options
+def list_runs(limit: int | None, as_json: bool, store: str | None, artifacts: str | None) -> None:
+    """List the runs in the store, newest first."""
+    with errors(), BatchRunner(store, artifacts) as runner:
+        records = runner.store.list_runs()[:limit]
+        rows = [run_row(record, runner.store.item_counts(record.pk)) for record in records]
+    if as_json:
+        echo_json(rows)
+    elif rows:
+        console.print(runs_table(rows))
+    else:
+        console.print("no runs in the store")
+
+
+@click.command()
+@click.argument("run_id")
+@click.option(
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the results: .jsonl, .csv or .parquet (by extension).",
+)
+@json_option
+@store_options
+def results(
+    run_id: str, output: Path, as_json: bool, store: str | None, artifacts: str | None
+) -> None:
+    """Write a run's terminal results to --output: JSONL (one object per item), or CSV or
+    Parquet (one column per field), streamed."""
+    with errors(), BatchRunner(store, artifacts) as runner:
+        count = runner.get_run(run_id).export_results(output)
+    if as_json:
+        echo_json({"run_id": run_id, "results_file": str(output), "results_written": count})
+    else:
+        click.echo(f"{count} results written to {output}", err=True)

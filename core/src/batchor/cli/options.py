@@ -1,0 +1,93 @@
+"""Options shared by several commands: the store, ``--json``, ``--poll-interval`` and the
+job options of ``run`` and ``start``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import click
+
+from batchor.cli.filejobs import JobSpec
+from batchor.providers.openai_config import ENDPOINTS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_JOB_FIELDS = tuple(f.name for f in fields(JobSpec))
+
+
+def store_options(func: F) -> F:
+    """``--store`` and ``--artifacts``, with their environment variables."""
+    func = click.option(
+        "--artifacts",
+        envvar="BATCHOR_ARTIFACTS",
+        help="Artifact directory [env BATCHOR_ARTIFACTS; default .batchor/artifacts].",
+    )(func)
+    func = click.option(
+        "--store",
+        envvar="BATCHOR_STORE",
+        help="Store URL [env BATCHOR_STORE; default sqlite:///.batchor/batchor.db].",
+    )(func)
+    return func
+
+
+def json_option(func: F) -> F:
+    """``--json``: one JSON document on stdout instead of tables."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON document on stdout and nothing else there.",
+    )(func)
+
+
+def poll_interval_option(func: F) -> F:
+    """``--poll-interval``: the longest pause between status checks."""
+    return click.option(
+        "--poll-interval",
+        type=click.FloatRange(0.01),
+        default=5.0,
+        show_default=True,
+        help="Longest pause between status checks, in seconds.",
+    )(func)
+
+
+def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that describe a file-based job; the command receives them as one
+    `JobSpec` (its first argument) and its own options as keywords."""
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        spec = JobSpec(**{name: kwargs.pop(name) for name in _JOB_FIELDS})
+        return func(spec, **kwargs)
+
+    for option in reversed(_JOB_OPTIONS):
+        command = option(command)
+    return command
+
+
+_JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+    click.argument("inputs", metavar="INPUT...", nargs=-1, required=True),
+    click.option("--id-field", required=True, help="Field (column) holding each item's id."),
+    click.option(
+        "--prompt-template", help='Prompt with {field} placeholders, e.g. "Rate: {text}".'
+    ),
+    click.option("--prompt-field", help="Field whose value is the whole prompt."),
+    click.option("--model", required=True, help="Model name, e.g. gpt-4.1-mini."),
+    click.option("--system", help="System prompt (instructions)."),
+    click.option("--schema", help="Pydantic model for structured output, as module:Class."),
+    click.option(
+        "--endpoint", type=click.Choice(ENDPOINTS), default="/v1/responses", show_default=True
+    ),
+    click.option(
+        "--metadata-field",
+        "metadata_fields",
+        multiple=True,
+        help="Field copied into each result's metadata (repeatable).",
+    ),
+    click.option("--max-attempts", type=click.IntRange(1), default=3, show_default=True),
+    click.option("--run-id", help="Stable run id: the same id resumes the same run."),
+    click.option("--emulate", is_flag=True, help="Run against a built-in emulator of the API."),
+]

@@ -1,0 +1,124 @@
+"""A dry run: what a job would send and roughly cost, without creating anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from batchor.engine.ingest import positions, prompt_parts
+from batchor.engine.tokens import estimate_tokens
+from batchor.items import BatchItem
+from batchor.jobs import BatchJob
+from batchor.pricing import ModelPrice, PriceTable, price_table
+from batchor.results import Usage
+from batchor.runner import request_template
+from batchor.sources.base import CheckpointedItemSource
+
+# Request parameters that cap a reply's tokens, by endpoint family.
+_OUTPUT_CAPS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class JobEstimate:
+    """What `estimate_job` found.
+
+    Attributes:
+        model: The job's model.
+        requests: Requests the job would send.
+        input_bytes: Bytes of the batch input files.
+        estimated_input_tokens: Estimated prompt tokens (see `batchor.engine.tokens`).
+        batches: Provider batches the requests pack into under the job's limits.
+        too_large: Requests that fit in no batch (they would fail as ``request_too_large``).
+        max_output_tokens: The per-request output cap from ``request_params``, if set.
+        estimated_input_cost_usd: The input tokens' cost (``None`` for an unknown model).
+        estimated_max_cost_usd: Input cost plus every request using its whole output cap;
+            ``None`` without a cap or for an unknown model. Output tokens cannot be known
+            before the replies, so without a cap only the input cost is estimated.
+    """
+
+    model: str
+    requests: int
+    input_bytes: int
+    estimated_input_tokens: int
+    batches: int
+    too_large: int
+    max_output_tokens: int | None
+    estimated_input_cost_usd: float | None
+    estimated_max_cost_usd: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def estimate_job(
+    job: BatchJob,
+    *,
+    prices: PriceTable | Mapping[str, ModelPrice | tuple[float, float]] | None = None,
+) -> JobEstimate:
+    """Read the job's items, render every request and pack them as a run would, without
+    writing or sending anything. A plain iterator is consumed by this; a file source or a
+    list is not.
+
+    Args:
+        job: The job.
+        prices: Prices to use instead of the default table's.
+    """
+    template = request_template(job)
+    settings = job.provider_config
+    limits = job.limits
+    token_limit = settings.enqueued_token_limit
+    prefix = len(f'{{"custom_id":"","method":"POST","url":"{settings.endpoint}","body":}}\n')
+    requests = total_bytes = total_tokens = too_large = 0
+    batches = in_batch = batch_bytes = batch_tokens = 0
+    for item in _items(job):
+        parts = prompt_parts(item, job.build_prompt)
+        tokens = estimate_tokens(parts)
+        size = prefix + len(str(requests + 1)) + len(template.render(parts))
+        requests += 1
+        total_bytes += size
+        total_tokens += tokens
+        if size > limits.max_bytes or (token_limit is not None and tokens > token_limit):
+            too_large += 1
+            continue
+        fits = (
+            in_batch < limits.max_requests
+            and batch_bytes + size <= limits.max_bytes
+            and (token_limit is None or batch_tokens + tokens <= token_limit)
+        )
+        if not in_batch or not fits:
+            batches += 1
+            in_batch = batch_bytes = batch_tokens = 0
+        in_batch += 1
+        batch_bytes += size
+        batch_tokens += tokens
+    cap = next(
+        (int(settings.request_params[k]) for k in _OUTPUT_CAPS if k in settings.request_params),
+        None,
+    )
+    table = price_table(prices)
+    input_cost = table.cost(settings.model, Usage(total_tokens, 0))
+    max_cost = None
+    if cap is not None:
+        max_cost = table.cost(settings.model, Usage(total_tokens, cap * requests))
+    return JobEstimate(
+        model=settings.model,
+        requests=requests,
+        input_bytes=total_bytes,
+        estimated_input_tokens=total_tokens,
+        batches=batches,
+        too_large=too_large,
+        max_output_tokens=cap,
+        estimated_input_cost_usd=input_cost,
+        estimated_max_cost_usd=max_cost,
+    )
+
+
+def _items(job: BatchJob) -> Iterator[BatchItem]:
+    if isinstance(job.items, CheckpointedItemSource):
+        for item, _ in job.items.iter_from(None):
+            yield item
+    else:
+        for item, _ in positions(job.items):
+            yield item

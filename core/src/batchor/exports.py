@@ -1,0 +1,206 @@
+"""Writing a run's terminal results to a JSONL, CSV or Parquet file, streamed page by page."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from batchor.errors import ConfigurationError
+from batchor.reading import Lineage
+from batchor.states import ItemStatus
+from batchor.stores.base import ItemRow, RunRecord, StateStore
+
+FORMATS = (".jsonl", ".csv", ".parquet")
+_PAGE = 10_000
+# The flat columns of CSV and Parquet exports, in order.
+COLUMNS = (
+    "item_id",
+    "status",
+    "output",
+    "output_text",
+    "error_class",
+    "error_message",
+    "error_retryable",
+    "error_attempt",
+    "attempts",
+    "input_tokens",
+    "output_tokens",
+    "source",
+    "row",
+    "metadata",
+)
+
+
+def export_format(path: str | os.PathLike[str]) -> str:
+    """The export format a path's extension asks for (``.jsonl``, ``.csv``, ``.parquet``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ConfigurationError(
+            f"cannot export results to {os.fspath(path)!r}: the extension must be one of "
+            f"{', '.join(FORMATS)}"
+        )
+    return suffix
+
+
+def export_rows(
+    store: StateStore, run: RunRecord, structured: bool, path: str | os.PathLike[str]
+) -> int:
+    """Write every terminal result of ``run`` to ``path`` (atomically: a temporary file
+    beside it, renamed over it when complete). Returns the number of results written."""
+    fmt = export_format(path)
+    rows = store.stream_terminal_rows(run.pk, _PAGE)
+    lineage = Lineage(run)
+    with _atomic(Path(path)) as fh:
+        if fmt == ".jsonl":
+            return _write_jsonl(fh, rows, lineage, structured)
+        if fmt == ".csv":
+            return _write_csv(fh, rows, lineage)
+        return _write_parquet(fh, rows, lineage)
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[IO[bytes]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _error(row: ItemRow) -> dict[str, Any] | None:
+    if row.error_class is None:
+        return None
+    return {
+        "class": row.error_class,
+        "message": row.error_message or "",
+        "retryable": bool(row.error_retryable),
+        "attempt": row.error_attempt or row.attempts,
+    }
+
+
+def _write_jsonl(
+    fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage, structured: bool
+) -> int:
+    """The same objects as `ItemResult.to_dict`, built straight from the rows: a
+    structured output is already validated JSON, so it is copied in, not parsed again."""
+    dumps, fragment, completed = orjson.dumps, orjson.Fragment, ItemStatus.COMPLETED
+    count = 0
+    for page in pages:
+        out = bytearray()
+        for row in page:
+            output: Any = None
+            if row.status is completed and row.output_text is not None:
+                output = fragment(row.output_text) if structured else row.output_text
+            usage = None
+            if row.input_tokens is not None or row.output_tokens is not None:
+                usage = {
+                    "input_tokens": row.input_tokens or 0,
+                    "output_tokens": row.output_tokens or 0,
+                }
+            source, position = lineage.locate(row.seq)
+            out += dumps(
+                {
+                    "item_id": row.item_id,
+                    "status": row.status,  # a StrEnum: orjson writes its value
+                    "output": output,
+                    "output_text": row.output_text,
+                    "error": _error(row),
+                    "attempts": row.attempts,
+                    "usage": usage,
+                    "metadata": fragment(row.metadata) if row.metadata else {},
+                    "source": source,
+                    "row": position,
+                }
+            )
+            out += b"\n"
+        fh.write(out)
+        count += len(page)
+    return count
+
+
+def _flat(row: ItemRow, lineage: Lineage) -> tuple[Any, ...]:
+    """A row's values in `COLUMNS` order (``output`` and ``metadata`` as JSON text)."""
+    source, position = lineage.locate(row.seq)
+    completed = row.status is ItemStatus.COMPLETED
+    return (
+        row.item_id,
+        row.status.value,
+        row.output_text if completed else None,
+        row.output_text,
+        row.error_class,
+        row.error_message,
+        row.error_retryable,
+        row.error_attempt,
+        row.attempts,
+        row.input_tokens,
+        row.output_tokens,
+        source,
+        position,
+        row.metadata or "{}",
+    )
+
+
+def _write_csv(fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage) -> int:
+    text = io.TextIOWrapper(fh, encoding="utf-8", newline="")
+    writer = csv.writer(text)
+    writer.writerow(COLUMNS)
+    count = 0
+    for page in pages:
+        writer.writerows(tuple("" if v is None else v for v in _flat(row, lineage)) for row in page)
+        count += len(page)
+    text.flush()
+    text.detach()
+    return count
+
+
+def _write_parquet(fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage) -> int:
+    pa, pq = _pyarrow()
+    schema = pa.schema(
+        [
+            ("item_id", pa.string()),
+            ("status", pa.string()),
+            ("output", pa.string()),
+            ("output_text", pa.string()),
+            ("error_class", pa.string()),
+            ("error_message", pa.string()),
+            ("error_retryable", pa.bool_()),
+            ("error_attempt", pa.int32()),
+            ("attempts", pa.int32()),
+            ("input_tokens", pa.int64()),
+            ("output_tokens", pa.int64()),
+            ("source", pa.string()),
+            ("row", pa.int64()),
+            ("metadata", pa.string()),
+        ]
+    )
+    count = 0
+    with pq.ParquetWriter(fh, schema) as writer:
+        for page in pages:
+            columns = list(zip(*(_flat(row, lineage) for row in page), strict=True))
+            writer.write_table(pa.Table.from_arrays([list(c) for c in columns], schema=schema))
+            count += len(page)
+        if count == 0:
+            writer.write_table(schema.empty_table())
+    return count
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigurationError(
+            "Parquet exports need pyarrow: pip install 'batchor[parquet]'"
+        ) from None
+    return pa, pq

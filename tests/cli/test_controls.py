@@ -1,0 +1,97 @@
+"""``pause``, ``resume`` and ``cancel``: their effect on the run as status, list, wait and
+results then show it, and one-line state errors (exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from batchor.testing import OpenAIBatchEmulator
+from tests.cli.conftest import Invoke
+from tests.cli.helpers import JOB, one_error_line, parsed, write_csv
+
+
+def test_pause_then_status_and_list_show_it_paused_and_resume_finishes(
+    tmp_path: Path, invoke: Invoke, slow_emulator: OpenAIBatchEmulator
+) -> None:
+    write_csv(tmp_path / "in.csv", ["r0", "r1", "r2"])
+    assert invoke("start", "in.csv", *JOB, "--run-id", "p1").exit_code == 0
+
+    paused = invoke("pause", "p1", "--reason", "maintenance window", "--json")
+    assert paused.exit_code == 0, paused.stderr
+    assert parsed(paused)["status"] == "paused"
+
+    status = parsed(invoke("status", "p1", "--json"))
+    assert (status["status"], status["pause_reason"]) == ("paused", "maintenance window")
+    table = invoke("status", "p1")
+    assert "paused" in table.stdout
+    assert "maintenance window" in table.stdout
+    [listed] = parsed(invoke("list", "--json"))
+    assert (listed["run_id"], listed["status"]) == ("p1", "paused")
+
+    assert invoke("pause", "p1").exit_code == 0  # pausing a paused run changes nothing
+
+    resumed = invoke("resume", "p1", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert parsed(resumed)["status"] == "running"
+    waited = invoke("wait", "p1", "--poll-interval", "0.05")
+    assert waited.exit_code == 0, waited.stderr
+    assert parsed(invoke("status", "p1", "--json"))["items"]["completed"] == 3
+
+
+def test_cancel_marks_the_items_never_sent_cancelled(
+    tmp_path: Path, invoke: Invoke, emulator: OpenAIBatchEmulator
+) -> None:
+    # The account is out of quota: the batch is never created and the run pauses itself.
+    emulator.faults.create_insufficient_quota_count = 100
+    write_csv(tmp_path / "in.csv", ["r0", "r1", "r2", "r3"])
+    started = invoke("start", "in.csv", *JOB, "--run-id", "c1", "--json")
+    assert started.exit_code == 0, started.stderr
+    assert parsed(started)["status"] == "paused"
+
+    cancelled = invoke("cancel", "c1", "--json")
+    assert cancelled.exit_code == 0, cancelled.stderr
+    summary = parsed(cancelled)
+    assert summary["status"] == "cancelled"
+    assert summary["items"]["cancelled"] == 4
+    assert emulator.stats.batches_created == 0
+
+    assert invoke("results", "c1", "--output", "out.jsonl").exit_code == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert {r["status"] for r in rows} == {"cancelled"}
+    assert invoke("wait", "c1").exit_code == 1  # a cancelled run is not a success
+
+
+def test_cancel_remote_stops_the_batch_at_the_provider(
+    tmp_path: Path, invoke: Invoke, slow_emulator: OpenAIBatchEmulator
+) -> None:
+    write_csv(tmp_path / "in.csv", ["r0", "r1"])
+    assert invoke("start", "in.csv", *JOB, "--run-id", "c2").exit_code == 0
+    cancelling = invoke("cancel", "c2", "--remote", "--json")
+    assert cancelling.exit_code == 0, cancelling.stderr
+    assert parsed(cancelling)["status"] == "cancelling"
+    assert slow_emulator.stats.calls[("POST", "/v1/batches/{id}/cancel")] == 1
+
+    waited = invoke("wait", "c2", "--poll-interval", "0.05", "--json")
+    assert waited.exit_code == 1, waited.stderr
+    final = parsed(waited)
+    assert final["status"] == "cancelled"
+    assert final["items"]["cancelled"] == 2
+
+
+def test_controls_a_state_forbids_are_one_line_and_exit_2(
+    tmp_path: Path, invoke: Invoke, emulator: OpenAIBatchEmulator
+) -> None:
+    write_csv(tmp_path / "in.csv", ["r0"])
+    assert invoke("start", "in.csv", *JOB, "--run-id", "done").exit_code == 0
+    assert invoke("wait", "done", "--poll-interval", "0.05").exit_code == 0
+
+    assert "cannot pause run 'done': it is completed" in one_error_line(invoke("pause", "done"), 2)
+    assert "cannot resume run 'done': it is completed" in one_error_line(
+        invoke("resume", "done"), 2
+    )
+    assert "cannot cancel run 'done': it is completed" in one_error_line(
+        invoke("cancel", "done", "--remote"), 2
+    )
+    for command in ("pause", "resume", "cancel"):
+        assert "no run 'nope' in the store" in one_error_line(invoke(command, "nope"), 2)

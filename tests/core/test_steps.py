@@ -1,0 +1,122 @@
+"""batchor.steps: start / poll / collect are idempotent from any process; run ids are
+deterministic and valid."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from batchor import (
+    BatchJob,
+    BatchLimits,
+    BatchRunner,
+    OpenAIProviderConfig,
+    RunStateError,
+    steps,
+)
+from batchor.runner import _RUN_ID
+from batchor.testing import OpenAIBatchEmulator
+
+from .conftest import Sentiment, make_items, prompt
+
+
+def _job(emu: OpenAIBatchEmulator) -> BatchJob:
+    return BatchJob(
+        items=make_items(25),
+        build_prompt=prompt,
+        provider_config=OpenAIProviderConfig(
+            model="gpt-4.1-mini", base_url=emu.base_url, api_key=emu.api_key
+        ),
+        structured_output=Sentiment,
+        limits=BatchLimits(max_requests=10),
+    )
+
+
+def test_start_poll_collect_are_idempotent(
+    runner: BatchRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator")
+    store, artifacts = f"sqlite:///{tmp_path}/store/batchor.db", tmp_path / "artifacts"
+    with OpenAIBatchEmulator(phase_seconds=0.2) as emu:
+        run_id = steps.run_id_from("reviews_dag", "2026-11-23T00:00:00+00:00")
+        handle = steps.start(runner, _job(emu), run_id)
+        assert emu.stats.batches_created == 3
+        with BatchRunner(store, artifacts) as other:  # a retried task: another runner
+            assert steps.start(other, _job(emu), run_id) == handle
+        assert emu.stats.batches_created == 3
+        assert steps.RunHandle.from_dict(json.loads(json.dumps(handle.to_dict()))) == handle
+
+        with pytest.raises(RunStateError, match="terminal"):
+            steps.collect(runner, run_id, tmp_path / "early.jsonl")
+        assert not (tmp_path / "early.jsonl").exists()
+
+        deadline = time.monotonic() + 60
+        while not (summary := steps.poll(runner, run_id)).is_terminal:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert summary.completed == 25
+
+    destination = tmp_path / "out" / "results.jsonl"
+    result = steps.collect(runner, run_id, destination)
+    assert result.results == 25
+    assert result.counts == {"completed": 25, "failed": 0, "cancelled": 0}
+    assert result.uri == str(destination.resolve())
+    assert result.input_tokens > 0
+    assert result.cost_usd is not None
+    assert result.cost_usd > 0
+    lines = destination.read_text().splitlines()
+    assert sorted(json.loads(line)["item_id"] for line in lines) == sorted(
+        f"item-{i}" for i in range(25)
+    )
+    written = destination.stat().st_mtime_ns, destination.stat().st_ino
+
+    # Again, from a fresh process: the same result, and the file is not written again.
+    code = (
+        "import json, sys; from batchor import BatchRunner, steps; "
+        "r = steps.collect(BatchRunner(sys.argv[1], sys.argv[2]), sys.argv[3], sys.argv[4]); "
+        "print(json.dumps(r.to_dict()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    out = subprocess.run(
+        [sys.executable, "-c", code, store, str(artifacts), run_id, str(destination)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+    ).stdout
+    assert steps.CollectResult.from_dict(json.loads(out)) == result
+    assert (destination.stat().st_mtime_ns, destination.stat().st_ino) == written
+
+    # A deleted file is written again.
+    destination.unlink()
+    assert steps.collect(runner, run_id, destination) == result
+    assert len(destination.read_text().splitlines()) == 25
+
+
+def test_run_ids_are_deterministic_valid_and_distinct() -> None:
+    cases = [
+        ("dag", "2026-11-23"),
+        ("my dag", "2026-11-23T00:00:00+00:00"),
+        ("my_dag", "2026-11-23T00:00:00+00:00"),
+        ("a.b", "c"),
+        ("a", "b.c"),
+        ("-leading", "x"),
+        ("ü/ñ", "part"),
+        ("x" * 150, "y" * 150),
+        ("x" * 150, "y" * 151),
+        (42, None),
+    ]
+    ids = [steps.run_id_from(*parts) for parts in cases]
+    assert ids == [steps.run_id_from(*parts) for parts in cases]
+    assert len(set(ids)) == len(ids)
+    assert all(_RUN_ID.match(i) for i in ids), ids
+    assert ids[0] == "dag.2026-11-23"  # clean parts stay readable
+    assert all(len(i) <= 200 for i in ids)
+    with pytest.raises(Exception, match="at least one part"):
+        steps.run_id_from()
