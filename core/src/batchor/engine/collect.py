@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from batchor.engine.backoff import backoff_delay
+from batchor.engine.claims import lease_seconds, owner, owner_gone
 from batchor.engine.context import RunContext, log
 from batchor.providers.base import TransientProviderError
 from batchor.providers.openai_requests import read_reply
@@ -40,6 +41,8 @@ def collect(ctx: RunContext) -> int:
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.ENDED]):
         if batch.not_before is not None and batch.not_before > now:
             continue
+        if not _claim(ctx, batch):
+            continue  # another worker is collecting it
         try:
             collect_batch(ctx, batch)
         except TransientProviderError as exc:
@@ -52,6 +55,20 @@ def collect(ctx: RunContext) -> int:
             continue
         done += 1
     return done
+
+
+def _claim(ctx: RunContext, batch: BatchRecord) -> bool:
+    """Claim the batch for collection, taking it over from a claimant whose process is
+    gone; False if a live worker holds it."""
+    me, lease = owner(), lease_seconds()
+    if ctx.store.claim_batch(batch.pk, BatchStatus.ENDED, me, lease):
+        return True
+    current = ctx.store.get_batch(batch.pk)
+    if current is None or not owner_gone(current.claimed_by):
+        return False
+    return ctx.store.claim_batch(
+        batch.pk, BatchStatus.ENDED, me, lease, steal_from=current.claimed_by
+    )
 
 
 def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
@@ -117,6 +134,8 @@ def _errors(batch: BatchRecord) -> list[list[str]]:
 
 def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> None:
     ctx.store.apply_outcomes(ctx.run.pk, batch.pk, chunk, ctx.settings.max_attempts)
+    # Renew the claim; outcomes are guarded, so even a lost claim applies nothing twice.
+    ctx.store.claim_batch(batch.pk, BatchStatus.ENDED, owner(), lease_seconds())
 
 
 def _unanswered_charge(batch: BatchRecord) -> tuple[str, str] | None:

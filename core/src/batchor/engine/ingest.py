@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from batchor.engine.context import RunContext
+from batchor.engine.context import RunContext, log
 from batchor.engine.tokens import estimate_tokens
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
@@ -125,7 +125,7 @@ def ingest(
             with ctx.artifacts.open_write(ctx.slice_key(next_slice)) as fh:
                 fh.write(buffer)
             next_slice += 1
-        _commit_slice(
+        recorded = _commit_slice(
             ctx,
             batch,
             next_slice=next_slice,
@@ -135,6 +135,9 @@ def ingest(
             on_progress=on_progress,
             source_parts=json.dumps(parts) if parts_changed else None,
         )
+        if not recorded:
+            log.info("run %s: another worker is ingesting; leaving it to them", run.run_id)
+            break
         accepted += len(batch)
     return accepted
 
@@ -149,10 +152,11 @@ def _commit_slice(
     complete: bool,
     on_progress: Callable[[int], None] | None,
     source_parts: str | None,
-) -> None:
-    """Record a slice's items and the source position after it, in one transaction."""
+) -> bool:
+    """Record a slice's items and the source position after it, in one transaction; False
+    if another worker recorded this slice first."""
     try:
-        ctx.store.add_items(
+        recorded = ctx.store.add_items(
             ctx.run.pk,
             batch,
             next_slice=next_slice,
@@ -168,8 +172,9 @@ def _commit_slice(
             "earlier item",
             item_id=exc.item_id,
         ) from None
-    if on_progress is not None and batch:
+    if recorded and on_progress is not None and batch:
         on_progress(ingested_count)
+    return recorded
 
 
 def _metadata_json(item: BatchItem) -> str | None:

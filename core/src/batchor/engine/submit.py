@@ -15,6 +15,7 @@ import json
 import time
 
 from batchor.engine.backoff import backoff_delay
+from batchor.engine.claims import owner, owner_gone
 from batchor.engine.context import RunContext, log
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
 from batchor.providers.base import ProviderBatch, TransientProviderError
@@ -25,6 +26,10 @@ META_RUN_ID = "batchor_run_id"
 META_BATCH_KEY = "batchor_batch_key"
 # How far before the batch row's creation a provider batch may be dated (clock skew).
 _CLOCK_SKEW = 300.0
+# A create call gives up after 60 s (see OpenAIBatchProvider); a create claim younger than
+# this may still produce a provider batch, so nobody else creates it meanwhile.
+CREATE_LEASE_SECONDS = 120.0
+CREATE_GRACE_SECONDS = 10.0
 
 
 def upload_filename(batch_key: str) -> str:
@@ -79,7 +84,7 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
     file_id = batch.file_id
     if batch.status is BatchStatus.PREPARED:
         try:
-            file_id = _upload(ctx, batch)
+            file_id, extras = _upload(ctx, batch)
         except TransientProviderError as exc:
             raise _Postponed(BatchStatus.PREPARED) from exc
         if not ctx.store.update_batch(
@@ -90,6 +95,10 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
             if winner is None or winner.file_id != file_id:
                 ctx.provider.delete_file(file_id)
             return False
+        # Copies left by interrupted attempts go only now that this one is recorded: a
+        # live worker's copy may still win the record above, so it is never deleted first.
+        for extra in extras:
+            ctx.provider.delete_file(extra)
     assert file_id is not None
     try:
         return _create(ctx, batch, file_id)
@@ -97,19 +106,18 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
         raise _Postponed(BatchStatus.UPLOADED) from exc
 
 
-def _upload(ctx: RunContext, batch: BatchRecord) -> str:
+def _upload(ctx: RunContext, batch: BatchRecord) -> tuple[str, list[str]]:
     """Upload the batch's input file, or adopt the one an interrupted attempt uploaded (the
-    provider only creates a file once its whole content has arrived); extra copies are
-    deleted, so no orphaned upload is left behind."""
+    provider only creates a file once its whole content has arrived). Returns the file id
+    and any extra copies, to delete once the file id is recorded, so no orphaned upload is
+    left behind."""
     filename = upload_filename(batch.batch_key)
     earlier = ctx.provider.find_uploads(filename, batch.created_at - _CLOCK_SKEW)
     if earlier:
-        for extra in earlier[1:]:
-            ctx.provider.delete_file(extra)
         log.info("batch %s: adopted upload %s", batch.batch_key, earlier[0])
-        return earlier[0]
+        return earlier[0], earlier[1:]
     with ctx.artifacts.open_read(batch.input_artifact) as fh:
-        return ctx.provider.upload_file(fh, filename)
+        return ctx.provider.upload_file(fh, filename), []
 
 
 def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
@@ -118,6 +126,8 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
         if found is not None:
             log.info("batch %s: adopted provider batch %s", batch.batch_key, found.id)
             return ctx.store.mark_submitted(batch.pk, found.id, found.status)
+        if _create_in_flight(batch):
+            return False  # another worker's create may still land: look again later
     limit = ctx.settings.token_limit
     if limit is not None and not ctx.store.reserve_tokens(batch.pk, limit):
         log.info("batch %s: waiting for room under the enqueued-token limit", batch.batch_key)
@@ -128,6 +138,7 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
         BatchStatus.UPLOADED,
         expect={"create_started_at": batch.create_started_at},
         create_started_at=now,
+        claimed_by=owner(),
     ):
         return False  # another worker is creating it, or the run was cancelled
     metadata = {META_RUN_ID: ctx.run.run_id, META_BATCH_KEY: batch.batch_key}
@@ -149,6 +160,19 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
         return False
     log.info("batch %s: created provider batch %s", batch.batch_key, created.id)
     return ctx.store.mark_submitted(batch.pk, created.id, created.status)
+
+
+def _create_in_flight(batch: BatchRecord) -> bool:
+    """Whether a create another worker started may still be under way: its claim is younger
+    than the longest a create call can take, unless its process is known to be gone (then a
+    short grace covers a request that reached the provider just before the process died)."""
+    assert batch.create_started_at is not None
+    if batch.claimed_by == owner():
+        return False  # this thread's own earlier attempt, which has returned
+    age = time.time() - batch.create_started_at
+    if owner_gone(batch.claimed_by):
+        return age < CREATE_GRACE_SECONDS
+    return age < CREATE_LEASE_SECONDS
 
 
 def find_remote(ctx: RunContext, batch: BatchRecord) -> ProviderBatch | None:

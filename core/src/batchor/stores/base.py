@@ -66,6 +66,8 @@ class BatchRecord:
     input_tokens: int | None = None
     output_tokens: int | None = None
     updated_at: float | None = None
+    claimed_by: str | None = None
+    lease_until: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,9 +189,10 @@ class StateStore(Protocol):
         checkpoint: str | None,
         complete: bool,
         source_parts: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Accept a slice of items and the source position after it, in one transaction
-        (with where each source part starts, when that changed).
+        (with where each source part starts, when that changed). False, and nothing
+        recorded, if another worker ingested past this slice's start first.
 
         Raises:
             DuplicateItemError: an item_id is already in the run.
@@ -240,6 +243,19 @@ class StateStore(Protocol):
     ) -> bool:
         """Change a batch's columns if it is in ``expected`` and its columns equal ``expect``;
         True if it changed."""
+        ...
+
+    def claim_batch(
+        self,
+        batch_pk: int,
+        expected: BatchStatus,
+        owner: str,
+        lease_seconds: float,
+        *,
+        steal_from: str | None = None,
+    ) -> bool:
+        """Claim (or renew) the batch for ``owner`` until ``lease_seconds`` from now, if it
+        is in ``expected`` and unclaimed, expired, already ``owner``'s or ``steal_from``'s."""
         ...
 
     def reserve_tokens(self, batch_pk: int, limit: int) -> bool:

@@ -16,7 +16,9 @@ VERSION_TABLE = "batchor_alembic_version"
 # The newest revision in migrations/versions (a test checks it against Alembic's own view).
 # Known statically so that opening an up-to-date store does not import Alembic, which
 # costs a few hundred milliseconds in every short-lived process (CLI commands, tasks).
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
+# The Postgres advisory lock migrations hold (any constant; "batchor" in ASCII).
+_LOCK_KEY = 0x62617463686F72
 
 
 def _config() -> Config:
@@ -69,6 +71,9 @@ def _migrate(engine: Engine, direction: Literal["upgrade", "downgrade"], revisio
         conn.info["batchor_write"] = True  # SQLite: take the write lock, one migrator at a time
         try:
             with conn.begin():
+                if engine.dialect.name == "postgresql":
+                    # One migrator at a time; the others find the schema migrated after it.
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
                 cfg.attributes["connection"] = conn
                 action(cfg, revision)
         finally:

@@ -82,6 +82,10 @@ batches = Table(
     Column("est_tokens", BigInteger, nullable=True),
     Column("quota_scope", String(300), nullable=True),
     Column("reserved", Boolean, nullable=False, server_default=sa_false()),
+    # Which worker is creating or collecting the batch (host:pid), and until when a
+    # collect claim holds unless renewed.
+    Column("claimed_by", String(200), nullable=True),
+    Column("lease_until", Float, nullable=True),
     Column("provider_batch_id", String(200), nullable=True),
     Column("provider_status", String(32), nullable=True),
     Column("output_file_id", String(200), nullable=True),

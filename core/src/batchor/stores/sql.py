@@ -324,9 +324,13 @@ class SqlStateStore:
         checkpoint: str | None,
         complete: bool,
         source_parts: str | None = None,
-    ) -> None:
+    ) -> bool:
         """Accept a slice of items and the source position after it, in one transaction
-        (with where each source part starts, when that changed)."""
+        (with where each source part starts, when that changed).
+
+        Returns False, and records nothing, if the run's position is no longer the one this
+        slice follows (another worker ingested it first).
+        """
         pending = ItemStatus.PENDING.value
         rows = [
             (
@@ -344,13 +348,18 @@ class SqlStateStore:
             )
             for it in new_items
         ]
+        previous = ingested_count - len(new_items)
         try:
             with self._write() as conn:
-                if rows:
-                    _bulk(conn, items.insert(), _ITEM_INSERT_KEYS, rows)
-                conn.execute(
+                # First the position (a compare-and-set that also locks the run row), so a
+                # second worker ingesting the same slice stops here instead of colliding.
+                moved = conn.execute(
                     runs.update()
-                    .where(runs.c.pk == run_pk)
+                    .where(
+                        runs.c.pk == run_pk,
+                        runs.c.ingested_count == previous,
+                        runs.c.ingest_complete == sa.false(),
+                    )
                     .values(
                         next_slice=next_slice,
                         ingested_count=ingested_count,
@@ -359,9 +368,14 @@ class SqlStateStore:
                         updated_at=time.time(),
                         **({} if source_parts is None else {"source_parts": source_parts}),
                     )
-                )
+                ).rowcount
+                if moved != 1:
+                    return False
+                if rows:
+                    _bulk(conn, items.insert(), _ITEM_INSERT_KEYS, rows)
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
+        return True
 
     def _duplicate_error(self, run_pk: int, new_items: Sequence[NewItem]) -> DuplicateItemError:
         ids = [it.item_id for it in new_items]
@@ -405,11 +419,14 @@ class SqlStateStore:
     def allocate_batch_number(self, run_pk: int) -> int:
         """Reserve the run's next batch number (gaps after a crash are harmless)."""
         with self._write() as conn:
-            number = int(
-                conn.execute(sa.select(runs.c.next_batch).where(runs.c.pk == run_pk)).scalar_one()
-            )
-            conn.execute(runs.update().where(runs.c.pk == run_pk).values(next_batch=number + 1))
-        return number
+            # One atomic increment: two workers packing at once get different numbers.
+            after = conn.execute(
+                runs.update()
+                .where(runs.c.pk == run_pk)
+                .values(next_batch=runs.c.next_batch + 1)
+                .returning(runs.c.next_batch)
+            ).scalar_one()
+        return int(after) - 1
 
     def record_batch(
         self,
@@ -563,29 +580,63 @@ class SqlStateStore:
         with self._write() as conn:
             return conn.execute(stmt).rowcount == 1
 
+    def claim_batch(
+        self,
+        batch_pk: int,
+        expected: BatchStatus,
+        owner: str,
+        lease_seconds: float,
+        *,
+        steal_from: str | None = None,
+    ) -> bool:
+        """Claim (or renew) the batch for ``owner`` until ``lease_seconds`` from now, if it
+        is in ``expected`` and unclaimed, expired, already ``owner``'s or ``steal_from``'s."""
+        now = time.time()
+        holders = [owner] if steal_from is None else [owner, steal_from]
+        stmt = (
+            batches.update()
+            .where(
+                batches.c.pk == batch_pk,
+                batches.c.status == expected.value,
+                sa.or_(
+                    batches.c.lease_until.is_(None),
+                    batches.c.lease_until < now,
+                    batches.c.claimed_by.in_(holders),
+                ),
+            )
+            .values(claimed_by=owner, lease_until=now + lease_seconds)
+        )
+        with self._write() as conn:
+            return conn.execute(stmt).rowcount == 1
+
     def reserve_tokens(self, batch_pk: int, limit: int) -> bool:
         """Reserve the batch's estimated tokens in its scope's budget if they fit."""
-        with self._write() as conn:
-            batch = conn.execute(
-                sa.select(batches.c.est_tokens, batches.c.quota_scope, batches.c.reserved).where(
-                    batches.c.pk == batch_pk
-                )
-            ).one()
-            if batch.reserved:
-                return True
-            scope, tokens = batch.quota_scope or "", int(batch.est_tokens or 0)
-            conn.execute(_insert_budget_row(conn.dialect.name), {"scope": scope})
-            room = conn.execute(
-                token_budget.update()
-                .where(
-                    token_budget.c.scope == scope,
-                    token_budget.c.in_flight + tokens <= limit,
-                )
-                .values(in_flight=token_budget.c.in_flight + tokens)
-            ).rowcount
-            if room != 1:
-                return False
-            conn.execute(batches.update().where(batches.c.pk == batch_pk).values(reserved=True))
+        try:
+            with self._write() as conn:
+                # Mark it reserved first (compare-and-set): of two workers reserving the same
+                # batch, only one counts its tokens.
+                batch = conn.execute(
+                    batches.update()
+                    .where(batches.c.pk == batch_pk, batches.c.reserved.is_(False))
+                    .values(reserved=True)
+                    .returning(batches.c.est_tokens, batches.c.quota_scope)
+                ).first()
+                if batch is None:
+                    return True  # already reserved
+                scope, tokens = batch.quota_scope or "", int(batch.est_tokens or 0)
+                conn.execute(_insert_budget_row(conn.dialect.name), {"scope": scope})
+                room = conn.execute(
+                    token_budget.update()
+                    .where(
+                        token_budget.c.scope == scope,
+                        token_budget.c.in_flight + tokens <= limit,
+                    )
+                    .values(in_flight=token_budget.c.in_flight + tokens)
+                ).rowcount
+                if room != 1:
+                    raise _Conflict  # no room: roll the reservation mark back
+        except _Conflict:
+            return False
         return True
 
     def drop_batch(
@@ -975,9 +1026,10 @@ def _bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple
 def _release(conn: Connection, batch_pk: int) -> None:
     """Give a batch's reserved tokens back to its budget (once: reserved is cleared)."""
     batch = conn.execute(
-        sa.select(batches.c.est_tokens, batches.c.quota_scope).where(
-            batches.c.pk == batch_pk, batches.c.reserved.is_(True)
-        )
+        batches.update()
+        .where(batches.c.pk == batch_pk, batches.c.reserved.is_(True))
+        .values(reserved=False)
+        .returning(batches.c.est_tokens, batches.c.quota_scope)
     ).first()
     if batch is None:
         return
@@ -986,7 +1038,6 @@ def _release(conn: Connection, batch_pk: int) -> None:
         .where(token_budget.c.scope == (batch.quota_scope or ""))
         .values(in_flight=token_budget.c.in_flight - int(batch.est_tokens or 0))
     )
-    conn.execute(batches.update().where(batches.c.pk == batch_pk).values(reserved=False))
 
 
 def _insert_budget_row(dialect: str) -> Any:
@@ -1045,6 +1096,8 @@ def _batch_record(row: Any) -> BatchRecord:
         input_tokens=row.input_tokens,
         output_tokens=row.output_tokens,
         updated_at=row.updated_at,
+        claimed_by=row.claimed_by,
+        lease_until=row.lease_until,
     )
 
 

@@ -1,0 +1,49 @@
+"""Claims: which worker is creating or collecting a batch, and until when.
+
+Several processes may drive one run. A worker claims a batch before it creates or collects
+it; the claim names the worker (``host:pid``) and expires, so a crashed worker's batch is
+taken over after the lease. A claimant on this host whose process is gone is recognised at
+once, so a worker restarted after a crash does not wait out its own old lease.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+_HOST = socket.gethostname().replace(":", "-")
+#: How long a collect claim holds without being renewed (renewed after every chunk).
+DEFAULT_LEASE_SECONDS = 60.0
+
+
+def owner() -> str:
+    """This thread's claim name, ``host:pid:thread`` (computed per call: a forked child is a
+    new owner)."""
+    return f"{_HOST}:{os.getpid()}:{threading.get_ident()}"
+
+
+def lease_seconds() -> float:
+    """The collect lease: ``$BATCHOR_LEASE_SECONDS``, else 60 s."""
+    raw = os.environ.get("BATCHOR_LEASE_SECONDS")
+    return float(raw) if raw else DEFAULT_LEASE_SECONDS
+
+
+def owner_gone(claimant: str | None) -> bool:
+    """Whether ``claimant`` is a process (or a thread of this process) of this host that no
+    longer exists."""
+    if not claimant:
+        return True
+    host, pid, thread = (claimant.split(":") + ["", ""])[:3]
+    if host != _HOST or not pid.isdigit():
+        return False  # another machine's worker: only its lease can tell
+    if int(pid) == os.getpid():
+        alive = {str(t.ident) for t in threading.enumerate()}
+        return thread not in alive
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
