@@ -6,6 +6,7 @@ store bytes per item, and the number of batches and HTTP calls. Run by hand:
 
     uv run python bench/throughput.py            # 100,000 items
     uv run python bench/throughput.py --items 20000
+    uv run python bench/throughput.py --items 1000000 --store postgresql+psycopg://...
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ def store_bytes(db: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument(
+        "--store",
+        help="store URL (default: a SQLite file in a temporary directory), e.g. "
+        "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    )
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the run to FILE")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine steps, timed")
     args = parser.parse_args()
@@ -104,8 +110,8 @@ def main() -> None:
         if profiler is not None:
             profiler.enable()
         t0 = time.perf_counter()
-        with BatchRunner(f"sqlite:///{db}", root / "artifacts") as runner:
-            run = runner.start(job, "bench")
+        with BatchRunner(args.store or f"sqlite:///{db}", root / "artifacts") as runner:
+            run = runner.start(job, f"bench-{time.time_ns()}")
             t1 = time.perf_counter()
             summary = run.wait(poll_interval=0.05, max_poll_interval=0.2)
             t2 = time.perf_counter()
@@ -114,7 +120,7 @@ def main() -> None:
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(args.profile)
-        size = store_bytes(db)
+        size = store_bytes(db) if args.store is None else 0
 
     parent.send("stop")
     emulator = parent.recv()
@@ -131,7 +137,8 @@ def main() -> None:
     print(f"whole run                  {t2 - t0:6.2f} s   {n / (t2 - t0):,.0f} items/s")
     print(f"read results               {t3 - t2:6.2f} s   {results / (t3 - t2):,.0f} results/s")
     print(f"peak RSS (batchor process) {peak_mb:6.0f} MB")
-    print(f"store bytes per item       {size / n:6.0f} B")
+    if size:
+        print(f"store bytes per item       {size / n:6.0f} B")
     print(f"batches                    {emulator['batches_created']}")
     print(f"HTTP calls                 {emulator['total_calls']}")
     for route, count in emulator["calls"].items():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["batchor.testing.pytest_plugin"]
+pytest_plugins = ["batchor.testing.pytest_plugin", "tests.s3_server"]
 
 # Any call that escapes the emulator fails at once instead of reaching a real service.
 _NOWHERE = "http://127.0.0.1:9/v1"

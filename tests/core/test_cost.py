@@ -60,6 +60,8 @@ def test_prices_can_be_overridden_and_unknown_models_have_no_cost(tmp_path: Path
     assert table.cost("gpt-4.1", usage) == pytest.approx(1.0 + 2.0)  # default kept
     assert table.cost("house-model", usage) == pytest.approx(5.0)
     assert table.cost("mystery", usage) is None
+    assert table.cost("o3-pro", usage) is None  # a different model, not a snapshot of o3
+    assert table.cost("gpt-3.5-turbo-0125", usage) == table.cost("gpt-3.5-turbo", usage)
     assert PriceTable({}, include_defaults=False).cost("gpt-4.1", usage) is None
 
     with (

@@ -163,3 +163,18 @@ def test_results_of_a_plain_iterable_carry_its_positions(runner: BatchRunner) ->
     assert [(r.item_id, r.source, r.row, dict(r.metadata)) for r in run.results()] == [
         (f"item-{i}", None, i, {"row": i}) for i in range(4)
     ]
+
+
+def test_a_reply_spanning_lines_stays_one_jsonl_line(runner: BatchRunner, tmp_path: Path) -> None:
+    import sqlite3
+
+    with OpenAIBatchEmulator() as emu:
+        run = runner.start(_job(emu, make_items(3)), "pretty")
+        run.wait(poll_interval=0.05)
+    pretty = '{\n  "label": "neutral",\n  "score": 0.5,\n  "note": null\n}'
+    with sqlite3.connect(tmp_path / "store/batchor.db") as conn:
+        conn.execute("UPDATE batchor_items SET output_text = ? WHERE item_id = 'item-1'", [pretty])
+    run.export_results(tmp_path / "out.jsonl")
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert len(lines) == 3
+    assert json.loads(lines[1])["output"] == {"label": "neutral", "score": 0.5, "note": None}

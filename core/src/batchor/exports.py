@@ -100,8 +100,11 @@ def _write_jsonl(
         out = bytearray()
         for row in page:
             output: Any = None
-            if row.status is completed and row.output_text is not None:
-                output = fragment(row.output_text) if structured else row.output_text
+            text = row.output_text
+            if row.status is completed and text is not None:
+                output = text
+                if structured:  # valid JSON already; re-encoded only if it spans lines
+                    output = orjson.loads(text) if "\n" in text else fragment(text)
             usage = None
             if row.input_tokens is not None or row.output_tokens is not None:
                 usage = {
@@ -118,7 +121,7 @@ def _write_jsonl(
                     "error": _error(row),
                     "attempts": row.attempts,
                     "usage": usage,
-                    "metadata": fragment(row.metadata) if row.metadata else {},
+                    "metadata": fragment(row.metadata) if row.metadata else {},  # compact JSON
                     "source": source,
                     "row": position,
                 }

@@ -8,6 +8,7 @@ A model not in the table has no cost (``None``), never a guessed one.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,9 +52,14 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
 }
 
 
+# A dated snapshot suffix: -2025-04-14, or the older -0613 / -1106 style.
+_SNAPSHOT = re.compile(r"-(\d{4}-\d{2}-\d{2}|\d{4})$")
+
+
 class PriceTable:
-    """Prices by model name; a dated snapshot name (``gpt-4.1-mini-2025-04-14``) takes the
-    price of the longest known name it extends.
+    """Prices by model name; a dated snapshot (``gpt-4.1-mini-2025-04-14``,
+    ``gpt-3.5-turbo-0125``) takes the price of its model. Other variants (``o3-pro``) are
+    not guessed: add them.
 
     Args:
         prices: Prices to add to, or override in, the defaults.
@@ -76,8 +82,8 @@ class PriceTable:
         """The price of ``model``, or ``None`` when the table does not know it."""
         if model in self.prices:
             return self.prices[model]
-        known = [m for m in self.prices if model.startswith(m + "-")]
-        return self.prices[max(known, key=len)] if known else None
+        base = _SNAPSHOT.sub("", model)
+        return self.prices.get(base) if base != model else None
 
     def cost(self, model: str, usage: Usage) -> float | None:
         """The cost in USD of ``usage`` on ``model`` (``None`` for an unknown model)."""

@@ -118,7 +118,7 @@ def prune_artifacts(ctx: RunContext, *, include_raw_outputs: bool, force: bool) 
     if include_raw_outputs and raw and not force and not _exported_since_collected(ctx):
         raise RunStateError(
             f"run {run.run_id!r} has {len(raw)} raw output files that were never exported; "
-            "run export_artifacts first, or pass force=True to delete them anyway"
+            "export the artifacts first, or force it (force=True; --force on the CLI)"
         )
     doomed = [k for k in keys if include_raw_outputs or k not in raw]
     reclaimed = 0

@@ -51,8 +51,9 @@ class BatchRunner:
     Args:
         store: A store URL (``sqlite:///path``, ``postgresql+psycopg://...``, ``memory://``)
             or a store object. Default: ``$BATCHOR_STORE``, else ``sqlite:///.batchor/batchor.db``.
-        artifacts: A directory or an artifact-store object. Default: ``$BATCHOR_ARTIFACTS``,
-            else ``.batchor/artifacts``.
+        artifacts: A directory, an object-store URL (``s3://bucket/prefix``, ``gs://``,
+            ``az://``, ``memory://``) or an artifact-store object. Default:
+            ``$BATCHOR_ARTIFACTS``, else ``.batchor/artifacts``.
         api_key: A key for every run this runner drives whose job does not set one
             (else ``OPENAI_API_KEY``). Never persisted.
         base_url: An API base URL for runs whose job does not set one (else the one stored

@@ -3,22 +3,28 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from batchor.artifacts.base import ArtifactStore
+from batchor.artifacts.fsspec import FsspecArtifactStore
 from batchor.artifacts.local import LocalArtifactStore
-from batchor.errors import ConfigurationError
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def open_artifacts(artifacts: str | os.PathLike[str] | ArtifactStore) -> ArtifactStore:
-    """An artifact store for a directory path, a ``file://`` URL, or a store object."""
+    """An artifact store for a directory path or ``file://`` URL (local files), any other
+    fsspec URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``memory://``, ...), or a store
+    object (returned as is).
+
+    Raises:
+        ConfigurationError: the URL's scheme is unknown, or its backend library is missing
+            (the message names the extra to install, e.g. ``pip install 'batchor[s3]'``).
+    """
     if isinstance(artifacts, str | os.PathLike):
         text = os.fspath(artifacts)
-        if "://" in text and not text.startswith("file://"):
-            scheme = text.split("://", 1)[0]
-            raise ConfigurationError(
-                f"artifact URL scheme {scheme!r} is not supported by this version; "
-                "use a local directory"
-            )
-        return LocalArtifactStore(Path(text.removeprefix("file://")))
+        if _URL.match(text) and not text.lower().startswith("file://"):
+            return FsspecArtifactStore(text)
+        return LocalArtifactStore(Path(text[7:] if text.lower().startswith("file://") else text))
     return artifacts

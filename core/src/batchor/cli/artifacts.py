@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from batchor.cli.exits import errors
@@ -16,14 +14,15 @@ from batchor.runner import BatchRunner
 
 @click.command("export-artifacts")
 @click.argument("run_id")
-@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("dest")
 @json_option
 @store_options
 def export_artifacts(
-    run_id: str, dest: Path, as_json: bool, store: str | None, artifacts: str | None
+    run_id: str, dest: str, as_json: bool, store: str | None, artifacts: str | None
 ) -> None:
-    """Copy a run's request files, batch inputs and raw outputs to DEST, with a
-    manifest.json of every file's size and SHA-256, for audit."""
+    """Copy a run's request files, batch inputs and raw outputs to DEST (a directory or an
+    object-store URL such as s3://bucket/audit), with a manifest.json of every file's size
+    and SHA-256, for audit."""
     with errors(RunStateError), BatchRunner(store, artifacts) as runner:
         export = runner.get_run(run_id).export_artifacts(dest)
     if as_json:

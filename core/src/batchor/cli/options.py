@@ -23,7 +23,8 @@ def store_options(func: F) -> F:
     func = click.option(
         "--artifacts",
         envvar="BATCHOR_ARTIFACTS",
-        help="Artifact directory [env BATCHOR_ARTIFACTS; default .batchor/artifacts].",
+        help="Artifact directory or object-store URL such as s3://bucket/prefix "
+        "[env BATCHOR_ARTIFACTS; default .batchor/artifacts].",
     )(func)
     func = click.option(
         "--store",

@@ -34,7 +34,7 @@ def owner_gone(claimant: str | None) -> bool:
     longer exists."""
     if not claimant:
         return True
-    host, pid, thread = (claimant.split(":") + ["", ""])[:3]
+    host, pid, thread = [*claimant.split(":"), "", ""][:3]
     if host != _HOST or not pid.isdigit():
         return False  # another machine's worker: only its lease can tell
     if int(pid) == os.getpid():

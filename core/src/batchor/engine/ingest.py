@@ -21,6 +21,11 @@ PROMPT_FINGERPRINT_ITEMS = 8
 BuildPrompt = Callable[[BatchItem], PromptParts]
 
 
+def request_line_middle(endpoint: str) -> bytes:
+    """What a batch input line holds between its custom id and its request body."""
+    return f'","method":"POST","url":"{endpoint}","body":'.encode()
+
+
 def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> bytes:
     """The request body for one item."""
     return template.render(prompt_parts(item, build_prompt))
@@ -69,9 +74,11 @@ def ingest(
 
     ``part_of`` names the source part an item's checkpoint belongs to; where each part starts
     is saved with the slices, so results can say which input and row an item came from.
-    Returns the number of items accepted by this call. The run is marked ingest-complete in
-    the transaction of the last slice. After a crash, a slice whose items were not committed
-    is read again (its request artifact is rewritten, atomically, with the same bytes).
+    Each slice artifact holds the items' complete batch input lines (the custom id is the
+    item's seq), so packing a batch copies byte ranges. Returns the number of items accepted
+    by this call. The run is marked ingest-complete in the transaction of the last slice.
+    After a crash, a slice whose items were not committed is read again (its request artifact
+    is rewritten, atomically, with the same bytes).
     """
     slice_size = slice_size or SLICE_SIZE
     run = ctx.run
@@ -80,6 +87,7 @@ def ingest(
     accepted = 0
     exhausted = False
     checkpoint: str | None = run.source_checkpoint
+    line_middle = request_line_middle(ctx.settings.endpoint)
     parts: list[list[Any]] = json.loads(run.source_parts) if run.source_parts else []
     current = parts[-1][0] if parts else None
     while not exhausted:
@@ -101,20 +109,21 @@ def ingest(
                 current, parts_changed = part, True
             prompt = prompt_parts(item, build_prompt)
             body = template.render(prompt)
+            # The whole batch input line, so packing copies byte ranges as they are.
+            line = b'{"custom_id":"%d%s%s}\n' % (seq, line_middle, body)
             batch.append(
                 NewItem(
                     seq=seq,
                     item_id=item.item_id,
                     req_slice=next_slice,
                     req_offset=len(buffer),
-                    req_length=len(body),
+                    req_length=len(line),
                     req_hash=hashlib.sha256(body).hexdigest()[:16],
                     metadata=_metadata_json(item),
                     est_tokens=estimate_tokens(prompt),
                 )
             )
-            buffer += body
-            buffer += b"\n"
+            buffer += line
             checkpoint = position
             if len(batch) >= slice_size:
                 break

@@ -11,25 +11,45 @@ from batchor.engine.context import RunContext, log
 from batchor.stores.base import PendingItem
 
 _PAGE = 5_000
+_COPY_CHUNK = 8 << 20
 
 
-class _RequestReader:
-    """Reads request bodies back from ingestion slices, keeping each slice file open."""
+class _SliceCopier:
+    """Copies request lines from ingestion slices into a batch file, a contiguous byte range
+    at a time (consecutive items sit side by side in their slice). Pending items come in seq
+    order, so slices are met in order: one reader is open at a time."""
 
     def __init__(self, ctx: RunContext, stack: ExitStack) -> None:
         self._ctx = ctx
         self._stack = stack
-        self._open: dict[int, BinaryIO] = {}
+        self._number: int | None = None
+        self._reader: ExitStack | None = None
+        self._fh: BinaryIO | None = None
 
-    def body(self, item: PendingItem) -> bytes:
-        fh = self._open.get(item.req_slice)
-        if fh is None:
-            fh = self._stack.enter_context(
-                self._ctx.artifacts.open_read(self._ctx.slice_key(item.req_slice))
+    def _open(self, slice_number: int) -> BinaryIO:
+        if self._number != slice_number or self._fh is None:
+            if self._reader is not None:
+                self._reader.close()
+            self._reader = self._stack.enter_context(ExitStack())
+            self._fh = self._reader.enter_context(
+                self._ctx.artifacts.open_read(self._ctx.slice_key(slice_number))
             )
-            self._open[item.req_slice] = fh
-        fh.seek(item.req_offset)
-        return fh.read(item.req_length)
+            self._number = slice_number
+        return self._fh
+
+    def copy(self, slice_number: int, start: int, end: int, out: BinaryIO) -> None:
+        fh = self._open(slice_number)
+        fh.seek(start)
+        remaining = end - start
+        while remaining:
+            chunk = fh.read(min(remaining, _COPY_CHUNK))
+            if not chunk:
+                raise ValueError(
+                    f"request slice {slice_number} of run {self._ctx.run.run_id!r} is shorter "
+                    "than its items say: the artifact store lost or truncated it"
+                )
+            out.write(chunk)
+            remaining -= len(chunk)
 
 
 def pack(ctx: RunContext, max_batches: int | None = None) -> int:
@@ -52,15 +72,17 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
     with ExitStack() as stack:
         builder: _BatchBuilder | None = None
         try:
-            for seq, line, tokens in _request_lines(ctx, _RequestReader(ctx, stack), too_large):
-                if builder is not None and not builder.fits(len(line), tokens):
+            copier = _SliceCopier(ctx, stack)
+            for item in _sendable(ctx, too_large):
+                tokens = item.est_tokens or 0
+                if builder is not None and not builder.fits(item.req_length, tokens):
                     full, builder = builder, None
                     made += full.close()
                     if max_batches is not None and made >= max_batches:
-                        break  # this line's item stays pending for the next call
+                        break  # this item stays pending for the next call
                 if builder is None:
-                    builder = _BatchBuilder(ctx)
-                builder.add(seq, line, tokens)
+                    builder = _BatchBuilder(ctx, copier)
+                builder.add(item, tokens)
             else:
                 if builder is not None:
                     last, builder = builder, None
@@ -75,31 +97,24 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
     return made
 
 
-def _request_lines(
-    ctx: RunContext, reader: _RequestReader, too_large: list[tuple[int, str]]
-) -> Iterator[tuple[int, bytes, int]]:
-    """Batch input lines of the pending items in seq order, with their estimated tokens;
-    items that alone exceed a batch's byte limit or the token budget are set aside in
-    ``too_large`` with the reason."""
+def _sendable(ctx: RunContext, too_large: list[tuple[int, str]]) -> Iterator[PendingItem]:
+    """The pending items in seq order; items that alone exceed a batch's byte limit or the
+    token budget are set aside in ``too_large`` with the reason."""
     token_limit = ctx.settings.token_limit
-    prefix_tail = f'","method":"POST","url":"{ctx.settings.endpoint}","body":'.encode()
+    max_bytes = ctx.settings.max_bytes
     after = 0
     while page := ctx.store.pending_items(ctx.run.pk, after, _PAGE):
         for item in page:
             after = item.seq
-            line = b'{"custom_id":"' + str(item.seq).encode() + prefix_tail
-            line += reader.body(item) + b"}\n"
             tokens = item.est_tokens or 0
-            if len(line) > ctx.settings.max_bytes:
+            if item.req_length > max_bytes:
                 too_large.append(
                     (
                         item.seq,
-                        "the request line is larger than the batch limit of "
-                        f"{ctx.settings.max_bytes} bytes",
+                        f"the request line is larger than the batch limit of {max_bytes} bytes",
                     )
                 )
-                continue
-            if token_limit is not None and tokens > token_limit:
+            elif token_limit is not None and tokens > token_limit:
                 too_large.append(
                     (
                         item.seq,
@@ -107,15 +122,17 @@ def _request_lines(
                         f"enqueued_token_limit of {token_limit}",
                     )
                 )
-                continue
-            yield item.seq, line, tokens
+            else:
+                yield item
 
 
 class _BatchBuilder:
     """One batch input file being written, and the items in it."""
 
-    def __init__(self, ctx: RunContext) -> None:
+    def __init__(self, ctx: RunContext, copier: _SliceCopier) -> None:
         self._ctx = ctx
+        self._copier = copier
+        self._range: tuple[int, int, int] | None = None  # slice, start, end not yet copied
         number = ctx.store.allocate_batch_number(ctx.run.pk)
         self.batch_key = f"{ctx.run.run_id}/{number:06d}"
         self.artifact = f"{ctx.batch_dir(self.batch_key)}/input.jsonl"
@@ -133,11 +150,22 @@ class _BatchBuilder:
             and (limits.token_limit is None or self.tokens + tokens <= limits.token_limit)
         )
 
-    def add(self, seq: int, line: bytes, tokens: int) -> None:
-        self._writer.write(line)
-        self.seqs.append(seq)
-        self.size += len(line)
+    def add(self, item: PendingItem, tokens: int) -> None:
+        end = item.req_offset + item.req_length
+        pending = self._range
+        if pending is not None and pending[0] == item.req_slice and pending[2] == item.req_offset:
+            self._range = (pending[0], pending[1], end)
+        else:
+            self._flush()
+            self._range = (item.req_slice, item.req_offset, end)
+        self.seqs.append(item.seq)
+        self.size += item.req_length
         self.tokens += tokens
+
+    def _flush(self) -> None:
+        if self._range is not None:
+            self._copier.copy(*self._range, self._writer)
+            self._range = None
 
     def abort(self) -> None:
         """Drop the unfinished file; its items stay pending."""
@@ -146,6 +174,7 @@ class _BatchBuilder:
     def close(self) -> int:
         """Make the file durable, then record the batch; 1 if recorded, 0 if another worker
         packed these items first."""
+        self._flush()
         self._writer_cm.__exit__(None, None, None)
         settings = self._ctx.settings
         record = self._ctx.store.record_batch(

@@ -70,8 +70,7 @@ class BatchRecord:
     lease_until: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class NewItem:
+class NewItem(NamedTuple):
     """An item accepted at ingestion, with the pointer to its request body."""
 
     seq: int
@@ -84,8 +83,7 @@ class NewItem:
     est_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PendingItem:
+class PendingItem(NamedTuple):
     """An item waiting to be packed, with where its request body lives."""
 
     seq: int
@@ -99,8 +97,7 @@ class PendingItem:
 OutcomeKind = Literal["completed", "retry", "failed"]
 
 
-@dataclass(frozen=True, slots=True)
-class ItemOutcome:
+class ItemOutcome(NamedTuple):
     """What one answered line means for its item (attempt charged in every case)."""
 
     seq: int
