@@ -6,6 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -84,13 +85,31 @@ class Run:
         self._reload()
         status = self._ctx.run.status
         if status is RunStatus.RUNNING:
-            submit(self._ctx)  # batches left prepared or uploaded by an earlier step
-            while self._ctx.run.status is RunStatus.RUNNING and pack(self._ctx, max_batches=1):
-                submit(self._ctx)
-                self._reload()
+            self._pack_and_submit()
         elif status is RunStatus.CANCELLING:
             wind_down(self._ctx)
         return self._finish_if_done()
+
+    def _pack_and_submit(self) -> None:
+        """Submit what earlier steps left, then pack batch after batch, each submitted as
+        soon as it is packed. Where the store may be used from two threads, a batch is
+        uploaded and created on a second thread while the next one is packed (uploads wait
+        on the network; packing works the CPU and the disk)."""
+        ctx = self._ctx
+        if not ctx.store.thread_safe:
+            submit(ctx)  # batches left prepared or uploaded by an earlier step
+            while ctx.run.status is RunStatus.RUNNING and pack(ctx, max_batches=1):
+                submit(ctx)
+                self._reload()
+            return
+        with ThreadPoolExecutor(1, thread_name_prefix="batchor-submit") as pool:
+            sending = pool.submit(submit, ctx)
+            while ctx.run.status is RunStatus.RUNNING and pack(ctx, max_batches=1):
+                sending.result()  # one batch in flight at a time; errors surface here
+                self._reload()
+                sending = pool.submit(submit, ctx)
+            sending.result()
+            self._reload()
 
     def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:
         """Accept what remains of the source, when this handle has the job (from

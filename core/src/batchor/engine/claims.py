@@ -29,6 +29,14 @@ def lease_seconds() -> float:
     return float(raw) if raw else DEFAULT_LEASE_SECONDS
 
 
+def this_process(claimant: str | None) -> bool:
+    """Whether ``claimant`` is a thread of this process (its calls have all returned unless
+    it is still running)."""
+    if not claimant:
+        return False
+    return claimant.rsplit(":", 1)[0] == owner().rsplit(":", 1)[0]
+
+
 def owner_gone(claimant: str | None) -> bool:
     """Whether ``claimant`` is a process (or a thread of this process) of this host that no
     longer exists."""

@@ -15,7 +15,7 @@ import json
 import time
 
 from batchor.engine.backoff import backoff_delay
-from batchor.engine.claims import owner, owner_gone
+from batchor.engine.claims import owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
 from batchor.providers.base import ProviderBatch, TransientProviderError
@@ -167,8 +167,10 @@ def _create_in_flight(batch: BatchRecord) -> bool:
     than the longest a create call can take, unless its process is known to be gone (then a
     short grace covers a request that reached the provider just before the process died)."""
     assert batch.create_started_at is not None
-    if batch.claimed_by == owner():
-        return False  # this thread's own earlier attempt, which has returned
+    if batch.claimed_by == owner() or (
+        this_process(batch.claimed_by) and owner_gone(batch.claimed_by)
+    ):
+        return False  # an earlier attempt of this process, which has returned
     age = time.time() - batch.create_started_at
     if owner_gone(batch.claimed_by):
         return age < CREATE_GRACE_SECONDS

@@ -131,6 +131,9 @@ class ItemRow(NamedTuple):
 class StateStore(Protocol):
     """The control plane batchor keeps runs, items and batches in."""
 
+    thread_safe: bool
+    """Whether two threads may use the store at once (each with its own connection)."""
+
     # runs
     def create_run(
         self, run_id: str, config: Mapping[str, Any], fingerprint: str

@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.pool import StaticPool
 
 from batchor.errors import DuplicateItemError
 from batchor.states import BatchStatus, ItemStatus, RunStatus
@@ -146,6 +147,9 @@ class SqlStateStore:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # One shared connection (the in-memory store) cannot carry two threads' transactions.
+        self.thread_safe = not isinstance(engine.pool, StaticPool)
+        """Whether two threads may use the store at once."""
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
         upgrade(engine)
