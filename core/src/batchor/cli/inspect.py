@@ -3,6 +3,7 @@ need no API key."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -62,8 +63,19 @@ def results(
     """Write a run's terminal results to --output: JSONL (one object per item), or CSV or
     Parquet (one column per field), streamed."""
     with errors(), BatchRunner(store, artifacts) as runner:
-        count = runner.get_run(run_id).export_results(output)
+        run = runner.get_run(run_id)
+        started = time.perf_counter()
+        count = run.export_results(output)
+        seconds = time.perf_counter() - started
     if as_json:
-        echo_json({"run_id": run_id, "results_file": str(output), "results_written": count})
+        echo_json(
+            {
+                "run_id": run_id,
+                "results_file": str(output),
+                "results_written": count,
+                "seconds": round(seconds, 3),
+            }
+        )
     else:
-        click.echo(f"{count} results written to {output}", err=True)
+        rate = f", {count / seconds:,.0f} results/s" if seconds > 0 and count else ""
+        click.echo(f"{count} results written to {output} in {seconds:.2f} s{rate}", err=True)
