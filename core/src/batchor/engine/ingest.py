@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -118,7 +119,7 @@ def ingest(
                     req_slice=next_slice,
                     req_offset=len(buffer),
                     req_length=len(line),
-                    req_hash=hashlib.sha256(body).hexdigest()[:16],
+                    req_hash=f"{zlib.crc32(body):08x}",
                     metadata=_metadata_json(item),
                     est_tokens=estimate_tokens(prompt),
                 )

@@ -108,7 +108,8 @@ items = Table(
     Column("status", String(16), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
     Column("batch_pk", Integer, nullable=True),
-    # Pointer to the replayable request body: slice artifact number, byte offset, length.
+    # Pointer to the replayable request line: slice artifact number, byte offset, length,
+    # and the CRC-32 of the request body (hex).
     Column("req_slice", Integer, nullable=False),
     Column("req_offset", BigInteger, nullable=False),
     Column("req_length", Integer, nullable=False),

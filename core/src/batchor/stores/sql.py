@@ -30,12 +30,11 @@ from batchor.stores.schema import batches, item_failures, items, runs, token_bud
 
 _CHUNK = 900  # bound parameters per IN (...) list, under every backend's limit
 
+# New items: the run, then a NewItem's fields in order (status and attempts are constants).
 _ITEM_INSERT_KEYS = (
     "run_pk",
     "seq",
     "item_id",
-    "status",
-    "attempts",
     "req_slice",
     "req_offset",
     "req_length",
@@ -54,6 +53,7 @@ def _const(value: str | int) -> Any:
     return sa.literal_column(f"'{value}'", sa.String)
 
 
+_INSERT_ITEM = items.insert().values(status=_const(ItemStatus.PENDING.value), attempts=_const(0))
 _IN_BATCH = (
     items.c.run_pk == sa.bindparam("b_run_pk"),
     items.c.seq == sa.bindparam("b_seq"),
@@ -335,23 +335,7 @@ class SqlStateStore:
         Returns False, and records nothing, if the run's position is no longer the one this
         slice follows (another worker ingested it first).
         """
-        pending = ItemStatus.PENDING.value
-        rows = [
-            (
-                run_pk,
-                it.seq,
-                it.item_id,
-                pending,
-                0,
-                it.req_slice,
-                it.req_offset,
-                it.req_length,
-                it.req_hash,
-                it.metadata,
-                it.est_tokens,
-            )
-            for it in new_items
-        ]
+        rows = [(run_pk, *it) for it in new_items]
         previous = ingested_count - len(new_items)
         try:
             with self._write() as conn:
@@ -376,7 +360,7 @@ class SqlStateStore:
                 if moved != 1:
                     return False
                 if rows:
-                    _bulk(conn, items.insert(), _ITEM_INSERT_KEYS, rows)
+                    _bulk(conn, _INSERT_ITEM, _ITEM_INSERT_KEYS, rows)
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
         return True
