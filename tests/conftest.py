@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
+
+# The orchestrators read their settings when first imported: give each a private home under a
+# temporary directory, with telemetry and examples off, before any test module imports one.
+_HOMES = Path(tempfile.mkdtemp(prefix="batchor-tests-"))
+for _name in ("airflow", "dagster", "prefect"):
+    (_HOMES / _name).mkdir()
+(_HOMES / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOMES / "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "DAGSTER_HOME": str(_HOMES / "dagster"),
+        "PREFECT_HOME": str(_HOMES / "prefect"),
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+)
+os.environ.pop("PREFECT_API_URL", None)
 
 pytest_plugins = ["batchor.testing.pytest_plugin", "tests.s3_server"]
 

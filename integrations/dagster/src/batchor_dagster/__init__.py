@@ -1,0 +1,1 @@
+"""batchor for dagster (work in progress)."""

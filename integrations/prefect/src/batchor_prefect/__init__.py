@@ -1,0 +1,1 @@
+"""batchor for prefect (work in progress)."""
