@@ -82,3 +82,18 @@ def test_output_has_no_control_characters_when_not_a_terminal(tmp_path: Path) ->
     listed = batchor("list").stdout
     assert "tty" in listed
     assert "2/2" in listed
+
+
+def test_results_go_to_an_object_store_url(tmp_path: Path, invoke: Invoke, s3_bucket: str) -> None:
+    import fsspec
+
+    write_csv(tmp_path / "in.csv", ["r0", "r1", "r2"])
+    _run(invoke, "to-s3")
+    uri = f"{s3_bucket}/exports/results.csv"
+    written = invoke("results", "to-s3", "--output", uri, "--json")
+    assert written.exit_code == 0, written.stderr
+    assert parsed(written)["results_file"] == uri
+    with fsspec.open(uri, "rt", skip_instance_cache=True) as fh:
+        rows = fh.read().splitlines()
+    assert rows[0].startswith("item_id,status,")
+    assert sorted(r.split(",", 1)[0] for r in rows[1:]) == ["r0", "r1", "r2"]

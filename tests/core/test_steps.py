@@ -16,6 +16,7 @@ from batchor import (
     BatchJob,
     BatchLimits,
     BatchRunner,
+    ConfigurationError,
     OpenAIProviderConfig,
     RunStateError,
     steps,
@@ -120,3 +121,60 @@ def test_run_ids_are_deterministic_valid_and_distinct() -> None:
     assert all(len(i) <= 200 for i in ids)
     with pytest.raises(Exception, match="at least one part"):
         steps.run_id_from()
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".parquet"])
+def test_collect_writes_results_to_an_object_store(
+    runner: BatchRunner,
+    s3_bucket: str,
+    tmp_path: Path,
+    suffix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import fsspec
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator")
+    with OpenAIBatchEmulator() as emu:
+        run_id = steps.start(runner, _job(emu), "to-s3").run_id
+        deadline = time.monotonic() + 60
+        while not steps.poll(runner, run_id).is_terminal:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    uri = f"{s3_bucket}/exports/day=2026-11-23/results{suffix}"
+    result = steps.collect(runner, run_id, uri)
+    assert result.uri == uri
+    assert result.results == 25
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    assert fs.ls(f"{s3_bucket}/exports/day=2026-11-23", detail=False) == [uri[5:]]
+    with fs.open(uri, "rb") as fh:
+        data = fh.read()
+    if suffix == ".parquet":
+        local = tmp_path / "copy.parquet"
+        local.write_bytes(data)
+        ids = pq.read_table(local).column("item_id").to_pylist()
+    elif suffix == ".csv":
+        ids = [line.split(",", 1)[0] for line in data.decode().splitlines()[1:]]
+    else:
+        ids = [json.loads(line)["item_id"] for line in data.decode().splitlines()]
+    assert sorted(ids) == sorted(f"item-{i}" for i in range(25))
+
+    # Collected again: the object is there, so nothing is written; once gone, it is again.
+    modified = fs.info(uri)["LastModified"]
+    assert steps.collect(runner, run_id, uri) == result
+    assert fs.info(uri)["LastModified"] == modified
+    fs.rm_file(uri)
+    assert steps.collect(runner, run_id, uri) == result
+    assert fs.isfile(uri)
+
+
+def test_results_export_to_a_url_with_a_credential_is_refused(
+    runner: BatchRunner, tmp_path: Path
+) -> None:
+    with OpenAIBatchEmulator() as emu:
+        run = runner.start(_job(emu), run_id="secretive")
+        run.wait(timeout=60)
+    with pytest.raises(ConfigurationError, match="credential") as info:
+        run.export_results("s3://user:hunter2@bucket/results.jsonl")
+    assert "hunter2" not in str(info.value)

@@ -7,12 +7,14 @@ import io
 import os
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 
+from batchor.artifacts.fsspec import open_url_write
+from batchor.artifacts.open import is_url, local_path
 from batchor.errors import ConfigurationError
 from batchor.reading import Lineage
 from batchor.states import ItemStatus
@@ -53,17 +55,25 @@ def export_format(path: str | os.PathLike[str]) -> str:
 def export_rows(
     store: StateStore, run: RunRecord, structured: bool, path: str | os.PathLike[str]
 ) -> int:
-    """Write every terminal result of ``run`` to ``path`` (atomically: a temporary file
-    beside it, renamed over it when complete). Returns the number of results written."""
+    """Write every terminal result of ``run`` to ``path``, a local path or an object-store URL
+    (``s3://bucket/results.parquet``), atomically: a local file is written beside it and
+    renamed over it when complete; an object appears only once its upload is complete.
+    Returns the number of results written."""
     fmt = export_format(path)
     rows = store.stream_terminal_rows(run.pk, _PAGE)
     lineage = Lineage(run)
-    with _atomic(Path(path)) as fh:
+    with _destination(path) as fh:
         if fmt == ".jsonl":
             return _write_jsonl(fh, rows, lineage, structured)
         if fmt == ".csv":
             return _write_csv(fh, rows, lineage)
         return _write_parquet(fh, rows, lineage)
+
+
+def _destination(path: str | os.PathLike[str]) -> AbstractContextManager[IO[bytes]]:
+    if is_url(path):
+        return open_url_write(os.fspath(path))
+    return _atomic(local_path(path))
 
 
 @contextmanager

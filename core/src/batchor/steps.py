@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from batchor.artifacts.fsspec import url_is_file
+from batchor.artifacts.open import is_url, local_path
 from batchor.errors import ConfigurationError, RunStateError
 from batchor.results import RunSummary
 
@@ -131,7 +133,8 @@ def poll(runner: BatchRunner, run_id: str) -> RunSummary:
 
 def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str]) -> CollectResult:
     """Write a terminal run's results to ``destination`` (``.jsonl``, ``.csv`` or
-    ``.parquet``) and describe them. Called again with the same destination while the file
+    ``.parquet``; a local path or an object-store URL such as ``s3://bucket/out.parquet``)
+    and describe them. Called again with the same destination while the file
     is there, it returns the same result and writes nothing.
 
     Raises:
@@ -143,9 +146,9 @@ def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str
         raise RunStateError(
             f"run {run_id!r} is {summary.status.value}: collect it once poll() says it is terminal"
         )
-    uri = str(Path(destination).resolve())
+    uri = _location(destination)
     previous = run.collected
-    if previous is not None and previous.uri == uri and Path(uri).is_file():
+    if previous is not None and previous.uri == uri and _exists(uri):
         return previous
     written = run.export_results(uri)
     result = CollectResult(
@@ -160,3 +163,14 @@ def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str
     )
     run.record_collected(result)
     return result
+
+
+def _location(destination: str | os.PathLike[str]) -> str:
+    """The destination as recorded: an object-store URL as given, a local path made absolute."""
+    if is_url(destination):
+        return os.fspath(destination)
+    return str(local_path(destination).resolve())
+
+
+def _exists(uri: str) -> bool:
+    return url_is_file(uri) if is_url(uri) else Path(uri).is_file()

@@ -7,7 +7,7 @@ import io
 import re
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from typing import Any, BinaryIO, cast
 from urllib.parse import urlsplit
 
@@ -73,22 +73,10 @@ class FsspecArtifactStore:
             raise ConfigurationError(f"artifact key {key!r} is not a relative path under the root")
         return f"{self._root}/{key}"
 
-    @contextmanager
-    def open_write(self, key: str) -> Iterator[BinaryIO]:
+    def open_write(self, key: str) -> AbstractContextManager[BinaryIO]:
         """Write ``key`` streamed, in parts; it appears, complete, when the block exits
         without an error and not at all otherwise (the upload is aborted)."""
-        path = self._path(key)
-        writer = _ObjectWriter(
-            (lambda: _StagedUpload(self._fs, path))
-            if self._staged
-            else (lambda: _MovedUpload(self._fs, path))
-        )
-        try:
-            yield cast(BinaryIO, writer)
-            writer.publish()
-        except BaseException:
-            writer.discard()
-            raise
+        return _publish(self._fs, self._path(key), self._staged)
 
     def open_read(self, key: str) -> BinaryIO:
         """A seekable reader of ``key`` that fetches byte ranges as it goes (never the
@@ -137,6 +125,39 @@ class FsspecArtifactStore:
     def uri(self, key: str) -> str:
         """The artifact's URL (``s3://bucket/prefix/key``), without any credential."""
         return str(self._fs.unstrip_protocol(self._path(key)))
+
+
+def open_url_write(url: str, **storage_options: Any) -> AbstractContextManager[BinaryIO]:
+    """Write the one object at ``url`` (``s3://bucket/results.parquet``) streamed, in parts,
+    published as `FsspecArtifactStore.open_write` publishes an artifact: complete when the
+    block exits without an error, not at all otherwise.
+
+    Raises:
+        ConfigurationError: the URL is not usable, or its backend library is not installed.
+    """
+    _check_url(url)
+    fs, path = _filesystem(url.split("://", 1)[0].lower(), url, storage_options)
+    return _publish(fs, str(path), bool(_protocols(fs) & _STAGED_PROTOCOLS))
+
+
+def url_is_file(url: str, **storage_options: Any) -> bool:
+    """Whether an object exists at ``url``."""
+    _check_url(url)
+    fs, path = _filesystem(url.split("://", 1)[0].lower(), url, storage_options)
+    return bool(fs.isfile(path))
+
+
+@contextmanager
+def _publish(fs: Any, path: str, staged: bool) -> Iterator[BinaryIO]:
+    writer = _ObjectWriter(
+        (lambda: _StagedUpload(fs, path)) if staged else (lambda: _MovedUpload(fs, path))
+    )
+    try:
+        yield cast(BinaryIO, writer)
+        writer.publish()
+    except BaseException:
+        writer.discard()
+        raise
 
 
 def missing_backend(scheme: str, detail: str | None = None) -> str:

@@ -13,6 +13,18 @@ from batchor.artifacts.local import LocalArtifactStore
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+def is_url(location: str | os.PathLike[str]) -> bool:
+    """Whether ``location`` is an object-store URL (any ``scheme://`` but ``file://``)."""
+    text = os.fspath(location)
+    return bool(_URL.match(text)) and not text.lower().startswith("file://")
+
+
+def local_path(location: str | os.PathLike[str]) -> Path:
+    """The local path a location names (a ``file://`` URL's path, or the path itself)."""
+    text = os.fspath(location)
+    return Path(text[7:] if text.lower().startswith("file://") else text)
+
+
 def open_artifacts(artifacts: str | os.PathLike[str] | ArtifactStore) -> ArtifactStore:
     """An artifact store for a directory path or ``file://`` URL (local files), any other
     fsspec URL (``s3://bucket/prefix``, ``gs://``, ``az://``, ``memory://``, ...), or a store
@@ -23,8 +35,7 @@ def open_artifacts(artifacts: str | os.PathLike[str] | ArtifactStore) -> Artifac
             (the message names the extra to install, e.g. ``pip install 'batchor[s3]'``).
     """
     if isinstance(artifacts, str | os.PathLike):
-        text = os.fspath(artifacts)
-        if _URL.match(text) and not text.lower().startswith("file://"):
-            return FsspecArtifactStore(text)
-        return LocalArtifactStore(Path(text[7:] if text.lower().startswith("file://") else text))
+        if is_url(artifacts):
+            return FsspecArtifactStore(os.fspath(artifacts))
+        return LocalArtifactStore(local_path(artifacts))
     return artifacts

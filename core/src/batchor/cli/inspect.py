@@ -4,7 +4,6 @@ need no API key."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import click
 
@@ -52,13 +51,13 @@ def list_runs(limit: int | None, as_json: bool, store: str | None, artifacts: st
 @click.option(
     "--output",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the results: .jsonl, .csv or .parquet (by extension).",
+    help="Where to write the results, a path or an object-store URL (s3://...): .jsonl, "
+    ".csv or .parquet (by extension).",
 )
 @json_option
 @store_options
 def results(
-    run_id: str, output: Path, as_json: bool, store: str | None, artifacts: str | None
+    run_id: str, output: str, as_json: bool, store: str | None, artifacts: str | None
 ) -> None:
     """Write a run's terminal results to --output: JSONL (one object per item), or CSV or
     Parquet (one column per field), streamed."""

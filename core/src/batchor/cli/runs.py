@@ -22,15 +22,15 @@ from batchor.runner import BatchRunner
 @job_options
 @click.option(
     "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Results file: .jsonl, .csv or .parquet [default .batchor/results/RUN_ID.jsonl].",
+    help="Results file, a path or an object-store URL (s3://...): .jsonl, .csv or .parquet "
+    "[default .batchor/results/RUN_ID.jsonl].",
 )
 @poll_interval_option
 @json_option
 @store_options
 def run(
     spec: JobSpec,
-    output: Path | None,
+    output: str | None,
     poll_interval: float,
     as_json: bool,
     store: str | None,
@@ -54,7 +54,7 @@ def run_to_end(
     runner: BatchRunner,
     job: BatchJob,
     run_id: str | None,
-    output: Path | None,
+    output: str | None,
     poll_interval: float,
     as_json: bool = False,
 ) -> int:
@@ -65,7 +65,7 @@ def run_to_end(
         handle = runner.start(job, run_id, on_ingest=progress.ingested)
         progress.update(handle.summary())
         summary = handle.wait(max_poll_interval=poll_interval, on_progress=progress.update)
-    path = output or Path(".batchor/results") / f"{handle.run_id}.jsonl"
+    path = output or str(Path(".batchor/results") / f"{handle.run_id}.jsonl")
     count = handle.export_results(path)
     show_summary(
         summary,
