@@ -115,11 +115,11 @@ def main() -> None:
             t1 = time.perf_counter()
             summary = run.wait(poll_interval=0.05, max_poll_interval=0.2)
             t2 = time.perf_counter()
+            if profiler is not None:  # the run only, not the reading back
+                profiler.disable()
+                profiler.dump_stats(args.profile)
             results = sum(1 for _ in run.results())
             t3 = time.perf_counter()
-        if profiler is not None:
-            profiler.disable()
-            profiler.dump_stats(args.profile)
         size = store_bytes(db) if args.store is None else 0
 
     parent.send("stop")
