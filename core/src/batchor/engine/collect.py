@@ -197,8 +197,7 @@ def _outcome(ctx: RunContext, seq: int, line: dict[str, Any]) -> ItemOutcome | N
     reply = read_reply(
         ctx.settings.endpoint, int(response.get("status_code", 0)), response.get("body")
     )
-    tokens_in = reply.usage.input_tokens if reply.usage else None
-    tokens_out = reply.usage.output_tokens if reply.usage else None
+    tokens_in, tokens_out = reply.usage or (None, None)
     if reply.error_class is not None:
         return ItemOutcome(
             seq,

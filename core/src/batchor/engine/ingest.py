@@ -113,15 +113,15 @@ def ingest(
             # The whole batch input line, so packing copies byte ranges as they are.
             line = b'{"custom_id":"%d%s%s}\n' % (seq, line_middle, body)
             batch.append(
-                NewItem(
-                    seq=seq,
-                    item_id=item.item_id,
-                    req_slice=next_slice,
-                    req_offset=len(buffer),
-                    req_length=len(line),
-                    req_hash=f"{zlib.crc32(body):08x}",
-                    metadata=_metadata_json(item),
-                    est_tokens=estimate_tokens(prompt),
+                NewItem(  # positional: keywords cost a third more, a million times over
+                    seq,
+                    item.item_id,
+                    next_slice,  # req_slice
+                    len(buffer),  # req_offset
+                    len(line),  # req_length
+                    f"{zlib.crc32(body):08x}",  # req_hash
+                    _metadata_json(item) if item.metadata else None,
+                    estimate_tokens(prompt),
                 )
             )
             buffer += line

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from batchor.items import PromptParts
 from batchor.providers.openai_config import OpenAIProviderConfig
-from batchor.results import Usage
 
 
 def _dumps(value: Any) -> bytes:
@@ -66,20 +64,19 @@ class RequestTemplate:
         return self._head + middle + self._tail
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What one answered request line says.
+class Reply(NamedTuple):
+    """What one answered request line says (a tuple: read by the million).
 
     Attributes:
         text: The reply text when the request succeeded.
-        usage: Tokens billed.
+        usage: Tokens billed, ``(input, output)``.
         error_class: ``None`` on success, else a failure class (see ``ItemFailure``).
         message: The failure's message.
         retryable: Whether that failure is retried.
     """
 
     text: str | None
-    usage: Usage | None
+    usage: tuple[int, int] | None
     error_class: str | None = None
     message: str = ""
     retryable: bool = False
@@ -109,10 +106,10 @@ def _http_failure(status_code: int, body: Any) -> Reply:
     return Reply(None, None, "invalid_request", message, False)
 
 
-def _usage(raw: Any, input_key: str, output_key: str) -> Usage | None:
+def _usage(raw: Any, input_key: str, output_key: str) -> tuple[int, int] | None:
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get(input_key) or 0), int(raw.get(output_key) or 0))
+    return int(raw.get(input_key) or 0), int(raw.get(output_key) or 0)
 
 
 def _chat_reply(body: dict[str, Any]) -> Reply:
@@ -135,6 +132,19 @@ def _chat_reply(body: dict[str, Any]) -> Reply:
 def _responses_reply(body: dict[str, Any]) -> Reply:
     usage = _usage(body.get("usage"), "input_tokens", "output_tokens")
     status = body.get("status")
+    if status == "completed":
+        # The usual reply, read without the general walk below: one message, one text part.
+        output = body.get("output")
+        if type(output) is list and len(output) == 1:
+            message = output[0]
+            if type(message) is dict and message.get("type") == "message":
+                content = message.get("content")
+                if type(content) is list and len(content) == 1:
+                    part = content[0]
+                    if type(part) is dict and part.get("type") == "output_text":
+                        text = part.get("text")
+                        if type(text) is str:
+                            return Reply(text, usage)
     if status == "incomplete":
         details = body.get("incomplete_details") or {}
         reason = details.get("reason", "unknown") if isinstance(details, dict) else "unknown"

@@ -402,7 +402,11 @@ class SqlStateStore:
             .limit(limit)
         )
         with self._read() as conn:
-            return [PendingItem(*row) for row in conn.execute(stmt).all()]
+            cursor = _driver_cursor(conn, stmt)  # plain tuples: read by the million
+            try:
+                return list(map(PendingItem._make, cursor.fetchall()))
+            finally:
+                cursor.close()
 
     def allocate_batch_number(self, run_pk: int) -> int:
         """Reserve the run's next batch number (gaps after a crash are harmless)."""
