@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
@@ -29,6 +30,12 @@ os.environ.update(
 os.environ.pop("PREFECT_API_URL", None)
 
 pytest_plugins = ["batchor.testing.pytest_plugin", "tests.s3_server"]
+
+# An integration's tests need its orchestrator: in an environment without it (the core-only
+# CI run), its folder is not collected at all.
+collect_ignore = [
+    name for name in ("airflow", "dagster", "prefect") if importlib.util.find_spec(name) is None
+]
 
 # Any call that escapes the emulator fails at once instead of reaching a real service.
 _NOWHERE = "http://127.0.0.1:9/v1"

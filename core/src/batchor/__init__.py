@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is internal.
 """
 
 from batchor.errors import (
+    PERMANENT_ERRORS,
     BatchorError,
     ConfigurationError,
     DuplicateItemError,
@@ -36,6 +37,7 @@ from batchor.steps import CollectResult, RunHandle, run_id_from
 __version__ = "0.1.0"
 
 __all__ = [
+    "PERMANENT_ERRORS",
     "ArtifactExport",
     "ArtifactPolicy",
     "BatchInfo",

@@ -77,3 +77,15 @@ class WaitTimeout(BatchorError, TimeoutError):
         super().__init__(message)
         self.summary = summary
         """The run's summary when the wait gave up."""
+
+
+PERMANENT_ERRORS: tuple[type[BatchorError], ...] = (
+    ConfigurationError,
+    SourceError,
+    JobMismatchError,
+    RunNotFoundError,
+    ProviderAuthError,
+)
+"""The errors that calling again cannot fix: the settings, the input, the run id or the key
+must change first. Orchestrator integrations fail these without retry and retry the rest
+(`ProviderError`, network errors), which is what ``batchor.steps`` are safe to repeat for."""

@@ -178,6 +178,17 @@ class RunSummary:
         """Whether the run has ended."""
         return self.status.is_terminal
 
+    @property
+    def in_flight(self) -> int:
+        """Batches the provider holds: running, or ended and not collected yet."""
+        return self.batches.get("submitted", 0) + self.batches.get("ended", 0)
+
+    @property
+    def is_stalled(self) -> bool:
+        """Whether the run is paused with nothing in flight: waiting cannot end it, only
+        `Run.resume` (``batchor resume RUN_ID``) can."""
+        return self.status is RunStatus.PAUSED and not self.in_flight
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
         return {

@@ -188,7 +188,7 @@ class Run:
                 on_progress(summary)
             if summary.is_terminal:
                 return summary
-            if summary.status is RunStatus.PAUSED and not _at_provider(summary):
+            if summary.is_stalled:
                 raise RunStateError(
                     f"run {self.run_id!r} is paused ({summary.pause_reason}); nothing is in "
                     "flight: call resume() to continue it"
@@ -320,6 +320,11 @@ class Run:
         self._ctx.store.set_run_marks(self._ctx.run.pk, collected=json.dumps(result.to_dict()))
 
     @property
+    def model(self) -> str:
+        """The model the run's requests name (e.g. ``"gpt-4.1-mini"``)."""
+        return str(self._ctx.run.config["model"])
+
+    @property
     def settings(self) -> RunSettings:
         """The run's stored settings."""
         return self._ctx.settings
@@ -414,8 +419,3 @@ class Run:
 
 def _live_batches(summary: RunSummary) -> int:
     return sum(n for status, n in summary.batches.items() if status != "collected")
-
-
-def _at_provider(summary: RunSummary) -> int:
-    """Batches the provider has (running, or ended and not yet collected)."""
-    return summary.batches.get("submitted", 0) + summary.batches.get("ended", 0)

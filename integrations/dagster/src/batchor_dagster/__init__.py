@@ -1,1 +1,25 @@
-"""batchor for dagster (work in progress)."""
+"""batchor for Dagster: OpenAI Batch API runs as idempotent, partitioned, observable assets.
+
+``BatchorResource`` configures the store and credentials; ``batchor_asset`` runs a job to the
+end in one materialisation; ``batchor_sensor_assets`` splits it into a submit asset, a sensor
+and a collect asset so no worker waits on the provider.
+"""
+
+from batchor_dagster.assets import JobFn, batchor_asset
+from batchor_dagster.destination import FIELDS as DESTINATION_FIELDS
+from batchor_dagster.identity import RUN_ID_KEY, derived_run_id
+from batchor_dagster.metadata import FAILURE_RATE_CHECK
+from batchor_dagster.resource import BatchorResource
+from batchor_dagster.sensor import BatchorSensorAssets, batchor_sensor_assets
+
+__all__ = [
+    "DESTINATION_FIELDS",
+    "FAILURE_RATE_CHECK",
+    "RUN_ID_KEY",
+    "BatchorResource",
+    "BatchorSensorAssets",
+    "JobFn",
+    "batchor_asset",
+    "batchor_sensor_assets",
+    "derived_run_id",
+]

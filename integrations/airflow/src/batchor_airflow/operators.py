@@ -1,0 +1,239 @@
+"""The batchor operators: start a run, collect its results, or do all three steps in one
+retry-safe, deferrable task."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from airflow.sdk import BaseOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+
+from batchor import steps
+from batchor_airflow.driving import RunDriver, default_deferrable
+from batchor_airflow.failures import check_not_stuck, fail_permanent_errors
+from batchor_airflow.handles import default_run_id, summary_handle
+from batchor_airflow.hooks import BatchorHook
+from batchor_airflow.jobs import JobFactory, build_job
+
+_DEFAULT_CONN = BatchorHook.default_conn_name
+
+
+def collect_results(
+    hook: BatchorHook, run_id: str, destination: str, *, fail_on_failed_items: bool
+) -> dict[str, Any]:
+    """`batchor.steps.collect` as a task step: write the results file, return the
+    `CollectResult` as a dict, and fail without retry on failed items when asked (the file
+    is written first)."""
+    with fail_permanent_errors(), hook.get_runner(credentials=False) as runner:
+        result = steps.collect(runner, run_id, destination)
+    failed = result.counts.get("failed", 0)
+    if fail_on_failed_items and failed:
+        raise AirflowFailException(
+            f"run {run_id!r}: {failed} of {result.results} items failed; results in {result.uri}"
+        )
+    return result.to_dict()
+
+
+class BatchorStartOperator(BaseOperator):
+    """Start a batchor run, or attach to it, and submit what is ready; never waits.
+
+    Returns (XCom) ``{"run_id", "fingerprint", "status", "total", "counts"}``.
+
+    Args:
+        job: A callable returning the `batchor.BatchJob`, or its ``"module:function"``
+            path; called at execute time with ``job_kwargs``.
+        run_id: The run id; default: derived from dag_id, the DAG run id, task_id and
+            map_index, so retries and clears attach to the same run. Templated.
+        store: The batchor store URL (else the connection's, else ``BATCHOR_STORE``).
+            Templated.
+        artifacts: The artifacts location (else the connection's, else
+            ``BATCHOR_ARTIFACTS``). Templated.
+        conn_id: Airflow connection in the ``openai`` format (key, base URL, extras).
+        job_kwargs: Keyword arguments for ``job`` (templated, and mappable with
+            ``.expand(job_kwargs=[...])``).
+    """
+
+    template_fields: Sequence[str] = ("run_id", "store", "artifacts", "job_kwargs")
+    ui_color = "#dbeafe"
+
+    def __init__(
+        self,
+        *,
+        job: JobFactory,
+        run_id: str | None = None,
+        store: str | None = None,
+        artifacts: str | None = None,
+        conn_id: str = _DEFAULT_CONN,
+        job_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
+        super().__init__(**kwargs)
+        self.job = job
+        self.run_id = run_id
+        self.store = store
+        self.artifacts = artifacts
+        self.conn_id = conn_id
+        self.job_kwargs = job_kwargs
+
+    def get_hook(self) -> BatchorHook:
+        """The hook for this task's connection and explicit locations."""
+        return BatchorHook(self.conn_id, store=self.store or None, artifacts=self.artifacts or None)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Build the job, then `batchor.steps.start` under the task's run id."""
+        run_id = self.run_id or default_run_id(context)
+        with fail_permanent_errors():
+            job = build_job(self.job, self.job_kwargs)
+            with self.get_hook().get_runner() as runner:
+                handle = steps.start(runner, job, run_id)
+                summary = runner.get_run(run_id).summary()
+        self.log.info("batchor run %s: %s, %d items", run_id, summary.status.value, summary.total)
+        return {**summary_handle(summary), "fingerprint": handle.fingerprint}
+
+
+class BatchorCollectOperator(BaseOperator):
+    """Write a terminal run's results to a file and return where they are.
+
+    Returns (XCom) the `batchor.CollectResult` as a dict: ``run_id``, ``uri``,
+    ``results``, ``counts``, ``input_tokens``, ``output_tokens``, ``cost_usd``,
+    ``run_status``. Collecting again with the same destination writes nothing.
+
+    Args:
+        run_id: The run (templated; e.g. ``"{{ ti.xcom_pull('start')['run_id'] }}"``).
+        destination: The results file, a path or object-store URI; its extension
+            (``.jsonl``, ``.csv``, ``.parquet``) picks the format. Templated.
+        store: The batchor store URL. Templated.
+        artifacts: The artifacts location. Templated.
+        conn_id: Airflow connection in the ``openai`` format.
+        fail_on_failed_items: Fail the task (without retry) when any item failed, after
+            writing the file.
+    """
+
+    template_fields: Sequence[str] = ("run_id", "destination", "store", "artifacts")
+    ui_color = "#dcfce7"
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        destination: str,
+        store: str | None = None,
+        artifacts: str | None = None,
+        conn_id: str = _DEFAULT_CONN,
+        fail_on_failed_items: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
+        super().__init__(**kwargs)
+        self.run_id = run_id
+        self.destination = destination
+        self.store = store
+        self.artifacts = artifacts
+        self.conn_id = conn_id
+        self.fail_on_failed_items = fail_on_failed_items
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """`batchor.steps.collect`; a run that is not terminal raises
+        `batchor.RunStateError`, which Airflow retries."""
+        hook = BatchorHook(self.conn_id, store=self.store or None, artifacts=self.artifacts or None)
+        return collect_results(
+            hook, self.run_id, str(self.destination), fail_on_failed_items=self.fail_on_failed_items
+        )
+
+
+class BatchorRunOperator(RunDriver, BaseOperator):
+    """Start (or attach to) a run, wait for it, and collect its results, in one task.
+
+    Deferrable: between steps the task is deferred to `BatchorRunTrigger` and holds no
+    worker slot; every ``poll_interval`` seconds it resumes on a worker for one step
+    (provider poll, collect ended batches, submit new ones), and once the run is terminal it
+    writes the results file on the worker. Not deferrable, it steps and sleeps on its
+    worker. A retried, cleared or re-run task instance attaches to the same run: nothing is
+    submitted twice.
+
+    Returns (XCom) the `batchor.CollectResult` as a dict (see `BatchorCollectOperator`).
+
+    Args:
+        job: A callable returning the `batchor.BatchJob`, or its ``"module:function"``
+            path; called at execute time (never at parse time) with ``job_kwargs``.
+        destination: The results file, a path or object-store URI; its extension picks the
+            format. Templated.
+        run_id: The run id; default: derived from dag_id, the DAG run id, task_id and
+            map_index. Templated, so a business key such as ``"reviews-{{ ds }}"`` works.
+        store: The batchor store URL. Templated.
+        artifacts: The artifacts location. Templated.
+        conn_id: Airflow connection in the ``openai`` format.
+        deferrable: Defer between steps; default ``[operators] default_deferrable``.
+        poll_interval: Seconds between two steps.
+        cancel_on_kill: When the task is killed (or, deferred, its trigger), cancel the
+            run's live provider batches. Off by default: cancelling is irreversible.
+        fail_on_failed_items: Fail without retry when any item failed (after writing the file).
+        job_kwargs: Keyword arguments for ``job`` (templated and mappable).
+    """
+
+    template_fields: Sequence[str] = ("run_id", "destination", "store", "artifacts", "job_kwargs")
+    ui_color = "#e0e7ff"
+
+    def __init__(
+        self,
+        *,
+        job: JobFactory,
+        destination: str,
+        run_id: str | None = None,
+        store: str | None = None,
+        artifacts: str | None = None,
+        conn_id: str = _DEFAULT_CONN,
+        deferrable: bool | None = None,
+        poll_interval: float = 60,
+        cancel_on_kill: bool = False,
+        fail_on_failed_items: bool = False,
+        job_kwargs: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
+        super().__init__(**kwargs)
+        self.job = job
+        self.destination = destination
+        self.run_id = run_id
+        self.store = store
+        self.artifacts = artifacts
+        self.conn_id = conn_id
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.poll_interval = float(poll_interval)
+        self.cancel_on_kill = cancel_on_kill
+        self.fail_on_failed_items = fail_on_failed_items
+        self.job_kwargs = job_kwargs
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """Build the job and `batchor.steps.start` it, then wait and collect."""
+        run_id = self.run_id or default_run_id(context)
+        self._live_run_id = run_id
+        with fail_permanent_errors():
+            job = build_job(self.job, self.job_kwargs)
+            with self.get_hook().get_runner() as runner:
+                steps.start(runner, job, run_id)
+                summary = runner.get_run(run_id).summary()
+        self.log.info("batchor run %s: %s, %d items", run_id, summary.status.value, summary.total)
+        check_not_stuck(summary)
+        return self._finish(run_id, summary.is_terminal)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resumed from the trigger: take one step, then collect or defer again."""
+        run_id = str(event["run_id"])
+        if event.get("reason") == "error":
+            self.log.warning("trigger could not read run %s: %s", run_id, event.get("message"))
+        return self._finish(run_id, self.step(run_id).is_terminal)
+
+    def _finish(self, run_id: str, terminal: bool) -> dict[str, Any]:
+        if not terminal:
+            if self.deferrable:
+                self.defer(trigger=self.trigger_for(run_id), method_name="execute_complete")
+            self.wait_blocking(run_id)
+        return collect_results(
+            self.get_hook(),
+            run_id,
+            str(self.destination),
+            fail_on_failed_items=self.fail_on_failed_items,
+        )

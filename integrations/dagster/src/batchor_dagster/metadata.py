@@ -1,0 +1,80 @@
+"""What a materialisation reports to Dagster: run id, counts by status, token usage under
+Dagster's ``openai.<model>.*`` keys, estimated cost, the results URI, and the failure-rate
+check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+
+from batchor import CollectResult, RunSummary
+
+FAILURE_RATE_CHECK = "batchor_failure_rate"
+"""Name of the asset check on the share of items that failed."""
+
+
+def result_metadata(result: CollectResult, model: str | None) -> dict[str, Any]:
+    """Metadata of a collected run's materialisation."""
+    counts = result.counts
+    metadata: dict[str, Any] = {
+        "batchor/run_id": MetadataValue.text(result.run_id),
+        "batchor/run_status": MetadataValue.text(result.run_status),
+        "batchor/items": MetadataValue.json(dict(counts)),
+        "batchor/completed": MetadataValue.int(counts.get("completed", 0)),
+        "batchor/failed": MetadataValue.int(counts.get("failed", 0)),
+        "batchor/cancelled": MetadataValue.int(counts.get("cancelled", 0)),
+        "dagster/row_count": MetadataValue.int(result.results),
+        "batchor/results_uri": _location(result.uri),
+    }
+    if result.cost_usd is not None:
+        metadata["batchor/cost_usd"] = MetadataValue.float(round(result.cost_usd, 6))
+    if model:
+        metadata.update(usage_metadata(model, result.input_tokens, result.output_tokens))
+    return metadata
+
+
+def usage_metadata(model: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+    """Token usage under the keys Dagster's OpenAI integration and Insights use."""
+    return {
+        f"openai.{model}.prompt_tokens": MetadataValue.int(input_tokens),
+        f"openai.{model}.completion_tokens": MetadataValue.int(output_tokens),
+        f"openai.{model}.total_tokens": MetadataValue.int(input_tokens + output_tokens),
+    }
+
+
+def submission_metadata(summary: RunSummary, model: str | None) -> dict[str, Any]:
+    """Metadata of a submission (the run is in flight)."""
+    metadata: dict[str, Any] = {
+        "batchor/run_id": MetadataValue.text(summary.run_id),
+        "batchor/run_status": MetadataValue.text(summary.status.value),
+        "batchor/items": MetadataValue.json({s.value: n for s, n in summary.items.items()}),
+        "batchor/batches": MetadataValue.json(dict(summary.batches)),
+    }
+    if model:
+        metadata["batchor/model"] = MetadataValue.text(model)
+    return metadata
+
+
+def failure_rate_check(
+    result: CollectResult, max_failure_rate: float, severity: AssetCheckSeverity
+) -> AssetCheckResult:
+    """Passes when at most ``max_failure_rate`` of the run's items ended ``failed``."""
+    total = sum(result.counts.values())
+    failed = result.counts.get("failed", 0)
+    rate = failed / total if total else 0.0
+    return AssetCheckResult(
+        check_name=FAILURE_RATE_CHECK,
+        passed=rate <= max_failure_rate,
+        severity=severity,
+        metadata={
+            "failure_rate": MetadataValue.float(round(rate, 6)),
+            "max_failure_rate": MetadataValue.float(max_failure_rate),
+            "failed": MetadataValue.int(failed),
+            "items": MetadataValue.int(total),
+        },
+    )
+
+
+def _location(uri: str) -> Any:
+    return MetadataValue.url(uri) if "://" in uri else MetadataValue.path(uri)

@@ -1,0 +1,179 @@
+"""How batchor assets behave at the edges: the failure-rate check, permanent errors failing
+without retry, credentials from EnvVar and the environment, object-store destinations, and
+destination templates checked at definition time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from batchor_dagster import BatchorResource, batchor_asset
+from dagster import (
+    AssetExecutionContext,
+    DagsterEventType,
+    DagsterInstance,
+    EnvVar,
+    RetryPolicy,
+    materialize,
+)
+
+from batchor import BatchJob, ConfigurationError, OpenAIProviderConfig
+from batchor.testing import OpenAIBatchEmulator
+
+from .conftest import DAYS, SECRET, Label, day_job, items_for, prompt
+from .test_assets import _metadata
+
+
+def _event_types(instance: DagsterInstance, run_id: str) -> list[DagsterEventType]:
+    return [
+        e.dagster_event.event_type for e in instance.all_logs(run_id) if e.dagster_event is not None
+    ]
+
+
+def test_failure_rate_check_fails_when_items_fail(
+    emulator: OpenAIBatchEmulator,
+    resource: BatchorResource,
+    instance: DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    emulator.faults.line_fault = lambda _, body: (
+        "bad_request" if str(body["input"]).startswith("review 3 ") else None
+    )
+    labels = batchor_asset(
+        name="labels",
+        job=day_job,
+        destination=str(tmp_path / "{partition_key}.csv"),
+        partitions_def=DAYS,
+        max_failure_rate=0.05,
+        poll_interval=0.2,
+    )
+    outcome = materialize(
+        [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
+    )
+    assert outcome.success  # the check warns; the asset is materialised
+    meta = _metadata(instance, outcome.run_id)
+    assert meta["batchor/run_status"] == "completed_with_failures"
+    assert meta["batchor/failed"] == 1
+    assert meta["batchor/completed"] == 11
+    [check] = outcome.get_asset_check_evaluations()
+    assert not check.passed
+    assert check.metadata["failure_rate"].value == pytest.approx(1 / 12, abs=1e-6)
+    assert len((tmp_path / "2026-11-23.csv").read_text().splitlines()) == 13  # header + 12
+
+
+def test_permanent_errors_fail_without_retry(
+    emulator: OpenAIBatchEmulator,
+    resource: BatchorResource,
+    instance: DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    def job_with(model: str) -> Any:
+        def build(context: AssetExecutionContext) -> BatchJob:
+            return BatchJob(
+                items=items_for("2026-11-23", 4),
+                build_prompt=prompt,
+                provider_config=OpenAIProviderConfig(model=model),
+                structured_output=Label,
+            )
+
+        return build
+
+    def asset_for(model: str) -> Any:
+        return batchor_asset(
+            name="labels",
+            job=job_with(model),
+            destination=str(tmp_path / "labels.jsonl"),
+            run_key=lambda context: "labels-business-key",
+            retry_policy=RetryPolicy(max_retries=2),
+            poll_interval=0.2,
+        )
+
+    first = materialize(
+        [asset_for("gpt-4.1-mini")], resources={"batchor": resource}, instance=instance
+    )
+    assert _metadata(instance, first.run_id)["batchor/run_id"] == "labels-business-key"
+
+    changed = materialize(
+        [asset_for("gpt-4.1")],
+        resources={"batchor": resource},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not changed.success
+    [failure] = changed.get_step_failure_events()
+    assert "JobMismatchError" in str(failure.step_failure_data.user_failure_data.description)
+    types = _event_types(instance, changed.run_id)
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in types
+    assert emulator.stats.batches_created == 1
+
+    wrong_key = "sk-wrong-key-0000"
+    refused = materialize(
+        [asset_for("gpt-4.1-mini")],
+        resources={
+            "batchor": BatchorResource(
+                **{**resource.model_dump(), "openai_api_key": wrong_key, "store": None}
+            )
+        },
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not refused.success
+    [failure] = refused.get_step_failure_events()
+    assert "ProviderAuthError" in str(failure.step_failure_data.user_failure_data.description)
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in _event_types(instance, refused.run_id)
+    assert wrong_key not in "".join(str(e) for e in instance.all_logs(refused.run_id))
+
+
+def test_credentials_from_envvar_and_environment_and_an_object_store_destination(
+    emulator: OpenAIBatchEmulator,
+    instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MY_BATCH_KEY", SECRET)
+    monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("BATCHOR_STORE", f"sqlite:///{tmp_path}/env-store.db")
+    monkeypatch.setenv("BATCHOR_ARTIFACTS", "memory://batchor-dagster-test/artifacts")
+    resource = BatchorResource(openai_api_key=EnvVar("MY_BATCH_KEY"))
+    assert SECRET not in repr(BatchorResource(openai_api_key=SECRET))
+
+    labels = batchor_asset(
+        name="labels",
+        job=day_job,
+        destination="memory://batchor-dagster-test/{asset}/{partition_key}.jsonl",
+        partitions_def=DAYS,
+        poll_interval=0.2,
+    )
+    outcome = materialize(
+        [labels], partition_key="2026-11-24", resources={"batchor": resource}, instance=instance
+    )
+    assert outcome.success
+    meta = _metadata(instance, outcome.run_id)
+    uri = "memory://batchor-dagster-test/labels/2026-11-24.jsonl"
+    assert meta["batchor/results_uri"] == uri
+    with fsspec.open(uri, "rt") as results:
+        assert len(results.read().splitlines()) == 12
+    assert (tmp_path / "env-store.db").is_file()  # BATCHOR_STORE was used
+    assert SECRET not in "".join(str(e) for e in instance.all_logs(outcome.run_id))
+
+
+@pytest.mark.parametrize(
+    ("destination", "partitioned", "message"),
+    [
+        ("out/{partition_key}.jsonl", False, "not partitioned"),
+        ("out/{day}.jsonl", True, "unknown placeholder"),
+        ("out/{partition_key.jsonl", True, "not a valid template"),
+    ],
+)
+def test_destination_templates_are_checked_when_defined(
+    destination: str, partitioned: bool, message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        batchor_asset(
+            name="labels",
+            job=day_job,
+            destination=destination,
+            partitions_def=DAYS if partitioned else None,
+        )
