@@ -1,0 +1,178 @@
+"""The Prefect tasks: start a run (cached on its run key), wait for it with progress in the task
+logs, collect its results (cached on run and destination). Transient failures are retried,
+the core's permanent errors are not; only small handles are returned and persisted."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from batchor import RunSummary, steps
+from batchor.errors import RunNotFoundError
+from batchor_prefect.config import BatchorConfig, resolve_config
+from batchor_prefect.jobs import JobSpec, build_job, describe_job
+from batchor_prefect.keys import collect_cache_key, start_cache_key
+from batchor_prefect.retries import retry_unless_permanent
+
+RETRIES = 3
+"""How many times a task retries a transient failure."""
+RETRY_DELAYS: list[float] = [10, 60, 300]
+"""Seconds before each retry."""
+
+
+@task(
+    name="batchor-start",
+    task_run_name="start-{run_key}",
+    cache_key_fn=start_cache_key,
+    persist_result=True,
+    result_serializer="json",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+)
+def start_batch_run(
+    job: JobSpec, run_key: str, config: BatchorConfig | str | None = None
+) -> steps.RunHandle:
+    """Create the batchor run ``run_key`` for ``job``, or attach to it; read the input and
+    submit what is ready (`batchor.steps.start`). Never submits a batch twice, whatever
+    retries or re-runs call it.
+
+    Cached on ``run_key`` and the store: a later flow run with the same key gets the cached
+    handle without calling the core. The persisted result is the `batchor.steps.RunHandle`
+    (run id and job fingerprint) only.
+
+    Args:
+        job: A `batchor.BatchJob`, a callable returning one (called inside the task) or the
+            ``"module:name"`` import path of either. Wrap a job object in
+            ``prefect.utilities.annotations.quote`` so Prefect does not walk its items.
+        run_key: The run id (see `batchor.run_id_from` and `flow_run_key`).
+        config: A `BatchorConfig`, the name of a saved one, or ``None`` for the environment.
+    """
+    logger = get_run_logger()
+    block = resolve_config(config)
+    with block.runner() as runner:
+        handle = steps.start(runner, build_job(job), run_key)
+        summary = runner.get_run(handle.run_id).summary()
+    logger.info(
+        "run %s started from %s: %s, %d items, batches %s",
+        handle.run_id,
+        describe_job(job),
+        summary.status.value,
+        summary.total,
+        dict(summary.batches),
+    )
+    return handle
+
+
+@task(
+    name="batchor-wait",
+    task_run_name="wait-{run_id}",
+    persist_result=False,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+)
+def wait_for_batch_run(
+    run_id: str,
+    config: BatchorConfig | str | None = None,
+    *,
+    timeout: float | None = None,
+    poll_interval: float = 0.5,
+    max_poll_interval: float = 30.0,
+) -> RunSummary:
+    """Drive the run until it is terminal (`batchor.Run.wait`): poll, collect ended batches,
+    resubmit; the pause between steps starts at ``poll_interval`` and doubles up to
+    ``max_poll_interval`` while nothing changes. Each change is logged to the task run's logs.
+
+    Args:
+        run_id: The run to wait for.
+        config: A `BatchorConfig`, the name of a saved one, or ``None`` for the environment.
+        timeout: Seconds to wait at most; then `batchor.WaitTimeout` fails the task (not
+            retried; the run goes on, wait again later).
+        poll_interval: First pause between steps, in seconds.
+        max_poll_interval: Longest pause between steps, in seconds.
+
+    Returns:
+        The run's final `batchor.RunSummary`.
+
+    Raises:
+        RunStateError: The run is paused with nothing in flight (resume it first).
+    """
+    logger = get_run_logger()
+    last: dict[str, Any] = {}
+
+    def report(summary: RunSummary) -> None:
+        state = summary.to_dict()
+        if state == last:
+            return
+        last.clear()
+        last.update(state)
+        logger.info("%s", progress_line(summary))
+
+    with resolve_config(config).runner() as runner:
+        return runner.get_run(run_id).wait(
+            timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            on_progress=report,
+        )
+
+
+@task(
+    name="batchor-collect",
+    task_run_name="collect-{run_id}",
+    cache_key_fn=collect_cache_key,
+    persist_result=True,
+    result_serializer="json",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_condition_fn=retry_unless_permanent,
+)
+def collect_batch_run(
+    run_id: str,
+    destination: str | os.PathLike[str],
+    config: BatchorConfig | str | None = None,
+) -> steps.CollectResult:
+    """Write a terminal run's results to ``destination`` (a path or URI ending in ``.jsonl``,
+    ``.csv`` or ``.parquet``) with `batchor.steps.collect`, and return the small handle
+    describing them: run id, URI, counts, tokens, cost.
+
+    Cached on the run, the store and the destination; the persisted result is that handle.
+
+    Raises:
+        RunStateError: The run is not terminal yet.
+    """
+    logger = get_run_logger()
+    with resolve_config(config).runner() as runner:
+        result = steps.collect(runner, run_id, os.fspath(destination))
+    logger.info(
+        "run %s: %d results written to %s (%s)", run_id, result.results, result.uri, result.counts
+    )
+    return result
+
+
+def progress_line(summary: RunSummary) -> str:
+    """One log line describing a run's progress (counts only, never payloads)."""
+    items = {status.value: n for status, n in summary.items.items() if n}
+    line = (
+        f"run {summary.run_id}: {summary.status.value}, {summary.terminal_items}/"
+        f"{summary.total} items ended {items}, batches {dict(summary.batches)}, "
+        f"{summary.usage.input_tokens + summary.usage.output_tokens} tokens"
+    )
+    if not summary.ingest_complete:
+        line += ", still reading the input"
+    if summary.pause_reason:
+        line += f", paused: {summary.pause_reason}"
+    return line
+
+
+def run_exists(run_id: str, config: BatchorConfig | str | None = None) -> bool:
+    """Whether the store ``config`` points at holds the run ``run_id`` (a store read only)."""
+    with resolve_config(config).runner() as runner:
+        try:
+            runner.get_run(run_id)
+        except RunNotFoundError:
+            return False
+    return True
