@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -107,8 +108,15 @@ def test_transient_line_failures_are_retried_until_they_succeed(
     assert run.summary().status is RunStatus.COMPLETED
     assert by_id["item-3"].attempts == 3
     assert by_id["item-3"].status is ItemStatus.COMPLETED
+    assert by_id["item-3"].error is None  # the earlier attempts' error is not carried over
+    assert by_id["item-3"].output is not None
     assert by_id["item-0"].attempts == 1
     assert openai_emulator.stats.batches_created == 3
+    exported = runner.get_run("retry").export_results("retry.csv")
+    assert exported == 6
+    with open("retry.csv", newline="") as fh:
+        row = next(r for r in csv.DictReader(fh) if r["item_id"] == "item-3")
+    assert (row["error_class"], row["error_message"], row["error_attempt"]) == ("", "", "")
 
 
 def test_persistent_failures_fail_after_max_attempts_and_keep_their_reason(
