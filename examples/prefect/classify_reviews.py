@@ -5,7 +5,7 @@
 
 With OPENAI_BASE_URL unset it starts batchor's built-in emulator of the OpenAI Batch API, so
 it runs offline. To use OpenAI, set OPENAI_BASE_URL=https://api.openai.com/v1 and
-OPENAI_API_KEY. Runs are kept in ./.batchor/, results written to ./results/.
+OPENAI_API_KEY. Runs are kept in ./.batchor/, results written to ./.batchor/example/prefect/.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def temporary_server_settings() -> contextlib.AbstractContextManager[object]:
 def main() -> None:
     """Run the flow once and print what it collected."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--destination", default="results/reviews.jsonl")
+    parser.add_argument("--destination", default=".batchor/example/prefect/reviews.jsonl")
     parser.add_argument("--run-key", default=None, help="reuse the run of an earlier call")
     args = parser.parse_args()
     with temporary_server_settings(), api() as config:

@@ -28,7 +28,7 @@ def test_the_example_script_runs_as_documented(tmp_path: Path, prefect_server: s
     assert "run reviews-demo: completed, {'completed': 20, 'failed': 0, 'cancelled': 0}" in (
         done.stdout
     )
-    results = tmp_path / "results" / "reviews.jsonl"
+    results = tmp_path / ".batchor" / "example" / "prefect" / "reviews.jsonl"
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert len(lines) == 20
     assert {r["status"] for r in lines} == {"completed"}

@@ -16,7 +16,8 @@ class BatchorHook(BaseHook):
     """Opens `BatchRunner` objects from an Airflow connection.
 
     The connection uses the ``openai`` format: **password** is the API key, **host** the API
-    base URL (``https://api.openai.com/v1`` when empty). Its extras may name the batchor
+    base URL (when empty: the one stored with the run, else ``OPENAI_BASE_URL``, else the
+    public API). Its extras may name the batchor
     store (``batchor_store``) and artifacts (``batchor_artifacts``). When the connection does
     not exist, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``BATCHOR_STORE`` and
     ``BATCHOR_ARTIFACTS`` apply. The constructor reads nothing.
