@@ -75,6 +75,7 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     """Apply one ended batch's results to its items and mark it collected."""
     folder = ctx.batch_dir(batch.batch_key)
     tokens_in = tokens_out = 0
+    changed = 0  # items this collection moved out of "submitted"
     for file_id, name in zip((batch.output_file_id, batch.error_file_id), RAW_OUTPUTS, strict=True):
         if file_id is None:
             continue
@@ -88,17 +89,20 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
             tokens_out += outcome.output_tokens or 0
             chunk.append(outcome)
             if len(chunk) >= _CHUNK:
-                _apply(ctx, batch, chunk)
+                changed += _apply(ctx, batch, chunk)
                 chunk = []
-        _apply(ctx, batch, chunk)
-    requeued = ctx.store.requeue_unanswered(
-        ctx.run.pk,
-        batch.pk,
-        charge=_unanswered_charge(batch),
-        max_attempts=ctx.settings.max_attempts,
-    )
-    if requeued:
-        log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
+        changed += _apply(ctx, batch, chunk)
+    # Every item of the batch answered in this pass: none is left submitted, so the search
+    # for unanswered ones (a look at each of the batch's items) is skipped.
+    if changed < batch.request_count:
+        requeued = ctx.store.requeue_unanswered(
+            ctx.run.pk,
+            batch.pk,
+            charge=_unanswered_charge(batch),
+            max_attempts=ctx.settings.max_attempts,
+        )
+        if requeued:
+            log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
     if ctx.store.finish_batch(ctx.run.pk, batch.pk, tokens_in, tokens_out):
         log.info("batch %s: collected", batch.batch_key)
         _after_capacity(ctx, batch)
@@ -132,10 +136,11 @@ def _errors(batch: BatchRecord) -> list[list[str]]:
     return errors
 
 
-def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> None:
-    ctx.store.apply_outcomes(ctx.run.pk, batch.pk, chunk, ctx.settings.max_attempts)
+def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> int:
+    changed = ctx.store.apply_outcomes(ctx.run.pk, batch.pk, chunk, ctx.settings.max_attempts)
     # Renew the claim; outcomes are guarded, so even a lost claim applies nothing twice.
     ctx.store.claim_batch(batch.pk, BatchStatus.ENDED, owner(), lease_seconds())
+    return changed
 
 
 def _unanswered_charge(batch: BatchRecord) -> tuple[str, str] | None:

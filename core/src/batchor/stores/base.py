@@ -278,9 +278,10 @@ class StateStore(Protocol):
     # collection
     def apply_outcomes(
         self, run_pk: int, batch_pk: int, outcomes: Sequence[ItemOutcome], max_attempts: int
-    ) -> None:
+    ) -> int:
         """Apply answered lines to items still submitted in the batch, in one transaction;
-        a ``retry`` on an item's last attempt fails it."""
+        a ``retry`` on an item's last attempt fails it. Returns how many items it changed
+        (lines applied by an earlier, interrupted collection change none)."""
         ...
 
     def finish_batch(

@@ -721,15 +721,16 @@ class SqlStateStore:
     # ---- collection -----------------------------------------------------------------
     def apply_outcomes(
         self, run_pk: int, batch_pk: int, outcomes: Sequence[ItemOutcome], max_attempts: int
-    ) -> None:
-        """Apply answered lines to items still submitted in the batch, in one transaction.
+    ) -> int:
+        """Apply answered lines to items still submitted in the batch, in one transaction;
+        returns how many items changed.
 
         Attempts are counted in SQL and every statement is guarded by "still submitted in
         this batch", so a line applied by an earlier, interrupted collection changes nothing.
         A ``retry`` on an item's last attempt fails it.
         """
         if not outcomes:
-            return
+            return 0
         now = time.time()
         failures = [
             (run_pk, o.seq, batch_pk, o.error_class or "unknown", o.message or "", o.retryable, now)
@@ -763,10 +764,12 @@ class SqlStateStore:
             ]
             if failures:  # before the update: it reads the attempt number the update bumps
                 _bulk(conn, _RECORD_FAILURE, _RECORD_FAILURE_KEYS, failures)
+            changed = 0
             if completed:
-                _bulk(conn, _APPLY_COMPLETED, _APPLY_COMPLETED_KEYS, completed)
+                changed += _bulk(conn, _APPLY_COMPLETED, _APPLY_COMPLETED_KEYS, completed)
             if others:
-                _bulk(conn, _APPLY_OUTCOME, _APPLY_OUTCOME_KEYS, others)
+                changed += _bulk(conn, _APPLY_OUTCOME, _APPLY_OUTCOME_KEYS, others)
+        return changed
 
     def finish_batch(
         self, run_pk: int, batch_pk: int, input_tokens: int, output_tokens: int
