@@ -120,8 +120,8 @@ def ingest(
                     len(buffer),  # req_offset
                     len(line),  # req_length
                     f"{zlib.crc32(body):08x}",  # req_hash
-                    _metadata_json(item) if item.metadata else None,
                     estimate_tokens(prompt),
+                    _metadata_json(item) if item.metadata else None,
                 )
             )
             buffer += line

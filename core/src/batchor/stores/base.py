@@ -71,7 +71,8 @@ class BatchRecord:
 
 
 class NewItem(NamedTuple):
-    """An item accepted at ingestion, with the pointer to its request body."""
+    """An item accepted at ingestion, with the pointer to its request body (fields in the
+    order of the table's columns, so a row reaches the driver as it is)."""
 
     seq: int
     item_id: str
@@ -79,8 +80,8 @@ class NewItem(NamedTuple):
     req_offset: int
     req_length: int
     req_hash: str
-    metadata: str | None
     est_tokens: int | None = None
+    metadata: str | None = None
 
 
 class PendingItem(NamedTuple):

@@ -39,8 +39,8 @@ _ITEM_INSERT_KEYS = (
     "req_offset",
     "req_length",
     "req_hash",
-    "metadata",
     "est_tokens",
+    "metadata",
 )
 
 
@@ -130,14 +130,15 @@ _APPLY_COMPLETED = (
         done_tick=sa.bindparam("b_tick", type_=sa.Integer),
     )
 )
+# In the order SQLite's compiled statement binds them, so rows reach the driver as they are.
 _APPLY_COMPLETED_KEYS = (
-    "b_run_pk",
-    "b_seq",
-    "b_batch_pk",
     "b_output_text",
     "b_input_tokens",
     "b_output_tokens",
     "b_tick",
+    "b_run_pk",
+    "b_seq",
+    "b_batch_pk",
 )
 # The failed attempt, recorded for audit under the same guard.
 _RECORD_FAILURE = item_failures.insert().from_select(
@@ -740,7 +741,7 @@ class SqlStateStore:
         with self._write() as conn:
             tick = _next_tick(conn, run_pk)
             completed = [
-                (run_pk, o.seq, batch_pk, o.output_text, o.input_tokens, o.output_tokens, tick)
+                (o.output_text, o.input_tokens, o.output_tokens, tick, run_pk, o.seq, batch_pk)
                 for o in outcomes
                 if o.kind == "completed"
             ]
