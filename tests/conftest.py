@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import pytest
 # The orchestrators read their settings when first imported: give each a private home under a
 # temporary directory, with telemetry and examples off, before any test module imports one.
 _HOMES = Path(tempfile.mkdtemp(prefix="batchor-tests-"))
+atexit.register(shutil.rmtree, _HOMES, ignore_errors=True)
 for _name in ("airflow", "dagster", "prefect"):
     (_HOMES / _name).mkdir()
 (_HOMES / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
