@@ -121,7 +121,7 @@ def ingest(
                     len(line),  # req_length
                     f"{zlib.crc32(body):08x}",  # req_hash
                     estimate_tokens(prompt),
-                    _metadata_json(item) if item.metadata else None,
+                    _metadata_json(item),
                 )
             )
             buffer += line

@@ -62,13 +62,13 @@ _IN_BATCH = (
 )
 _KIND = sa.bindparam("b_kind", type_=sa.String)
 _NEXT_ATTEMPT = items.c.attempts + _const(1)
-# One answered line applied to its item, guarded so a line applies at most once.
+# One failed or retried line applied to its item, guarded so a line applies at most once
+# (completed lines take `_APPLY_COMPLETED`).
 _APPLY_OUTCOME = (
     items.update()
     .where(*_IN_BATCH)
     .values(
         status=sa.case(
-            (_KIND == _const("completed"), _const(ItemStatus.COMPLETED.value)),
             (
                 sa.and_(
                     _KIND == _const("retry"),
@@ -83,7 +83,7 @@ _APPLY_OUTCOME = (
         error_class=sa.bindparam("b_error_class", type_=sa.String),
         error_message=sa.bindparam("b_error_message", type_=sa.Text),
         error_retryable=sa.bindparam("b_error_retryable", type_=sa.Boolean),
-        error_attempt=sa.case((_KIND == _const("completed"), sa.null()), else_=_NEXT_ATTEMPT),
+        error_attempt=_NEXT_ATTEMPT,
         input_tokens=sa.bindparam("b_input_tokens", type_=sa.Integer),
         output_tokens=sa.bindparam("b_output_tokens", type_=sa.Integer),
         done_tick=sa.case(
@@ -112,8 +112,8 @@ _APPLY_OUTCOME_KEYS = (
     "b_output_tokens",
     "b_tick",
 )
-# A completed line (nearly every line): the same change as `_APPLY_OUTCOME` for that kind,
-# without the CASEs and with half the parameters, for about 40 % less time per row.
+# A completed line (nearly every line): no CASEs and 7 parameters, for about 40 % less time
+# per row than the general statement above.
 _APPLY_COMPLETED = (
     items.update()
     .where(*_IN_BATCH)
