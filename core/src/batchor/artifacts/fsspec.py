@@ -52,8 +52,7 @@ class FsspecArtifactStore:
 
     def __init__(self, url: str, **storage_options: Any) -> None:
         scheme = url.split("://", 1)[0].lower()
-        _check_url(url)
-        self._fs, root = _filesystem(scheme, url, storage_options)
+        self._fs, root = _url_filesystem(url, storage_options)
         self._root: str = root.rstrip("/")
         if not self._root.strip("/"):
             raise ConfigurationError(
@@ -135,16 +134,20 @@ def open_url_write(url: str, **storage_options: Any) -> AbstractContextManager[B
     Raises:
         ConfigurationError: the URL is not usable, or its backend library is not installed.
     """
-    _check_url(url)
-    fs, path = _filesystem(url.split("://", 1)[0].lower(), url, storage_options)
-    return _publish(fs, str(path), bool(_protocols(fs) & _STAGED_PROTOCOLS))
+    fs, path = _url_filesystem(url, storage_options)
+    return _publish(fs, path, bool(_protocols(fs) & _STAGED_PROTOCOLS))
 
 
 def url_is_file(url: str, **storage_options: Any) -> bool:
     """Whether an object exists at ``url``."""
-    _check_url(url)
-    fs, path = _filesystem(url.split("://", 1)[0].lower(), url, storage_options)
+    fs, path = _url_filesystem(url, storage_options)
     return bool(fs.isfile(path))
+
+
+def _url_filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+    """The filesystem and path of one object's URL, checked as artifact URLs are."""
+    _check_url(url)
+    return _filesystem(url.split("://", 1)[0].lower(), url, storage_options)
 
 
 @contextmanager
