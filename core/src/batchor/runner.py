@@ -38,6 +38,8 @@ from batchor.stores.open import open_store
 from batchor.structured import import_model, model_path, schema_name, strict_json_schema
 
 DEFAULT_HOME = ".batchor"
+DEFAULT_STORE = f"sqlite:///{DEFAULT_HOME}/batchor.db"
+"""The store a runner opens when it is given none and ``BATCHOR_STORE`` is unset."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
 # Settings that may change between processes without making it a different job.
 _NOT_FINGERPRINTED = frozenset(
@@ -72,7 +74,7 @@ class BatchRunner:
         prices: PriceTable | Mapping[str, ModelPrice | tuple[float, float]] | None = None,
     ) -> None:
         if store is None:
-            store = os.environ.get("BATCHOR_STORE") or f"sqlite:///{DEFAULT_HOME}/batchor.db"
+            store = os.environ.get("BATCHOR_STORE") or DEFAULT_STORE
         self.store: StateStore = open_store(store) if isinstance(store, str) else store
         """The control-plane store."""
         if artifacts is None:

@@ -146,7 +146,7 @@ def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str
         raise RunStateError(
             f"run {run_id!r} is {summary.status.value}: collect it once poll() says it is terminal"
         )
-    uri = _location(destination)
+    uri = results_location(destination)
     previous = run.collected
     if previous is not None and previous.uri == uri and _exists(uri):
         return previous
@@ -165,8 +165,9 @@ def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str
     return result
 
 
-def _location(destination: str | os.PathLike[str]) -> str:
-    """The destination as recorded: an object-store URL as given, a local path made absolute."""
+def results_location(destination: str | os.PathLike[str]) -> str:
+    """Where `collect` writes and records ``destination``: an object-store URL as given, a
+    local path (or ``file://`` URL) as an absolute path. Integrations key caches on it."""
     if is_url(destination):
         return os.fspath(destination)
     return str(local_path(destination).resolve())

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from batchor.cli.exits import OneLineErrorGroup, errors
 from batchor.cli.output import console, echo_json
-from batchor.runner import DEFAULT_HOME
+from batchor.runner import DEFAULT_STORE
 from batchor.stores.migrate import current_revision, head_revision
 from batchor.stores.migrate import upgrade as migrate_upgrade
 from batchor.stores.open import open_store
@@ -31,7 +31,7 @@ def upgrade(store: str | None, as_json: bool) -> None:
     """Upgrade the store's schema to the newest revision this batchor knows (creating the
     store if it does not exist) and print the revision. Stores also upgrade when opened;
     this does it on purpose, e.g. before several workers start."""
-    url = store or f"sqlite:///{DEFAULT_HOME}/batchor.db"
+    url = store or DEFAULT_STORE
     with errors():
         before = _revision_before(url)
         opened = open_store(url)

@@ -12,9 +12,9 @@ from prefect.context import FlowRunContext, TaskRunContext
 
 from batchor import run_id_from
 from batchor.errors import ConfigurationError
+from batchor.runner import DEFAULT_STORE
+from batchor.steps import results_location
 from batchor_prefect.config import BatchorConfig, redact_url
-
-_DEFAULT_STORE = "sqlite:///.batchor/batchor.db"
 
 
 def flow_run_key() -> str:
@@ -45,17 +45,11 @@ def flow_run_key() -> str:
 def store_identity(config: BatchorConfig | None) -> str:
     """The store a runner built from ``config`` opens, as a secret-free string: the URL with
     any password removed and a relative SQLite path made absolute."""
-    url = (config.store if config else None) or os.environ.get("BATCHOR_STORE") or _DEFAULT_STORE
+    url = (config.store if config else None) or os.environ.get("BATCHOR_STORE") or DEFAULT_STORE
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/"):
         url = prefix + os.path.abspath(url[len(prefix) :])
     return redact_url(url)
-
-
-def destination_identity(destination: str | os.PathLike[str]) -> str:
-    """A results destination as written: an absolute path, or the URI as given."""
-    text = os.fspath(destination)
-    return text if "://" in text else os.path.abspath(text)
 
 
 def _digest(*parts: str) -> str:
@@ -84,5 +78,5 @@ def collect_cache_key(context: TaskRunContext, parameters: dict[str, Any]) -> st
     return "batchor-collect-" + _digest(
         str(parameters["run_id"]),
         store_identity(config),
-        destination_identity(parameters["destination"]),
+        results_location(parameters["destination"]),
     )
