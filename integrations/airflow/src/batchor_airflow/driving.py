@@ -23,22 +23,28 @@ def default_deferrable() -> bool:
     return conf.getboolean("operators", "default_deferrable", fallback=False)
 
 
-class RunDriver:
-    """Mixin for operators that wait for a run. The host class sets ``conn_id``, ``store``,
-    ``artifacts``, ``poll_interval``, ``cancel_on_kill`` and ``deferrable``."""
+class HookOwner:
+    """Mixin for the operators and the sensor: the hook of the task's connection and explicit
+    locations. The host class sets ``conn_id``, ``store`` and ``artifacts``."""
 
     conn_id: str
     store: str | None
     artifacts: str | None
+
+    def get_hook(self) -> BatchorHook:
+        """The hook for this task's connection and explicit locations."""
+        return BatchorHook(self.conn_id, store=self.store, artifacts=self.artifacts)
+
+
+class RunDriver(HookOwner):
+    """Mixin for operators that wait for a run. The host class sets ``conn_id``, ``store``,
+    ``artifacts``, ``poll_interval``, ``cancel_on_kill`` and ``deferrable``."""
+
     poll_interval: float
     cancel_on_kill: bool
     deferrable: bool
     log: Any
     _live_run_id: str | None = None
-
-    def get_hook(self) -> BatchorHook:
-        """The hook for this task's connection and explicit locations."""
-        return BatchorHook(self.conn_id, store=self.store or None, artifacts=self.artifacts or None)
 
     def step(self, run_id: str) -> RunSummary:
         """One reconcile step of ``run_id`` on this worker (`batchor.steps.poll`): poll the

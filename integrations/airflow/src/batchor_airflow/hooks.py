@@ -24,8 +24,10 @@ class BatchorHook(BaseHook):
 
     Args:
         conn_id: The Airflow connection id.
-        store: A store URL that overrides the connection's and the environment's.
-        artifacts: An artifacts location that overrides the connection's and the environment's.
+        store: A store URL that overrides the connection's and the environment's (an empty
+            string, as an unset templated field renders, counts as none).
+        artifacts: An artifacts location that overrides the connection's and the
+            environment's (empty: none).
     """
 
     conn_name_attr = "conn_id"
@@ -42,9 +44,9 @@ class BatchorHook(BaseHook):
         super().__init__()
         self.conn_id = conn_id
         """The Airflow connection id."""
-        self.store = store
+        self.store = store or None
         """The explicit store URL, if any."""
-        self.artifacts = artifacts
+        self.artifacts = artifacts or None
         """The explicit artifacts location, if any."""
 
     def get_conn(self) -> BatchRunner:

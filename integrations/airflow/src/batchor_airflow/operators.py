@@ -10,7 +10,7 @@ from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
 from batchor import steps
-from batchor_airflow.driving import RunDriver, default_deferrable
+from batchor_airflow.driving import HookOwner, RunDriver, default_deferrable
 from batchor_airflow.failures import check_not_stuck, fail_permanent_errors
 from batchor_airflow.handles import default_run_id, summary_handle
 from batchor_airflow.hooks import BatchorHook
@@ -35,7 +35,7 @@ def collect_results(
     return result.to_dict()
 
 
-class BatchorStartOperator(BaseOperator):
+class BatchorStartOperator(HookOwner, BaseOperator):
     """Start a batchor run, or attach to it, and submit what is ready; never waits.
 
     Returns (XCom) ``{"run_id", "fingerprint", "status", "total", "counts"}``.
@@ -77,10 +77,6 @@ class BatchorStartOperator(BaseOperator):
         self.conn_id = conn_id
         self.job_kwargs = job_kwargs
 
-    def get_hook(self) -> BatchorHook:
-        """The hook for this task's connection and explicit locations."""
-        return BatchorHook(self.conn_id, store=self.store or None, artifacts=self.artifacts or None)
-
     def execute(self, context: Context) -> dict[str, Any]:
         """Build the job, then `batchor.steps.start` under the task's run id."""
         run_id = self.run_id or default_run_id(context)
@@ -93,7 +89,7 @@ class BatchorStartOperator(BaseOperator):
         return {**summary_handle(summary), "fingerprint": handle.fingerprint}
 
 
-class BatchorCollectOperator(BaseOperator):
+class BatchorCollectOperator(HookOwner, BaseOperator):
     """Write a terminal run's results to a file and return where they are.
 
     Returns (XCom) the `batchor.CollectResult` as a dict: ``run_id``, ``uri``,
@@ -137,9 +133,11 @@ class BatchorCollectOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         """`batchor.steps.collect`; a run that is not terminal raises
         `batchor.RunStateError`, which Airflow retries."""
-        hook = BatchorHook(self.conn_id, store=self.store or None, artifacts=self.artifacts or None)
         return collect_results(
-            hook, self.run_id, str(self.destination), fail_on_failed_items=self.fail_on_failed_items
+            self.get_hook(),
+            self.run_id,
+            str(self.destination),
+            fail_on_failed_items=self.fail_on_failed_items,
         )
 
 
