@@ -134,20 +134,22 @@ def open_url_write(url: str, **storage_options: Any) -> AbstractContextManager[B
     Raises:
         ConfigurationError: the URL is not usable, or its backend library is not installed.
     """
-    fs, path = _url_filesystem(url, storage_options)
+    fs, path = _url_filesystem(url, storage_options, "results URL")
     return _publish(fs, path, bool(_protocols(fs) & _STAGED_PROTOCOLS))
 
 
 def url_is_file(url: str, **storage_options: Any) -> bool:
     """Whether an object exists at ``url``."""
-    fs, path = _url_filesystem(url, storage_options)
+    fs, path = _url_filesystem(url, storage_options, "results URL")
     return bool(fs.isfile(path))
 
 
-def _url_filesystem(url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
-    """The filesystem and path of one object's URL, checked as artifact URLs are."""
-    _check_url(url)
-    return _filesystem(url.split("://", 1)[0].lower(), url, storage_options)
+def _url_filesystem(
+    url: str, storage_options: dict[str, Any], what: str = "artifact URL"
+) -> tuple[Any, str]:
+    """The filesystem and path of a URL, checked first; errors call it ``what``."""
+    _check_url(url, what)
+    return _filesystem(url.split("://", 1)[0].lower(), url, storage_options, what)
 
 
 @contextmanager
@@ -186,26 +188,28 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}"
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, what: str) -> None:
     """Refuse credentials or options in the URL: they would be shown wherever it is."""
     try:
         parts = urlsplit(url)
         password = parts.password
     except ValueError:
-        raise ConfigurationError(f"artifact URL {redact(url)!r} is not valid") from None
+        raise ConfigurationError(f"{what} {redact(url)!r} is not valid") from None
     if password is not None:
         raise ConfigurationError(
-            f"artifact URL {redact(url)!r} carries a credential; set it in the environment "
+            f"{what} {redact(url)!r} carries a credential; set it in the environment "
             "(e.g. AWS_SECRET_ACCESS_KEY) or pass storage options instead"
         )
     if parts.query or parts.fragment:
         raise ConfigurationError(
-            f"artifact URL {redact(url)!r} has a query or fragment; pass options through the "
+            f"{what} {redact(url)!r} has a query or fragment; pass options through the "
             "environment or as storage options instead"
         )
 
 
-def _filesystem(scheme: str, url: str, storage_options: dict[str, Any]) -> tuple[Any, str]:
+def _filesystem(
+    scheme: str, url: str, storage_options: dict[str, Any], what: str
+) -> tuple[Any, str]:
     """The fsspec filesystem for ``url`` and the root path in it."""
     try:
         from fsspec.core import url_to_fs
@@ -226,7 +230,7 @@ def _filesystem(scheme: str, url: str, storage_options: dict[str, Any]) -> tuple
         if "protocol" not in str(exc).lower():
             raise
         raise ConfigurationError(
-            f"artifact URL scheme {scheme!r} is not known to fsspec; use a local directory or "
+            f"{what} scheme {scheme!r} is not known to fsspec; use a local directory or "
             "a URL such as s3://bucket/prefix, gs://, az:// or memory://"
         ) from None
     return fs, str(root)
