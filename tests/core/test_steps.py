@@ -175,6 +175,6 @@ def test_results_export_to_a_url_with_a_credential_is_refused(
     with OpenAIBatchEmulator() as emu:
         run = runner.start(_job(emu), run_id="secretive")
         run.wait(timeout=60)
-    with pytest.raises(ConfigurationError, match="^results URL .* carries a credential") as info:
+    with pytest.raises(ConfigurationError, match=r"^results URL .* carries a credential") as info:
         run.export_results("s3://user:hunter2@bucket/results.jsonl")
     assert "hunter2" not in str(info.value)
