@@ -135,6 +135,8 @@ def strict_schema(model: type[BaseModel]) -> dict[str, Any]:
                 tighten(value)
 
     tighten(schema)
+    if "$ref" in schema:  # a recursive model: strict mode needs an object at the root
+        schema = {**schema["$defs"][schema.pop("$ref").split("/")[-1]], **schema}
     return schema
 
 

@@ -14,6 +14,7 @@ from batchor.pricing import ModelPrice, PriceTable, price_table
 from batchor.results import Usage
 from batchor.runner import request_template
 from batchor.sources.base import CheckpointedItemSource
+from batchor.structured import strict_json_schema
 
 # Request parameters that cap a reply's tokens, by endpoint family.
 _OUTPUT_CAPS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
@@ -64,7 +65,15 @@ def estimate_job(
     Args:
         job: The job.
         prices: Prices to use instead of the default table's.
+
+    Raises:
+        ConfigurationError: the job's structured output is a schema the provider's strict
+            mode refuses (the same one-line error as `BatchJob` and `BatchRunner.start`
+            give; see `batchor.schema_check`). Nothing is read before it.
     """
+    if job.structured_output is not None:
+        # The check runner.start makes, made here first so the estimate reports the same.
+        strict_json_schema(job.structured_output)
     template = request_template(job)
     settings = job.provider_config
     limits = job.limits

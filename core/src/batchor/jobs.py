@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from batchor.errors import ConfigurationError
 from batchor.items import BatchItem, PromptParts
+from batchor.structured import strict_json_schema
 
 if TYPE_CHECKING:
     from batchor.providers.openai_config import OpenAIProviderConfig
@@ -90,7 +91,9 @@ class BatchJob:
         build_prompt: Called once per item at ingestion; returns the `PromptParts`.
         provider_config: Model, endpoint and request parameters for the provider.
         structured_output: A Pydantic model class; replies are validated into it and
-            ``ItemResult.output`` is an instance. ``None`` for plain text.
+            ``ItemResult.output`` is an instance. ``None`` for plain text. Its schema must
+            be one the provider's strict mode accepts (see `batchor.schema_check`), or
+            construction raises `ConfigurationError` naming the field.
         retry_policy: Attempts per item.
         limits: How full each provider batch is packed.
         artifact_policy: What is kept of the run's files.
@@ -112,3 +115,6 @@ class BatchJob:
             raise ConfigurationError(
                 f"BatchJob.structured_output must be a Pydantic model class, got {model!r}"
             )
+        if model is not None:
+            # Refuse at once what the provider's strict mode would refuse or answer empty.
+            strict_json_schema(model)

@@ -7,36 +7,86 @@ import re
 import sys
 from typing import Any, cast
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, PydanticUserError, ValidationError
 
 from batchor.errors import ConfigurationError
+from batchor.schema_check import check_strict_schema
 
 # Keywords the provider's strict mode rejects or ignores; dropping them keeps the schema valid.
-_UNSUPPORTED_KEYWORDS = frozenset({"default", "examples"})
+_UNSUPPORTED_KEYWORDS = frozenset({"default", "examples", "discriminator"})
 
 
 def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """Return ``model``'s JSON schema in the provider's strict form.
+    """Return ``model``'s JSON schema in the provider's strict form, checked.
 
     Every object is closed (``additionalProperties: false``) and lists every property as
     required; a field that may be omitted must therefore be nullable (``str | None``), which
-    Pydantic already expresses as ``anyOf [..., {"type": "null"}]``.
+    Pydantic already expresses as ``anyOf [..., {"type": "null"}]``. A discriminated union
+    (``oneOf``) is sent as the equivalent ``anyOf``, and a ``$ref`` with a description beside
+    it is inlined, as strict mode allows nothing beside a ``$ref``.
+
+    Raises:
+        ConfigurationError: one line naming the field and the fix, when strict mode would
+            refuse the schema or answer a field empty (a free-form ``dict``, ``Any``, a root
+            that is not an object, a tuple or set, too large ...); see
+            `batchor.schema_check`.
     """
-    strict: dict[str, Any] = _make_strict(model.model_json_schema())
+    name = model.__name__
+    try:
+        raw = model.model_json_schema()
+    except PydanticUserError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigurationError(f"structured output {name} has no JSON schema: {first}") from None
+    strict: dict[str, Any] = _Strict(raw).node(raw)
+    check_strict_schema(strict, name)
     return strict
 
 
-def _make_strict(node: Any) -> Any:
-    if isinstance(node, list):
-        return [_make_strict(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: _make_strict(v) for k, v in node.items() if k not in _UNSUPPORTED_KEYWORDS}
-    if out.get("type") == "object" or "properties" in out:
-        props = out.get("properties", {})
-        out["additionalProperties"] = False
-        out["required"] = list(props)
-    return out
+class _Strict:
+    """Rewrites a Pydantic JSON schema into the strict form, node by node."""
+
+    def __init__(self, root: dict[str, Any]) -> None:
+        self._defs = root.get("$defs", {})
+        self._inlining: list[str] = []
+
+    def node(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [self.node(n) for n in node]
+        if not isinstance(node, dict):
+            return node
+        kept = {k: v for k, v in node.items() if k not in _UNSUPPORTED_KEYWORDS}
+        if "oneOf" in kept and "anyOf" not in kept:
+            # Pydantic's discriminated union: the branches are disjoint, so anyOf is the same.
+            kept["anyOf"] = kept.pop("oneOf")
+        ref = kept.get("$ref")
+        if isinstance(ref, str) and len(kept) > 1:
+            return self._inline(ref, kept)
+        out = {k: self._child(k, v) for k, v in kept.items()}
+        if out.get("type") == "object" or "properties" in out:
+            props = out.get("properties", {})
+            # A free-form dict (additionalProperties a schema, no properties) is left as it
+            # is, for the check to refuse: closing it would empty every reply's value.
+            if props or out.get("additionalProperties") in (None, False):
+                out["additionalProperties"] = False
+                out["required"] = list(props)
+        return out
+
+    def _child(self, key: str, value: Any) -> Any:
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            return {name: self.node(sub) for name, sub in value.items()}
+        return self.node(value)
+
+    def _inline(self, ref: str, node: dict[str, Any]) -> Any:
+        """``{"$ref": r, "description": d}`` as the referenced schema with ``d`` on it."""
+        name = ref.removeprefix("#/$defs/")
+        target = self._defs.get(name) if ref.startswith("#/$defs/") else None
+        if not isinstance(target, dict) or name in self._inlining:
+            return self.node({"$ref": ref})  # recursion: a bare reference
+        self._inlining.append(name)
+        try:
+            return self.node({**target, **{k: v for k, v in node.items() if k != "$ref"}})
+        finally:
+            self._inlining.pop()
 
 
 def schema_name(model: type[BaseModel]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from batchor.testing.emulator.faults import LineFault
 from batchor.testing.emulator.schema_text import SchemaCache
-from batchor.testing.emulator.schemas import Entropy
+from batchor.testing.emulator.schemas import Entropy, strict_refusal
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 _encode = _ENCODER.encode
@@ -206,7 +206,8 @@ class Renderer:
         self._schema = None if endpoint == "/v1/embeddings" else requested_schema(endpoint, body)
         schema = self._schema
         structured = schema is not None and schema is not _JSON_OBJECT
-        self._generate = schemas.generator(schema) if structured else None
+        self._refusal = strict_refusal(endpoint, body) if structured else None
+        self._generate = schemas.generator(schema) if structured and self._refusal is None else None
         self._endpoint = endpoint
         self._responses = endpoint == "/v1/responses"
         body_format = "%s"
@@ -233,6 +234,8 @@ class Renderer:
     def answer(self, custom_id_json: str, prompt: str, fault: LineFault | None, now: int) -> Answer:
         """Answer one request line (``custom_id_json``: its custom_id as a JSON literal)."""
         serial = self._serial()
+        if self._refusal is not None:  # a schema strict mode refuses: every line fails
+            return self._fail % (serial, custom_id_json, 400, serial, self._refusal), True, 0, 0
         if fault is None and self._generate is not None:
             text = self._generate(Entropy.for_text(prompt))
         elif fault is not None and fault in _ERRORS:

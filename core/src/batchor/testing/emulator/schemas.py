@@ -13,6 +13,8 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from batchor.schema_check import schema_problems
+
 _MASK = (1 << 64) - 1
 _MAX_DEPTH = 12
 SHALLOW = 3
@@ -310,3 +312,37 @@ def number_choices(schema: Mapping[str, Any]) -> list[float]:
         too_high = value > high or (high_open and value >= high)
         values.append((low + high) / 2 if too_low or too_high else value)
     return values
+
+
+def strict_refusal(endpoint: str, body: Mapping[str, Any]) -> str | None:
+    """The 400 error body the API answers a request with when its ``strict: true`` schema is
+    one strict mode refuses (`batchor.schema_check`), else None.
+
+    The real API checks the schema per request, so each such line fails on its own with an
+    ``invalid_request_error``; the batch itself is not refused.
+    """
+    fmt: Any = None
+    param = "response_format"
+    if endpoint == "/v1/chat/completions":
+        outer = body.get("response_format")
+        if isinstance(outer, Mapping) and outer.get("type") == "json_schema":
+            fmt = outer.get("json_schema")
+    elif endpoint == "/v1/responses":
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+        param = "text.format.schema"
+        if not (isinstance(fmt, Mapping) and fmt.get("type") == "json_schema"):
+            fmt = None
+    if not isinstance(fmt, Mapping) or fmt.get("strict") is not True:
+        return None
+    name = str(fmt.get("name", ""))
+    problems = schema_problems(fmt.get("schema"), name or "schema")
+    if not problems:
+        return None
+    error = {
+        "message": f"Invalid schema for response_format '{name}': {problems[0]}.",
+        "type": "invalid_request_error",
+        "param": param,
+        "code": "invalid_json_schema",
+    }
+    return json.dumps({"error": error}, separators=(",", ":"))
