@@ -32,7 +32,7 @@ os.environ.update(
 )
 os.environ.pop("PREFECT_API_URL", None)
 
-pytest_plugins = ["batchor.testing.pytest_plugin", "tests.s3_server"]
+pytest_plugins = ["batchor.testing.pytest_plugin", "tests.s3_server", "tests.postgres"]
 
 # An integration's tests need its orchestrator: in an environment without it (the core-only
 # CI run), its folder is not collected at all.

@@ -1,5 +1,5 @@
-"""Fixtures for tests that drive one run from several processes: store URLs for SQLite and
-for the real Postgres server (a fresh schema per test)."""
+"""Store fixtures shared by every test folder: store URLs for a SQLite file and for the real
+Postgres server (a fresh schema per test). Registered as a plugin in tests/conftest.py."""
 
 from __future__ import annotations
 

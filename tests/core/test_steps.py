@@ -18,9 +18,10 @@ from batchor import (
     BatchRunner,
     ConfigurationError,
     OpenAIProviderConfig,
-    RunStateError,
+    RunNotReady,
     steps,
 )
+from batchor.errors import is_permanent
 from batchor.runner import _RUN_ID
 from batchor.testing import OpenAIBatchEmulator
 
@@ -46,15 +47,16 @@ def test_start_poll_collect_are_idempotent(
     store, artifacts = f"sqlite:///{tmp_path}/store/batchor.db", tmp_path / "artifacts"
     with OpenAIBatchEmulator(phase_seconds=0.2) as emu:
         run_id = steps.run_id_from("reviews_dag", "2026-11-23T00:00:00+00:00")
-        handle = steps.start(runner, _job(emu), run_id)
+        handle = steps.start(runner, _job(emu), run_id).handle
         assert emu.stats.batches_created == 3
         with BatchRunner(store, artifacts) as other:  # a retried task: another runner
-            assert steps.start(other, _job(emu), run_id) == handle
+            assert steps.start(other, _job(emu), run_id).handle == handle
         assert emu.stats.batches_created == 3
         assert steps.RunHandle.from_dict(json.loads(json.dumps(handle.to_dict()))) == handle
 
-        with pytest.raises(RunStateError, match="terminal"):
+        with pytest.raises(RunNotReady, match="collect it once it has ended") as early:
             steps.collect(runner, run_id, tmp_path / "early.jsonl")
+        assert not is_permanent(early.value)
         assert not (tmp_path / "early.jsonl").exists()
 
         deadline = time.monotonic() + 60

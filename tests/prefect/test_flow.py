@@ -61,7 +61,7 @@ def test_example_flow_collects_every_result_and_a_second_flow_run_reuses_the_run
     assert {r["status"] for r in lines} == {"completed"}
     assert all(r["output"]["label"] in {"positive", "negative", "neutral"} for r in lines)
     assert openai_emulator.stats.batches_created == 1
-    assert f"run {key}: completed, 20/20 items ended" in caplog.text  # the wait task's progress
+    assert f"run {key} completed: 20/20 done (0 failed), 0 in flight" in caplog.text  # the wait task's progress
     assert task_runs(flow_run_id(first)) == {
         f"start-{key}": ("Completed", 1),
         f"wait-{key}": ("Completed", 1),
@@ -154,7 +154,7 @@ def test_a_job_object_and_a_saved_block_keep_the_key_out_of_prefect(
     for record in results_dir.iterdir():
         value = json.loads(json.loads(record.read_text())["result"])
         persisted.add(value["__class__"])
-    assert persisted == {"batchor.steps.RunHandle", "batchor.steps.CollectResult"}
+    assert persisted == {"batchor.handles.RunHandle", "batchor.handles.CollectResult"}
 
 
 def test_subflow_calls_get_distinct_run_keys_stable_under_their_root(

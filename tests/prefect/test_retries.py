@@ -4,6 +4,7 @@ retried."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,8 +32,10 @@ from batchor import (
     ProviderQuotaError,
     Run,
     RunNotFoundError,
+    RunNotReady,
     RunStateError,
     SourceError,
+    WaitTimeout,
     steps,
 )
 from batchor.testing import OpenAIBatchEmulator
@@ -138,10 +141,55 @@ def test_a_run_key_taken_by_another_job_fails_without_retry(tmp_path: Path) -> N
         assert emu.stats.batches_created == created
 
 
+def test_a_collect_before_the_run_ends_is_retried_and_a_rerun_after_it_ended_succeeds(
+    tmp_path: Path,
+) -> None:
+    destination = tmp_path / "out.jsonl"
+    with OpenAIBatchEmulator(phase_seconds=0.4) as emu:
+        config = BatchorConfig(
+            store=f"sqlite:///{tmp_path}/store/batchor.db",
+            artifacts=str(tmp_path / "artifacts"),
+            openai_api_key=emu.api_key,
+        )
+        job = _job(emu)
+
+        @flow(name="collect-too-early")
+        def too_early(run_key: str, retries: int) -> steps.CollectResult:
+            handle = start_batch_run(quote(job), run_key, config)
+            collect = collect_batch_run.with_options(retries=retries, retry_delay_seconds=1)
+            return collect(handle.run_id, str(destination), config)
+
+        # No retries left: the collect fails for now, as "not yet", and writes nothing.
+        state = too_early("early", 0, return_state=True)
+        assert state.is_failed()
+        with pytest.raises(RunNotReady):
+            state.result()
+        assert not destination.exists()
+        assert retry_unless_permanent(None, None, state) is True  # type: ignore[arg-type]
+
+        # Once the provider has finished, a rerun of the flow collects without any poll:
+        # the collect brings the run up to date first.
+        while any(b["status"] != "completed" for b in emu.batches()):
+            time.sleep(0.1)
+        state = too_early("early", 0, return_state=True)
+        assert state.is_completed(), state
+        assert state.result().counts == {"completed": 25, "failed": 0, "cancelled": 0}
+        assert len(destination.read_text().splitlines()) == 25
+
+        # With retries, a collect called right after the start simply waits its turn.
+        destination.unlink()
+        state = too_early("retried", 20, return_state=True)
+        assert state.is_completed(), state
+        assert task_runs(flow_run_id(state))["collect-retried"][1] > 1
+        assert emu.stats.batches_created == 6
+
+
 @pytest.mark.parametrize(
     ("error", "retried"),
     [
         (ProviderError("502 from the provider"), True),
+        (RunNotReady("run r is running"), True),
+        (WaitTimeout("still running", summary=None), True),  # type: ignore[arg-type]
         (ConnectionError("reset by peer"), True),
         (OSError("disk busy"), True),
         (ConfigurationError("bad setting"), False),

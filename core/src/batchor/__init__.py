@@ -13,11 +13,14 @@ from batchor.errors import (
     ProviderError,
     ProviderQuotaError,
     RunNotFoundError,
+    RunNotReady,
     RunStateError,
     SourceError,
     WaitTimeout,
+    is_permanent,
 )
 from batchor.estimate import JobEstimate, estimate_job
+from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
 from batchor.pricing import ModelPrice, PriceTable
@@ -32,7 +35,7 @@ from batchor.sources.csv import CsvItemSource
 from batchor.sources.jsonl import JsonlItemSource
 from batchor.sources.parquet import ParquetItemSource
 from batchor.states import BatchStatus, ItemStatus, RunStatus
-from batchor.steps import CollectResult, RunHandle, run_id_from
+from batchor.steps import run_id_from
 
 __version__ = "0.1.0"
 
@@ -73,13 +76,16 @@ __all__ = [
     "Run",
     "RunHandle",
     "RunNotFoundError",
+    "RunNotReady",
     "RunStateError",
     "RunStatus",
     "RunSummary",
     "SourceError",
+    "StartedRun",
     "Usage",
     "WaitTimeout",
     "__version__",
     "estimate_job",
+    "is_permanent",
     "run_id_from",
 ]

@@ -8,11 +8,15 @@
     │   └── DuplicateItemError    two items share an item_id
     ├── JobMismatchError          an existing run_id was started with a different job
     ├── RunNotFoundError          no run with that id in the store
-    ├── RunStateError             the run is in a state that forbids the operation
+    ├── RunNotReady               the run has not ended yet: asking again later can succeed
+    │   └── WaitTimeout           ``Run.wait(timeout=...)`` elapsed (also a ``TimeoutError``)
+    ├── RunStateError             the run is in a state no retry changes (cancelled, paused
+    │                             with nothing in flight): a person must act first
     ├── ProviderError             the provider API failed in a way retries did not fix
     │   ├── ProviderAuthError     the provider refused the credentials
     │   └── ProviderQuotaError    the account is out of quota (the run pauses)
-    └── WaitTimeout               ``Run.wait(timeout=...)`` elapsed (also a ``TimeoutError``)
+
+`is_permanent` is the one rule that decides which of them a retry can fix.
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ class RunNotFoundError(BatchorError, LookupError):
 
 
 class RunStateError(BatchorError):
-    """The run's state forbids the requested operation."""
+    """The run's state forbids the requested operation, and waiting will not change it (the
+    run is cancelled, or paused with nothing in flight): "never", until a person acts."""
+
+
+class RunNotReady(BatchorError):
+    """The run has not ended yet, so the operation (collecting its results) must wait:
+    "not yet". Calling again once the run has ended succeeds."""
 
 
 class ProviderError(BatchorError):
@@ -70,8 +80,8 @@ class ProviderQuotaError(ProviderError):
     once the account is topped up."""
 
 
-class WaitTimeout(BatchorError, TimeoutError):
-    """``Run.wait`` reached its timeout before the run became terminal."""
+class WaitTimeout(RunNotReady, TimeoutError):
+    """``Run.wait`` reached its timeout before the run became terminal (the run goes on)."""
 
     def __init__(self, message: str, summary: RunSummary) -> None:
         super().__init__(message)
@@ -84,8 +94,21 @@ PERMANENT_ERRORS: tuple[type[BatchorError], ...] = (
     SourceError,
     JobMismatchError,
     RunNotFoundError,
+    RunStateError,
     ProviderAuthError,
+    ProviderQuotaError,
 )
 """The errors that calling again cannot fix: the settings, the input, the run id or the key
-must change first. Orchestrator integrations fail these without retry and retry the rest
-(`ProviderError`, network errors), which is what ``batchor.steps`` are safe to repeat for."""
+must change, or a person must resume the run (a cancelled run, a run paused with nothing in
+flight, an account out of quota). See `is_permanent`."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether retrying the operation that raised ``exc`` is pointless.
+
+    The one rule every orchestrator integration applies: `PERMANENT_ERRORS` fail without
+    retry; everything else (`RunNotReady` and `WaitTimeout`, `ProviderError`, network and
+    database errors) may succeed when tried again, which the idempotent `batchor.steps` make
+    safe.
+    """
+    return isinstance(exc, PERMANENT_ERRORS)

@@ -22,13 +22,13 @@ from batchor.engine.poll import poll
 from batchor.engine.submit import submit
 from batchor.errors import RunNotFoundError, RunStateError, WaitTimeout
 from batchor.exports import export_rows
+from batchor.handles import CollectResult
 from batchor.items import BatchItem
 from batchor.reading import ResultBuilder, cursor_of, cursor_position
 from batchor.results import BatchInfo, ItemResult, ResultPage, RunSummary, Usage
 from batchor.retention import ArtifactExport, PruneReport, export_artifacts, prune_artifacts
 from batchor.sources.base import CheckpointedItemSource, part_locator
 from batchor.states import BatchStatus, ItemStatus, RunStatus
-from batchor.steps import CollectResult
 
 if TYPE_CHECKING:
     from batchor.jobs import BatchJob

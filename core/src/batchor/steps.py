@@ -4,10 +4,15 @@ Each can be called again, from any process, after a retry or a crash, and return
 answer without submitting or writing anything twice. What they hand back is small and
 JSON-serialisable, so it can travel through XCom, Dagster metadata or Prefect results.
 
-    handle = steps.start(runner, job, steps.run_id_from("my_dag", "2026-11-23"))
+    handle = steps.start(runner, job, steps.run_id_from("my_dag", "2026-11-23")).handle
     while not steps.poll(runner, handle.run_id).is_terminal:
-        ...  # sleep, defer, or reschedule
+        ...  # sleep, defer, or reschedule; or steps.wait(runner, handle.run_id, on_progress=log)
     result = steps.collect(runner, handle.run_id, "results/2026-11-23.jsonl")
+
+This module is the one layer the Airflow, Dagster and Prefect integrations share: the job
+specs they accept (`build_job`, `load_object`), the run ids they derive (`run_id_from`), the
+wait loop with its progress reports (`wait`), and the rule that decides what a retry can fix
+(`batchor.errors.is_permanent`). It sits above `Run` and `BatchRunner`, which never import it.
 """
 
 from __future__ import annotations
@@ -16,79 +21,40 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from batchor.artifacts.fsspec import url_is_file
 from batchor.artifacts.open import is_url, local_path
-from batchor.errors import ConfigurationError, RunStateError
+from batchor.errors import ConfigurationError, RunNotReady, RunStateError
+from batchor.handles import CollectResult, RunHandle, StartedRun
+from batchor.jobs import BatchJob
+from batchor.jobspec import JobSpec, build_job, describe_job, load_object
+from batchor.progress import DEFAULT_PROGRESS_EVERY, Progress, throttled
 from batchor.results import RunSummary
+from batchor.runner import BatchRunner
 
-if TYPE_CHECKING:
-    from batchor.jobs import BatchJob
-    from batchor.runner import BatchRunner
+__all__ = [
+    "CollectResult",
+    "JobSpec",
+    "Progress",
+    "RunHandle",
+    "StartedRun",
+    "build_job",
+    "collect",
+    "describe_job",
+    "load_object",
+    "poll",
+    "results_location",
+    "run_id_from",
+    "start",
+    "wait",
+]
 
 _CLEAN = re.compile(r"^[A-Za-z0-9_:@+=-]+$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._:@+=-]+")
 _MAX_ID = 200
 _HASH = 16
-
-
-@dataclass(frozen=True, slots=True)
-class RunHandle:
-    """A started run, as an orchestrator keeps it between steps.
-
-    Attributes:
-        run_id: The run's id.
-        fingerprint: The job definition's fingerprint; the same job gives the same value.
-    """
-
-    run_id: str
-    fingerprint: str
-
-    def to_dict(self) -> dict[str, str]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunHandle:
-        """The handle `to_dict` described."""
-        return cls(run_id=str(data["run_id"]), fingerprint=str(data["fingerprint"]))
-
-
-@dataclass(frozen=True, slots=True)
-class CollectResult:
-    """A terminal run's results, written to their destination.
-
-    Attributes:
-        run_id: The run's id.
-        uri: Where the results file is.
-        results: Results written (one per item).
-        counts: Items by final status (``completed``, ``failed``, ``cancelled``).
-        input_tokens: Tokens billed for prompts.
-        output_tokens: Tokens billed for replies.
-        cost_usd: Estimated cost (``None`` when the price table does not know the model).
-        run_status: The run's final status.
-    """
-
-    run_id: str
-    uri: str
-    results: int
-    counts: dict[str, int]
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float | None
-    run_status: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CollectResult:
-        """The result `to_dict` described."""
-        return cls(**data)
 
 
 def run_id_from(*parts: object) -> str:
@@ -114,15 +80,19 @@ def run_id_from(*parts: object) -> str:
     return f"{readable[: _MAX_ID - _HASH - 1]}-{digest}"
 
 
-def start(runner: BatchRunner, job: BatchJob, run_key: str) -> RunHandle:
+def start(runner: BatchRunner, job: BatchJob, run_key: str) -> StartedRun:
     """Create the run ``run_key`` (see `run_id_from`) for ``job``, or attach to it;
     ingest and submit what is ready. Calling it again never submits twice.
+
+    Returns the run's handle (``.handle``, small and JSON-serialisable: keep it between
+    steps) and its summary right after the start (``.summary``, to log or report).
 
     Raises:
         JobMismatchError: The run exists with a different job.
     """
     run = runner.start(job, run_id=run_key)
-    return RunHandle(run_id=run.run_id, fingerprint=run.fingerprint)
+    handle = RunHandle(run_id=run.run_id, fingerprint=run.fingerprint)
+    return StartedRun(handle=handle, summary=run.summary())
 
 
 def poll(runner: BatchRunner, run_id: str) -> RunSummary:
@@ -131,20 +101,61 @@ def poll(runner: BatchRunner, run_id: str) -> RunSummary:
     return runner.get_run(run_id).refresh()
 
 
+def wait(
+    runner: BatchRunner,
+    run_id: str,
+    timeout: float | None = None,
+    *,
+    on_progress: Callable[[Progress], None] | None = None,
+    progress_every: float = DEFAULT_PROGRESS_EVERY,
+    poll_interval: float = 0.5,
+    max_poll_interval: float = 30.0,
+) -> RunSummary:
+    """Drive the run to its end (`batchor.Run.wait`), reporting its `Progress` to
+    ``on_progress`` at the first step, then at most every ``progress_every`` seconds, and at
+    the end. The one wait loop every integration uses in a blocking task.
+
+    Raises:
+        WaitTimeout: ``timeout`` seconds passed first (a `RunNotReady`: the run goes on).
+        RunStateError: The run is paused with nothing in flight: only a resume continues it.
+    """
+    report = None if on_progress is None else throttled(on_progress, progress_every)
+    return runner.get_run(run_id).wait(
+        timeout,
+        poll_interval=poll_interval,
+        max_poll_interval=max_poll_interval,
+        on_progress=report,
+    )
+
+
 def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str]) -> CollectResult:
     """Write a terminal run's results to ``destination`` (``.jsonl``, ``.csv`` or
     ``.parquet``; a local path or an object-store URL such as ``s3://bucket/out.parquet``)
     and describe them. Called again with the same destination while the file
     is there, it returns the same result and writes nothing.
 
+    A run that has not ended yet is first brought up to date (one reconcile step, as
+    `poll`), so a collect that comes after the provider finished succeeds without a separate
+    poll.
+
     Raises:
-        RunStateError: The run is not terminal yet.
+        RunNotReady: The run has not ended yet; collect again later (a retry can succeed).
+        RunStateError: The run is paused with nothing in flight; waiting cannot end it.
     """
     run = runner.get_run(run_id)
     summary = run.summary()
     if not summary.is_terminal:
+        summary = run.refresh()
+    if summary.is_stalled:
         raise RunStateError(
-            f"run {run_id!r} is {summary.status.value}: collect it once poll() says it is terminal"
+            f"run {run_id!r} is paused ({summary.pause_reason}) with nothing in flight; "
+            f"resume it (`batchor resume {run_id}`) before collecting"
+        )
+    if not summary.is_terminal:
+        open_items = summary.total - summary.terminal_items
+        raise RunNotReady(
+            f"run {run_id!r} is {summary.status.value} with {open_items} items still open: "
+            "collect it once it has ended"
         )
     uri = results_location(destination)
     previous = run.collected

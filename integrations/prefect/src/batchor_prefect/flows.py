@@ -11,8 +11,8 @@ from prefect import Flow, get_run_logger
 from prefect.utilities.annotations import quote
 
 from batchor import steps
+from batchor.steps import JobSpec, describe_job
 from batchor_prefect.config import BatchorConfig
-from batchor_prefect.jobs import JobSpec, describe_job
 from batchor_prefect.keys import flow_run_key
 from batchor_prefect.summary import publish_summary
 from batchor_prefect.tasks import (

@@ -5,14 +5,14 @@ the core's permanent errors are not; only small handles are returned and persist
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from prefect import get_run_logger, task
 
 from batchor import RunSummary, steps
 from batchor.errors import RunNotFoundError
+from batchor.progress import DEFAULT_PROGRESS_EVERY, Progress
+from batchor.steps import JobSpec, build_job, describe_job
 from batchor_prefect.config import BatchorConfig, resolve_config
-from batchor_prefect.jobs import JobSpec, build_job, describe_job
 from batchor_prefect.keys import collect_cache_key, start_cache_key
 from batchor_prefect.retries import retry_unless_permanent
 
@@ -54,15 +54,8 @@ def start_batch_run(
     block = resolve_config(config)
     with block.runner() as runner:
         handle = steps.start(runner, build_job(job), run_key)
-        summary = runner.get_run(handle.run_id).summary()
-    logger.info(
-        "run %s started from %s: %s, %d items, batches %s",
-        handle.run_id,
-        describe_job(job),
-        summary.status.value,
-        summary.total,
-        dict(summary.batches),
-    )
+    assert handle.summary is not None  # steps.start always sets it
+    logger.info("started from %s: %s", describe_job(job), Progress.of(handle.summary).describe())
     return handle
 
 
@@ -81,18 +74,22 @@ def wait_for_batch_run(
     timeout: float | None = None,
     poll_interval: float = 0.5,
     max_poll_interval: float = 30.0,
+    progress_every: float = DEFAULT_PROGRESS_EVERY,
 ) -> RunSummary:
-    """Drive the run until it is terminal (`batchor.Run.wait`): poll, collect ended batches,
-    resubmit; the pause between steps starts at ``poll_interval`` and doubles up to
-    ``max_poll_interval`` while nothing changes. Each change is logged to the task run's logs.
+    """Drive the run until it is terminal (`batchor.steps.wait`): poll, collect ended
+    batches, resubmit; the pause between steps starts at ``poll_interval`` and doubles up to
+    ``max_poll_interval`` while nothing changes. Progress (items done, failed and in flight,
+    live batches, cost so far) goes to the task run's logs at the start, every
+    ``progress_every`` seconds and at the end.
 
     Args:
         run_id: The run to wait for.
         config: A `BatchorConfig`, the name of a saved one, or ``None`` for the environment.
-        timeout: Seconds to wait at most; then `batchor.WaitTimeout` fails the task (not
-            retried; the run goes on, wait again later).
+        timeout: Seconds to wait at most; then `batchor.WaitTimeout` fails this attempt
+            (the run goes on; the task's retries wait again).
         poll_interval: First pause between steps, in seconds.
         max_poll_interval: Longest pause between steps, in seconds.
+        progress_every: Seconds between two progress lines in the log.
 
     Returns:
         The run's final `batchor.RunSummary`.
@@ -101,22 +98,15 @@ def wait_for_batch_run(
         RunStateError: The run is paused with nothing in flight (resume it first).
     """
     logger = get_run_logger()
-    last: dict[str, Any] = {}
-
-    def report(summary: RunSummary) -> None:
-        state = summary.to_dict()
-        if state == last:
-            return
-        last.clear()
-        last.update(state)
-        logger.info("%s", progress_line(summary))
-
     with resolve_config(config).runner() as runner:
-        return runner.get_run(run_id).wait(
+        return steps.wait(
+            runner,
+            run_id,
             timeout,
+            on_progress=lambda progress: logger.info("%s", progress.describe()),
+            progress_every=progress_every,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
-            on_progress=report,
         )
 
 
@@ -141,8 +131,12 @@ def collect_batch_run(
 
     Cached on the run, the store and the destination; the persisted result is that handle.
 
+    A run that has not ended is brought up to date first; if it still has not ended,
+    `batchor.RunNotReady` fails this attempt and the task's retries collect again later.
+
     Raises:
-        RunStateError: The run is not terminal yet.
+        RunNotReady: The run has not ended yet (retried).
+        RunStateError: The run is paused with nothing in flight (not retried).
     """
     logger = get_run_logger()
     with resolve_config(config).runner() as runner:
@@ -151,21 +145,6 @@ def collect_batch_run(
         "run %s: %d results written to %s (%s)", run_id, result.results, result.uri, result.counts
     )
     return result
-
-
-def progress_line(summary: RunSummary) -> str:
-    """One log line describing a run's progress (counts only, never payloads)."""
-    items = {status.value: n for status, n in summary.items.items() if n}
-    line = (
-        f"run {summary.run_id}: {summary.status.value}, {summary.terminal_items}/"
-        f"{summary.total} items ended {items}, batches {dict(summary.batches)}, "
-        f"{summary.usage.input_tokens + summary.usage.output_tokens} tokens"
-    )
-    if not summary.ingest_complete:
-        line += ", still reading the input"
-    if summary.pause_reason:
-        line += f", paused: {summary.pause_reason}"
-    return line
 
 
 def run_exists(run_id: str, config: BatchorConfig | str | None = None) -> bool:

@@ -1,0 +1,85 @@
+"""Progress of a run as an orchestrator shows it: one line of counts, reported at an interval
+so a two-hour wait shows signs of life without flooding the log."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from batchor.results import RunSummary
+
+DEFAULT_PROGRESS_EVERY = 60.0
+"""Seconds between two progress reports during a wait, unless the caller says otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """What a run has done so far.
+
+    Attributes:
+        run_id: The run's id.
+        status: The run's status (``running``, ``paused``, ``completed``...).
+        total: Items accepted so far.
+        completed: Items completed.
+        failed: Items failed for good.
+        in_flight: Items waiting for an answer (pending, queued or in a provider batch).
+        batches_live: Provider batches not yet collected.
+        cost_usd: The estimated cost so far (``None`` when the model's price is unknown).
+    """
+
+    run_id: str
+    status: str
+    total: int
+    completed: int
+    failed: int
+    in_flight: int
+    batches_live: int
+    cost_usd: float | None
+
+    @classmethod
+    def of(cls, summary: RunSummary) -> Progress:
+        """The progress a summary shows."""
+        return cls(
+            run_id=summary.run_id,
+            status=summary.status.value,
+            total=summary.total,
+            completed=summary.completed,
+            failed=summary.failed,
+            in_flight=sum(n for s, n in summary.items.items() if not s.is_terminal),
+            batches_live=sum(n for s, n in summary.batches.items() if s != "collected"),
+            cost_usd=summary.cost_usd,
+        )
+
+    @property
+    def cancelled(self) -> int:
+        """Items ended by a cancel (the rest of ``total``)."""
+        return self.total - self.completed - self.failed - self.in_flight
+
+    def describe(self) -> str:
+        """One log line, e.g. ``run r1 running: 120/500 done (3 failed), 377 in flight in 1
+        live batch, $0.0123 so far``."""
+        done = self.completed + self.failed
+        batches = f"{self.batches_live} live batch{'es' if self.batches_live != 1 else ''}"
+        cost = "cost unknown" if self.cost_usd is None else f"${self.cost_usd:.4f} so far"
+        return (
+            f"run {self.run_id} {self.status}: {done}/{self.total} done ({self.failed} failed), "
+            f"{self.in_flight} in flight in {batches}, {cost}"
+        )
+
+
+def throttled(
+    report: Callable[[Progress], None], every: float = DEFAULT_PROGRESS_EVERY
+) -> Callable[[RunSummary], None]:
+    """A ``Run.wait`` progress callback that calls ``report`` with the first summary, then at
+    most once every ``every`` seconds, and always for a terminal summary."""
+    last: float | None = None
+
+    def on_summary(summary: RunSummary) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if last is None or now - last >= every or summary.is_terminal:
+            last = now
+            report(Progress.of(summary))
+
+    return on_summary
