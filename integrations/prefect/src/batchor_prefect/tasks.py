@@ -53,10 +53,9 @@ def start_batch_run(
     logger = get_run_logger()
     block = resolve_config(config)
     with block.runner() as runner:
-        handle = steps.start(runner, build_job(job), run_key)
-    assert handle.summary is not None  # steps.start always sets it
-    logger.info("started from %s: %s", describe_job(job), Progress.of(handle.summary).describe())
-    return handle
+        started = steps.start(runner, build_job(job), run_key)
+    logger.info("started from %s: %s", describe_job(job), Progress.of(started.summary).describe())
+    return started.handle
 
 
 @task(
