@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
-from batchor.artifacts.open import open_artifacts
 from batchor.engine.cancel import wind_down
 from batchor.engine.collect import collect
 from batchor.engine.context import RunContext, RunSettings, log
@@ -389,12 +388,15 @@ class Run:
         self._reload()
         return export_rows(self._ctx.store, self._ctx.run, self._ctx.settings.structured, path)
 
-    def export_artifacts(self, dest: str | os.PathLike[str] | ArtifactStore) -> ArtifactExport:
-        """Copy the run's request files, batch inputs and raw outputs to ``dest`` (a
-        directory or an artifact store), with a ``manifest.json`` listing every file's kind,
-        size and SHA-256 and every batch's provider id and token usage, for audit."""
+    def export_artifacts(
+        self, dest: str | os.PathLike[str] | ArtifactStore, *, force: bool = False
+    ) -> ArtifactExport:
+        """Copy the run's request files, batch inputs and raw outputs to ``dest`` (a new or
+        empty directory or artifact store; ``force`` allows a non-empty one, where only files
+        batchor wrote are replaced, else `ConfigurationError`), with a ``manifest.json``
+        listing every file's kind, size and SHA-256 and every batch's usage, for audit."""
         self._reload()
-        return export_artifacts(self._ctx, open_artifacts(dest))
+        return export_artifacts(self._ctx, dest, force=force)
 
     def prune_artifacts(
         self, *, include_raw_outputs: bool = False, force: bool = False

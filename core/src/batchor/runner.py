@@ -15,11 +15,10 @@ from typing import Any
 from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
-from batchor.artifacts.open import open_artifacts
+from batchor.artifacts.open import check_writable, is_process_local, location, open_artifacts
 from batchor.engine.context import RunContext, RunSettings, log
 from batchor.engine.ingest import PROMPT_FINGERPRINT_ITEMS, prompt_fingerprint
 from batchor.errors import (
-    BatchorError,
     ConfigurationError,
     JobMismatchError,
     RunNotFoundError,
@@ -32,10 +31,11 @@ from batchor.providers.openai_config import OpenAIProviderConfig
 from batchor.providers.openai_requests import RequestTemplate
 from batchor.results import RunSummary
 from batchor.run import Run
+from batchor.schema_models import output_model
 from batchor.sources.base import CheckpointedItemSource
 from batchor.stores.base import RunRecord, StateStore
 from batchor.stores.open import open_store
-from batchor.structured import import_model, model_path, schema_name, strict_json_schema
+from batchor.structured import model_path, schema_name, strict_json_schema
 
 DEFAULT_HOME = ".batchor"
 DEFAULT_STORE = f"sqlite:///{DEFAULT_HOME}/batchor.db"
@@ -62,6 +62,11 @@ class BatchRunner:
             with the run, else ``OPENAI_BASE_URL``).
         prices: Batch API prices to add to or override in the default table
             (`PriceTable`), for the costs in summaries.
+
+    Raises:
+        ConfigurationError: a URL is invalid, or ``memory://`` artifacts are given with a
+            store that outlives the process (a later process would find runs whose request
+            files are gone).
     """
 
     def __init__(
@@ -75,12 +80,22 @@ class BatchRunner:
     ) -> None:
         if store is None:
             store = os.environ.get("BATCHOR_STORE") or DEFAULT_STORE
+        opened = isinstance(store, str)
         self.store: StateStore = open_store(store) if isinstance(store, str) else store
         """The control-plane store."""
         if artifacts is None:
             artifacts = os.environ.get("BATCHOR_ARTIFACTS") or f"{DEFAULT_HOME}/artifacts"
         self.artifacts: ArtifactStore = open_artifacts(artifacts)
         """Where request and output files live."""
+        if is_process_local(self.artifacts) and _outlives_process(self.store):
+            if opened:
+                self.store.close()
+            raise ConfigurationError(
+                f"artifacts at {location(self.artifacts)} live only in this process, but the "
+                "store outlives it: later processes would find runs without their request "
+                "files; give a directory or an object-store URL (s3://, gs://, az://) for "
+                "the artifacts, or use the memory:// store"
+            )
         self._api_key = api_key
         self._base_url = base_url
         self.prices: PriceTable = price_table(prices)
@@ -115,18 +130,32 @@ class BatchRunner:
 
         Raises:
             JobMismatchError: the run exists with a different job definition.
-            SourceError: the source is invalid (the run is not kept if nothing was submitted).
+            SourceError: the source is invalid. Nothing is left behind: the run is created
+                only once its first items have been read, and a bad row found later removes
+                it again (nothing is ever sent before the whole input has been read), so
+                the same call with the input fixed starts cleanly under the same id.
+            ProviderAuthError: no API key is set (raised before the run is created).
+            ConfigurationError: the job, the run id or the artifact location is unusable
+                (raised before the run is created).
         """
         run_id = run_id or _new_run_id()
         _check_run_id(run_id)
         config = job_config(job)
         fingerprint = _fingerprint(config)
+        template = request_template(job)
+        provider = self._provider(job.provider_config)
+        existing = self.store.get_run(run_id)
+        if existing is None or not existing.status.is_terminal:
+            provider.client  # noqa: B018 - fails at once without an API key
+        # The first items are read (and prompted) before the run exists: a bad one leaves
+        # nothing behind.
+        items, head = _head(job.items)
+        prompts = prompt_fingerprint(head, job.build_prompt, template)
+        if existing is None:
+            check_writable(self.artifacts, f"runs/{run_id}")
         record, created = self.store.create_run(run_id, config, fingerprint)
         if not created and record.fingerprint != fingerprint:
             raise JobMismatchError(_mismatch(run_id, record.config, config))
-        template = request_template(job)
-        items, head = _head(job.items)
-        prompts = prompt_fingerprint(head, job.build_prompt, template)
         if record.prompt_fingerprint is None:
             self.store.set_prompt_fingerprint(record.pk, prompts)
         elif record.prompt_fingerprint != prompts:
@@ -134,18 +163,15 @@ class BatchRunner:
                 f"run {run_id!r} exists with different prompts for its first items; "
                 "use a new run_id for a different job"
             )
-        run = Run(
-            self,
-            self._context(record, job.provider_config, job.structured_output),
-            job,
-            template,
-            items,
-        )
+        ctx = self._context(record, provider, job.structured_output)
+        run = Run(self, ctx, job, template, items)
         try:
             run.ingest_pending(on_ingest)
-        except BatchorError:
-            if created:
-                self._discard(run_id)
+        except Exception:
+            # Whatever failed (a bad row, an unwritable slice, a raw error of a custom
+            # source), the run does not outlive it while nothing has been sent: packing
+            # waits for the whole input, so this is every run that fails here.
+            discard_unsent(self.store, self.artifacts, run_id)
             raise
         run.refresh()
         return run
@@ -156,8 +182,10 @@ class BatchRunner:
 
         Args:
             run_id: The run's id.
-            model: The Pydantic model for typed outputs; by default the one recorded with the
-                run is imported by its ``module:Class`` path.
+            model: The Pydantic model for typed outputs; by default the class recorded with
+                the run (its ``module:Class`` path) when it imports and still gives the
+                recorded schema, else a model rebuilt from that schema (a class defined in a
+                DAG file, a notebook or ``__main__`` imports nowhere else).
 
         Raises:
             RunNotFoundError: no such run.
@@ -174,12 +202,9 @@ class BatchRunner:
             enqueued_token_limit=cfg.get("enqueued_token_limit"),
             quota_scope=cfg.get("quota_scope"),
         )
-        if model is None and cfg.get("schema_model"):
-            try:
-                model = import_model(cfg["schema_model"])
-            except ConfigurationError as exc:
-                log.info("run %s: typed outputs unavailable (%s); outputs are JSON", run_id, exc)
-        return Run(self, self._context(record, provider, model))
+        if model is None:
+            model = output_model(cfg)
+        return Run(self, self._context(record, self._provider(provider), model))
 
     def run_and_wait(
         self,
@@ -195,33 +220,53 @@ class BatchRunner:
         return run
 
     # ---- wiring --------------------------------------------------------------------------
+    def _provider(self, config: OpenAIProviderConfig) -> OpenAIBatchProvider:
+        """The provider for ``config``, with this runner's key and base URL where it sets
+        none."""
+        if config.api_key is None and self._api_key is not None:
+            config = _replace(config, api_key=self._api_key)
+        if config.base_url is None and self._base_url is not None:
+            config = _replace(config, base_url=self._base_url)
+        return OpenAIBatchProvider(config)
+
     def _context(
         self,
         record: RunRecord,
-        provider_config: OpenAIProviderConfig,
+        provider: OpenAIBatchProvider,
         model: type[BaseModel] | None,
     ) -> RunContext:
-        if provider_config.api_key is None and self._api_key is not None:
-            provider_config = _replace(provider_config, api_key=self._api_key)
-        if provider_config.base_url is None and self._base_url is not None:
-            provider_config = _replace(provider_config, base_url=self._base_url)
         return RunContext(
             run=record,
             settings=RunSettings.from_config(record.config),
             store=self.store,
             artifacts=self.artifacts,
-            provider=OpenAIBatchProvider(provider_config),
+            provider=provider,
             output_model=model,
         )
 
-    def _discard(self, run_id: str) -> None:
-        """Remove a run that failed before anything was submitted."""
-        record = self.store.get_run(run_id)
-        if record is None or self.store.batch_counts(record.pk):
+
+def discard_unsent(store: StateStore, artifacts: ArtifactStore, run_id: str) -> None:
+    """Remove the run ``run_id``, its items and its artifacts, if nothing of it was ever
+    sent to the provider. Best effort: the caller re-raises the error that led here, so a
+    failure to clean up is only logged."""
+    try:
+        record = store.get_run(run_id)
+        if record is None or store.batch_counts(record.pk):
             return
-        for number in range(record.next_slice):
-            self.artifacts.delete(f"runs/{run_id}/requests/{number:06d}.jsonl")
-        self.store.delete_run(record.pk)
+        store.delete_run(record.pk)
+        for key in list(artifacts.keys(f"runs/{run_id}")):
+            artifacts.delete(key)
+    except Exception as exc:
+        log.warning("run %s: could not remove it after its start failed: %s", run_id, exc)
+
+
+def _outlives_process(store: StateStore) -> bool:
+    """Whether the store is durable (anything but an in-memory SQLite database)."""
+    engine = getattr(store, "engine", None)
+    url = getattr(engine, "url", None)
+    if url is None:
+        return True  # a store object of the user's own: assume it is durable
+    return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
 
 
 def job_config(job: BatchJob) -> dict[str, Any]:

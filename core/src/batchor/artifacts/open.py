@@ -9,6 +9,7 @@ from pathlib import Path
 from batchor.artifacts.base import ArtifactStore
 from batchor.artifacts.fsspec import FsspecArtifactStore
 from batchor.artifacts.local import LocalArtifactStore
+from batchor.errors import ConfigurationError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -39,3 +40,38 @@ def open_artifacts(artifacts: str | os.PathLike[str] | ArtifactStore) -> Artifac
             return FsspecArtifactStore(os.fspath(artifacts))
         return LocalArtifactStore(local_path(artifacts))
     return artifacts
+
+
+def location(artifacts: ArtifactStore) -> str:
+    """Where an artifact store keeps its files, for messages (never a credential)."""
+    if isinstance(artifacts, LocalArtifactStore):
+        return str(artifacts.root)
+    if isinstance(artifacts, FsspecArtifactStore):
+        return artifacts.url
+    return type(artifacts).__name__
+
+
+def is_process_local(artifacts: ArtifactStore) -> bool:
+    """Whether the artifacts live only as long as this process (fsspec's ``memory://``)."""
+    return isinstance(artifacts, FsspecArtifactStore) and artifacts.url.startswith("memory:")
+
+
+def check_writable(artifacts: ArtifactStore, folder: str) -> None:
+    """Write and remove a small file under ``folder``, so that an artifact location that
+    cannot be written fails before anything depends on it.
+
+    Raises:
+        ConfigurationError: the write failed with an ``OSError`` (permissions, a file where
+            a directory should be, a read-only filesystem, a full disk); names the location.
+    """
+    key = f"{folder}/.write-check"
+    try:
+        with artifacts.open_write(key) as fh:
+            fh.write(b"batchor\n")
+        artifacts.delete(key)
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConfigurationError(
+            f"cannot write to the artifact location {location(artifacts)} ({reason}); "
+            "give a writable directory or object-store URL for the artifacts"
+        ) from None

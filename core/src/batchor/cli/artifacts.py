@@ -15,16 +15,26 @@ from batchor.runner import BatchRunner
 @click.command("export-artifacts")
 @click.argument("run_id")
 @click.argument("dest")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Export into a non-empty DEST; a file there is still only replaced if batchor "
+    "wrote it (identical, or listed by an earlier export of the same run).",
+)
 @json_option
 @store_options
 def export_artifacts(
-    run_id: str, dest: str, as_json: bool, store: str | None, artifacts: str | None
+    run_id: str, dest: str, force: bool, as_json: bool, store: str | None, artifacts: str | None
 ) -> None:
     """Copy a run's request files, batch inputs and raw outputs to DEST (a directory or an
     object-store URL such as s3://bucket/audit), with a manifest.json of every file's size
-    and SHA-256, for audit."""
+    and SHA-256, for audit.
+
+    DEST must be new or empty: a file, or a non-empty DEST without --force, is refused
+    (exit 2) and nothing is written.
+    """
     with errors(RunStateError), BatchRunner(store, artifacts) as runner:
-        export = runner.get_run(run_id).export_artifacts(dest)
+        export = runner.get_run(run_id).export_artifacts(dest, force=force)
     if as_json:
         echo_json(
             {

@@ -3,19 +3,22 @@ and return) and ``wait`` (follow a run to its end)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
 from batchor.cli.emulator import provider
-from batchor.cli.exits import EXIT_ERROR, errors, exit_code
+from batchor.cli.exits import EXIT_ERROR, RESUME, DeadlinePassed, deadline, errors, exit_code
 from batchor.cli.filejobs import JobSpec, build_job
 from batchor.cli.options import job_options, json_option, poll_interval_option, store_options
 from batchor.cli.output import fail, run_progress, show_summary
 from batchor.errors import ConfigurationError, WaitTimeout
 from batchor.jobs import BatchJob
-from batchor.runner import BatchRunner
+from batchor.results import RunSummary
+from batchor.runner import BatchRunner, _new_run_id
 
 
 @click.command()
@@ -25,12 +28,19 @@ from batchor.runner import BatchRunner
     help="Results file, a path or an object-store URL (s3://...): .jsonl, .csv or .parquet "
     "[default .batchor/results/RUN_ID.jsonl].",
 )
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0),
+    help="Give up after this many seconds (exit 1), also while the provider is unreachable; "
+    "the run goes on: the same command with its --run-id resumes it.",
+)
 @poll_interval_option
 @json_option
 @store_options
 def run(
     spec: JobSpec,
     output: str | None,
+    timeout: float | None,
     poll_interval: float,
     as_json: bool,
     store: str | None,
@@ -41,13 +51,45 @@ def run(
     INPUT is a .csv, .jsonl/.ndjson or .parquet file; several are read one after another,
     in the order given, as one input.
 
-    Exit codes: 0 every item completed, 3 completed with failures, 2 bad input, 1 otherwise.
+    Exit codes: 0 every item completed, 3 completed with failures, 2 bad input, 1 otherwise
+    (also when --timeout passed); 130 on Ctrl-C and 143 on SIGTERM (the run goes on).
     """
-    with errors(), provider(spec.emulate) as (base_url, api_key):
+    run_id = spec.run_id or _new_run_id()
+    resume = resume_hint(run_id, given=spec.run_id is not None)
+    with errors(resume=resume), provider(spec.emulate) as (base_url, api_key):
         job = build_job(spec, base_url=base_url, api_key=api_key)
+        require_api_key(api_key, "run")
         with BatchRunner(store, artifacts) as runner:
-            code = run_to_end(runner, job, spec.run_id, output, poll_interval, as_json)
+            code = run_to_end(
+                runner, job, run_id, output, poll_interval, as_json, timeout=timeout, resume=resume
+            )
     raise SystemExit(code)
+
+
+def resume_hint(run_id: str, *, given: bool) -> str:
+    """How to go on with a run that ``run`` or ``start`` left (interrupted, timed out)."""
+    if given:
+        return f"run {run_id!r} is durable: run the same command again to resume it"
+    return (
+        f"run {run_id!r} is durable: run the same command again with --run-id {run_id} to resume it"
+    )
+
+
+def require_api_key(api_key: str | None, command: str) -> None:
+    """Fail before anything is created when no API key is at hand, in the CLI's terms.
+
+    Raises:
+        ConfigurationError: ``api_key`` is None and ``OPENAI_API_KEY`` is unset or empty.
+    """
+    if api_key is not None or os.environ.get("OPENAI_API_KEY"):
+        return
+    if command == "run":
+        hint = "or pass --emulate to try the command against the built-in emulator"
+    else:
+        hint = "or try it first with `batchor run ... --emulate` (the built-in emulator)"
+    raise ConfigurationError(
+        f"no OpenAI API key: set the OPENAI_API_KEY environment variable, {hint}"
+    )
 
 
 def run_to_end(
@@ -57,14 +99,27 @@ def run_to_end(
     output: str | None,
     poll_interval: float,
     as_json: bool = False,
+    *,
+    timeout: float | None = None,
+    resume: str = RESUME,
 ) -> int:
     """Start (or resume) the run, wait for its end with progress bars, write its results and
-    print its summary; returns the exit code its status calls for."""
+    print its summary; returns the exit code its status calls for. Past ``timeout`` seconds
+    (start included, however long the provider takes) it fails with exit 1."""
     started = time.monotonic()
-    with run_progress() as progress:
-        handle = runner.start(job, run_id, on_ingest=progress.ingested)
-        progress.update(handle.summary())
-        summary = handle.wait(max_poll_interval=poll_interval, on_progress=progress.update)
+    run_id = run_id or _new_run_id()
+    try:
+        with deadline(timeout), run_progress() as progress:
+            handle = runner.start(job, run_id, on_ingest=progress.ingested)
+            progress.update(handle.summary())
+            left = None if timeout is None else max(timeout - (time.monotonic() - started), 0.0)
+            summary = handle.wait(
+                left, max_poll_interval=poll_interval, on_progress=progress.update
+            )
+    except WaitTimeout as exc:
+        timed_out(run_id, exc.summary, timeout, as_json, resume)
+    except DeadlinePassed:
+        timed_out(run_id, _stored_summary(runner, run_id), timeout, as_json, resume)
     path = output or str(Path(".batchor/results") / f"{handle.run_id}.jsonl")
     count = handle.export_results(path)
     show_summary(
@@ -79,6 +134,30 @@ def run_to_end(
     return exit_code(summary.status)
 
 
+def timed_out(
+    run_id: str, summary: RunSummary | None, timeout: float | None, as_json: bool, resume: str
+) -> NoReturn:
+    """Fail with exit 1: the run did not end within ``timeout`` seconds."""
+    if summary is None:
+        fail(f"run {run_id!r} was still starting after {timeout or 0:g} s; {resume}", EXIT_ERROR)
+    if as_json:
+        show_summary(summary, as_json)
+    done = f"{summary.terminal_items}/{summary.total} items done"
+    fail(
+        f"run {run_id!r} is still {summary.status.value} after {timeout or 0:g} s ({done}); "
+        f"{resume}",
+        EXIT_ERROR,
+    )
+
+
+def _stored_summary(runner: BatchRunner, run_id: str) -> RunSummary | None:
+    """The run's summary read from the store, or None if it is not there (yet)."""
+    try:
+        return runner.get_run(run_id).summary()
+    except Exception:
+        return None
+
+
 @click.command()
 @job_options
 @json_option
@@ -90,16 +169,18 @@ def start(spec: JobSpec, as_json: bool, store: str | None, artifacts: str | None
     stop on return); the same --run-id resumes the run. Prints the run id and summary;
     follow the run with `batchor wait RUN_ID`.
     """
-    with errors():
+    run_id = spec.run_id or _new_run_id()
+    with errors(resume=resume_hint(run_id, given=spec.run_id is not None)):
         if spec.emulate:
             raise ConfigurationError(
                 "--emulate cannot be used with start: the built-in emulator stops when start "
                 "returns; serve one with `batchor emulator` and set OPENAI_BASE_URL instead"
             )
         job = build_job(spec, base_url=None, api_key=None)
+        require_api_key(None, "start")
         with BatchRunner(store, artifacts) as runner:
             with run_progress(results=False) as progress:
-                handle = runner.start(job, spec.run_id, on_ingest=progress.ingested)
+                handle = runner.start(job, run_id, on_ingest=progress.ingested)
                 summary = handle.summary()
                 progress.update(summary)
             show_summary(
@@ -133,23 +214,20 @@ def wait(
     """Drive the run RUN_ID (poll, collect, resubmit) until it ends, showing progress.
 
     Needs the API key. Exit codes as for run: 0 every item completed, 3 completed with
-    failures, 1 otherwise (cancelled, paused with nothing in flight, --timeout passed).
+    failures, 1 otherwise (cancelled, paused with nothing in flight, --timeout passed);
+    130 on Ctrl-C and 143 on SIGTERM (the run goes on).
     """
     with errors(), BatchRunner(store, artifacts) as runner:
         handle = runner.get_run(run_id)
+        go_on = "it goes on: wait again to follow it"
         try:
-            with run_progress(ingest=False) as progress:
+            with deadline(timeout), run_progress(ingest=False) as progress:
                 summary = handle.wait(
                     timeout, max_poll_interval=poll_interval, on_progress=progress.update
                 )
         except WaitTimeout as exc:
-            if as_json:
-                show_summary(exc.summary, as_json)
-            done = f"{exc.summary.terminal_items}/{exc.summary.total} items done"
-            fail(
-                f"run {run_id!r} is still {exc.summary.status.value} after {timeout:g} s "
-                f"({done}); it goes on: wait again to follow it",
-                EXIT_ERROR,
-            )
+            timed_out(run_id, exc.summary, timeout, as_json, go_on)
+        except DeadlinePassed:
+            timed_out(run_id, _stored_summary(runner, run_id), timeout, as_json, go_on)
         show_summary(summary, as_json)
     raise SystemExit(exit_code(summary.status))

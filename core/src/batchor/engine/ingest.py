@@ -29,7 +29,34 @@ def request_line_middle(endpoint: str) -> bytes:
 
 def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> bytes:
     """The request body for one item."""
-    return template.render(prompt_parts(item, build_prompt))
+    return encoded_body(item, prompt_parts(item, build_prompt), template)
+
+
+def encoded_body(item: BatchItem, parts: PromptParts, template: RequestTemplate) -> bytes:
+    """``template.render(parts)``; text that cannot be encoded (a lone surrogate) is
+    reported with the item.
+
+    Raises:
+        SourceError: the prompt or system text cannot be encoded as UTF-8 JSON.
+    """
+    try:
+        return template.render(parts)
+    except (TypeError, ValueError) as exc:
+        raise SourceError(f"the prompt of item {item.item_id!r} cannot be sent: {exc}") from None
+
+
+def check_item_id(item_id: str) -> None:
+    """Refuse an id that cannot be stored as UTF-8 text (one with a lone surrogate).
+
+    Raises:
+        SourceError: names the id.
+    """
+    try:
+        item_id.encode()
+    except UnicodeEncodeError:
+        raise SourceError(
+            f"item_id {item_id!r} is not valid Unicode text (it holds a lone surrogate)"
+        ) from None
 
 
 def prompt_parts(item: BatchItem, build_prompt: BuildPrompt) -> PromptParts:
@@ -56,6 +83,7 @@ def prompt_fingerprint(
     for index, item in enumerate(items):
         if index == PROMPT_FINGERPRINT_ITEMS:
             break
+        check_item_id(item.item_id)
         digest.update(item.item_id.encode())
         digest.update(render_request(item, build_prompt, template))
     return digest.hexdigest()
@@ -105,11 +133,12 @@ def ingest(
                     item_id=item.item_id,
                 )
             seen[item.item_id] = seq
+            check_item_id(item.item_id)
             if part_of and position is not None and (part := part_of(position)) != current:
                 parts.append([part, seq])
                 current, parts_changed = part, True
             prompt = prompt_parts(item, build_prompt)
-            body = template.render(prompt)
+            body = encoded_body(item, prompt, template)
             # The whole batch input line, so packing copies byte ranges as they are.
             line = b'{"custom_id":"%d%s%s}\n' % (seq, line_middle, body)
             batch.append(
@@ -191,7 +220,9 @@ def _metadata_json(item: BatchItem) -> str | None:
     if not item.metadata:
         return None
     try:
-        return json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":"))
+        text.encode()  # a lone surrogate would fail in the store, naming nothing
+        return text
     except (TypeError, ValueError) as exc:
         raise SourceError(
             f"metadata of item {item.item_id!r} is not JSON-serialisable: {exc}"
