@@ -209,11 +209,11 @@ BAD_INPUT = {
             "--schema",
             "missing_mod:Model",
         ],
-        "schema path 'missing_mod:Model': cannot import module 'missing_mod'",
+        "schema path 'missing_mod:Model': cannot import 'missing_mod'",
     ),
     "schema is not module:Class": (
         [*BASE, "in.csv", "--id-field", "id", "--prompt-field", "text", "--schema", "Model"],
-        "schema path 'Model' must look like 'module:Class'",
+        "schema path 'Model' must look like 'package.module:name'",
     ),
     "no prompt option": (
         [*BASE, "in.csv", "--id-field", "id"],

@@ -92,10 +92,10 @@ def test_import_model_by_path() -> None:
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("no_such_module_xyz:Model", "cannot import module 'no_such_module_xyz'"),
-        ("batchor.demo:Missing", "has no attribute 'Missing'"),
+        ("no_such_module_xyz:Model", "cannot import 'no_such_module_xyz'"),
+        ("batchor.demo:Missing", "no attribute 'Missing'"),
         ("batchor.demo:build_prompt", "is not a Pydantic model class"),
-        ("batchor.demo", "must look like 'module:Class'"),
+        ("batchor.demo", "must look like 'package.module:name'"),
     ],
 )
 def test_import_model_errors_name_the_path(path: str, message: str) -> None:

@@ -1,46 +1,21 @@
 """How an orchestrator is given a `BatchJob`: the job itself, a callable that builds it, or
 the ``"module:name"`` import path of either (the only form a DAG argument, a deployment
-parameter or a run config can carry). `load_object` is the one importer of such paths."""
+parameter or a run config can carry), loaded with `batchor.loading.load_object`, the one
+importer of such paths."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 from batchor.errors import ConfigurationError
 from batchor.jobs import BatchJob
+from batchor.loading import load_object
+
+__all__ = ["JobSpec", "build_job", "describe_job", "load_object"]
 
 JobSpec: TypeAlias = BatchJob | Callable[..., BatchJob] | str
 """A `BatchJob`, a callable returning one, or the ``"package.module:name"`` path of either."""
-
-
-def load_object(path: str, *, what: str = "object") -> Any:
-    """The object at ``"package.module:attribute"`` (dots after the colon walk attributes).
-
-    Args:
-        path: The import path.
-        what: What the path names, for the error message (``"job"``, ``"schema"``...).
-
-    Raises:
-        ConfigurationError: The path is malformed, its module cannot be imported or the
-            attribute does not exist; the message names the path.
-    """
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ConfigurationError(f"{what} path {path!r} must look like 'package.module:name'")
-    try:
-        value: Any = importlib.import_module(module_name)
-    except Exception as exc:  # an import error, or the module raised while importing
-        raise ConfigurationError(
-            f"{what} path {path!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}"
-        ) from exc
-    for part in attribute.split("."):
-        try:
-            value = getattr(value, part)
-        except AttributeError:
-            raise ConfigurationError(f"{what} path {path!r}: no attribute {part!r}") from None
-    return value
 
 
 def build_job(spec: JobSpec, kwargs: Mapping[str, Any] | None = None) -> BatchJob:

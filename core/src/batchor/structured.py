@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import sys
 from typing import Any, cast
@@ -10,6 +9,7 @@ from typing import Any, cast
 from pydantic import BaseModel, PydanticUserError, ValidationError
 
 from batchor.errors import ConfigurationError
+from batchor.loading import load_object
 from batchor.schema_check import check_strict_schema
 
 # Keywords the provider's strict mode rejects or ignores; dropping them keeps the schema valid.
@@ -108,24 +108,9 @@ def import_model(path: str) -> type[BaseModel]:
     Raises:
         ConfigurationError: naming the path, when it does not import or is not a model.
     """
-    module_name, sep, qualname = path.partition(":")
-    if not sep or not module_name or not qualname:
-        raise ConfigurationError(f"schema path {path!r} must look like 'module:Class'")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
-        raise ConfigurationError(
-            f"schema path {path!r}: cannot import module {module_name!r}: {exc}"
-        ) from exc
-    for part in qualname.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ConfigurationError(
-                f"schema path {path!r}: module {module_name!r} has no attribute {qualname!r}"
-            ) from None
+    obj = load_object(path, what="schema")
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise ConfigurationError(f"schema path {path!r} is not a Pydantic model class")
     return obj
