@@ -4,7 +4,6 @@ runs."""
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from batchor.errors import ConfigurationError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import BatchJob, RetryPolicy
 from batchor.providers.openai_config import Endpoint, OpenAIProviderConfig
-from batchor.sources.base import CheckpointedItemSource, FileSource
+from batchor.sources.base import DEFAULT_ENCODING, CheckpointedItemSource, FileSource
 from batchor.sources.composite import CompositeItemSource
 from batchor.sources.csv import CsvItemSource
 from batchor.sources.jsonl import JsonlItemSource
@@ -42,6 +41,7 @@ class JobSpec:
     max_attempts: int
     run_id: str | None
     emulate: bool
+    encoding: str = DEFAULT_ENCODING
 
 
 def build_job(spec: JobSpec, *, base_url: str | None, api_key: str | None) -> BatchJob:
@@ -51,7 +51,7 @@ def build_job(spec: JobSpec, *, base_url: str | None, api_key: str | None) -> Ba
         SourceError: an input cannot be opened or lacks the id field.
         ConfigurationError: the prompt options or the schema are invalid.
     """
-    sources = open_inputs(spec.inputs, spec.id_field, spec.metadata_fields)
+    sources = open_inputs(spec.inputs, spec.id_field, spec.metadata_fields, spec.encoding)
     build = prompt_builder(
         sources, template=spec.prompt_template, field=spec.prompt_field, system=spec.system
     )
@@ -70,14 +70,23 @@ def build_job(spec: JobSpec, *, base_url: str | None, api_key: str | None) -> Ba
     )
 
 
-def open_source(path: str, id_field: str, metadata_fields: tuple[str, ...] = ()) -> FileSource:
+def open_source(
+    path: str,
+    id_field: str,
+    metadata_fields: tuple[str, ...] = (),
+    encoding: str = DEFAULT_ENCODING,
+) -> FileSource:
     """A source for ``path`` chosen by its extension (``.csv``, ``.jsonl``, ``.ndjson``,
-    ``.parquet``)."""
+    ``.parquet``); ``encoding`` is that of CSV and JSONL text."""
     suffix = Path(path).suffix.lower()
     if suffix == ".csv":
-        return CsvItemSource(path, id_field=id_field, metadata_fields=metadata_fields)
+        return CsvItemSource(
+            path, id_field=id_field, metadata_fields=metadata_fields, encoding=encoding
+        )
     if suffix in _JSONL:
-        return JsonlItemSource(path, id_field=id_field, metadata_fields=metadata_fields)
+        return JsonlItemSource(
+            path, id_field=id_field, metadata_fields=metadata_fields, encoding=encoding
+        )
     if suffix in _PARQUET:
         return ParquetItemSource(path, id_field=id_field, metadata_fields=metadata_fields)
     raise SourceError(
@@ -86,7 +95,10 @@ def open_source(path: str, id_field: str, metadata_fields: tuple[str, ...] = ())
 
 
 def open_inputs(
-    paths: Sequence[str], id_field: str, metadata_fields: tuple[str, ...] = ()
+    paths: Sequence[str],
+    id_field: str,
+    metadata_fields: tuple[str, ...] = (),
+    encoding: str = DEFAULT_ENCODING,
 ) -> list[FileSource]:
     """One source per input, in the order given.
 
@@ -99,7 +111,7 @@ def open_inputs(
         if resolved in seen:
             raise SourceError(f"input {path} is given twice (as {seen[resolved]} too)")
         seen[resolved] = path
-    return [open_source(path, id_field, metadata_fields) for path in paths]
+    return [open_source(path, id_field, metadata_fields, encoding) for path in paths]
 
 
 def job_items(sources: Sequence[FileSource]) -> CheckpointedItemSource:
@@ -113,15 +125,10 @@ def input_fields(source: FileSource) -> list[str]:
     object's keys."""
     if isinstance(source, CsvItemSource | ParquetItemSource):
         return source.columns
-    with open(source.path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                try:
-                    record = json.loads(raw)
-                except ValueError:
-                    break  # reported with its line number when the source is read
-                return list(record) if isinstance(record, dict) else []
-    return []
+    if not isinstance(source, JsonlItemSource):
+        return []
+    first = next(source.iter_from(None), None)  # a bad first line is reported, naming it
+    return [] if first is None else list(first[0].payload)
 
 
 def template_fields(template: str) -> list[str]:

@@ -89,6 +89,12 @@ _JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="Field copied into each result's metadata (repeatable).",
     ),
     click.option("--max-attempts", type=click.IntRange(1), default=3, show_default=True),
+    click.option(
+        "--encoding",
+        default="utf-8",
+        show_default=True,
+        help="Text encoding of CSV and JSONL inputs, e.g. latin-1 (Parquet is always UTF-8).",
+    ),
     click.option("--run-id", help="Stable run id: the same id resumes the same run."),
     click.option("--emulate", is_flag=True, help="Run against a built-in emulator of the API."),
 ]

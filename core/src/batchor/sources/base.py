@@ -3,14 +3,20 @@ checkpoint."""
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol, cast, runtime_checkable
 
-from batchor.errors import SourceError
+from batchor.errors import ConfigurationError, SourceError
 from batchor.items import BatchItem
+
+DEFAULT_ENCODING = "utf-8"
+"""The text encoding CSV and JSONL inputs are read with unless told otherwise."""
+
+_ENCODING_HINT = "give the file's encoding with encoding= (--encoding on the CLI)"
 
 
 @runtime_checkable
@@ -69,8 +75,17 @@ class FileSource:
         """Fields copied into each item's metadata (lineage for results)."""
         if not id_field:
             raise SourceError("id_field must be a non-empty field name")
-        if not self.path.is_file():
+        if self.path.is_dir():
+            raise SourceError(f"input {self.path} is a directory, not a file")
+        if not self.path.exists():
             raise SourceError(f"input file not found: {self.path}")
+        if not self.path.is_file():
+            raise SourceError(f"input {self.path} is not a regular file")
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as exc:
+            raise SourceError(f"cannot read input {self.path}: {exc.strerror}") from None
 
     @property
     def identity(self) -> str:
@@ -86,6 +101,11 @@ class FileSource:
         raw_id = record.get(self.id_field)
         if raw_id is None or raw_id == "":
             raise SourceError(f"{self.path.name} {where}: empty or missing {self.id_field!r}")
+        if isinstance(raw_id, bool) or not isinstance(raw_id, str | int):
+            raise SourceError(
+                f"{self.path.name} {where}: {self.id_field!r} is a {type(raw_id).__name__} "
+                f"({shorten(repr(raw_id))}); ids must be integers or strings"
+            )
         metadata = {}
         for name in self.metadata_fields:
             if name not in record:
@@ -94,7 +114,64 @@ class FileSource:
         return BatchItem(item_id=str(raw_id), payload=record, metadata=metadata)
 
     def _unknown_field(self, fields: Sequence[str], what: str) -> SourceError:
-        shown = ", ".join(fields[:20]) or "none"
+        shown = shorten(", ".join(fields[:20]), 200) or "none"
         return SourceError(
             f"{what} {self.id_field!r} not found in {self.path.name} (fields: {shown})"
         )
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """``text`` on one line (runs of whitespace become one space), cut at ``limit``
+    characters, so an error message built from it stays one line."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def codec_name(encoding: str) -> str:
+    """The canonical codec name for ``encoding`` (``"utf-8"`` for ``"UTF8"``).
+
+    Raises:
+        ConfigurationError: the encoding is unknown, or is not a text encoding.
+    """
+    try:
+        info = codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ConfigurationError(f"unknown encoding {encoding!r}") from None
+    if not getattr(info, "_is_text_encoding", True):
+        raise ConfigurationError(f"{encoding!r} is not a text encoding")
+    return info.name
+
+
+def decode_error(path: Path, encoding: str, codec: str) -> SourceError:
+    """The error for a file that is not valid ``encoding`` text, naming the line and byte of
+    the first bad byte (found by decoding the file again, line by line)."""
+    decoder = codecs.getincrementaldecoder(codec)(errors="strict")
+    line, offset = 1, 0
+    with open(path, "rb") as fh:
+        for chunk in [*fh, b""]:
+            pending = decoder.getstate()[0]
+            try:
+                text = decoder.decode(chunk, final=not chunk)
+            except UnicodeError as exc:
+                start = exc.start if isinstance(exc, UnicodeDecodeError) else 0
+                reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+                return SourceError(
+                    f"{path.name} line {line} (byte {offset - len(pending) + start}): not "
+                    f"valid {encoding} text ({shorten(reason)}); {_ENCODING_HINT}"
+                )
+            line += text.count("\n")
+            offset += len(chunk)
+    return SourceError(f"{path.name}: not valid {encoding} text; {_ENCODING_HINT}")
+
+
+def line_decode_error(
+    path: Path, where: str, start: int, encoding: str, exc: Exception
+) -> SourceError:
+    """The error for one line of ``path`` (its first byte at ``start``) that is not valid
+    ``encoding`` text."""
+    at = start + exc.start if isinstance(exc, UnicodeDecodeError) else start
+    reason = exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
+    return SourceError(
+        f"{path.name} {where} (byte {at}): not valid {encoding} text ({shorten(reason)}); "
+        f"{_ENCODING_HINT}"
+    )
