@@ -286,3 +286,75 @@ def test_two_workers_racing_to_upload_leave_one_upload_and_one_batch(
         uploads = [f for f in emu.files() if f["purpose"] == "batch"]
         assert len(uploads) == 1  # the losing worker deleted its own upload
         assert uploads[0]["id"] == emu.batches()[0]["input_file_id"]
+
+
+# ---- lost artifacts ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def uploads_failing(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """While the list holds an element, every upload fails transiently (the batch stays
+    prepared); clear it to let uploads through."""
+    from batchor.providers.base import TransientProviderError
+    from batchor.providers.openai import OpenAIBatchProvider
+
+    failing = [True]
+    original = OpenAIBatchProvider.upload_file
+
+    def upload(self: Any, *args: Any, **kwargs: Any) -> str:
+        if failing:
+            raise TransientProviderError("provider unreachable: connection refused")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OpenAIBatchProvider, "upload_file", upload)
+    return failing
+
+
+def test_a_prepared_batch_whose_input_file_is_lost_is_rebuilt_from_its_slices(
+    tmp_path: Path, runner: BatchRunner, uploads_failing: list[bool]
+) -> None:
+    import hashlib
+
+    with OpenAIBatchEmulator() as emu:
+        run = runner.start(job_for(emu), "lost-input")
+        assert [b.status for b in run.batches()] == ["prepared"]
+        path = tmp_path / "artifacts/runs/lost-input/batches/000000/input.jsonl"
+        packed = path.read_bytes()
+        path.unlink()
+        uploads_failing.clear()
+        final = runner.get_run("lost-input").wait(poll_interval=0.05)
+        assert final.status is RunStatus.COMPLETED
+        assert final.completed == 10
+        assert path.read_bytes() == packed  # the same bytes, so the same checksum
+        sent = emu.batches()[0]["metadata"]["batchor_input_sha256"]
+        assert sent == hashlib.sha256(packed).hexdigest()
+        exactly_once(emu)
+
+
+@pytest.mark.parametrize("lost", ["slice", "all requests"])
+def test_a_lost_input_that_cannot_be_rebuilt_is_one_line_naming_the_way_on(
+    tmp_path: Path, runner: BatchRunner, uploads_failing: list[bool], lost: str
+) -> None:
+    import shutil
+
+    with OpenAIBatchEmulator() as emu:
+        runner.start(job_for(emu), "lost-all")
+        root = tmp_path / "artifacts/runs/lost-all"
+        (root / "batches/000000/input.jsonl").unlink()
+        if lost == "slice":
+            (root / "requests/000000.jsonl").unlink()  # the manifest is still there
+        else:
+            shutil.rmtree(root / "requests")
+        uploads_failing.clear()
+        for _ in range(2):  # every wait says the same, and sends nothing
+            with pytest.raises(RunStateError) as raised:
+                runner.get_run("lost-all").wait(poll_interval=0.05)
+            message = str(raised.value)
+            assert "\n" not in message
+            assert "batch lost-all/000000" in message
+            assert "batchor cancel lost-all" in message
+            assert "FileNotFoundError" not in message
+        assert emu.stats.batches_created == 0
+        final = runner.get_run("lost-all").cancel()
+        assert final.status is RunStatus.CANCELLED
+        assert final.items[ItemStatus.CANCELLED] == 10

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
-from batchor.providers.base import BatchProvider
+from batchor.providers.base import BatchProvider, ProviderBatch
 from batchor.stores.base import RunRecord, StateStore
 
 log = logging.getLogger("batchor")
@@ -55,6 +55,9 @@ class RunContext:
     artifacts: ArtifactStore
     provider: BatchProvider
     output_model: type[BaseModel] | None
+    remote_batches: dict[str, list[ProviderBatch]] | None = None
+    """The provider's batches of this run by batch key, from the one listing this context
+    takes before it first creates a batch (``None`` until then); see `engine.submit`."""
 
     def slice_key(self, number: int) -> str:
         """The artifact holding request bodies of ingestion slice ``number``."""

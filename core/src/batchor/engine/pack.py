@@ -1,17 +1,36 @@
-"""Pack: pending items -> batch input files filled toward the provider's limits."""
+"""Pack: pending items -> batch input files filled toward the provider's limits.
+
+With each batch input file goes its manifest (``requests/batch-NNNNNN.ranges.json``, beside
+the request slices it points into): the byte ranges of the slices the file was copied from
+and the file's SHA-256. The checksum goes into the
+provider batch's metadata (so a batch found at the provider after the store was lost is
+adopted only if it holds the same requests), and the ranges rebuild a lost input file.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import BinaryIO
 
 from batchor.engine.context import RunContext, log
-from batchor.stores.base import PendingItem
+from batchor.errors import RunStateError
+from batchor.stores.base import BatchRecord, PendingItem
 
 _PAGE = 5_000
 _COPY_CHUNK = 8 << 20
+
+Write = Callable[[bytes], object]
+
+
+def manifest_key(ctx: RunContext, batch_key: str) -> str:
+    """The manifest of a batch's input file: with the request slices it was copied from (so
+    it outlives the batch's own folder, and goes when the slices go)."""
+    number = batch_key.rsplit("/", 1)[1]
+    return f"{ctx.run_dir}/requests/batch-{number}.ranges.json"
 
 
 class _SliceCopier:
@@ -37,7 +56,7 @@ class _SliceCopier:
             self._number = slice_number
         return self._fh
 
-    def copy(self, slice_number: int, start: int, end: int, out: BinaryIO) -> None:
+    def copy(self, slice_number: int, start: int, end: int, write: Write) -> None:
         fh = self._open(slice_number)
         fh.seek(start)
         remaining = end - start
@@ -48,7 +67,7 @@ class _SliceCopier:
                     f"request slice {slice_number} of run {self._ctx.run.run_id!r} is shorter "
                     "than its items say: the artifact store lost or truncated it"
                 )
-            out.write(chunk)
+            write(chunk)
             remaining -= len(chunk)
 
 
@@ -141,6 +160,12 @@ class _BatchBuilder:
         self.seqs: list[int] = []
         self.size = 0
         self.tokens = 0
+        self.ranges: list[tuple[int, int, int]] = []
+        self._digest = hashlib.sha256()
+
+    def _write(self, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self._writer.write(chunk)
 
     def fits(self, length: int, tokens: int) -> bool:
         limits = self._ctx.settings
@@ -164,7 +189,8 @@ class _BatchBuilder:
 
     def _flush(self) -> None:
         if self._range is not None:
-            self._copier.copy(*self._range, self._writer)
+            self._copier.copy(*self._range, self._write)
+            self.ranges.append(self._range)
             self._range = None
 
     def abort(self) -> None:
@@ -176,6 +202,18 @@ class _BatchBuilder:
         packed these items first."""
         self._flush()
         self._writer_cm.__exit__(None, None, None)
+        manifest = manifest_key(self._ctx, self.batch_key)
+        with self._ctx.artifacts.open_write(manifest) as fh:
+            fh.write(
+                json.dumps(
+                    {
+                        "sha256": self._digest.hexdigest(),
+                        "bytes": self.size,
+                        "requests": len(self.seqs),
+                        "ranges": self.ranges,
+                    }
+                ).encode()
+            )
         settings = self._ctx.settings
         record = self._ctx.store.record_batch(
             self._ctx.run.pk,
@@ -188,7 +226,69 @@ class _BatchBuilder:
         )
         if record is None:
             self._ctx.artifacts.delete(self.artifact)
+            self._ctx.artifacts.delete(manifest)
             log.info("batch %s: items were packed concurrently; dropped", self.batch_key)
             return 0
         log.info("packed %s: %d requests, %d bytes", self.batch_key, len(self.seqs), self.size)
         return 1
+
+
+def read_manifest(ctx: RunContext, batch: BatchRecord) -> dict[str, object] | None:
+    """The manifest of a batch's input file, if it is there (batches packed before manifests
+    existed have none)."""
+    key = manifest_key(ctx, batch.batch_key)
+    if not ctx.artifacts.exists(key):
+        return None
+    with ctx.artifacts.open_read(key) as fh:
+        loaded = json.loads(fh.read())
+    return loaded if isinstance(loaded, dict) else None
+
+
+def rebuild_input(ctx: RunContext, batch: BatchRecord) -> str:
+    """Write a batch's lost input file again from the request slices its manifest names,
+    byte for byte (checked against the recorded SHA-256); returns the checksum.
+
+    Raises:
+        RunStateError: the manifest or a slice is gone too, or the bytes differ.
+    """
+    manifest = read_manifest(ctx, batch)
+    run_id = ctx.run.run_id
+    how = (
+        f"restore the run's artifacts ({ctx.run_dir}/) from a copy, or cancel the run "
+        f"(`batchor cancel {run_id}`), which drops this batch and sends nothing more"
+    )
+    if manifest is None:
+        raise RunStateError(
+            f"batch {batch.batch_key}: its input file {batch.input_artifact} is missing, and "
+            f"so is the record of the request slices to rebuild it from; {how}"
+        )
+    digest = hashlib.sha256()
+    current = 0
+    try:
+        with ExitStack() as stack:
+            copier = _SliceCopier(ctx, stack)
+            with ctx.artifacts.open_write(batch.input_artifact) as out:
+
+                def write(chunk: bytes) -> None:
+                    digest.update(chunk)
+                    out.write(chunk)
+
+                for number, start, end in manifest["ranges"]:  # type: ignore[attr-defined]
+                    current = int(number)
+                    copier.copy(current, int(start), int(end), write)
+                if digest.hexdigest() != manifest.get("sha256"):
+                    raise ValueError("the rebuilt file differs from the one packed")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = (
+            f"request slice {ctx.slice_key(current)} is gone too"
+            if isinstance(exc, FileNotFoundError)
+            else str(exc)
+        )
+        raise RunStateError(
+            f"batch {batch.batch_key}: its input file {batch.input_artifact} is missing and "
+            f"cannot be rebuilt from the request slices ({why}); {how}"
+        ) from None
+    log.warning(
+        "batch %s: input file was missing; rebuilt from the request slices", batch.batch_key
+    )
+    return digest.hexdigest()

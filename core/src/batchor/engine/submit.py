@@ -1,29 +1,44 @@
 """Submit: the exactly-once protocol for turning a prepared batch into one provider batch.
 
-1. The batch row and its queued items were recorded when the input file was packed.
-2. Upload under a filename derived from the batch key; record the file id.
-3. Mark that a create is being attempted, then create with metadata naming the run and the
-   batch key, the SDK's automatic retries off; record the provider batch id.
-4. A batch left with a create attempted but no provider id is first looked up among the
+1. The batch row and its queued items were recorded when the input file was packed (with a
+   manifest holding the file's SHA-256 and the slice ranges it was copied from).
+2. Before the first create of a batch key, the provider is asked for a batch already
+   carrying it: the provider's batches of the last completion window (24 h and a margin) are
+   listed once per run context, newest first. One with the same run id, batch key and input
+   checksum is adopted (the store that recorded it was lost); one with another checksum stops
+   the run (paused, saying why) rather than buy the batch twice.
+3. Upload under a filename derived from the batch key; record the file id.
+4. Mark that a create is being attempted, then create with metadata naming the run, the
+   batch key and the input checksum, the SDK's automatic retries off; record the provider
+   batch id.
+5. A batch left with a create attempted but no provider id is first looked up among the
    provider's batches (newest first, back to the batch row's creation) by its metadata:
    found -> adopted; absent -> created.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
 from batchor.engine.backoff import backoff_delay
 from batchor.engine.claims import owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
-from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
+from batchor.engine.pack import read_manifest, rebuild_input
+from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError, RunStateError
 from batchor.providers.base import ProviderBatch, TransientProviderError
 from batchor.states import BatchStatus, RunStatus
 from batchor.stores.base import BatchRecord
 
 META_RUN_ID = "batchor_run_id"
 META_BATCH_KEY = "batchor_batch_key"
+META_INPUT_SHA256 = "batchor_input_sha256"
+# How far back the first-create lookup lists provider batches: the 24 h completion window and
+# a margin for validating and finalizing. A batch created earlier has ended long ago.
+LOOKBACK_SECONDS = 26 * 3600.0
+# Provider batches with another input that never bought anything: they do not block a create.
+_HARMLESS = frozenset({"failed", "cancelled"})
 # How far before the batch row's creation a provider batch may be dated (clock skew).
 _CLOCK_SKEW = 300.0
 # A create call gives up after 60 s (see OpenAIBatchProvider); a create claim younger than
@@ -46,6 +61,7 @@ def submit(ctx: RunContext) -> int:
     """
     submitted = 0
     now = time.time()
+    stuck: RunStateError | None = None
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
         if batch.not_before is not None and batch.not_before > now:
             continue
@@ -58,6 +74,15 @@ def submit(ctx: RunContext) -> int:
             )
             log.warning("run %s paused: %s", ctx.run.run_id, exc)
             break
+        except _Refused as exc:
+            ctx.remote_batches = None  # look again when resumed: the user may cancel it
+            ctx.store.set_run_status(
+                ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=str(exc)
+            )
+            log.error("run %s paused: %s", ctx.run.run_id, exc)
+            break
+        except RunStateError as exc:  # its input is lost: the other batches still go
+            stuck = stuck or exc
         except _Postponed as postponed:
             failures = batch.failures + 1
             delay = backoff_delay(failures)
@@ -70,7 +95,14 @@ def submit(ctx: RunContext) -> int:
                 delay,
                 postponed.__cause__,
             )
+    if stuck is not None:
+        raise stuck
     return submitted
+
+
+class _Refused(Exception):
+    """The provider holds a batch with this batch key but other requests: creating another
+    could pay twice for the same items, so the run stops and says why."""
 
 
 class _Postponed(Exception):
@@ -81,6 +113,14 @@ class _Postponed(Exception):
 
 
 def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
+    checksum = input_checksum(ctx, batch)
+    if batch.create_started_at is None:
+        try:
+            found = _lookup_first_create(ctx, batch, checksum)
+        except TransientProviderError as exc:
+            raise _Postponed(batch.status) from exc
+        if found is not None:
+            return _adopt(ctx, batch, found)
     file_id = batch.file_id
     if batch.status is BatchStatus.PREPARED:
         try:
@@ -101,7 +141,7 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
             ctx.provider.delete_file(extra)
     assert file_id is not None
     try:
-        return _create(ctx, batch, file_id)
+        return _create(ctx, batch, file_id, checksum)
     except TransientProviderError as exc:
         raise _Postponed(BatchStatus.UPLOADED) from exc
 
@@ -120,7 +160,7 @@ def _upload(ctx: RunContext, batch: BatchRecord) -> tuple[str, list[str]]:
         return ctx.provider.upload_file(fh, filename), []
 
 
-def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
+def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | None) -> bool:
     if batch.create_started_at is not None:
         found = find_remote(ctx, batch)
         if found is not None:
@@ -142,6 +182,8 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str) -> bool:
     ):
         return False  # another worker is creating it, or the run was cancelled
     metadata = {META_RUN_ID: ctx.run.run_id, META_BATCH_KEY: batch.batch_key}
+    if checksum is not None:
+        metadata[META_INPUT_SHA256] = checksum
     try:
         created = ctx.provider.create_batch(file_id, ctx.settings.endpoint, metadata)
     except (TransientProviderError, ProviderAuthError, ProviderQuotaError):
@@ -186,3 +228,123 @@ def find_remote(ctx: RunContext, batch: BatchRecord) -> ProviderBatch | None:
         ):
             return remote
     return None
+
+
+def input_checksum(ctx: RunContext, batch: BatchRecord) -> str | None:
+    """The SHA-256 of the batch's input file: from its manifest, else read from the file. A
+    prepared batch's lost input file is rebuilt from the request slices first. ``None`` only
+    for an uploaded batch whose local files are both gone (it is created unchecked).
+
+    Raises:
+        RunStateError: a prepared batch's input file is gone and cannot be rebuilt.
+    """
+    if batch.status is BatchStatus.PREPARED and not ctx.artifacts.exists(batch.input_artifact):
+        return rebuild_input(ctx, batch)
+    manifest = read_manifest(ctx, batch)
+    if manifest is not None and isinstance(manifest.get("sha256"), str):
+        return str(manifest["sha256"])
+    if not ctx.artifacts.exists(batch.input_artifact):
+        return None
+    digest = hashlib.sha256()
+    with ctx.artifacts.open_read(batch.input_artifact) as fh:
+        while chunk := fh.read(8 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _lookup_first_create(
+    ctx: RunContext, batch: BatchRecord, checksum: str | None
+) -> ProviderBatch | None:
+    """Before a batch key is first created: the provider batch an earlier life of this run
+    created for it, with the same input checksum, if any (its store was lost).
+
+    Raises:
+        _Refused: the provider holds a live or finished batch with this key and other input.
+    """
+    if ctx.remote_batches is None:
+        ctx.remote_batches = _list_run_batches(ctx)
+    candidates = ctx.remote_batches.get(batch.batch_key, [])
+    same = [c for c in candidates if checksum and c.metadata.get(META_INPUT_SHA256) == checksum]
+    if same:
+        if len(candidates) > 1:
+            log.warning(
+                "batch %s: the provider holds %d batches with this batch key: %s",
+                batch.batch_key,
+                len(candidates),
+                ", ".join(c.id for c in candidates),
+            )
+        return same[0]
+    for other in candidates:
+        recorded = other.metadata.get(META_INPUT_SHA256)
+        what = (
+            f"other requests (input checksum {recorded[:12]}..., this one's "
+            f"{(checksum or 'unknown')[:12]}...)"
+            if recorded
+            else "no input checksum to compare"
+        )
+        if other.status in _HARMLESS:
+            log.warning(
+                "batch %s: provider batch %s carries this batch key with %s; it %s, so it is "
+                "not adopted and a new batch is created",
+                batch.batch_key,
+                other.id,
+                what,
+                other.status,
+            )
+            continue
+        raise _Refused(
+            f"batch {batch.batch_key}: provider batch {other.id} ({other.status}) already "
+            f"carries this run id and batch key, with {what}; nothing was created, so as not "
+            "to pay twice for the same items. Start the job under a new run id, or cancel "
+            f"{other.id} at the provider and resume this run"
+        )
+    return None
+
+
+def _list_run_batches(ctx: RunContext) -> dict[str, list[ProviderBatch]]:
+    """The provider's batches of this run created within the look-back, by batch key, newest
+    first (one listing, paged)."""
+    found: dict[str, list[ProviderBatch]] = {}
+    since = time.time() - LOOKBACK_SECONDS
+    for remote in ctx.provider.list_batches(created_after=since):
+        meta = remote.metadata
+        key = meta.get(META_BATCH_KEY)
+        if key is not None and meta.get(META_RUN_ID) == ctx.run.run_id:
+            found.setdefault(key, []).append(remote)
+    log.info(
+        "run %s: %d provider batches of this run in the last %.0f h",
+        ctx.run.run_id,
+        sum(map(len, found.values())),
+        LOOKBACK_SECONDS / 3600,
+    )
+    return found
+
+
+def _adopt(ctx: RunContext, batch: BatchRecord, remote: ProviderBatch) -> bool:
+    """Record a provider batch found with this batch's key and requests as the batch's own,
+    claiming its create first (as a create would), so no other worker creates it meanwhile."""
+    if not ctx.store.update_batch(
+        batch.pk,
+        batch.status,
+        expect={"create_started_at": None},
+        status=BatchStatus.UPLOADED,
+        file_id=remote.input_file_id,
+        create_started_at=time.time(),
+        claimed_by=owner(),
+    ):
+        return False  # another worker moved it first
+    limit = ctx.settings.token_limit
+    if limit is not None:
+        ctx.store.reserve_tokens(batch.pk, limit)  # best effort: it is in flight regardless
+    if not ctx.store.mark_submitted(batch.pk, remote.id, remote.status):
+        return False
+    log.warning(
+        "batch %s: adopted provider batch %s (%s), found at the provider with the same "
+        "requests although the store had no record of it",
+        batch.batch_key,
+        remote.id,
+        remote.status,
+    )
+    if batch.file_id is not None and batch.file_id != remote.input_file_id:
+        ctx.provider.delete_file(batch.file_id)  # our own upload, now unused
+    return True

@@ -29,6 +29,7 @@ class ProviderBatch:
         errors: Batch-level errors as ``(code, message)`` pairs.
         metadata: The batch's metadata.
         created_at: Creation time (epoch seconds).
+        input_file_id: The file of requests the batch was created from.
     """
 
     id: str
@@ -38,6 +39,7 @@ class ProviderBatch:
     errors: tuple[tuple[str, str], ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
     created_at: int = 0
+    input_file_id: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -173,6 +173,7 @@ def _to_provider_batch(batch: Any) -> ProviderBatch:
         errors=errors,
         metadata=dict(batch.metadata or {}),
         created_at=int(batch.created_at),
+        input_file_id=batch.input_file_id,
     )
 
 
