@@ -70,7 +70,9 @@ with DAG(
     BatchorRunOperator(
         task_id="classify",
         job=tickets_job,
-        destination=RESULTS + "/tickets-{{ ts_nodash }}.jsonl",
+        # One file per DAG run. `run_id` exists for every run; `ds`, `ts_nodash` and the other
+        # logical-date fields do not exist in manual runs (`airflow dags trigger`, the UI).
+        destination=RESULTS + "/tickets-{{ run_id | replace(':', '') }}.jsonl",
         deferrable=True,
         poll_interval=POLL_INTERVAL,
     )

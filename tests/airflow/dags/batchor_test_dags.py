@@ -130,6 +130,33 @@ with DAG("batchor_test_mismatch", schedule=None, start_date=START, catchup=False
     )
     first >> other
 
+# The templates of the docs, for runs with and without a logical date (manual runs have none).
+with DAG("batchor_test_templates", schedule=None, start_date=START, catchup=False) as templates:
+    BatchorRunOperator(
+        task_id="classify",
+        job=small_job,
+        job_kwargs={"n": 3},
+        run_id="tickets-{{ (dag_run.logical_date or dag_run.run_after) | ds }}",
+        destination=RESULTS + "/{{ run_id | replace(':', '') }}.jsonl",
+        deferrable=True,
+        poll_interval=0.3,
+    )
+
+with DAG(
+    "batchor_test_empty_template",
+    schedule=None,
+    start_date=START,
+    catchup=False,
+    params={"out": ""},
+) as empty_template:
+    BatchorRunOperator(
+        task_id="classify",
+        job=small_job,
+        destination="{{ params.out }}",
+        retries=3,
+        retry_delay=timedelta(0),
+    )
+
 
 def _main(argv: list[str]) -> None:
     """Run one DAG of this file for a fixed logical date, so a second call reruns the same

@@ -5,9 +5,11 @@ kill when asked."""
 from __future__ import annotations
 
 import time
+from collections.abc import Collection
 from typing import Any
 
 from airflow.sdk import conf
+from airflow.sdk.exceptions import AirflowFailException
 
 from batchor import RunSummary, steps
 from batchor_airflow.failures import check_not_stuck, fail_permanent_errors
@@ -30,6 +32,19 @@ class HookOwner:
     conn_id: str
     store: str | None
     artifacts: str | None
+    task_id: str
+    template_fields: Collection[str]
+
+    def check_rendered(self) -> None:
+        """Fail without retry when a templated string field rendered to nothing (empty or
+        blank): no retry renders it differently. Unset (``None``) fields keep their defaults."""
+        for name in self.template_fields:
+            value = getattr(self, name, None)
+            if isinstance(value, str) and not value.strip():
+                raise AirflowFailException(
+                    f"task {self.task_id!r}: {name}={value!r} rendered to an empty string; "
+                    f"fix its template or the values the template reads"
+                )
 
     def get_hook(self) -> BatchorHook:
         """The hook for this task's connection and explicit locations."""

@@ -8,17 +8,20 @@ from contextlib import contextmanager
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from batchor import PERMANENT_ERRORS, RunSummary
+from batchor import RunSummary, is_permanent
 
 
 @contextmanager
 def fail_permanent_errors() -> Iterator[None]:
-    """Re-raise `batchor.PERMANENT_ERRORS` as `AirflowFailException` (no retry); let anything else,
-    such as `batchor.ProviderError`, propagate to Airflow's retry logic."""
+    """Re-raise the errors `batchor.is_permanent` calls permanent as `AirflowFailException` (no
+    retry); let anything else, such as `batchor.RunNotReady` or `batchor.ProviderError`,
+    propagate to Airflow's retry logic."""
     try:
         yield
-    except PERMANENT_ERRORS as exc:
-        raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        if is_permanent(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise
 
 
 def check_not_stuck(summary: RunSummary) -> None:

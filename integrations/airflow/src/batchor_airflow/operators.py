@@ -79,14 +79,15 @@ class BatchorStartOperator(HookOwner, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Build the job, then `batchor.steps.start` under the task's run id."""
+        self.check_rendered()
         run_id = self.run_id or default_run_id(context)
         with fail_permanent_errors():
             job = build_job(self.job, self.job_kwargs)
             with self.get_hook().get_runner() as runner:
-                handle = steps.start(runner, job, run_id)
-                summary = runner.get_run(run_id).summary()
+                started = steps.start(runner, job, run_id)
+        summary = started.summary
         self.log.info("batchor run %s: %s, %d items", run_id, summary.status.value, summary.total)
-        return {**summary_handle(summary), "fingerprint": handle.fingerprint}
+        return {**summary_handle(summary), "fingerprint": started.handle.fingerprint}
 
 
 class BatchorCollectOperator(HookOwner, BaseOperator):
@@ -131,8 +132,9 @@ class BatchorCollectOperator(HookOwner, BaseOperator):
         self.fail_on_failed_items = fail_on_failed_items
 
     def execute(self, context: Context) -> dict[str, Any]:
-        """`batchor.steps.collect`; a run that is not terminal raises
-        `batchor.RunStateError`, which Airflow retries."""
+        """`batchor.steps.collect`; a run that has not ended raises `batchor.RunNotReady`,
+        which Airflow retries."""
+        self.check_rendered()
         return collect_results(
             self.get_hook(),
             self.run_id,
@@ -159,7 +161,10 @@ class BatchorRunOperator(RunDriver, BaseOperator):
         destination: The results file, a path or object-store URI; its extension picks the
             format. Templated.
         run_id: The run id; default: derived from dag_id, the DAG run id, task_id and
-            map_index. Templated, so a business key such as ``"reviews-{{ ds }}"`` works.
+            map_index. Templated, so a business key works, such as
+            ``"reviews-{{ (dag_run.logical_date or dag_run.run_after) | ds }}"`` (manual
+            runs have no logical date, so no ``ds``). A field that renders to an empty string
+            fails the task without retry.
         store: The batchor store URL. Templated.
         artifacts: The artifacts location. Templated.
         conn_id: Airflow connection in the ``openai`` format.
@@ -206,13 +211,13 @@ class BatchorRunOperator(RunDriver, BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Build the job and `batchor.steps.start` it, then wait and collect."""
+        self.check_rendered()
         run_id = self.run_id or default_run_id(context)
         self._live_run_id = run_id
         with fail_permanent_errors():
             job = build_job(self.job, self.job_kwargs)
             with self.get_hook().get_runner() as runner:
-                steps.start(runner, job, run_id)
-                summary = runner.get_run(run_id).summary()
+                summary = steps.start(runner, job, run_id).summary
         self.log.info("batchor run %s: %s, %d items", run_id, summary.status.value, summary.total)
         check_not_stuck(summary)
         return self._finish(run_id, summary.is_terminal)

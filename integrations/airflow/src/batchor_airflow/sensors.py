@@ -69,6 +69,7 @@ class BatchorSensor(RunDriver, BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         """Poke or reschedule when not deferrable; otherwise one step, then defer."""
+        self.check_rendered()
         if not self.deferrable:
             return super().execute(context)
         return self._check(str(self.run_id), time.time() + float(self.timeout))
