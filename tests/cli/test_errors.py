@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from batchor.stores.open import open_store
 from batchor.testing import OpenAIBatchEmulator
 from tests.cli.conftest import Invoke
 from tests.cli.helpers import JOB, one_error_line, write_csv
@@ -30,6 +31,7 @@ def _inputs(tmp_path: Path) -> None:
     (tmp_path / "same.jsonl").write_text(json.dumps({"id": "a0", "text": "t"}) + "\n")
     (tmp_path / "broken.parquet").write_text("not parquet")
     (tmp_path / "notes.txt").write_text("hello\n")
+    open_store(f"sqlite:///{tmp_path}/.batchor/batchor.db").close()  # read-only commands need it
 
 
 RUN = ["run", "--emulate"]

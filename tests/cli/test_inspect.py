@@ -20,6 +20,7 @@ def _run(invoke: Invoke, run_id: str) -> None:
 
 
 def test_list_shows_the_runs_newest_first(tmp_path: Path, invoke: Invoke) -> None:
+    assert invoke("db", "upgrade").exit_code == 0  # list reads a store, never creates one
     empty = invoke("list")
     assert empty.exit_code == 0, empty.stderr
     assert "no runs in the store" in empty.stdout

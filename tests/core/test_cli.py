@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from batchor.cli.main import cli
+from batchor.stores.open import open_store
 from batchor.testing import OpenAIBatchEmulator
 
 MODEL_FILE = """
@@ -166,6 +167,7 @@ def _bad(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 1, "text": "b"}\n')
     (tmp_path / "in.txt").write_text("hello\n")
     (tmp_path / "ragged.jsonl").write_text('{"id": 1, "text": "a"}\n{"id": 2, "body": "b"}\n')
+    open_store(f"sqlite:///{tmp_path}/store.db").close()
 
 
 BASE = ["run", "--model", "m", "--emulate"]
@@ -227,7 +229,11 @@ BAD_INPUT = {
         [*BASE, "in.csv", "--id-field", "id", "--prompt-field", "text", "--run-id", "a/b"],
         "run_id 'a/b' is not valid",
     ),
-    "unknown run": (["status", "no-such-run"], "no run 'no-such-run' in the store"),
+    "unknown run": (
+        ["status", "no-such-run", "--store", "sqlite:///store.db"],  # made by _bad
+        "no run 'no-such-run' in the store",
+    ),
+    "no store": (["status", "r"], "no store at sqlite:///.batchor/batchor.db"),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,10 @@ def test_memory_store() -> None:
     [
         ("not a url", "is not valid"),
         ("mysql://localhost/db", "not supported"),
+        ("memory://extra", "takes no name or path; use memory://"),
+        ("memory:extra", "takes no name or path; use memory://"),
+        # Used to give an in-memory store, silently lost with the process.
+        ("sqlite://", "names no file: use sqlite:///path/to/batchor.db .* or memory://"),
     ],
 )
 def test_bad_store_urls(url: str, message: str) -> None:
@@ -157,3 +162,62 @@ def test_the_known_head_revision_is_alembics_newest() -> None:
     cfg = Config()
     cfg.set_main_option("script_location", str(migrate._SCRIPTS))
     assert ScriptDirectory.from_config(cfg).get_current_head() == migrate.HEAD_REVISION
+
+
+def test_opening_without_create_needs_an_existing_current_store(store_url: str) -> None:
+    """Read-only users open a store with create=False: a missing or empty store is an
+    error naming the URL, and nothing is created or migrated."""
+    from batchor.stores.migrate import upgrade
+
+    shown = sa.make_url(store_url).render_as_string(hide_password=True)
+    with pytest.raises(ConfigurationError, match="no store at") as caught:
+        open_store(store_url, create=False)
+    assert shown in str(caught.value)
+    if store_url.startswith("sqlite"):
+        assert not Path(sa.make_url(store_url).database or "").parent.exists()
+        Path(sa.make_url(store_url).database or "").parent.mkdir()
+    engine = sa.create_engine(store_url)
+    assert current_revision(engine) is None  # nothing created
+    upgrade(engine, "0004")
+    with pytest.raises(ConfigurationError, match=r"revision 0004.*batchor db upgrade"):
+        open_store(store_url, create=False)
+    assert current_revision(engine) == "0004"  # not migrated
+    engine.dispose()
+    open_store(store_url).close()  # writers migrate
+    store = open_store(store_url, create=False)
+    assert store.list_runs() == []
+    store.close()
+
+
+def test_the_memory_store_cannot_be_opened_for_reading() -> None:
+    with pytest.raises(ConfigurationError, match="lives only in the process"):
+        open_store("memory://", create=False)
+    assert open_store("sqlite:///:memory:").list_runs() == []
+
+
+def test_a_truncated_sqlite_store_is_reported_not_recreated(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/b.db"
+    store = open_store(url)
+    store.create_run("r1", {}, "fp")
+    store.close()
+    for name in ("b.db", "b.db-wal", "b.db-shm"):
+        if (tmp_path / name).exists():
+            (tmp_path / name).write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="holds no batchor tables"):
+        open_store(url, create=False)
+    assert (tmp_path / "b.db").stat().st_size == 0
+
+
+def test_a_garbage_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "g.db").write_bytes(b"not a database, not at all" * 100)
+    for create in (True, False):
+        with pytest.raises(ConfigurationError, match=re.escape(f"{tmp_path}/g.db is not a SQLite")):
+            open_store(f"sqlite:///{tmp_path}/g.db", create=create)
+
+
+def test_an_unopenable_sqlite_path_is_named(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ConfigurationError, match=re.escape(f"{tmp_path}/d is a directory")):
+        open_store(f"sqlite:///{tmp_path}/d")
+    with pytest.raises(ConfigurationError, match=r"cannot open /proc/x\.db"):
+        open_store("sqlite:////proc/x.db")

@@ -16,6 +16,7 @@ from batchor.errors import (
     RunNotReady,
     RunStateError,
     SourceError,
+    StoreUnavailableError,
     WaitTimeout,
     is_permanent,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "RunSummary",
     "SourceError",
     "StartedRun",
+    "StoreUnavailableError",
     "Usage",
     "WaitTimeout",
     "__version__",

@@ -7,6 +7,7 @@
     ├── SourceError               an input source cannot be read as items (names file and row)
     │   └── DuplicateItemError    two items share an item_id
     ├── JobMismatchError          an existing run_id was started with a different job
+    ├── StoreUnavailableError     the store's server could not be reached (also a ConnectionError)
     ├── RunNotFoundError          no run with that id in the store
     ├── RunNotReady               the run has not ended yet: asking again later can succeed
     │   └── WaitTimeout           ``Run.wait(timeout=...)`` elapsed (also a ``TimeoutError``)
@@ -50,6 +51,11 @@ class DuplicateItemError(SourceError):
 
 class JobMismatchError(BatchorError):
     """A run_id that exists was started with a different job definition."""
+
+
+class StoreUnavailableError(BatchorError, ConnectionError):
+    """The store's database server could not be reached (down, unreachable, or silent past
+    the connect timeout). Trying again later can succeed."""
 
 
 class RunNotFoundError(BatchorError, LookupError):

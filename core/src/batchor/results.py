@@ -35,7 +35,8 @@ class ItemFailure:
         error_class: A short stable class: ``server_error``, ``rate_limited``,
             ``invalid_request``, ``invalid_json``, ``schema_validation``, ``refusal``,
             ``incomplete``, ``missing_output``, ``request_too_large``, ``batch_failed``,
-            ``provider_error``, ``invalid_response``.
+            ``provider_error``, ``invalid_response``, ``unstorable`` (a reply the store could
+            not hold; not retried).
         message: The provider's or validator's message.
         retryable: Whether the failure is of a kind that is retried.
         attempt: Which attempt (1-based) it ended.

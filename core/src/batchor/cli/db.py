@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 import sqlalchemy as sa
 
@@ -12,7 +10,7 @@ from batchor.cli.output import console, echo_json
 from batchor.runner import DEFAULT_STORE
 from batchor.stores.migrate import current_revision, head_revision
 from batchor.stores.migrate import upgrade as migrate_upgrade
-from batchor.stores.open import open_store
+from batchor.stores.open import open_store, store_revision
 
 
 @click.group(cls=OneLineErrorGroup)
@@ -33,7 +31,7 @@ def upgrade(store: str | None, as_json: bool) -> None:
     this does it on purpose, e.g. before several workers start."""
     url = store or DEFAULT_STORE
     with errors():
-        before = _revision_before(url)
+        before = store_revision(url)  # creates nothing; names a file it cannot read
         opened = open_store(url)
         try:
             migrate_upgrade(opened.engine)
@@ -51,28 +49,6 @@ def upgrade(store: str | None, as_json: bool) -> None:
             highlight=False,
             soft_wrap=True,
         )
-
-
-def _revision_before(url: str) -> str | None:
-    """The revision the store is at before upgrading (``None``: a new or in-memory store).
-    An invalid URL is left for open_store to report."""
-    try:
-        parsed = sa.make_url(url)
-    except Exception:
-        return None
-    if parsed.get_backend_name() == "sqlite":
-        if not parsed.database or not Path(parsed.database).expanduser().is_file():
-            return None  # a new (or in-memory) store; do not create the file here
-    elif parsed.get_backend_name() != "postgresql":
-        return None
-    try:
-        engine = sa.create_engine(parsed)
-    except ModuleNotFoundError:
-        return None  # open_store names the missing driver
-    try:
-        return current_revision(engine)
-    finally:
-        engine.dispose()
 
 
 def _shown(url: str) -> str:

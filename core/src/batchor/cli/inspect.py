@@ -16,7 +16,13 @@ from batchor.cli.output import (
     runs_table,
     show_summary,
 )
-from batchor.runner import BatchRunner
+from batchor.runner import DEFAULT_STORE, BatchRunner
+from batchor.stores.open import open_store
+
+
+def _reader(store: str | None, artifacts: str | None) -> BatchRunner:
+    """A runner on the existing store: a missing or empty one is an error, never created."""
+    return BatchRunner(open_store(store or DEFAULT_STORE, create=False), artifacts)
 
 
 @click.command()
@@ -25,7 +31,7 @@ from batchor.runner import BatchRunner
 @store_options
 def status(run_id: str, as_json: bool, store: str | None, artifacts: str | None) -> None:
     """Show a run's status and counts."""
-    with errors(), BatchRunner(store, artifacts) as runner:
+    with errors(), _reader(store, artifacts) as runner:
         show_summary(runner.get_run(run_id).summary(), as_json)
 
 
@@ -35,7 +41,7 @@ def status(run_id: str, as_json: bool, store: str | None, artifacts: str | None)
 @store_options
 def list_runs(limit: int | None, as_json: bool, store: str | None, artifacts: str | None) -> None:
     """List the runs in the store, newest first."""
-    with errors(), BatchRunner(store, artifacts) as runner:
+    with errors(), _reader(store, artifacts) as runner:
         records = runner.store.list_runs()[:limit]
         rows = [run_row(record, runner.store.item_counts(record.pk)) for record in records]
     if as_json:
@@ -61,7 +67,7 @@ def results(
 ) -> None:
     """Write a run's terminal results to --output: JSONL (one object per item), or CSV or
     Parquet (one column per field), streamed."""
-    with errors(), BatchRunner(store, artifacts) as runner:
+    with errors(), _reader(store, artifacts) as runner:
         run = runner.get_run(run_id)
         started = time.perf_counter()
         count = run.export_results(output)

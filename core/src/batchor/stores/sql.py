@@ -27,6 +27,7 @@ from batchor.stores.base import (
 )
 from batchor.stores.migrate import upgrade
 from batchor.stores.schema import batches, item_failures, items, runs, token_budget
+from batchor.stores.values import register_postgres_adapters
 
 _CHUNK = 900  # bound parameters per IN (...) list, under every backend's limit
 
@@ -173,14 +174,18 @@ class SqlStateStore:
     The schema is migrated to the newest version when the store opens.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, migrate: bool = True) -> None:
         self.engine = engine
         # One shared connection (the in-memory store) cannot carry two threads' transactions.
         self.thread_safe = not isinstance(engine.pool, StaticPool)
         """Whether two threads may use the store at once."""
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
-        upgrade(engine)
+        elif engine.dialect.driver == "psycopg":
+            # Text Postgres cannot hold (NUL, lone surrogates) is escaped by the driver.
+            sa.event.listen(engine, "connect", lambda conn, _rec: register_postgres_adapters(conn))
+        if migrate:  # read-only users open a store as it is (`open_store(create=False)`)
+            upgrade(engine)
 
     # ---- plumbing -------------------------------------------------------------------
     @contextmanager
@@ -732,6 +737,23 @@ class SqlStateStore:
         """
         if not outcomes:
             return 0
+        try:
+            return self._apply_outcomes(run_pk, batch_pk, outcomes, max_attempts)
+        except _UNSTORABLE as exc:
+            if len(outcomes) > 1:  # find the lines at fault by halves; the rest apply
+                half = len(outcomes) // 2
+                return self.apply_outcomes(
+                    run_pk, batch_pk, outcomes[:half], max_attempts
+                ) + self.apply_outcomes(run_pk, batch_pk, outcomes[half:], max_attempts)
+            cause = exc.orig if isinstance(exc, sa.exc.StatementError) else exc
+            detail = (str(cause).strip().splitlines() or [""])[0]
+            reason = f"the reply could not be stored: {type(cause).__name__}: {detail}"
+            failed = ItemOutcome(outcomes[0].seq, "failed", None, "unstorable", reason[:500])
+            return self._apply_outcomes(run_pk, batch_pk, [failed], max_attempts)
+
+    def _apply_outcomes(
+        self, run_pk: int, batch_pk: int, outcomes: Sequence[ItemOutcome], max_attempts: int
+    ) -> int:
         now = time.time()
         failures = [
             (run_pk, o.seq, batch_pk, o.error_class or "unknown", o.message or "", o.retryable, now)
@@ -776,6 +798,9 @@ class SqlStateStore:
         self, run_pk: int, batch_pk: int, input_tokens: int, output_tokens: int
     ) -> bool:
         """Mark an ended batch collected and add the tokens it billed to the run, at once."""
+        # Counts a provider reports past any integer column would stop the run for good.
+        input_tokens = min(max(input_tokens, 0), _TOKENS_MAX)
+        output_tokens = min(max(output_tokens, 0), _TOKENS_MAX)
         with self._write() as conn:
             moved = conn.execute(
                 batches.update()
@@ -1098,6 +1123,13 @@ def _runs_of(seqs: Sequence[int]) -> list[tuple[int, int]]:
     if first is not None and last is not None:
         runs.append((first, last))
     return runs
+
+
+# What a value the backend cannot take raises (a number out of the column's range, text
+# too long, a string the driver cannot encode): it fails the item, not the batch.
+_UNSTORABLE = (sa.exc.DataError, UnicodeError, OverflowError)
+# Far above any real count, and the sum of a thousand of them still fits a BIGINT.
+_TOKENS_MAX = 2**53
 
 
 class _Conflict(Exception):
