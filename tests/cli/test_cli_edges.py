@@ -168,8 +168,9 @@ def test_a_huge_run_id_is_cut_in_messages(tmp_path: Path, invoke: Invoke, finish
 
 @pytest.fixture
 def slow(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIBatchEmulator]:
-    """An emulator whose batches take about 3 s, for a subprocess to be stopped mid-run."""
-    with OpenAIBatchEmulator(phase_seconds=1.0) as emu:
+    """An emulator whose batches take about 9 s, for a subprocess to be stopped mid-run even
+    when a loaded machine is slow to start it."""
+    with OpenAIBatchEmulator(phase_seconds=3.0) as emu:
         monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
         monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
         yield emu
