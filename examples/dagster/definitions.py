@@ -5,6 +5,10 @@ Run it against the emulator (see docs/how-to/dagster.md):
 
     uv run dagster asset materialize -f examples/dagster/definitions.py \
         --select reviews,review_labels --partition 2026-11-23
+
+or in the Dagster UI and daemon: ``uv run dagster dev -f examples/dagster/definitions.py``.
+Materialising a partition again with the same reviews reuses its run (nothing is bought
+twice); the run config ``{"ops": {"review_labels": {"config": {"rerun": true}}}}`` buys anew.
 """
 
 import json

@@ -4,6 +4,7 @@ destination templates checked at definition time."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +136,7 @@ def test_credentials_from_envvar_and_environment_and_an_object_store_destination
     monkeypatch.setenv("MY_BATCH_KEY", SECRET)
     monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
     monkeypatch.setenv("BATCHOR_STORE", f"sqlite:///{tmp_path}/env-store.db")
-    monkeypatch.setenv("BATCHOR_ARTIFACTS", "memory://batchor-dagster-test/artifacts")
+    monkeypatch.setenv("BATCHOR_ARTIFACTS", str(tmp_path / "env-artifacts"))
     resource = BatchorResource(openai_api_key=EnvVar("MY_BATCH_KEY"))
     assert SECRET not in repr(BatchorResource(openai_api_key=SECRET))
 
@@ -156,6 +157,7 @@ def test_credentials_from_envvar_and_environment_and_an_object_store_destination
     with fsspec.open(uri, "rt") as results:
         assert len(results.read().splitlines()) == 12
     assert (tmp_path / "env-store.db").is_file()  # BATCHOR_STORE was used
+    assert any((tmp_path / "env-artifacts").rglob("*.jsonl"))  # and BATCHOR_ARTIFACTS
     assert SECRET not in "".join(str(e) for e in instance.all_logs(outcome.run_id))
 
 
@@ -177,3 +179,34 @@ def test_destination_templates_are_checked_when_defined(
             destination=destination,
             partitions_def=DAYS if partitioned else None,
         )
+
+
+def test_a_long_wait_logs_progress_while_nothing_changes(
+    resource: BatchorResource, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    # Each batch spends >= 1.5 s in each of three phases: ~4.5 s in which its state is unchanged.
+    with OpenAIBatchEmulator(api_key=SECRET, phase_seconds=1.5) as slow:
+        resource = BatchorResource(**{**resource.model_dump(), "openai_base_url": slow.base_url})
+        labels = batchor_asset(
+            name="labels",
+            job=day_job,
+            destination=str(tmp_path / "{partition_key}.jsonl"),
+            partitions_def=DAYS,
+            poll_interval=0.25,
+            progress_interval=0.5,
+        )
+        outcome = materialize(
+            [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
+        )
+    assert outcome.success
+    lines = [
+        (e.timestamp, e.user_message)
+        for e in instance.all_logs(outcome.run_id)
+        if e.dagster_event is None and "items:" in e.user_message
+    ]
+    quiet = [m for _, m in lines if "running" in m and "12 in flight" in m]
+    assert len(quiet) >= 3, lines  # the same state, logged again and again while waiting
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(lines)]
+    assert max(gaps) < 2.5, lines  # no long silence between "submitted" and "completed"
+    assert "0 done, 0 failed, 12 in flight); 3 batch(es) live; cost so far $" in quiet[0]
+    assert "(12 done, 0 failed, 0 in flight); 0 batch(es) live; cost so far $" in lines[-1][1]

@@ -73,12 +73,13 @@ def test_rematerialising_after_a_crash_attaches_to_the_same_run(
     assert emulator.stats.batches_created == 3
     assert len((tmp_path / "out" / "2026-11-23.jsonl").read_text().splitlines()) == 12
 
-    # Once it has materialised, materialising the partition again is a fresh run.
+    # Once it has materialised, materialising the partition again with the same job reuses
+    # the finished run (see test_reuse.py); asking for a rerun buys a fresh one.
     third = materialize(
         [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
     )
-    assert _metadata(instance, third.run_id)["batchor/run_id"] not in (started, None)
-    assert emulator.stats.batches_created == 6
+    assert _metadata(instance, third.run_id)["batchor/reused_run_id"] == started
+    assert emulator.stats.batches_created == 3
 
 
 def test_reexecuting_the_failed_run_resumes_the_same_batch_run(

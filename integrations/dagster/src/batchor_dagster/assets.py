@@ -21,9 +21,9 @@ from batchor import BatchJob
 
 from . import driving
 from .destination import check_template
-from .identity import RunKeyFn, record_start, resolve_run_id
+from .identity import RunKeyFn
 from .metadata import FAILURE_RATE_CHECK
-from .resource import BatchorResource
+from .resource import BatchorAssetConfig, BatchorResource
 
 JobFn = Callable[..., BatchJob]
 """Builds the run's `batchor.BatchJob`: called as ``job(context, **inputs)`` with the asset's
@@ -54,6 +54,7 @@ def batchor_asset(
     check_severity: AssetCheckSeverity = AssetCheckSeverity.WARN,
     poll_interval: float = 30.0,
     wait_timeout: float | None = None,
+    progress_interval: float = 60.0,
     retry_policy: RetryPolicy | None = None,
     resource_key: str = "batchor",
     **asset_kwargs: Any,
@@ -68,7 +69,10 @@ def batchor_asset(
 
     Which run: ``run_key(context)`` when given; else the run an unfinished earlier attempt on
     the same partition started (a crash, a failure, a timeout), unless it was cancelled;
-    else a new id from the asset key, partition key and Dagster root run id.
+    else the run the partition's last materialisation drove, reused if its job (model,
+    schema, prompts, source content) is unchanged and the run config does not say
+    ``rerun: true`` (the metadata then has ``batchor/reused_run_id``); else a new id from
+    the asset key, partition key and Dagster root run id.
 
     Args:
         name: The asset's name.
@@ -87,13 +91,15 @@ def batchor_asset(
         check_severity: The check's severity when it fails.
         poll_interval: The longest pause between two polls while waiting, in seconds.
         wait_timeout: Fail (retryably) after waiting this long; the run goes on.
+        progress_interval: Log the run's progress at least this often while waiting, in
+            seconds (each change is logged too).
         retry_policy: Dagster retries for transient errors (permanent ones never retry).
         resource_key: The key of the `BatchorResource`.
         **asset_kwargs: Passed to ``@asset`` (``owners``, ``tags``, ``metadata``, ...).
     """
     check_template(destination, partitioned=partitions_def is not None)
     key = asset_key(name, key_prefix)
-    wait_settings = driving.WaitSettings(poll_interval=poll_interval, timeout=wait_timeout)
+    wait_settings = driving.WaitSettings(poll_interval, wait_timeout, progress_interval)
     collect_settings = driving.CollectSettings(destination, max_failure_rate, check_severity)
 
     @asset(  # type: ignore[untyped-decorator]
@@ -109,18 +115,16 @@ def batchor_asset(
         retry_policy=retry_policy,
         **asset_kwargs,
     )
-    def _batch(context: AssetExecutionContext, **inputs: Any) -> MaterializeResult:  # type: ignore[type-arg]
+    def _batch(
+        context: AssetExecutionContext, config: BatchorAssetConfig, **inputs: Any
+    ) -> MaterializeResult:  # type: ignore[type-arg]
         resource: BatchorResource = getattr(context.resources, resource_key)
         batch_job = job(context, **inputs)
         with resource.runner() as runner:
-            run_id = resolve_run_id(context, runner, run_key)
-            record_start(context, run_id)
-            context.log.info(f"batchor run {run_id}: starting or resuming")
-            driving.start(runner, batch_job, run_id)
-            driving.wait(context, runner, run_id, wait_settings)
-            return driving.collect(
-                context, runner, run_id, batch_job.provider_config.model, collect_settings
-            )
+            run = driving.start(context, runner, batch_job, run_key, config.rerun)
+            driving.wait(context, runner, run.run_id, wait_settings)
+            model = batch_job.provider_config.model
+            return driving.collect(context, runner, run.run_id, model, collect_settings, run.reused)
 
     definition: AssetsDefinition = _batch
     return definition

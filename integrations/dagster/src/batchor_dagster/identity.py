@@ -15,7 +15,7 @@ from dagster import (
     Failure,
 )
 
-from batchor import BatchRunner, RunNotFoundError, RunStatus, run_id_from
+from batchor import BatchRunner, RunStatus, run_id_from
 
 RUN_ID_KEY = "batchor/run_id"
 """Metadata key (and run tag) carrying the batchor run id."""
@@ -53,11 +53,13 @@ def derived_run_id(asset_key: AssetKey, partition_key: str | None, root_run_id: 
     return run_id_from(*parts, root_run_id)
 
 
-def unfinished_run_id(
+def last_run_ids(
     instance: DagsterInstance, asset_key: AssetKey, partition_key: str | None
-) -> str | None:
-    """The batchor run the last materialisation attempt of this asset partition started, if
-    no materialisation of the partition has succeeded since (a crash, a failure, a timeout).
+) -> tuple[str | None, str | None]:
+    """``(unfinished, materialised)``: the batchor run the last materialisation attempt of
+    this asset partition started if no materialisation of the partition has succeeded with
+    it (a crash, a failure, a timeout), and the run the partition's last materialisation
+    drove.
 
     Every attempt records an `AssetObservation` carrying the run id *before* it submits
     anything, so even a crash in the middle of submission leaves the pointer behind.
@@ -75,32 +77,49 @@ def unfinished_run_id(
         ),
         None,
     )
-    if started is None or started.asset_observation is None:
-        return None
     latest = instance.fetch_materializations(records_filter, limit=1).records
-    if latest and latest[0].storage_id > started.storage_id:
-        return None
-    return str(started.asset_observation.metadata[RUN_ID_KEY].value)
+    mat = latest[0].asset_materialization if latest else None
+    materialised = (
+        str(mat.metadata[RUN_ID_KEY].value) if mat and RUN_ID_KEY in mat.metadata else None
+    )
+    if started is None or started.asset_observation is None:
+        return None, materialised
+    attempted = str(started.asset_observation.metadata[RUN_ID_KEY].value)
+    if (latest and latest[0].storage_id > started.storage_id) or attempted == materialised:
+        return None, materialised
+    return attempted, materialised
 
 
 def resolve_run_id(
-    context: AssetExecutionContext, runner: BatchRunner, run_key: RunKeyFn | None
-) -> str:
-    """The run id this materialisation drives.
+    context: AssetExecutionContext,
+    runner: BatchRunner,
+    run_key: RunKeyFn | None,
+    rerun: bool = False,
+) -> tuple[str, str | None]:
+    """``(run_id, reusable)``: the run this materialisation drives unless it reuses
+    ``reusable``, the run the partition's last materialisation drove.
 
     - With ``run_key``, the user's business key (made a valid id by `batchor.run_id_from`).
     - Else the run an unfinished earlier attempt on this partition started, unless that run
       was cancelled: re-materialising after a crash attaches to it instead of paying twice.
-    - Else `derived_run_id` of the asset key, partition key and root run id.
+    - Else `derived_run_id` of the asset key, partition key and root run id; unless
+      ``rerun``, the run the partition's last materialisation drove is ``reusable`` (unless
+      cancelled or gone): the caller attaches to it instead if the job is unchanged.
     """
     if run_key is not None:
-        return run_id_from(run_key(context))
+        return run_id_from(run_key(context)), None
     partition_key = partition_of(context)
-    pending = unfinished_run_id(context.instance, context.asset_key, partition_key)
-    if pending is not None and not _cancelled(runner, pending):
-        return pending
+    unfinished, materialised = last_run_ids(context.instance, context.asset_key, partition_key)
+    # An unfinished run never created (or discarded unsubmitted) has no status: keep its id.
+    if unfinished is not None and _status(runner, unfinished) is not RunStatus.CANCELLED:
+        return unfinished, None
     root = context.run.root_run_id or context.run.run_id
-    return derived_run_id(context.asset_key, partition_key, root)
+    fresh = derived_run_id(context.asset_key, partition_key, root)
+    if rerun or materialised in (None, fresh):
+        return fresh, None
+    if _status(runner, materialised) in (None, RunStatus.CANCELLED):
+        return fresh, None
+    return fresh, materialised
 
 
 def record_start(context: AssetExecutionContext, run_id: str) -> None:
@@ -116,8 +135,6 @@ def record_start(context: AssetExecutionContext, run_id: str) -> None:
     )
 
 
-def _cancelled(runner: BatchRunner, run_id: str) -> bool:
-    try:
-        return runner.get_run(run_id).summary().status is RunStatus.CANCELLED
-    except RunNotFoundError:
-        return False  # never created (or discarded before submitting): reuse the id
+def _status(runner: BatchRunner, run_id: str) -> RunStatus | None:
+    record = runner.store.get_run(run_id)
+    return None if record is None else record.status

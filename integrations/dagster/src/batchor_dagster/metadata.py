@@ -13,12 +13,18 @@ from batchor import CollectResult, RunSummary
 FAILURE_RATE_CHECK = "batchor_failure_rate"
 """Name of the asset check on the share of items that failed."""
 
+REUSED_RUN_KEY = "batchor/reused_run_id"
+"""Metadata key naming the run a materialisation reused instead of buying a new one."""
 
-def result_metadata(result: CollectResult, model: str | None) -> dict[str, Any]:
+
+def result_metadata(
+    result: CollectResult, model: str | None, reused: bool = False
+) -> dict[str, Any]:
     """Metadata of a collected run's materialisation."""
     counts = result.counts
     metadata: dict[str, Any] = {
         "batchor/run_id": MetadataValue.text(result.run_id),
+        **_reuse(result.run_id, reused),
         "batchor/run_status": MetadataValue.text(result.run_status),
         "batchor/items": MetadataValue.json(dict(counts)),
         "batchor/completed": MetadataValue.int(counts.get("completed", 0)),
@@ -43,10 +49,13 @@ def usage_metadata(model: str, input_tokens: int, output_tokens: int) -> dict[st
     }
 
 
-def submission_metadata(summary: RunSummary, model: str | None) -> dict[str, Any]:
-    """Metadata of a submission (the run is in flight)."""
+def submission_metadata(
+    summary: RunSummary, model: str | None, reused: bool = False
+) -> dict[str, Any]:
+    """Metadata of a submission (the run may be in flight)."""
     metadata: dict[str, Any] = {
         "batchor/run_id": MetadataValue.text(summary.run_id),
+        **_reuse(summary.run_id, reused),
         "batchor/run_status": MetadataValue.text(summary.status.value),
         "batchor/items": MetadataValue.json({s.value: n for s, n in summary.items.items()}),
         "batchor/batches": MetadataValue.json(dict(summary.batches)),
@@ -74,6 +83,10 @@ def failure_rate_check(
             "items": MetadataValue.int(total),
         },
     )
+
+
+def _reuse(run_id: str, reused: bool) -> dict[str, Any]:
+    return {REUSED_RUN_KEY: MetadataValue.text(run_id)} if reused else {}
 
 
 def _location(uri: str) -> Any:

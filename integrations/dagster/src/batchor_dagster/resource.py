@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableResource
+from dagster import Config, ConfigurableResource
 from pydantic import Field
 
 from batchor import BatchRunner
@@ -62,3 +62,18 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]  # TResVa
         # Keep the key out of reprs, which end up in tracebacks and logs.
         for name, value in super().__repr_args__():
             yield name, ("***" if name == "openai_api_key" and value else value)
+
+
+class BatchorAssetConfig(Config):
+    """Run config of a batchor asset (``batchor_asset`` and the submit asset of
+    ``batchor_sensor_assets``), set in the launchpad or with ``run_config``::
+
+        {"ops": {"review_labels": {"config": {"rerun": true}}}}
+    """
+
+    rerun: bool = Field(
+        default=False,
+        description="Buy a new batch run even if the partition's last materialisation drove "
+        "a run of the same job (same model, schema, prompts and input content), which is "
+        "otherwise reused without submitting anything.",
+    )

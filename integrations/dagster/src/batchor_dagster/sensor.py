@@ -36,9 +36,9 @@ from batchor import ProviderError, RunNotFoundError, RunStatus, steps
 from . import driving
 from .assets import KINDS, JobFn, asset_key
 from .destination import check_template
-from .identity import RUN_ID_KEY, RunKeyFn, partition_of, record_start, resolve_run_id
+from .identity import RUN_ID_KEY, RunKeyFn, partition_of
 from .metadata import FAILURE_RATE_CHECK, submission_metadata
-from .resource import BatchorResource
+from .resource import BatchorAssetConfig, BatchorResource
 
 _PAGE = 500  # submissions read from the event log per tick
 
@@ -81,14 +81,16 @@ def batchor_sensor_assets(
     default_status: DefaultSensorStatus = DefaultSensorStatus.STOPPED,
     poll_interval: float = 30.0,
     collect_timeout: float | None = None,
+    progress_interval: float = 60.0,
     retry_policy: RetryPolicy | None = None,
     resource_key: str = "batchor",
 ) -> BatchorSensorAssets:
     """A submit asset ``<name>_submission``, a collect asset ``<name>`` and a sensor
     ``<name>_sensor``, for batches that take hours: no worker waits on the provider.
 
-    The submit asset starts the run (or attaches to an unfinished one, as `batchor_asset`
-    does) and materialises with the run id. Every ``minimum_interval_seconds`` the sensor
+    The submit asset starts the run (or attaches to an unfinished one, or reuses the
+    partition's last run when the job is unchanged, as `batchor_asset` does) and
+    materialises with the run id. Every ``minimum_interval_seconds`` the sensor
     reads new submissions from the event log, polls the runs in flight (one reconcile step
     each, stopping after ``tick_budget_seconds`` so a tick stays well under Dagster's 60 s)
     and, for each run that has ended, requests the collect asset's materialisation for the
@@ -104,12 +106,14 @@ def batchor_sensor_assets(
             polled first at the next tick.
         default_status: Whether the sensor starts running when the code location loads.
         collect_timeout: How long the collect asset waits for a run not yet ended.
+        progress_interval: How often the collect asset logs the progress of a run it waits
+            for, in seconds.
     """
     check_template(destination, partitioned=partitions_def is not None)
     submit_key = asset_key(f"{name}_submission", key_prefix)
     collect_key = asset_key(name, key_prefix)
     collect_settings = driving.CollectSettings(destination, max_failure_rate, check_severity)
-    wait_settings = driving.WaitSettings(poll_interval=poll_interval, timeout=collect_timeout)
+    wait_settings = driving.WaitSettings(poll_interval, collect_timeout, progress_interval)
 
     @asset(
         key=submit_key,
@@ -122,18 +126,17 @@ def batchor_sensor_assets(
         kinds=set(KINDS),
         retry_policy=retry_policy,
     )
-    def _submit(context: AssetExecutionContext, **inputs: Any) -> MaterializeResult:  # type: ignore[type-arg]
+    def _submit(
+        context: AssetExecutionContext, config: BatchorAssetConfig, **inputs: Any
+    ) -> MaterializeResult:  # type: ignore[type-arg]
         resource: BatchorResource = getattr(context.resources, resource_key)
         batch_job = job(context, **inputs)
         with resource.runner() as runner:
-            run_id = resolve_run_id(context, runner, run_key)
-            record_start(context, run_id)
-            driving.start(runner, batch_job, run_id)
-            summary = runner.get_run(run_id).summary()
-        context.log.info(f"batchor run {run_id}: submitted; the sensor collects it when done")
-        return MaterializeResult(
-            metadata=submission_metadata(summary, batch_job.provider_config.model)
-        )
+            run = driving.start(context, runner, batch_job, run_key, config.rerun)
+            summary = runner.get_run(run.run_id).summary()
+        context.log.info(f"batchor run {run.run_id}: submitted; the sensor collects it when done")
+        model = batch_job.provider_config.model
+        return MaterializeResult(metadata=submission_metadata(summary, model, run.reused))
 
     @asset(
         key=collect_key,
