@@ -366,7 +366,7 @@ def test_manual_trigger_defers_succeeds_and_a_clear_buys_nothing(
     assert again["state"] == "success", f"{seen_again}\n{airflow.diagnostics()}"
     # The second try ran execute on a worker: it attached to the finished run.
     (second,) = airflow.home.glob(f"logs/dag_id={DAG_ID}/**/attempt=2.log")
-    assert f"batchor run {batchor_run}: completed" in second.read_text(), seen_again
+    assert f"batchor run {batchor_run} completed: 20/20 done" in second.read_text(), seen_again
     assert emulator.stats.batches_created == created
     assert emulator.stats.batches_by_metadata("batchor_batch_key") == per_key
     assert list(airflow.results.glob("tickets-*.jsonl")) == [results]

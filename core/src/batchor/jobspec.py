@@ -22,9 +22,12 @@ def build_job(spec: JobSpec, kwargs: Mapping[str, Any] | None = None) -> BatchJo
     """The `BatchJob` that ``spec`` gives: imported if it is a path, called with ``kwargs``
     if it is a callable, and checked.
 
+    An exception the factory raises propagates unchanged, so `batchor.is_permanent` decides
+    whether a retry can fix it (a store or file the factory reads may be down for a moment).
+
     Raises:
         ConfigurationError: ``spec`` cannot be imported, ``kwargs`` were given for a job
-            object, the callable raised, or the result is not a `BatchJob`.
+            object, or the result is not a `BatchJob`.
     """
     value: Any = load_object(spec, what="job") if isinstance(spec, str) else spec
     if not isinstance(value, BatchJob):
@@ -33,14 +36,7 @@ def build_job(spec: JobSpec, kwargs: Mapping[str, Any] | None = None) -> BatchJo
                 f"job must be a BatchJob, a callable returning one or the 'module:name' path of "
                 f"either; got {describe_job(spec)}"
             )
-        try:
-            value = value(**dict(kwargs or {}))
-        except ConfigurationError:
-            raise
-        except Exception as exc:
-            raise ConfigurationError(
-                f"job factory {describe_job(spec)} failed: {type(exc).__name__}: {exc}"
-            ) from exc
+        value = value(**dict(kwargs or {}))  # its own errors propagate as they are
     elif kwargs:
         raise ConfigurationError(
             f"job {describe_job(spec)} is a BatchJob, not a factory: it takes no arguments "

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchor.results import RunSummary
+from batchor.states import ItemStatus
 
 DEFAULT_PROGRESS_EVERY = 60.0
 """Seconds between two progress reports during a wait, unless the caller says otherwise."""
@@ -23,8 +24,9 @@ class Progress:
         total: Items accepted so far.
         completed: Items completed.
         failed: Items failed for good.
-        in_flight: Items waiting for an answer (pending, queued or in a provider batch).
-        batches_live: Provider batches not yet collected.
+        in_flight: Items in a batch that is being sent or is at the provider.
+        waiting: Items not yet in a batch (new, or back for a retry).
+        batches_live: Batches at the provider (running, or ended and not yet collected).
         cost_usd: The estimated cost so far (``None`` when the model's price is unknown).
     """
 
@@ -34,6 +36,7 @@ class Progress:
     completed: int
     failed: int
     in_flight: int
+    waiting: int
     batches_live: int
     cost_usd: float | None
 
@@ -46,25 +49,28 @@ class Progress:
             total=summary.total,
             completed=summary.completed,
             failed=summary.failed,
-            in_flight=sum(n for s, n in summary.items.items() if not s.is_terminal),
-            batches_live=sum(n for s, n in summary.batches.items() if s != "collected"),
+            in_flight=summary.items.get(ItemStatus.QUEUED, 0)
+            + summary.items.get(ItemStatus.SUBMITTED, 0),
+            waiting=summary.items.get(ItemStatus.PENDING, 0),
+            batches_live=summary.in_flight,
             cost_usd=summary.cost_usd,
         )
 
     @property
     def cancelled(self) -> int:
         """Items ended by a cancel (the rest of ``total``)."""
-        return self.total - self.completed - self.failed - self.in_flight
+        return self.total - self.completed - self.failed - self.in_flight - self.waiting
 
     def describe(self) -> str:
         """One log line, e.g. ``run r1 running: 120/500 done (3 failed), 377 in flight in 1
-        live batch, $0.0123 so far``."""
+        batch at the provider, 3 waiting, $0.0123 so far``."""
         done = self.completed + self.failed
-        batches = f"{self.batches_live} live batch{'es' if self.batches_live != 1 else ''}"
+        batches = f"{self.batches_live} batch{'es' if self.batches_live != 1 else ''}"
         cost = "cost unknown" if self.cost_usd is None else f"${self.cost_usd:.4f} so far"
         return (
             f"run {self.run_id} {self.status}: {done}/{self.total} done ({self.failed} failed), "
-            f"{self.in_flight} in flight in {batches}, {cost}"
+            f"{self.in_flight} in flight in {batches} at the provider, {self.waiting} waiting, "
+            f"{cost}"
         )
 
 

@@ -189,8 +189,8 @@ class Run:
                 return summary
             if summary.is_stalled:
                 raise RunStateError(
-                    f"run {self.run_id!r} is paused ({summary.pause_reason}); nothing is in "
-                    "flight: call resume() to continue it"
+                    f"run {self.run_id!r} is paused ({summary.pause_reason}) with nothing in "
+                    f"flight: resume it (`batchor resume {self.run_id}`, or Run.resume())"
                 )
             state = summary.to_dict()
             interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)

@@ -32,15 +32,15 @@ def small_job(tag: str = "t", n: int = 12, per_batch: int = 4) -> BatchJob:
     )
 
 
-class DiesInFirstPoll(BatchorRunOperator):
-    """A run operator whose worker dies in its first poll of try 1, after the batches were
-    submitted (as a lost worker or an OOM kill would)."""
+class DiesInFirstWait(BatchorRunOperator):
+    """A run operator (not deferrable) whose worker dies as its wait begins on try 1, after
+    the batches were submitted (as a lost worker or an OOM kill would)."""
 
-    def step(self, run_id: str) -> RunSummary:
+    def wait_blocking(self, run_id: str) -> RunSummary:
         """Fail on try 1; behave normally afterwards."""
         if get_current_context()["ti"].try_number == 1:
             raise RuntimeError("worker lost after submission")
-        return super().step(run_id)
+        return super().wait_blocking(run_id)
 
 
 with DAG("batchor_test_split", schedule=None, start_date=START, catchup=False) as split:
@@ -79,7 +79,7 @@ with DAG("batchor_test_mapped", schedule=None, start_date=START, catchup=False) 
     ).expand(job_kwargs=[{"tag": "a", "n": 3}, {"tag": "b", "n": 4}, {"tag": "c", "n": 5}])
 
 with DAG("batchor_test_retry", schedule=None, start_date=START, catchup=False) as retry:
-    DiesInFirstPoll(
+    DiesInFirstWait(
         task_id="classify",
         job=small_job,
         destination=RESULTS + "/retry.jsonl",

@@ -3,7 +3,6 @@ connection and the environment (no Airflow import: the trigger and the hook shar
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +20,9 @@ class BatchorConfig:
     """What a `BatchRunner` needs; the key is never shown in its ``repr``.
 
     Attributes:
-        store: The store URL, or ``None`` for batchor's default.
-        artifacts: The artifacts location, or ``None`` for batchor's default.
+        store: The store URL, or ``None`` for ``BATCHOR_STORE``, else batchor's default.
+        artifacts: The artifacts location, or ``None`` for ``BATCHOR_ARTIFACTS``, else
+            batchor's default.
         api_key: The provider key, or ``None`` to let the SDK read ``OPENAI_API_KEY``.
         base_url: The API base URL, or ``None`` for the run's own or ``OPENAI_BASE_URL``.
     """
@@ -50,9 +50,10 @@ def resolve_config(
     artifacts: str | None = None,
 ) -> BatchorConfig:
     """The configuration from explicit arguments, then the connection (its ``batchor_store``
-    and ``batchor_artifacts`` extras, password as key and host as base URL), then
-    ``BATCHOR_STORE`` / ``BATCHOR_ARTIFACTS``. ``connection`` is ``None`` when it does not
-    exist; the openai SDK then reads ``OPENAI_API_KEY`` and ``OPENAI_BASE_URL`` itself."""
+    and ``batchor_artifacts`` extras, password as key and host as base URL). What neither
+    gives is left to `BatchRunner` (``BATCHOR_STORE`` / ``BATCHOR_ARTIFACTS``, then its
+    defaults) and to the openai SDK (``OPENAI_API_KEY``, ``OPENAI_BASE_URL``); ``connection``
+    is ``None`` when it does not exist."""
     extra: Mapping[str, Any] = {}
     api_key = base_url = None
     if connection is not None:
@@ -60,10 +61,8 @@ def resolve_config(
         api_key = connection.password or None
         base_url = _base_url(connection.host)
     return BatchorConfig(
-        store=store or extra.get(STORE_EXTRA) or os.environ.get("BATCHOR_STORE") or None,
-        artifacts=(
-            artifacts or extra.get(ARTIFACTS_EXTRA) or os.environ.get("BATCHOR_ARTIFACTS") or None
-        ),
+        store=store or extra.get(STORE_EXTRA) or None,
+        artifacts=artifacts or extra.get(ARTIFACTS_EXTRA) or None,
         api_key=api_key,
         base_url=base_url,
     )

@@ -1,18 +1,19 @@
-"""What the run operator and the sensor share: one reconcile step on the worker, deferring
-to `BatchorRunTrigger` between steps (or sleeping when not deferrable), and cancelling on
-kill when asked."""
+"""What the operators and the sensor share: where the run lives, which errors fail a task
+without retry, one reconcile step on the worker, the blocking wait (`batchor.steps.wait`) or
+the deferral to `BatchorRunTrigger` between steps, progress lines in the task log, and
+cancelling on kill when asked."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowFailException
 
-from batchor import RunSummary, steps
-from batchor_airflow.failures import check_not_stuck, fail_permanent_errors
+from batchor import RunSummary, WaitTimeout, is_permanent, steps
+from batchor.progress import DEFAULT_PROGRESS_EVERY
 from batchor_airflow.hooks import BatchorHook
 from batchor_airflow.triggers import BatchorRunTrigger, cancel_run
 
@@ -20,20 +21,35 @@ CHECK_INTERVAL = 30.0
 """Most seconds between two store reads of a deferred task's trigger."""
 
 
-def default_deferrable() -> bool:
-    """``[operators] default_deferrable`` from the Airflow configuration (``False`` if unset)."""
-    return conf.getboolean("operators", "default_deferrable", fallback=False)
+@contextmanager
+def fail_permanent_errors() -> Iterator[None]:
+    """Re-raise the errors `batchor.is_permanent` calls permanent as `AirflowFailException` (no
+    retry); let anything else, such as `batchor.RunNotReady` or `batchor.ProviderError`,
+    propagate to Airflow's retry logic."""
+    try:
+        yield
+    except Exception as exc:
+        if is_permanent(exc):
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        raise
 
 
 class HookOwner:
     """Mixin for the operators and the sensor: the hook of the task's connection and explicit
-    locations. The host class sets ``conn_id``, ``store`` and ``artifacts``."""
+    locations (set by `use_connection`), and the task's log."""
 
     conn_id: str
     store: str | None
     artifacts: str | None
     task_id: str
     template_fields: Collection[str]
+    log: Any
+
+    def use_connection(self, conn_id: str, store: str | None, artifacts: str | None) -> None:
+        """Record the task's Airflow connection and its explicit store and artifacts."""
+        self.conn_id = conn_id
+        self.store = store
+        self.artifacts = artifacts
 
     def check_rendered(self) -> None:
         """Fail without retry when a templated string field rendered to nothing (empty or
@@ -50,33 +66,55 @@ class HookOwner:
         """The hook for this task's connection and explicit locations."""
         return BatchorHook(self.conn_id, store=self.store, artifacts=self.artifacts)
 
+    def report(self, progress: steps.Progress) -> None:
+        """Log the run's progress in one line of the task log."""
+        self.log.info("batchor %s", progress.describe())
+
 
 class RunDriver(HookOwner):
-    """Mixin for operators that wait for a run. The host class sets ``conn_id``, ``store``,
-    ``artifacts``, ``poll_interval``, ``cancel_on_kill`` and ``deferrable``."""
+    """Mixin for the run operator and the sensor: they drive a run to its end, with the
+    settings `drive_with` records."""
 
     poll_interval: float
     cancel_on_kill: bool
     deferrable: bool
-    log: Any
     _live_run_id: str | None = None
 
+    def drive_with(
+        self, deferrable: bool | None, poll_interval: float, cancel_on_kill: bool
+    ) -> None:
+        """Record how the task waits; ``deferrable=None`` reads ``[operators]
+        default_deferrable`` from the Airflow configuration (``False`` if unset)."""
+        if deferrable is None:
+            deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.cancel_on_kill = cancel_on_kill
+
     def step(self, run_id: str) -> RunSummary:
-        """One reconcile step of ``run_id`` on this worker (`batchor.steps.poll`): poll the
-        provider, collect ended batches, submit new ones. Fails without retry when the run
-        is paused with nothing in flight."""
+        """One reconcile step of ``run_id`` on this worker (poll the provider, collect ended
+        batches, submit new ones), logged as a progress line. A wait with no time left takes
+        exactly that step, and fails (without retry) for a run paused with nothing in flight."""
         self._live_run_id = run_id
         with fail_permanent_errors(), self.get_hook().get_runner() as runner:
-            summary = steps.poll(runner, run_id)
-        self.log.info(
-            "batchor run %s: %s, %d/%d items done",
-            run_id,
-            summary.status.value,
-            summary.terminal_items,
-            summary.total,
-        )
-        check_not_stuck(summary)
-        return summary
+            try:
+                return steps.wait(runner, run_id, timeout=0, on_progress=self.report)
+            except WaitTimeout as not_yet:  # the run goes on
+                return not_yet.summary
+
+    def wait_blocking(self, run_id: str) -> RunSummary:
+        """Step every ``poll_interval`` seconds on this worker until the run has ended,
+        logging its progress at most once a minute (or once a step, if steps are rarer)."""
+        self._live_run_id = run_id
+        with fail_permanent_errors(), self.get_hook().get_runner() as runner:
+            return steps.wait(
+                runner,
+                run_id,
+                on_progress=self.report,
+                progress_every=max(DEFAULT_PROGRESS_EVERY, self.poll_interval),
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.poll_interval,
+            )
 
     def trigger_for(self, run_id: str) -> BatchorRunTrigger:
         """The trigger that waits for ``run_id`` while the task is deferred."""
@@ -89,14 +127,6 @@ class RunDriver(HookOwner):
             check_interval=min(CHECK_INTERVAL, self.poll_interval),
             cancel_on_kill=self.cancel_on_kill,
         )
-
-    def wait_blocking(self, run_id: str) -> RunSummary:
-        """Step every ``poll_interval`` seconds on this worker until the run is terminal."""
-        while True:
-            time.sleep(self.poll_interval)
-            summary = self.step(run_id)
-            if summary.is_terminal:
-                return summary
 
     def on_kill(self) -> None:
         """With ``cancel_on_kill``, cancel the run's live provider batches when Airflow kills

@@ -9,14 +9,25 @@ from typing import Any
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from batchor import steps
-from batchor_airflow.driving import HookOwner, RunDriver, default_deferrable
-from batchor_airflow.failures import check_not_stuck, fail_permanent_errors
+from batchor import RunSummary, StartedRun, steps
+from batchor_airflow.driving import HookOwner, RunDriver, fail_permanent_errors
 from batchor_airflow.handles import default_run_id, summary_handle
 from batchor_airflow.hooks import BatchorHook
-from batchor_airflow.jobs import JobFactory, build_job
 
 _DEFAULT_CONN = BatchorHook.default_conn_name
+
+
+def start_run(
+    task: HookOwner, job: steps.JobSpec, job_kwargs: Mapping[str, Any] | None, run_id: str
+) -> StartedRun:
+    """Build the job (`batchor.steps.build_job`, never at parse time) and
+    `batchor.steps.start` it as ``run_id``, logging its progress."""
+    with fail_permanent_errors():
+        built = steps.build_job(job, job_kwargs)
+        with task.get_hook().get_runner() as runner:
+            started = steps.start(runner, built, run_id)
+    task.report(steps.Progress.of(started.summary))
+    return started
 
 
 def collect_results(
@@ -60,7 +71,7 @@ class BatchorStartOperator(HookOwner, BaseOperator):
     def __init__(
         self,
         *,
-        job: JobFactory,
+        job: steps.JobSpec,
         run_id: str | None = None,
         store: str | None = None,
         artifacts: str | None = None,
@@ -72,22 +83,14 @@ class BatchorStartOperator(HookOwner, BaseOperator):
         super().__init__(**kwargs)
         self.job = job
         self.run_id = run_id
-        self.store = store
-        self.artifacts = artifacts
-        self.conn_id = conn_id
+        self.use_connection(conn_id, store, artifacts)
         self.job_kwargs = job_kwargs
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Build the job, then `batchor.steps.start` under the task's run id."""
         self.check_rendered()
-        run_id = self.run_id or default_run_id(context)
-        with fail_permanent_errors():
-            job = build_job(self.job, self.job_kwargs)
-            with self.get_hook().get_runner() as runner:
-                started = steps.start(runner, job, run_id)
-        summary = started.summary
-        self.log.info("batchor run %s: %s, %d items", run_id, summary.status.value, summary.total)
-        return {**summary_handle(summary), "fingerprint": started.handle.fingerprint}
+        started = start_run(self, self.job, self.job_kwargs, self.run_id or default_run_id(context))
+        return {**summary_handle(started.summary), "fingerprint": started.handle.fingerprint}
 
 
 class BatchorCollectOperator(HookOwner, BaseOperator):
@@ -126,9 +129,7 @@ class BatchorCollectOperator(HookOwner, BaseOperator):
         super().__init__(**kwargs)
         self.run_id = run_id
         self.destination = destination
-        self.store = store
-        self.artifacts = artifacts
-        self.conn_id = conn_id
+        self.use_connection(conn_id, store, artifacts)
         self.fail_on_failed_items = fail_on_failed_items
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -149,8 +150,9 @@ class BatchorRunOperator(RunDriver, BaseOperator):
     Deferrable: between steps the task is deferred to `BatchorRunTrigger` and holds no
     worker slot; every ``poll_interval`` seconds it resumes on a worker for one step
     (provider poll, collect ended batches, submit new ones), and once the run is terminal it
-    writes the results file on the worker. Not deferrable, it steps and sleeps on its
-    worker. A retried, cleared or re-run task instance attaches to the same run: nothing is
+    writes the results file on the worker. Not deferrable, it waits on its worker
+    (`batchor.steps.wait`). Either way it logs the run's progress in one line as it goes.
+    A retried, cleared or re-run task instance attaches to the same run: nothing is
     submitted twice.
 
     Returns (XCom) the `batchor.CollectResult` as a dict (see `BatchorCollectOperator`).
@@ -182,7 +184,7 @@ class BatchorRunOperator(RunDriver, BaseOperator):
     def __init__(
         self,
         *,
-        job: JobFactory,
+        job: steps.JobSpec,
         destination: str,
         run_id: str | None = None,
         store: str | None = None,
@@ -200,12 +202,8 @@ class BatchorRunOperator(RunDriver, BaseOperator):
         self.job = job
         self.destination = destination
         self.run_id = run_id
-        self.store = store
-        self.artifacts = artifacts
-        self.conn_id = conn_id
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = float(poll_interval)
-        self.cancel_on_kill = cancel_on_kill
+        self.use_connection(conn_id, store, artifacts)
+        self.drive_with(deferrable, poll_interval, cancel_on_kill)
         self.fail_on_failed_items = fail_on_failed_items
         self.job_kwargs = job_kwargs
 
@@ -214,24 +212,20 @@ class BatchorRunOperator(RunDriver, BaseOperator):
         self.check_rendered()
         run_id = self.run_id or default_run_id(context)
         self._live_run_id = run_id
-        with fail_permanent_errors():
-            job = build_job(self.job, self.job_kwargs)
-            with self.get_hook().get_runner() as runner:
-                summary = steps.start(runner, job, run_id).summary
-        self.log.info("batchor run %s: %s, %d items", run_id, summary.status.value, summary.total)
-        check_not_stuck(summary)
-        return self._finish(run_id, summary.is_terminal)
+        summary = start_run(self, self.job, self.job_kwargs, run_id).summary
+        return self._finish(run_id, summary)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resumed from the trigger: take one step, then collect or defer again."""
         run_id = str(event["run_id"])
         if event.get("reason") == "error":
             self.log.warning("trigger could not read run %s: %s", run_id, event.get("message"))
-        return self._finish(run_id, self.step(run_id).is_terminal)
+        return self._finish(run_id, self.step(run_id))
 
-    def _finish(self, run_id: str, terminal: bool) -> dict[str, Any]:
-        if not terminal:
-            if self.deferrable:
+    def _finish(self, run_id: str, summary: RunSummary) -> dict[str, Any]:
+        if not summary.is_terminal:
+            # A run paused with nothing in flight fails in the wait, at its first step.
+            if self.deferrable and not summary.is_stalled:
                 self.defer(trigger=self.trigger_for(run_id), method_name="execute_complete")
             self.wait_blocking(run_id)
         return collect_results(

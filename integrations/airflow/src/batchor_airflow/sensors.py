@@ -11,7 +11,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from batchor_airflow.driving import RunDriver, default_deferrable
+from batchor_airflow.driving import RunDriver
 from batchor_airflow.handles import summary_handle
 from batchor_airflow.hooks import BatchorHook
 
@@ -55,12 +55,8 @@ class BatchorSensor(RunDriver, BaseSensorOperator):
         kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
         super().__init__(**kwargs)
         self.run_id = run_id
-        self.store = store
-        self.artifacts = artifacts
-        self.conn_id = conn_id
-        self.deferrable = default_deferrable() if deferrable is None else deferrable
-        self.poll_interval = float(poll_interval)
-        self.cancel_on_kill = cancel_on_kill
+        self.use_connection(conn_id, store, artifacts)
+        self.drive_with(deferrable, poll_interval, cancel_on_kill)
 
     def poke(self, context: Context) -> PokeReturnValue:
         """One step; done when the run is terminal."""
