@@ -202,11 +202,72 @@ def test_a_long_wait_logs_progress_while_nothing_changes(
     lines = [
         (e.timestamp, e.user_message)
         for e in instance.all_logs(outcome.run_id)
-        if e.dagster_event is None and "items:" in e.user_message
+        if e.dagster_event is None and " done (" in e.user_message
     ]
     quiet = [m for _, m in lines if "running" in m and "12 in flight" in m]
     assert len(quiet) >= 3, lines  # the same state, logged again and again while waiting
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(lines)]
     assert max(gaps) < 2.5, lines  # no long silence between "submitted" and "completed"
-    assert "0 done, 0 failed, 12 in flight); 3 batch(es) live; cost so far $" in quiet[0]
-    assert "(12 done, 0 failed, 0 in flight); 0 batch(es) live; cost so far $" in lines[-1][1]
+    assert (
+        ": 0/12 done (0 failed), 12 in flight in 3 batches at the provider, 0 waiting, $"
+        in quiet[0]
+    )
+    assert (
+        "completed: 12/12 done (0 failed), 0 in flight in 0 batches at the provider, 0 waiting, $"
+        in lines[-1][1]
+    )
+
+
+def _failing(
+    resource: BatchorResource, instance: DagsterInstance, tmp_path: Path, **settings: Any
+) -> tuple[str, list[DagsterEventType]]:
+    """Materialise a partition that fails; its failure's description and the run's events."""
+    labels = batchor_asset(
+        name="labels",
+        job=day_job,
+        destination=str(tmp_path / "{partition_key}.jsonl"),
+        partitions_def=DAYS,
+        poll_interval=0.2,
+        **settings,
+    )
+    outcome = materialize(
+        [labels],
+        partition_key="2026-11-23",
+        resources={"batchor": resource},
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert not outcome.success
+    [failure] = outcome.get_step_failure_events()
+    description = str(failure.step_failure_data.user_failure_data.description)
+    return description, _event_types(instance, outcome.run_id)
+
+
+def test_a_run_paused_with_nothing_in_flight_fails_without_retry(
+    emulator: OpenAIBatchEmulator,
+    resource: BatchorResource,
+    instance: DagsterInstance,
+    tmp_path: Path,
+) -> None:
+    emulator.faults.create_insufficient_quota_count = 100  # the run pauses: out of quota
+    retry = RetryPolicy(max_retries=2)
+    description, types = _failing(resource, instance, tmp_path, retry_policy=retry)
+    assert "RunStateError" in description, description
+    assert "batchor resume" in description, description
+    assert DagsterEventType.STEP_UP_FOR_RETRY not in types
+    assert emulator.stats.batches_created == 0
+
+
+def test_a_wait_timeout_fails_retryably_and_the_retry_attaches_to_the_run(
+    resource: BatchorResource, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    with OpenAIBatchEmulator(api_key=SECRET, phase_seconds=1.5) as slow:
+        resource = BatchorResource(**{**resource.model_dump(), "openai_base_url": slow.base_url})
+        retry = RetryPolicy(max_retries=1)
+        description, types = _failing(
+            resource, instance, tmp_path, retry_policy=retry, wait_timeout=0.5
+        )
+        assert "WaitTimeout" in description, description
+        assert "attaches to it" in description, description
+        assert types.count(DagsterEventType.STEP_UP_FOR_RETRY) == 1
+        assert slow.stats.batches_created == 3  # the retry attached to the same run

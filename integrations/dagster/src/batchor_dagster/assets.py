@@ -1,41 +1,25 @@
 """`batchor_asset`: an asset whose materialisation starts or resumes a batchor run, waits for
 it, and writes its results to a path or object-store URL."""
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
 from typing import Any
 
 from dagster import (
     AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
-    AssetKey,
     AssetsDefinition,
     MaterializeResult,
     PartitionsDefinition,
     RetryPolicy,
-    asset,
 )
 
-from batchor import BatchJob
-
-from . import driving
-from .destination import check_template
+from .driving import JobFn, Spec
 from .identity import RunKeyFn
-from .metadata import FAILURE_RATE_CHECK
-from .resource import BatchorAssetConfig, BatchorResource
+from .resource import BatchorAssetConfig
 
-JobFn = Callable[..., BatchJob]
-"""Builds the run's `batchor.BatchJob`: called as ``job(context, **inputs)`` with the asset's
-execution context and its upstream inputs (the ``ins``)."""
-
-KINDS = frozenset({"openai", "batchor"})
-
-
-def asset_key(name: str, key_prefix: str | Sequence[str] | None) -> AssetKey:
-    """The key of an asset named ``name`` under ``key_prefix``."""
-    prefix = [key_prefix] if isinstance(key_prefix, str) else list(key_prefix or [])
-    return AssetKey([*prefix, name])
+__all__ = ["JobFn", "batchor_asset"]
 
 
 def batchor_asset(
@@ -91,40 +75,24 @@ def batchor_asset(
         check_severity: The check's severity when it fails.
         poll_interval: The longest pause between two polls while waiting, in seconds.
         wait_timeout: Fail (retryably) after waiting this long; the run goes on.
-        progress_interval: Log the run's progress at least this often while waiting, in
-            seconds (each change is logged too).
-        retry_policy: Dagster retries for transient errors (permanent ones never retry).
+        progress_interval: Log the run's progress every this many seconds while waiting
+            (also at the first poll and at the end).
+        retry_policy: Dagster retries for transient errors (permanent ones, by
+            `batchor.is_permanent`, never retry).
         resource_key: The key of the `BatchorResource`.
         **asset_kwargs: Passed to ``@asset`` (``owners``, ``tags``, ``metadata``, ...).
     """
-    check_template(destination, partitioned=partitions_def is not None)
-    key = asset_key(name, key_prefix)
-    wait_settings = driving.WaitSettings(poll_interval, wait_timeout, progress_interval)
-    collect_settings = driving.CollectSettings(destination, max_failure_rate, check_severity)
+    given = locals()  # the arguments: the shared ones make the Spec
+    shared = {f.name: given[f.name] for f in fields(Spec) if f.name in given}
+    spec = Spec(**shared, timeout=wait_timeout)
+    description = description or f"Batch job run through the OpenAI Batch API ({name})."
 
-    @asset(  # type: ignore[untyped-decorator]
-        key=key,
-        ins=ins,
-        deps=deps,
-        partitions_def=partitions_def,
-        group_name=group_name,
-        description=description or f"Batch job run through the OpenAI Batch API ({name}).",
-        required_resource_keys={resource_key},
-        check_specs=[AssetCheckSpec(FAILURE_RATE_CHECK, asset=key)],
-        kinds=set(KINDS),
-        retry_policy=retry_policy,
-        **asset_kwargs,
-    )
+    @spec.asset(spec.key(), description, checked=True, ins=ins, deps=deps, **asset_kwargs)
     def _batch(
         context: AssetExecutionContext, config: BatchorAssetConfig, **inputs: Any
     ) -> MaterializeResult:  # type: ignore[type-arg]
-        resource: BatchorResource = getattr(context.resources, resource_key)
-        batch_job = job(context, **inputs)
-        with resource.runner() as runner:
-            run = driving.start(context, runner, batch_job, run_key, config.rerun)
-            driving.wait(context, runner, run.run_id, wait_settings)
-            model = batch_job.provider_config.model
-            return driving.collect(context, runner, run.run_id, model, collect_settings, run.reused)
+        with spec.runner(context) as runner:
+            run, reused = spec.start(context, runner, job(context, **inputs), config.rerun)
+            return spec.finish(context, runner, run.run_id, reused)
 
-    definition: AssetsDefinition = _batch
-    return definition
+    return _batch

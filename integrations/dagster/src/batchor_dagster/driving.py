@@ -1,29 +1,42 @@
-"""The steps an asset takes on a batchor run: start it, wait for it, collect its results;
-each wrapped so that permanent errors fail without retry."""
+"""What both asset factories share: their settings (`Spec`) and the steps an asset takes on
+a batchor run through `batchor.steps`: start it (or reuse the partition's last run), wait for
+it while logging its progress, collect its results."""
 
 from __future__ import annotations
 
-import time
+import string
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import AssetCheckSeverity, AssetExecutionContext, Failure, MaterializeResult
-
-from batchor import (
-    PERMANENT_ERRORS,
-    BatchJob,
-    BatchRunner,
-    CollectResult,
-    JobMismatchError,
-    RunStateError,
-    RunSummary,
-    steps,
+from dagster import (
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetsDefinition,
+    MaterializeResult,
+    PartitionsDefinition,
+    RetryPolicy,
+    asset,
 )
 
-from .destination import render
-from .errors import dagster_failures, paused_failure
+from batchor import BatchJob, BatchRunner, ConfigurationError, JobMismatchError, StartedRun, steps
+
+from .errors import dagster_failures
 from .identity import RunKeyFn, partition_of, record_start, resolve_run_id
-from .metadata import failure_rate_check, result_metadata
+from .metadata import FAILURE_RATE_CHECK, failure_rate_check, result_metadata
+from .resource import BatchorResource
+
+JobFn = Callable[..., BatchJob]
+"""Builds the run's `batchor.BatchJob`: called as ``job(context, **inputs)`` with the asset's
+execution context and its upstream inputs (the ``ins``)."""
+
+KINDS = frozenset({"openai", "batchor"})
+
+FIELDS = frozenset({"partition_key", "run_id", "asset"})
+"""Placeholders a destination template may use."""
 
 MISMATCH_HINT = (
     "If an earlier materialisation of this partition left this run unfinished and it cannot "
@@ -33,180 +46,143 @@ MISMATCH_HINT = (
 
 
 @dataclass(frozen=True, slots=True)
-class WaitSettings:
-    """How an asset waits for a run.
+class Spec:
+    """The settings `batchor_asset` and `batchor_sensor_assets` share (the arguments of the
+    same names; ``timeout`` is ``wait_timeout`` or ``collect_timeout``). Refuses, when
+    built, a destination template with an unknown placeholder (see `FIELDS`), or one that
+    uses ``{partition_key}`` on an unpartitioned asset."""
 
-    Attributes:
-        poll_interval: The longest pause between two polls, in seconds (pauses start at 1 s
-            and double while nothing changes).
-        timeout: Give up waiting after this many seconds (``None``: never). The run goes
-            on; materialising again attaches to it.
-        progress_interval: Log the run's progress at least this often, in seconds, even when
-            nothing changed (a run also logs each change).
-    """
-
-    poll_interval: float = 30.0
-    timeout: float | None = None
-    progress_interval: float = 60.0
-
-
-@dataclass(frozen=True, slots=True)
-class CollectSettings:
-    """What an asset does with a finished run.
-
-    Attributes:
-        destination: Template of the results' path or URL.
-        max_failure_rate: The failure-rate check passes up to this share of failed items.
-        check_severity: Severity of the failure-rate check when it fails.
-    """
-
+    name: str
+    job: JobFn
     destination: str
+    partitions_def: PartitionsDefinition[str] | None = None
+    deps: Iterable[Any] | None = None
+    ins: Mapping[str, AssetIn] | None = None
+    run_key: RunKeyFn | None = None
+    key_prefix: str | Sequence[str] | None = None
+    group_name: str | None = None
     max_failure_rate: float = 0.0
     check_severity: AssetCheckSeverity = AssetCheckSeverity.WARN
+    poll_interval: float = 30.0
+    progress_interval: float = 60.0
+    retry_policy: RetryPolicy | None = None
+    resource_key: str = "batchor"
+    timeout: float | None = None
 
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """The run a materialisation drives.
-
-    Attributes:
-        run_id: The run's id.
-        reused: Whether it is the run the partition's last materialisation drove, reused
-            because the job (model, schema, prompts, source content) is unchanged.
-    """
-
-    run_id: str
-    reused: bool = False
-
-
-def start(
-    context: AssetExecutionContext,
-    runner: BatchRunner,
-    job: BatchJob,
-    run_key: RunKeyFn | None,
-    rerun: bool,
-) -> Started:
-    """Choose the run (`resolve_run_id`), record it, then start it or attach to it.
-
-    A finished run offered for reuse is attached to with `batchor.steps.start`, which
-    submits nothing when the run's job is the same and raises `JobMismatchError` when the
-    model, schema, prompts or source content changed: then a new run is started. Permanent
-    errors fail without retry (here a `RunStateError` is one too: the run cannot take this
-    job, e.g. it was interrupted mid-ingest from a plain iterable, which cannot resume).
-    """
-    run_id, reusable = resolve_run_id(context, runner, run_key, rerun)
-    permanent = (*PERMANENT_ERRORS, RunStateError)
-    if reusable is not None:
-        record_start(context, reusable)
-        with dagster_failures(MISMATCH_HINT, permanent):
-            try:
-                steps.start(runner, job, reusable)
-            except JobMismatchError as exc:
-                context.log.info(f"batchor run {reusable} is not reused: {exc}; starting anew")
-            else:
-                context.log.info(
-                    f"batchor run {reusable}: reused, the job is unchanged since the last "
-                    "materialisation (nothing submitted; run config rerun: true buys anew)"
-                )
-                return Started(reusable, reused=True)
-    record_start(context, run_id)
-    context.log.info(f"batchor run {run_id}: starting or resuming")
-    with dagster_failures(MISMATCH_HINT, permanent):
-        steps.start(runner, job, run_id)
-    return Started(run_id)
-
-
-def wait(
-    context: AssetExecutionContext, runner: BatchRunner, run_id: str, settings: WaitSettings
-) -> RunSummary:
-    """Poll the run until it is terminal, logging its progress when it changes and at least
-    every ``progress_interval`` seconds.
-
-    Raises:
-        Failure: The run is paused with nothing in flight (no retry), or ``timeout`` passed
-            (retryable: the run goes on and the next attempt attaches to it).
-    """
-    deadline = None if settings.timeout is None else time.monotonic() + settings.timeout
-    interval = min(1.0, settings.poll_interval)
-    previous: dict[str, object] | None = None
-    logged = time.monotonic()
-    while True:
-        with dagster_failures():
-            summary = steps.poll(runner, run_id)
-        state = summary.to_dict()
-        now = time.monotonic()
-        if state != previous or now - logged >= settings.progress_interval:
-            context.log.info(_progress(summary))
-            logged = now
-        if state != previous:
-            interval = min(1.0, settings.poll_interval)
-        else:
-            interval = min(interval * 2, settings.poll_interval)
-        previous = state
-        if summary.is_terminal:
-            return summary
-        if summary.is_stalled:
-            raise paused_failure(run_id, summary.pause_reason)
-        if deadline is not None and time.monotonic() + interval > deadline:
-            raise Failure(
-                description=(
-                    f"batchor run {run_id!r} is still {summary.status.value} after "
-                    f"{settings.timeout} s; it goes on, and materialising again attaches to it"
-                ),
-                allow_retries=True,
+    def __post_init__(self) -> None:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(self.destination) if f}
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"destination {self.destination!r} is not a valid template: {exc}"
+            ) from exc
+        if names - FIELDS:
+            raise ConfigurationError(
+                f"destination {self.destination!r} uses unknown placeholder(s) "
+                f"{sorted(names - FIELDS)}; allowed: {sorted(FIELDS)}"
             )
-        time.sleep(interval)
+        if "partition_key" in names and self.partitions_def is None:
+            raise ConfigurationError(
+                f"destination {self.destination!r} uses {{partition_key}} but the asset is not "
+                "partitioned"
+            )
 
+    def key(self, suffix: str = "") -> AssetKey:
+        """The key of the asset ``<name><suffix>`` under ``key_prefix``."""
+        prefix = self.key_prefix
+        return AssetKey(
+            [*([prefix] if isinstance(prefix, str) else prefix or []), self.name + suffix]
+        )
 
-def collect(
-    context: AssetExecutionContext,
-    runner: BatchRunner,
-    run_id: str,
-    model: str | None,
-    settings: CollectSettings,
-    reused: bool = False,
-) -> MaterializeResult[Any]:
-    """Write the terminal run's results to the rendered destination and describe them
-    (``reused``: the run is one an earlier materialisation drove)."""
-    destination = render(
-        settings.destination,
-        partition_key=partition_of(context),
-        run_id=run_id,
-        asset=context.asset_key.to_user_string(),
-    )
-    with dagster_failures():
-        result = steps.collect(runner, run_id, destination)
-    context.log.info(
-        f"batchor run {run_id}: {result.results} results written to {result.uri} "
-        f"({result.run_status})"
-    )
-    return materialize_result(result, model, settings, reused)
+    def asset(
+        self, key: AssetKey, description: str, *, checked: bool = False, **kwargs: Any
+    ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
+        """``@asset`` for one of the factory's assets (``checked``: with the failure-rate
+        check); ``kwargs`` go to ``@asset``."""
+        return asset(  # type: ignore[no-any-return]
+            key=key,
+            partitions_def=self.partitions_def,
+            group_name=self.group_name,
+            description=description,
+            required_resource_keys={self.resource_key},
+            check_specs=[AssetCheckSpec(FAILURE_RATE_CHECK, asset=key)] if checked else None,
+            kinds=set(KINDS),
+            retry_policy=self.retry_policy,
+            **kwargs,
+        )
 
+    def runner(self, context: Any) -> BatchRunner:
+        """A runner from the context's `BatchorResource` (close it)."""
+        resource: BatchorResource = getattr(context.resources, self.resource_key)
+        return resource.runner()
 
-def materialize_result(
-    result: CollectResult, model: str | None, settings: CollectSettings, reused: bool = False
-) -> MaterializeResult[Any]:
-    """The `MaterializeResult` of a collected run: metadata and the failure-rate check."""
-    return MaterializeResult(
-        metadata=result_metadata(result, model, reused),
-        check_results=[
-            failure_rate_check(result, settings.max_failure_rate, settings.check_severity)
-        ],
-    )
+    def start(
+        self, context: AssetExecutionContext, runner: BatchRunner, job: BatchJob, rerun: bool
+    ) -> tuple[StartedRun, bool]:
+        """``(run, reused)``: choose the run (`resolve_run_id`), record it, then start it or
+        attach to it; ``reused`` when it is the run the partition's last materialisation
+        drove.
 
+        A finished run offered for reuse is attached to with `batchor.steps.start`, which
+        submits nothing when the run's job is the same and raises `JobMismatchError` when the
+        model, schema, prompts or source content changed: then a new run is started.
+        Permanent errors (`batchor.errors.is_permanent`) fail without retry.
+        """
+        run_id, reusable = resolve_run_id(context, runner, self.run_key, rerun)
+        with dagster_failures(MISMATCH_HINT):
+            if reusable is not None:
+                record_start(context, reusable)
+                try:
+                    started = steps.start(runner, job, reusable)
+                except JobMismatchError as exc:
+                    context.log.info(f"batchor run {reusable} is not reused: {exc}; starting anew")
+                else:
+                    context.log.info(
+                        f"batchor run {reusable}: reused, the job is unchanged since the last "
+                        "materialisation (nothing submitted; run config rerun: true buys anew)"
+                    )
+                    return started, True
+            record_start(context, run_id)
+            context.log.info(f"batchor run {run_id}: starting or resuming")
+            return steps.start(runner, job, run_id), False
 
-def run_model(runner: BatchRunner, run_id: str) -> str:
-    """The model a stored run uses (for the usage metadata keys)."""
-    return runner.get_run(run_id).model
+    def finish(
+        self,
+        context: AssetExecutionContext,
+        runner: BatchRunner,
+        run_id: str,
+        reused: bool = False,
+    ) -> MaterializeResult[Any]:
+        """Wait for the run (`batchor.steps.wait`, logging its progress at least every
+        ``progress_interval`` seconds), write its results to the rendered destination and
+        describe them (``reused``: the run is one an earlier materialisation drove).
 
-
-def _progress(summary: RunSummary) -> str:
-    # TODO(issue 17): use the core's progress report once `batchor.steps` has one.
-    items = ", ".join(f"{n} {s.value}" for s, n in summary.items.items() if n)
-    open_items = summary.total - summary.terminal_items
-    cost = "unknown" if summary.cost_usd is None else f"${summary.cost_usd:.4f}"
-    return (
-        f"batchor run {summary.run_id}: {summary.status.value}; items: {items or 'none yet'} "
-        f"({summary.completed} done, {summary.failed} failed, {open_items} in flight); "
-        f"{summary.in_flight} batch(es) live; cost so far {cost}"
-    )
+        Raises:
+            Failure: The run is paused with nothing in flight (no retry), or ``timeout``
+                passed (retryable: the run goes on and the next attempt attaches to it).
+        """
+        destination = self.destination.format(
+            partition_key=partition_of(context) or "",
+            run_id=run_id,
+            asset=context.asset_key.to_user_string(),
+        )
+        with dagster_failures("Then materialise again"):
+            steps.wait(
+                runner,
+                run_id,
+                self.timeout,
+                on_progress=lambda progress: context.log.info(progress.describe()),
+                progress_every=self.progress_interval,
+                poll_interval=min(1.0, self.poll_interval),
+                max_poll_interval=self.poll_interval,
+            )
+            result = steps.collect(runner, run_id, destination)
+            model = runner.get_run(run_id).model
+        context.log.info(
+            f"batchor run {run_id}: {result.results} results written to {result.uri} "
+            f"({result.run_status})"
+        )
+        check = failure_rate_check(result, self.max_failure_rate, self.check_severity)
+        return MaterializeResult(
+            metadata=result_metadata(result, model, reused), check_results=[check]
+        )

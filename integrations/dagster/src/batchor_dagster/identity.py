@@ -53,6 +53,19 @@ def derived_run_id(asset_key: AssetKey, partition_key: str | None, root_run_id: 
     return run_id_from(*parts, root_run_id)
 
 
+def last_materialised(
+    instance: DagsterInstance, asset_key: AssetKey, partition_key: str | None
+) -> tuple[int, str | None]:
+    """``(storage id, run id)`` of the asset partition's last materialisation: ``-1`` when
+    there is none, no run id when it carries none."""
+    records = instance.fetch_materializations(_of(asset_key, partition_key), limit=1).records
+    mat = records[0].asset_materialization if records else None
+    if mat is None:
+        return -1, None
+    run_id = mat.metadata.get(RUN_ID_KEY)
+    return records[0].storage_id, None if run_id is None else str(run_id.value)
+
+
 def last_run_ids(
     instance: DagsterInstance, asset_key: AssetKey, partition_key: str | None
 ) -> tuple[str | None, str | None]:
@@ -64,30 +77,15 @@ def last_run_ids(
     Every attempt records an `AssetObservation` carrying the run id *before* it submits
     anything, so even a crash in the middle of submission leaves the pointer behind.
     """
-    records_filter = AssetRecordsFilter(
-        asset_key=asset_key,
-        asset_partitions=[partition_key] if partition_key is not None else None,
-    )
-    observations = instance.fetch_observations(records_filter, limit=_LOOKBACK).records
-    started = next(
-        (
-            r
-            for r in observations
-            if r.asset_observation is not None and RUN_ID_KEY in r.asset_observation.metadata
-        ),
-        None,
-    )
-    latest = instance.fetch_materializations(records_filter, limit=1).records
-    mat = latest[0].asset_materialization if latest else None
-    materialised = (
-        str(mat.metadata[RUN_ID_KEY].value) if mat and RUN_ID_KEY in mat.metadata else None
-    )
-    if started is None or started.asset_observation is None:
+    observed = [
+        (r.storage_id, str(obs.metadata[RUN_ID_KEY].value))
+        for r in instance.fetch_observations(_of(asset_key, partition_key), limit=_LOOKBACK).records
+        if (obs := r.asset_observation) is not None and RUN_ID_KEY in obs.metadata
+    ]
+    stored_at, materialised = last_materialised(instance, asset_key, partition_key)
+    if not observed or stored_at > observed[0][0] or observed[0][1] == materialised:
         return None, materialised
-    attempted = str(started.asset_observation.metadata[RUN_ID_KEY].value)
-    if (latest and latest[0].storage_id > started.storage_id) or attempted == materialised:
-        return None, materialised
-    return attempted, materialised
+    return observed[0][1], materialised
 
 
 def resolve_run_id(
@@ -138,3 +136,8 @@ def record_start(context: AssetExecutionContext, run_id: str) -> None:
 def _status(runner: BatchRunner, run_id: str) -> RunStatus | None:
     record = runner.store.get_run(run_id)
     return None if record is None else record.status
+
+
+def _of(asset_key: AssetKey, partition_key: str | None) -> AssetRecordsFilter:
+    partitions = None if partition_key is None else [partition_key]
+    return AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions)

@@ -20,13 +20,11 @@ REUSED_RUN_KEY = "batchor/reused_run_id"
 def result_metadata(
     result: CollectResult, model: str | None, reused: bool = False
 ) -> dict[str, Any]:
-    """Metadata of a collected run's materialisation."""
-    counts = result.counts
+    """Metadata of a collected run's materialisation; token usage under the
+    ``openai.<model>.*`` keys Dagster's OpenAI integration and Insights use."""
+    counts, prompt, completion = result.counts, result.input_tokens, result.output_tokens
     metadata: dict[str, Any] = {
-        "batchor/run_id": MetadataValue.text(result.run_id),
-        **_reuse(result.run_id, reused),
-        "batchor/run_status": MetadataValue.text(result.run_status),
-        "batchor/items": MetadataValue.json(dict(counts)),
+        **_run(result.run_id, result.run_status, counts, reused),
         "batchor/completed": MetadataValue.int(counts.get("completed", 0)),
         "batchor/failed": MetadataValue.int(counts.get("failed", 0)),
         "batchor/cancelled": MetadataValue.int(counts.get("cancelled", 0)),
@@ -36,30 +34,20 @@ def result_metadata(
     if result.cost_usd is not None:
         metadata["batchor/cost_usd"] = MetadataValue.float(round(result.cost_usd, 6))
     if model:
-        metadata.update(usage_metadata(model, result.input_tokens, result.output_tokens))
+        usage = {"prompt": prompt, "completion": completion, "total": prompt + completion}
+        metadata.update(
+            {f"openai.{model}.{k}_tokens": MetadataValue.int(n) for k, n in usage.items()}
+        )
     return metadata
-
-
-def usage_metadata(model: str, input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    """Token usage under the keys Dagster's OpenAI integration and Insights use."""
-    return {
-        f"openai.{model}.prompt_tokens": MetadataValue.int(input_tokens),
-        f"openai.{model}.completion_tokens": MetadataValue.int(output_tokens),
-        f"openai.{model}.total_tokens": MetadataValue.int(input_tokens + output_tokens),
-    }
 
 
 def submission_metadata(
     summary: RunSummary, model: str | None, reused: bool = False
 ) -> dict[str, Any]:
     """Metadata of a submission (the run may be in flight)."""
-    metadata: dict[str, Any] = {
-        "batchor/run_id": MetadataValue.text(summary.run_id),
-        **_reuse(summary.run_id, reused),
-        "batchor/run_status": MetadataValue.text(summary.status.value),
-        "batchor/items": MetadataValue.json({s.value: n for s, n in summary.items.items()}),
-        "batchor/batches": MetadataValue.json(dict(summary.batches)),
-    }
+    items = {s.value: n for s, n in summary.items.items()}
+    metadata = _run(summary.run_id, summary.status.value, items, reused)
+    metadata["batchor/batches"] = MetadataValue.json(dict(summary.batches))
     if model:
         metadata["batchor/model"] = MetadataValue.text(model)
     return metadata
@@ -85,8 +73,14 @@ def failure_rate_check(
     )
 
 
-def _reuse(run_id: str, reused: bool) -> dict[str, Any]:
-    return {REUSED_RUN_KEY: MetadataValue.text(run_id)} if reused else {}
+def _run(run_id: str, status: str, items: dict[str, int], reused: bool) -> dict[str, Any]:
+    reuse = {REUSED_RUN_KEY: MetadataValue.text(run_id)} if reused else {}
+    return {
+        "batchor/run_id": MetadataValue.text(run_id),
+        **reuse,
+        "batchor/run_status": MetadataValue.text(status),
+        "batchor/items": MetadataValue.json(dict(items)),
+    }
 
 
 def _location(uri: str) -> Any:
