@@ -36,7 +36,7 @@ def fail_permanent_errors() -> Iterator[None]:
 
 class HookOwner:
     """Mixin for the operators and the sensor: the hook of the task's connection and explicit
-    locations (set by `use_connection`), and the task's log."""
+    locations (set by its constructor), and the task's log."""
 
     conn_id: str
     store: str | None
@@ -45,8 +45,13 @@ class HookOwner:
     template_fields: Collection[str]
     log: Any
 
-    def use_connection(self, conn_id: str, store: str | None, artifacts: str | None) -> None:
-        """Record the task's Airflow connection and its explicit store and artifacts."""
+    def __init__(
+        self, *, conn_id: str, store: str | None, artifacts: str | None, **kwargs: Any
+    ) -> None:
+        """Record the task's Airflow connection and its explicit store and artifacts, and pass
+        the rest to the operator (its return value a dict: ``op.output["run_id"]`` works)."""
+        kwargs.setdefault("multiple_outputs", True)
+        super().__init__(**kwargs)
         self.conn_id = conn_id
         self.store = store
         self.artifacts = artifacts

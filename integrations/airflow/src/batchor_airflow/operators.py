@@ -79,11 +79,9 @@ class BatchorStartOperator(HookOwner, BaseOperator):
         job_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
-        super().__init__(**kwargs)
+        super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)
         self.job = job
         self.run_id = run_id
-        self.use_connection(conn_id, store, artifacts)
         self.job_kwargs = job_kwargs
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -125,11 +123,9 @@ class BatchorCollectOperator(HookOwner, BaseOperator):
         fail_on_failed_items: bool = False,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
-        super().__init__(**kwargs)
+        super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)
         self.run_id = run_id
         self.destination = destination
-        self.use_connection(conn_id, store, artifacts)
         self.fail_on_failed_items = fail_on_failed_items
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -197,12 +193,10 @@ class BatchorRunOperator(RunDriver, BaseOperator):
         job_kwargs: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
-        super().__init__(**kwargs)
+        super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)
         self.job = job
         self.destination = destination
         self.run_id = run_id
-        self.use_connection(conn_id, store, artifacts)
         self.drive_with(deferrable, poll_interval, cancel_on_kill)
         self.fail_on_failed_items = fail_on_failed_items
         self.job_kwargs = job_kwargs

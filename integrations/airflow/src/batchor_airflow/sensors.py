@@ -52,10 +52,8 @@ class BatchorSensor(RunDriver, BaseSensorOperator):
     ) -> None:
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", poll_interval)
-        kwargs.setdefault("multiple_outputs", True)  # op.output["run_id"] works
-        super().__init__(**kwargs)
+        super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)
         self.run_id = run_id
-        self.use_connection(conn_id, store, artifacts)
         self.drive_with(deferrable, poll_interval, cancel_on_kill)
 
     def poke(self, context: Context) -> PokeReturnValue:

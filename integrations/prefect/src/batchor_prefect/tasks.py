@@ -5,6 +5,7 @@ the core's permanent errors are not; only small handles are returned and persist
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prefect import get_run_logger, task
 
@@ -20,17 +21,19 @@ RETRIES = 3
 """How many times a task retries a transient failure."""
 RETRY_DELAYS: list[float] = [10, 60, 300]
 """Seconds before each retry."""
+_RETRIED: dict[str, Any] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": RETRY_DELAYS,
+    "retry_condition_fn": retry_unless_permanent,
+}
+_CACHED: dict[str, Any] = {"persist_result": True, "result_serializer": "json", **_RETRIED}
 
 
 @task(
     name="batchor-start",
     task_run_name="start-{run_key}",
     cache_key_fn=start_cache_key,
-    persist_result=True,
-    result_serializer="json",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_unless_permanent,
+    **_CACHED,
 )
 def start_batch_run(
     job: JobSpec, run_key: str, config: BatchorConfig | str | None = None
@@ -62,9 +65,7 @@ def start_batch_run(
     name="batchor-wait",
     task_run_name="wait-{run_id}",
     persist_result=False,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_unless_permanent,
+    **_RETRIED,
 )
 def wait_for_batch_run(
     run_id: str,
@@ -113,11 +114,7 @@ def wait_for_batch_run(
     name="batchor-collect",
     task_run_name="collect-{run_id}",
     cache_key_fn=collect_cache_key,
-    persist_result=True,
-    result_serializer="json",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAYS,
-    retry_condition_fn=retry_unless_permanent,
+    **_CACHED,
 )
 def collect_batch_run(
     run_id: str,
