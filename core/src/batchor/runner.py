@@ -138,7 +138,7 @@ class BatchRunner:
             ConfigurationError: the job, the run id or the artifact location is unusable
                 (raised before the run is created).
         """
-        run_id = run_id or _new_run_id()
+        run_id = run_id or new_run_id()
         _check_run_id(run_id)
         config = job_config(job)
         fingerprint = _fingerprint(config)
@@ -358,7 +358,8 @@ def _replace(config: OpenAIProviderConfig, **changes: Any) -> OpenAIProviderConf
     return replace(config, **changes)
 
 
-def _new_run_id() -> str:
+def new_run_id() -> str:
+    """A fresh run id (``run-YYYYmmdd-HHMMSS-xxxxxx``), for a run started without one."""
     return time.strftime("run-%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
 
 

@@ -18,7 +18,7 @@ from batchor.cli.output import fail, run_progress, show_summary
 from batchor.errors import ConfigurationError, WaitTimeout
 from batchor.jobs import BatchJob
 from batchor.results import RunSummary
-from batchor.runner import BatchRunner, _new_run_id
+from batchor.runner import BatchRunner, new_run_id
 
 
 @click.command()
@@ -54,7 +54,7 @@ def run(
     Exit codes: 0 every item completed, 3 completed with failures, 2 bad input, 1 otherwise
     (also when --timeout passed); 130 on Ctrl-C and 143 on SIGTERM (the run goes on).
     """
-    run_id = spec.run_id or _new_run_id()
+    run_id = spec.run_id or new_run_id()
     resume = resume_hint(run_id, given=spec.run_id is not None)
     with errors(resume=resume), provider(spec.emulate) as (base_url, api_key):
         job = build_job(spec, base_url=base_url, api_key=api_key)
@@ -107,7 +107,7 @@ def run_to_end(
     print its summary; returns the exit code its status calls for. Past ``timeout`` seconds
     (start included, however long the provider takes) it fails with exit 1."""
     started = time.monotonic()
-    run_id = run_id or _new_run_id()
+    run_id = run_id or new_run_id()
     try:
         with deadline(timeout), run_progress() as progress:
             handle = runner.start(job, run_id, on_ingest=progress.ingested)
@@ -169,7 +169,7 @@ def start(spec: JobSpec, as_json: bool, store: str | None, artifacts: str | None
     stop on return); the same --run-id resumes the run. Prints the run id and summary;
     follow the run with `batchor wait RUN_ID`.
     """
-    run_id = spec.run_id or _new_run_id()
+    run_id = spec.run_id or new_run_id()
     with errors(resume=resume_hint(run_id, given=spec.run_id is not None)):
         if spec.emulate:
             raise ConfigurationError(
