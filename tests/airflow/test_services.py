@@ -6,14 +6,12 @@ clear through the REST API re-runs the task without buying a second provider bat
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +24,7 @@ import pytest
 
 from batchor.testing import OpenAIBatchEmulator
 from tests.airflow.helpers import jsonl_ids
+from tests.services import Service, free_port, stop_group, tail, wait_for
 
 pytest.importorskip("airflow")
 
@@ -38,20 +37,6 @@ TASK_ID = "classify"
 FINISHED = {"success", "failed", "upstream_failed", "skipped", "removed"}
 
 T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    """The last ``lines`` lines of a log, without the api-server's access lines."""
-    if not path.exists():
-        return f"({path} does not exist)"
-    text = path.read_text(errors="replace").splitlines()
-    return "\n".join([line for line in text if "request finished" not in line][-lines:])
 
 
 class AirflowServices:
@@ -71,10 +56,10 @@ class AirflowServices:
         self.home = root / "airflow_home"
         self.dags = root / "dags"
         self.results = root / "results"
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.password = secrets.token_urlsafe(16)
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: dict[str, Service] = {}
         self.client = httpx.Client(base_url=self.base, timeout=10)
         self.home.mkdir()
         self.dags.mkdir()
@@ -112,8 +97,8 @@ class AirflowServices:
                 "AIRFLOW__API__WORKERS": "1",
                 "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
                 "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
-                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
                 "AIRFLOW_CONN_OPENAI_DEFAULT": json.dumps(connection),
                 # Only the connection leads to the emulator: the environment leads nowhere.
                 "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
@@ -136,39 +121,16 @@ class AirflowServices:
         """Migrate the metadata DB, then start the four services."""
         self.cli("db", "migrate", timeout=180)
         for component, flags in self.COMPONENTS:
-            with self.log(component).open("wb") as log:
-                self.processes[component] = subprocess.Popen(
-                    [str(AIRFLOW), component, *flags],
-                    cwd=self.root,
-                    env=self.env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+            command = [str(AIRFLOW), component, *flags]
+            self.services[component] = Service.start(
+                f"airflow {component}", command, self.env, self.log(component), self.root
+            )
 
     def stop(self) -> None:
         """SIGTERM each service's process group (and any descendant that left it), then
         SIGKILL what is left."""
-        import psutil
-
         self.client.close()
-        family: list[psutil.Process] = []
-        for process in self.processes.values():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                leader = psutil.Process(process.pid)
-                family += [leader, *leader.children(recursive=True)]
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            for process in self.processes.values():
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, sig)
-            for child in family:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    child.send_signal(sig)
-            _, alive = psutil.wait_procs(family, timeout=15)
-            if not alive:
-                break
-        for process in self.processes.values():
-            process.wait(timeout=10)  # reap the leaders
+        stop_group(*(s.proc for s in self.services.values()), first=signal.SIGTERM, grace=15)
 
     def cli(self, *args: str, timeout: float = 60) -> str:
         done = subprocess.run(
@@ -193,38 +155,26 @@ class AirflowServices:
         parts = []
         for component, _ in self.COMPONENTS:
             parts += [f"--- {component} (tail of {self.log(component)}) ---"]
-            parts += [_tail(self.log(component), 15)]
+            parts += [tail(self.log(component), 15, without="request finished")]
         task_logs = sorted(
             self.home.glob("logs/dag_id=*/**/*.log"), key=lambda p: p.stat().st_mtime
         )
         for path in task_logs[-2:]:
-            parts += [f"--- {path.relative_to(self.home)} ---", _tail(path, 20)]
+            parts += [f"--- {path.relative_to(self.home)} ---", tail(path, 20)]
         return "\n".join(parts)
 
     def wait_for(self, what: str, probe: Callable[[], T | None], timeout: float) -> T:
         """Call ``probe`` until it returns something, failing after ``timeout`` seconds (or
         when a service exits) with the tail of the Airflow logs."""
-        deadline = time.monotonic() + timeout
-        last_error = ""
-        while True:
-            for component, process in self.processes.items():
-                if process.poll() is not None:
-                    pytest.fail(
-                        f"airflow {component} exited ({process.returncode}) while waiting "
-                        f"for {what}\n{self.diagnostics()}"
-                    )
-            try:
-                value = probe()
-            except (httpx.HTTPError, KeyError, ValueError) as exc:
-                value, last_error = None, f"{type(exc).__name__}: {exc}"
-            if value is not None:
-                return value
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"timed out after {timeout:.0f} s waiting for {what} ({last_error})\n"
-                    + self.diagnostics()
-                )
-            time.sleep(0.25)
+        return wait_for(
+            what,
+            probe,
+            timeout,
+            list(self.services.values()),
+            logs=self.diagnostics,
+            retry_on=(httpx.HTTPError, KeyError, ValueError),
+            interval=0.25,
+        )
 
     # -- REST API ----------------------------------------------------------------------
 

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from batchor_dagster import REUSED_RUN_KEY, RUN_ID_KEY
@@ -25,6 +22,7 @@ from dagster._core.instance.ref import InstanceRef
 from dagster._core.scheduler.instigation import TickStatus
 
 from batchor.testing import OpenAIBatchEmulator
+from tests.services import Service, free_port, start_group
 
 pytestmark = [
     pytest.mark.slow,
@@ -39,44 +37,21 @@ DAY = "2026-11-23"
 SUBMIT = AssetKey("review_labels_async_submission")
 COLLECT = AssetKey("review_labels_async")
 SENSOR = "review_labels_async_sensor"
-T = TypeVar("T")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class _Dev(Service):
+    """A `dagster dev` process group (webserver, daemon, code server on loopback) and the ways
+    to watch it."""
 
+    tail_lines = 60
 
-def _tail(path: Path, lines: int = 60) -> str:
-    text = path.read_text(errors="replace") if path.exists() else "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-class _Dev:
-    """A `dagster dev` process group and the ways to watch it."""
-
-    def __init__(self, home: Path, log: Path, port: int, proc: subprocess.Popen[bytes]) -> None:
-        self.home, self.log, self.port, self.proc = home, log, port, proc
-
-    def wait_for(
-        self,
-        what: str,
-        check: Callable[[], T | None],
-        timeout: float,
-        detail: Callable[[], str] = lambda: "",
-    ) -> T:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"dagster dev exited ({self.proc.returncode}):\n{_tail(self.log)}")
-            value = check()
-            if value is not None:
-                return value
-            time.sleep(0.5)
-        pytest.fail(
-            f"{what}: not within {timeout:.0f} s; {detail()}\ndagster dev log:\n{_tail(self.log)}"
-        )
+    def __init__(self, home: Path, cwd: Path, env: dict[str, str]) -> None:
+        self.home, self.port = home, free_port()
+        dagster = Path(sys.executable).parent / "dagster"
+        command = [str(dagster), "dev", "-f", str(DEFS), "-d", str(ROOT)]
+        command += ["-h", "127.0.0.1", "-p", str(self.port)]
+        log = cwd / "dagster-dev.log"
+        super().__init__("dagster dev", start_group(command, env, log, cwd), log)
 
     def server_info(self) -> dict[str, Any] | None:
         try:
@@ -126,42 +101,11 @@ def dev(tmp_path: Path, emulator_http: OpenAIBatchEmulator) -> Iterator[_Dev]:
         "OPENAI_BASE_URL": emulator_http.base_url,
         "OPENAI_API_KEY": emulator_http.api_key,
     }
-    port = _free_port()
-    log = tmp_path / "dagster-dev.log"
-    dagster = Path(sys.executable).parent / "dagster"
-    command = [str(dagster), "dev", "-f", str(DEFS), "-d", str(ROOT)]
-    command += ["-h", "127.0.0.1", "-p", str(port)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    dev = _Dev(home, tmp_path, env)
     try:
-        yield _Dev(home, log, port, proc)
+        yield dev
     finally:
-        _stop(proc)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT to the group (dagster dev shuts its children down), then SIGKILL."""
-    for sig, grace in ((signal.SIGINT, 20.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                proc.poll()
-                return
-            proc.poll()
-            time.sleep(0.2)
+        dev.stop()  # SIGINT to the group (dagster dev shuts its children down), then SIGKILL
 
 
 @pytest.fixture
@@ -235,7 +179,7 @@ def test_dagster_dev_runs_the_sensor_example_and_a_rerun_buys_nothing(
                 150,
                 lambda: _describe(instance, run_id),
             )
-            assert status is DagsterRunStatus.SUCCESS, (_errors(instance, run_id), _tail(dev.log))
+            assert status is DagsterRunStatus.SUCCESS, (_errors(instance, run_id), dev.log_tail())
 
         submit_run = dev.launch([AssetKey("reviews"), SUBMIT])
         finish(submit_run)

@@ -14,18 +14,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 
 from batchor.testing import OpenAIBatchEmulator
+from tests.services import Service, free_port, start_group, tail
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,6 @@ FLOW_TIMEOUT = 120.0
 RECORD_TIMEOUT = 30.0
 """How long the server may take to record a finished flow's task runs (they arrive as events)."""
 FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-T = TypeVar("T")
 
 
 @pytest.fixture(autouse=True)
@@ -50,97 +49,24 @@ def _prefect() -> None:
     """Replaces conftest.py's fixture: no session test server here, this test starts its own."""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class _Server(Service):
+    """A `prefect server start` process group on loopback, its log and its REST API."""
 
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT to the process group (the server shuts down its services), then SIGKILL."""
-    for sig, grace in ((signal.SIGINT, 15.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            continue
-        try:  # the leader is gone: give the rest of its group the same grace
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                os.killpg(proc.pid, 0)
-                time.sleep(0.2)
-        except ProcessLookupError:
-            break
-    proc.poll()
-
-
-class _Server:
-    """A `prefect server start` process group, its log and its REST API."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.port = _free_port()
+    def __init__(self, env: dict[str, str], log: Path, cwd: Path) -> None:
+        self.env, self.port = env, free_port()
         self.url = f"http://127.0.0.1:{self.port}/api"
-        self.http = httpx.Client(base_url=self.url, timeout=10)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.started_at = 0.0
-
-    def start(self, cwd: Path) -> None:
         prefect = Path(sys.executable).parent / "prefect"
         command = [str(prefect), "server", "start", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--analytics-off"]
         self.started_at = time.monotonic()
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        super().__init__("prefect server", start_group(command, env, log, cwd), log)
+        self.http = httpx.Client(base_url=self.url, timeout=10)
+
+    grace = 15.0  # SIGINT to the process group (the server shuts down its services)
 
     def stop(self) -> None:
         self.http.close()
-        if self.proc is not None:
-            _stop(self.proc)
-
-    def log_tail(self) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else "(no log)"
-        return f"prefect server log (last lines):\n{_tail(text)}"
-
-    def wait_for(
-        self,
-        what: str,
-        check: Callable[[], T | None],
-        timeout: float,
-        detail: Callable[[], str] = lambda: "",
-    ) -> T:
-        """Poll ``check`` until it returns something; fail after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                pytest.fail(
-                    f"{what}: the server exited ({self.proc.returncode})\n{self.log_tail()}"
-                )
-            value = check()
-            if value is not None:
-                return value
-            if time.monotonic() > deadline:
-                more = detail()
-                pytest.fail(
-                    f"{what}: not within {timeout:.0f} s{'; ' + more if more else ''}\n"
-                    f"{self.log_tail()}"
-                )
-            time.sleep(0.5)
+        super().stop()
 
     def healthy(self) -> bool | None:
         try:
@@ -216,9 +142,8 @@ def server(tmp_path: Path) -> Iterator[_Server]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
     )
-    server = _Server(env, tmp_path / "prefect-server.log")
+    server = _Server(env, tmp_path / "prefect-server.log", tmp_path)
     try:
-        server.start(tmp_path)
         yield server
     finally:
         server.stop()
@@ -244,13 +169,13 @@ def _run(
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         pytest.fail(
-            f"{what}: not done within {FLOW_TIMEOUT:.0f} s\nstdout:\n{_tail(out)}\n"
-            f"stderr:\n{_tail(err)}\n{server.log_tail()}"
+            f"{what}: not done within {FLOW_TIMEOUT:.0f} s\nstdout:\n{tail(out)}\n"
+            f"stderr:\n{tail(err)}\n{server.log_tail()}"
         )
     if proc.returncode != 0:
         pytest.fail(
-            f"{what}: exit status {proc.returncode}\nstdout:\n{_tail(out)}\n"
-            f"stderr:\n{_tail(err, 80)}\n{server.log_tail()}"
+            f"{what}: exit status {proc.returncode}\nstdout:\n{tail(out)}\n"
+            f"stderr:\n{tail(err, 80)}\n{server.log_tail()}"
         )
     return out, err
 
@@ -297,22 +222,22 @@ def _scenarios(server: _Server, tmp_path: Path, timings: dict[str, Any]) -> None
             "OPENAI_API_KEY": emu.api_key,
         }
 
+        def run_example(what: str, timing: str) -> str:
+            """Run the example flow as its docstring does, with RUN_KEY, timed as ``timing``;
+            check that it completed every review; return the id of the flow run it made."""
+            t0 = time.monotonic()
+            before = server.flow_run_ids(EXAMPLE_FLOW)
+            command = [sys.executable, str(EXAMPLE), "--run-key", RUN_KEY]
+            out, _ = _run(server, what, command, env, work)
+            timings[timing] = time.monotonic() - t0
+            assert f"run {RUN_KEY}: completed, {{'completed': {REVIEWS}, 'failed': 0" in out, out
+            return _new_flow_run(server, EXAMPLE_FLOW, before)
+
         # (1) The example flow, as its docstring runs it, to completion.
-        t0 = time.monotonic()
-        before = server.flow_run_ids(EXAMPLE_FLOW)
-        out, _ = _run(
-            server,
-            "the example flow",
-            [sys.executable, str(EXAMPLE), "--run-key", RUN_KEY],
-            env,
-            work,
-        )
-        timings["example run"] = time.monotonic() - t0
-        assert f"run {RUN_KEY}: completed, {{'completed': {REVIEWS}, 'failed': 0" in out, out
+        first = run_example("the example flow", "example run")
         lines = [json.loads(line) for line in results.read_text().splitlines()]
         assert len(lines) == REVIEWS
         assert {r["status"] for r in lines} == {"completed"}
-        first = _new_flow_run(server, EXAMPLE_FLOW, before)
         assert server.flow_run(first)["state"]["type"] == "COMPLETED"
         names = {f"start-{RUN_KEY}", f"wait-{RUN_KEY}", f"collect-{RUN_KEY}"}
         runs = server.recorded_task_runs(first, names)
@@ -322,20 +247,9 @@ def _scenarios(server: _Server, tmp_path: Path, timings: dict[str, Any]) -> None
 
         # (3) The same flow with the same run key: Prefect's cache answers start and collect,
         # and no batch is bought.
-        t0 = time.monotonic()
-        before = server.flow_run_ids(EXAMPLE_FLOW)
-        out, _ = _run(
-            server,
-            "the cached rerun of the example flow",
-            [sys.executable, str(EXAMPLE), "--run-key", RUN_KEY],
-            env,
-            work,
-        )
-        timings["cached rerun"] = time.monotonic() - t0
-        assert f"run {RUN_KEY}: completed, {{'completed': {REVIEWS}, 'failed': 0" in out, out
+        second = run_example("the cached rerun of the example flow", "cached rerun")
         assert emu.stats.batches_created == batches
         assert len(results.read_text().splitlines()) == REVIEWS
-        second = _new_flow_run(server, EXAMPLE_FLOW, before)
         assert second != first
         assert server.flow_run(second)["state"]["type"] == "COMPLETED"
         states = _states(server.recorded_task_runs(second, names))
