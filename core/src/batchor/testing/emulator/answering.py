@@ -125,6 +125,7 @@ class Answerer:
     def _flush(
         self, outputs: list[str], errors: list[str], tally: Tally, faults: EmulatorFaults
     ) -> None:
+        faults.rewrite_lines(outputs, errors)
         tally.completed += len(outputs)
         tally.failed += len(errors)
         faults.shuffle(outputs)

@@ -6,6 +6,7 @@ emulator consumes it through the thread-safe ``take_*``/``draw_*`` methods defin
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from typing import Any, Literal, cast, get_args
 LineFault = Literal["server_error", "rate_limit", "invalid_json", "schema_mismatch", "bad_request"]
 """How one request line of a batch is answered when it is faulted."""
 
-BatchOutcome = Literal["token_limit", "expire"]
+BatchOutcome = Literal["token_limit", "fail", "expire"]
 """A fault that decides the fate of a whole batch at creation time."""
 
 LINE_FAULTS: frozenset[str] = frozenset(get_args(LineFault))
@@ -49,6 +50,13 @@ class EmulatorFaults:
     `create_rate_limit_count`."""
     create_rate_limit_count: int = 0
     """The next N ``POST /v1/batches`` calls are answered 429 without creating anything."""
+    create_reject_count: int = 0
+    """The next N ``POST /v1/batches`` calls are answered 400 ``invalid_request_error`` (the
+    provider refuses the batch itself) without creating anything; applied after
+    `create_rate_limit_count`."""
+    route_server_error_counts: dict[str, int] = field(default_factory=dict)
+    """The next N calls to a route, keyed ``"METHOD route"`` as in `EmulatorStats.calls`
+    (e.g. ``"POST /v1/files"``), are answered 500 before anything else happens."""
     http_server_error_rate: float = 0.0
     """Probability that any HTTP call is answered 500 before anything else happens."""
     http_server_error_count: int = 0
@@ -57,6 +65,25 @@ class EmulatorFaults:
     """The next N created batches fail with ``token_limit_exceeded``."""
     expire_count: int = 0
     """The next N created batches expire with only the first half of their lines answered."""
+    fail_batch_count: int = 0
+    """The next N created batches end ``failed`` during validation with `fail_batch_errors`
+    (after `fail_token_limit_count`, before `expire_count`)."""
+    fail_batch_errors: list[tuple[str, str]] = field(
+        default_factory=lambda: [
+            (
+                "insufficient_quota",
+                "You exceeded your current quota, please check your plan and billing details.",
+            )
+        ]
+    )
+    """The ``(code, message)`` entries of the ``errors`` of a batch failed by
+    `fail_batch_count`; the account running out of credit by default."""
+    line_rewrite: Callable[[dict[str, Any]], dict[str, Any] | str | None] | None = None
+    """Called with every answered line (the parsed JSON of an output or error file line);
+    returns the line to write instead: a dict (written to the error file unless its
+    ``response`` has status 200), raw text (written where the line was), or ``None`` to leave
+    the line out of both files (a provider that loses answers). The line still counts as
+    answered in `EmulatorStats.lines_answered`."""
     latency: float = 0.0
     """Seconds added to every HTTP call."""
     create_response_delay: float = 0.0
@@ -109,6 +136,24 @@ class EmulatorFaults:
                 return True
             return False
 
+    def take_route_server_error(self, method: str, route: str) -> bool:
+        """Decide whether this call to ``route`` is answered 500 (consumes its count)."""
+        key = f"{method} {route}"
+        with self._lock:
+            if self.route_server_error_counts.get(key, 0) > 0:
+                self.route_server_error_counts[key] -= 1
+                return True
+            return False
+
+    def take_create_reject(self) -> bool:
+        """Decide whether the current batch creation is refused with a 400 (consumes the
+        count)."""
+        with self._lock:
+            if self.create_reject_count > 0:
+                self.create_reject_count -= 1
+                return True
+            return False
+
     def take_create_rate_limit(self) -> bool:
         """Decide whether the current batch creation is answered 429 (consumes the count)."""
         with self._lock:
@@ -123,10 +168,30 @@ class EmulatorFaults:
             if self.fail_token_limit_count > 0:
                 self.fail_token_limit_count -= 1
                 return "token_limit"
+            if self.fail_batch_count > 0:
+                self.fail_batch_count -= 1
+                return "fail"
             if self.expire_count > 0:
                 self.expire_count -= 1
                 return "expire"
             return None
+
+    def rewrite_lines(self, outputs: list[str], errors: list[str]) -> None:
+        """Pass every line of ``outputs`` and ``errors`` through `line_rewrite`, in place."""
+        rewrite = self.line_rewrite
+        if rewrite is None:
+            return
+        kept: tuple[list[str], list[str]] = ([], [])
+        for is_error, lines in ((False, outputs), (True, errors)):
+            for line in lines:
+                new = rewrite(json.loads(line))
+                if isinstance(new, str):
+                    kept[is_error].append(new)
+                elif new is not None:
+                    response = new.get("response")
+                    ok = isinstance(response, dict) and response.get("status_code") == 200
+                    kept[not ok].append(json.dumps(new, separators=(",", ":")))
+        outputs[:], errors[:] = kept
 
     def shuffle(self, lines: list[str]) -> None:
         """Shuffle ``lines`` in place if `shuffle_output` is on."""

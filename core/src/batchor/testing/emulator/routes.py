@@ -194,6 +194,12 @@ def create_batch(handler: RequestHandler, _: str, __: Query) -> None:
             code="rate_limit_exceeded",
             headers={"retry-after": "0"},
         )
+    if faults.take_create_reject():
+        raise bad_request(
+            "The batch was refused: its input file is not a valid batch input.",
+            param="input_file_id",
+            code="invalid_batch_input",
+        )
     request = parse_batch_request(payload, state.files)
     record = state.batches.create(request, faults.take_batch_outcome())
     state.stats.record_batch(request.metadata)

@@ -161,7 +161,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             faults = state.faults()
             if faults.latency > 0:
                 time.sleep(faults.latency)
-            if faults.take_http_server_error():
+            if faults.take_http_server_error() or faults.take_route_server_error(method, route):
                 raise server_error()
             self._authenticate()
             if handler is None:

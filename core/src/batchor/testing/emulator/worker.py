@@ -209,6 +209,8 @@ class BatchWorker:
                         "some in_progress batches have been completed.",
                     )
                 ]
+            elif record.outcome == "fail":
+                job.fail_errors = [batch_error(c, m) for c, m in self._faults().fail_batch_errors]
             else:
                 job.valid = True
                 self._store.update(record, total=check.total)
