@@ -127,6 +127,11 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
             file_id, extras = _upload(ctx, batch)
         except TransientProviderError as exc:
             raise _Postponed(BatchStatus.PREPARED) from exc
+        except (ProviderAuthError, ProviderQuotaError):
+            raise
+        except ProviderError as exc:  # the file itself refused (too large, invalid): no retry
+            _reject(ctx, batch, BatchStatus.PREPARED, "upload_rejected", exc)
+            return False
         if not ctx.store.update_batch(
             batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
         ):
@@ -189,19 +194,26 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
     except (TransientProviderError, ProviderAuthError, ProviderQuotaError):
         raise
     except ProviderError as exc:
-        # The provider refused the batch itself (not a transient failure): end the batch so
-        # its items are charged an attempt and retried or failed, rather than loop forever.
-        ctx.store.update_batch(
-            batch.pk,
-            BatchStatus.UPLOADED,
-            status=BatchStatus.ENDED,
-            provider_status="rejected",
-            errors=json.dumps([["create_rejected", str(exc)]]),
-        )
-        log.error("batch %s: the provider rejected it: %s", batch.batch_key, exc)
+        _reject(ctx, batch, BatchStatus.UPLOADED, "create_rejected", exc)
         return False
     log.info("batch %s: created provider batch %s", batch.batch_key, created.id)
     return ctx.store.mark_submitted(batch.pk, created.id, created.status)
+
+
+def _reject(
+    ctx: RunContext, batch: BatchRecord, status: BatchStatus, code: str, exc: ProviderError
+) -> None:
+    """The provider refused the batch's file or the batch itself (not a transient failure):
+    end the batch so its items are charged an attempt and retried or failed, rather than
+    loop for ever."""
+    ctx.store.update_batch(
+        batch.pk,
+        status,
+        status=BatchStatus.ENDED,
+        provider_status="rejected",
+        errors=json.dumps([[code, str(exc)]]),
+    )
+    log.error("batch %s: the provider rejected it: %s", batch.batch_key, exc)
 
 
 def _create_in_flight(batch: BatchRecord) -> bool:

@@ -300,7 +300,8 @@ class StateStore(Protocol):
         charge: tuple[str, str] | None,
         max_attempts: int,
     ) -> int:
-        """Return the batch's still-submitted items to ``pending``.
+        """Return the batch's unanswered items (``submitted``, or still ``queued`` in a batch
+        the provider refused to create) to ``pending``.
 
         With ``charge=(error_class, message)`` an attempt is charged (and items out of
         attempts fail); without it, the items go back untouched. Returns how many moved.

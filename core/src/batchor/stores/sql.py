@@ -834,8 +834,10 @@ class SqlStateStore:
         charge: tuple[str, str] | None,
         max_attempts: int,
     ) -> int:
-        """Return the batch's still-submitted items to ``pending`` (charging if asked)."""
-        where = (items.c.batch_pk == batch_pk, items.c.status == ItemStatus.SUBMITTED.value)
+        """Return the batch's unanswered items to ``pending`` (charging if asked): those still
+        ``submitted``, and those still ``queued`` in a batch the provider refused to create."""
+        unanswered = (ItemStatus.SUBMITTED.value, ItemStatus.QUEUED.value)
+        where = (items.c.batch_pk == batch_pk, items.c.status.in_(unanswered))
         with self._write() as conn:
             if charge is None:
                 return int(
