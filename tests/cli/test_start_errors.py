@@ -153,6 +153,20 @@ def test_a_missing_api_key_names_the_variable_and_emulate_and_leaves_no_run(
         assert waited.exit_code == 0, waited.stderr
 
 
+def test_waiting_on_a_live_run_without_a_key_names_the_variable(
+    tmp_path: Path, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _good_csv(tmp_path / "in.csv")
+    with OpenAIBatchEmulator(phase_seconds=30) as emu:
+        monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
+        started = invoke("start", "in.csv", *JOB, "--run-id", "w")
+        assert started.exit_code == 0, started.stderr
+        monkeypatch.delenv("OPENAI_API_KEY")
+        message = one_error_line(invoke("wait", "w", "--timeout", "5"), 1)
+    assert message.startswith("error: no OpenAI API key: set the OPENAI_API_KEY environment")
+
+
 def test_memory_artifacts_with_the_durable_store_are_one_line_and_leave_no_run(
     tmp_path: Path, invoke: Invoke
 ) -> None:

@@ -57,8 +57,8 @@ class OpenAIBatchProvider:
                 )
             except openai.OpenAIError:
                 raise ProviderAuthError(
-                    "no OpenAI API key: set OPENAI_API_KEY or pass "
-                    "OpenAIProviderConfig(api_key=...)"
+                    "no OpenAI API key: set the OPENAI_API_KEY environment variable (from "
+                    "Python, OpenAIProviderConfig(api_key=...) or BatchRunner(api_key=...))"
                 ) from None
         return self._client
 
