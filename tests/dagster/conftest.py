@@ -12,8 +12,13 @@ from pydantic import BaseModel
 
 pytest.importorskip("dagster")
 
-from batchor_dagster import BatchorResource
-from dagster import AssetExecutionContext, DagsterInstance, StaticPartitionsDefinition
+from batchor_dagster import BatchorResource, batchor_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    DagsterInstance,
+    StaticPartitionsDefinition,
+)
 
 from batchor import BatchItem, BatchJob, BatchLimits, OpenAIProviderConfig, PromptParts
 from batchor.testing import OpenAIBatchEmulator
@@ -51,6 +56,15 @@ def day_job(context: AssetExecutionContext, **_: Any) -> BatchJob:
         provider_config=OpenAIProviderConfig(model="gpt-4.1-mini"),
         structured_output=Label,
         limits=BatchLimits(max_requests=5),
+    )
+
+
+def daily_labels(destination: str, **options: Any) -> AssetsDefinition:
+    """The ``labels`` asset of `day_job`, partitioned by `DAYS`, polling every 0.2 s unless
+    ``options`` say otherwise."""
+    options.setdefault("poll_interval", 0.2)
+    return batchor_asset(
+        name="labels", job=day_job, destination=destination, partitions_def=DAYS, **options
     )
 
 

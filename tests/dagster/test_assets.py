@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from batchor_dagster import BatchorResource, batchor_asset
+from batchor_dagster import BatchorResource
 from dagster import DagsterEventType, DagsterInstance, materialize
 
 from batchor.testing import OpenAIBatchEmulator
 
-from .conftest import DAYS, SECRET, day_job
+from .conftest import SECRET, daily_labels
 
 
 def _metadata(instance: DagsterInstance, run_id: str) -> dict[str, object]:
@@ -31,13 +31,7 @@ def test_partitioned_asset_materialises_results_and_metadata(
     instance: DagsterInstance,
     tmp_path: Path,
 ) -> None:
-    labels = batchor_asset(
-        name="labels",
-        job=day_job,
-        destination=str(tmp_path / "out" / "{partition_key}.jsonl"),
-        partitions_def=DAYS,
-        poll_interval=0.2,
-    )
+    labels = daily_labels(str(tmp_path / "out" / "{partition_key}.jsonl"))
     outcome = materialize(
         [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
     )

@@ -23,7 +23,7 @@ from dagster import (
 from batchor import BatchJob, ConfigurationError, OpenAIProviderConfig
 from batchor.testing import OpenAIBatchEmulator
 
-from .conftest import DAYS, SECRET, Label, day_job, items_for, prompt
+from .conftest import DAYS, SECRET, Label, daily_labels, day_job, items_for, prompt
 from .test_assets import _metadata
 
 
@@ -42,14 +42,7 @@ def test_failure_rate_check_fails_when_items_fail(
     emulator.faults.line_fault = lambda _, body: (
         "bad_request" if str(body["input"]).startswith("review 3 ") else None
     )
-    labels = batchor_asset(
-        name="labels",
-        job=day_job,
-        destination=str(tmp_path / "{partition_key}.csv"),
-        partitions_def=DAYS,
-        max_failure_rate=0.05,
-        poll_interval=0.2,
-    )
+    labels = daily_labels(str(tmp_path / "{partition_key}.csv"), max_failure_rate=0.05)
     outcome = materialize(
         [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
     )
@@ -140,13 +133,7 @@ def test_credentials_from_envvar_and_environment_and_an_object_store_destination
     resource = BatchorResource(openai_api_key=EnvVar("MY_BATCH_KEY"))
     assert SECRET not in repr(BatchorResource(openai_api_key=SECRET))
 
-    labels = batchor_asset(
-        name="labels",
-        job=day_job,
-        destination="memory://batchor-dagster-test/{asset}/{partition_key}.jsonl",
-        partitions_def=DAYS,
-        poll_interval=0.2,
-    )
+    labels = daily_labels("memory://batchor-dagster-test/{asset}/{partition_key}.jsonl")
     outcome = materialize(
         [labels], partition_key="2026-11-24", resources={"batchor": resource}, instance=instance
     )
@@ -187,13 +174,8 @@ def test_a_long_wait_logs_progress_while_nothing_changes(
     # Each batch spends >= 1.5 s in each of three phases: ~4.5 s in which its state is unchanged.
     with OpenAIBatchEmulator(api_key=SECRET, phase_seconds=1.5) as slow:
         resource = BatchorResource(**{**resource.model_dump(), "openai_base_url": slow.base_url})
-        labels = batchor_asset(
-            name="labels",
-            job=day_job,
-            destination=str(tmp_path / "{partition_key}.jsonl"),
-            partitions_def=DAYS,
-            poll_interval=0.25,
-            progress_interval=0.5,
+        labels = daily_labels(
+            str(tmp_path / "{partition_key}.jsonl"), poll_interval=0.25, progress_interval=0.5
         )
         outcome = materialize(
             [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
@@ -222,14 +204,7 @@ def _failing(
     resource: BatchorResource, instance: DagsterInstance, tmp_path: Path, **settings: Any
 ) -> tuple[str, list[DagsterEventType]]:
     """Materialise a partition that fails; its failure's description and the run's events."""
-    labels = batchor_asset(
-        name="labels",
-        job=day_job,
-        destination=str(tmp_path / "{partition_key}.jsonl"),
-        partitions_def=DAYS,
-        poll_interval=0.2,
-        **settings,
-    )
+    labels = daily_labels(str(tmp_path / "{partition_key}.jsonl"), **settings)
     outcome = materialize(
         [labels],
         partition_key="2026-11-23",

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from batchor_dagster import BatchorResource, batchor_asset
+from batchor_dagster import BatchorResource
 from dagster import (
     DagsterInstance,
     ReexecutionOptions,
@@ -18,7 +18,7 @@ from dagster import (
 
 from batchor.testing import OpenAIBatchEmulator
 
-from .conftest import DAYS, SECRET, day_job
+from .conftest import SECRET, daily_labels
 from .crashing import CrashOnceResource
 from .test_assets import _metadata
 
@@ -39,13 +39,7 @@ def test_rematerialising_after_a_crash_attaches_to_the_same_run(
     instance: DagsterInstance,
     tmp_path: Path,
 ) -> None:
-    labels = batchor_asset(
-        name="labels",
-        job=day_job,
-        destination=str(tmp_path / "out" / "{partition_key}.jsonl"),
-        partitions_def=DAYS,
-        poll_interval=0.2,
-    )
+    labels = daily_labels(str(tmp_path / "out" / "{partition_key}.jsonl"))
     flag = tmp_path / "crash"
     flag.touch()
     crashing = CrashOnceResource(crash_flag=str(flag), **resource.model_dump())

@@ -15,7 +15,7 @@ from dagster import AssetExecutionContext, DagsterInstance, materialize
 from batchor import BatchJob, BatchLimits, JsonlItemSource, OpenAIProviderConfig
 from batchor.testing import OpenAIBatchEmulator
 
-from .conftest import DAYS, Label, day_job, prompt
+from .conftest import DAYS, Label, daily_labels, day_job, prompt
 from .test_assets import _metadata
 
 _DAY = "2026-11-23"
@@ -31,13 +31,7 @@ def test_rematerialising_an_unchanged_partition_reuses_its_run(
     instance: DagsterInstance,
     tmp_path: Path,
 ) -> None:
-    labels = batchor_asset(
-        name="labels",
-        job=day_job,
-        destination=str(tmp_path / "out" / "{partition_key}.jsonl"),
-        partitions_def=DAYS,
-        poll_interval=0.2,
-    )
+    labels = daily_labels(str(tmp_path / "out" / "{partition_key}.jsonl"))
     resources = {"batchor": resource}
     first = materialize([labels], partition_key=_DAY, resources=resources, instance=instance)
     first_meta = _metadata(instance, first.run_id)
