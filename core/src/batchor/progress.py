@@ -56,11 +56,6 @@ class Progress:
             cost_usd=summary.cost_usd,
         )
 
-    @property
-    def cancelled(self) -> int:
-        """Items ended by a cancel (the rest of ``total``)."""
-        return self.total - self.completed - self.failed - self.in_flight - self.waiting
-
     def describe(self) -> str:
         """One log line, e.g. ``run r1 running: 120/500 done (3 failed), 377 in flight in 1
         batch at the provider, 3 waiting, $0.0123 so far``."""
