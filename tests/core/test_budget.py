@@ -18,7 +18,7 @@ from batchor import (
     PromptParts,
     RunStatus,
 )
-from batchor.engine.tokens import estimate_tokens
+from batchor.providers.openai.tokens import estimate_tokens
 from batchor.testing import OpenAIBatchEmulator
 
 from .conftest import make_items, prompt

@@ -34,14 +34,14 @@ from batchor import (
 )
 from batchor.engine import claims
 from batchor.engine.collect import collect, collect_batch
-from batchor.engine.context import RunContext, RunSettings
+from batchor.engine.context import RunContext
 from batchor.engine.poll import poll
-from batchor.providers.openai import OpenAIBatchProvider
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord, ItemRow
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
 from .conftest import Sentiment, make_items, prompt
+from .contexts import emulator_transport, make_context
 
 CONTENT = ("GET", "/v1/files/{id}/content")
 QUOTA = "You exceeded your current quota, please check your plan and billing details."
@@ -103,23 +103,7 @@ def engine(
     """The engine's context for the run, as a worker builds it (provider without retries)."""
     record = runner.store.get_run(run_id)
     assert record is not None
-    provider = OpenAIBatchProvider(
-        OpenAIProviderConfig(
-            model="gpt-4.1-mini",
-            endpoint=record.config["endpoint"],
-            base_url=emu.base_url,
-            api_key=emu.api_key,
-        ),
-        max_retries=0,
-    )
-    return RunContext(
-        run=record,
-        settings=RunSettings.from_config(record.config),
-        store=runner.store,
-        artifacts=runner.artifacts,
-        provider=provider,
-        output_model=model,
-    )
+    return make_context(runner, record, emulator_transport(emu), model)
 
 
 def provider_done(emu: OpenAIBatchEmulator) -> None:

@@ -25,15 +25,16 @@ from batchor import (
     RunStatus,
 )
 from batchor.engine.cancel import wind_down
-from batchor.engine.context import RunContext, RunSettings
+from batchor.engine.context import RunContext
 from batchor.engine.poll import poll
 from batchor.providers.base import ProviderBatch
-from batchor.providers.openai import OpenAIBatchProvider
+from batchor.providers.openai.transport import OpenAITransport
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord
 from batchor.testing import OpenAIBatchEmulator
 
 from .conftest import make_items, prompt
+from .contexts import emulator_transport, make_context
 
 BATCHES = ("POST", "/v1/batches")
 LIST = ("GET", "/v1/batches")
@@ -64,19 +65,12 @@ def context(
     runner: BatchRunner,
     run_id: str,
     emu: OpenAIBatchEmulator,
-    provider: OpenAIBatchProvider | None = None,
+    provider: OpenAITransport | None = None,
 ) -> RunContext:
     """A fresh context on the run, as a worker builds it, with the SDK's retries off."""
     record = runner.store.get_run(run_id)
     assert record is not None
-    return RunContext(
-        run=record,
-        settings=RunSettings.from_config(record.config),
-        store=runner.store,
-        artifacts=runner.artifacts,
-        provider=provider or OpenAIBatchProvider(config(emu), max_retries=0),
-        output_model=None,
-    )
+    return make_context(runner, record, provider or emulator_transport(emu))
 
 
 def batches(runner: BatchRunner, run_id: str) -> list[BatchRecord]:
@@ -131,7 +125,7 @@ def test_a_poll_records_a_changed_provider_status_and_leaves_an_unchanged_one(
     runner.start(job_for(emu), "poll-status")
     [batch] = batches(runner, "poll-status")
     ctx = context(runner, "poll-status", emu)
-    remote = ctx.provider.retrieve_batch(batch.provider_batch_id or "")
+    remote = ctx.transport.retrieve_batch(batch.provider_batch_id or "")
     # The store still holds the status seen at create; pretend it was something else.
     assert runner.store.update_batch(batch.pk, BatchStatus.SUBMITTED, provider_status="old")
     before = runner.store.get_batch(batch.pk)
@@ -151,12 +145,12 @@ def test_a_poll_records_a_changed_provider_status_and_leaves_an_unchanged_one(
     assert again.provider_status == remote.status
 
 
-class _RacedProvider(OpenAIBatchProvider):
-    """A real provider whose first batch lookup lets another worker poll the run first, as
+class _RacedProvider(OpenAITransport):
+    """A real transport whose first batch lookup lets another worker poll the run first, as
     a second process polling at the same moment would."""
 
-    def __init__(self, cfg: OpenAIProviderConfig, other: RunContext) -> None:
-        super().__init__(cfg, max_retries=0)
+    def __init__(self, emu: OpenAIBatchEmulator, other: RunContext) -> None:
+        super().__init__(api_key=emu.api_key, base_url=emu.base_url, max_retries=0)
         self.other: RunContext | None = other
 
     def retrieve_batch(self, batch_id: str) -> ProviderBatch:
@@ -176,11 +170,11 @@ def test_a_batch_ended_by_another_worker_meanwhile_is_counted_once(
         [batch] = batches(runner, "poll-race")
         assert batch.status is BatchStatus.SUBMITTED
         # The provider ends it; nobody has polled yet.
-        probe = OpenAIBatchProvider(config(emu), max_retries=0)
+        probe = emulator_transport(emu)
         while not probe.retrieve_batch(batch.provider_batch_id or "").is_terminal:
             pass
         other = context(runner, "poll-race", emu)
-        ctx = context(runner, "poll-race", emu, provider=_RacedProvider(config(emu), other))
+        ctx = context(runner, "poll-race", emu, provider=_RacedProvider(emu, other))
         assert poll(ctx) == 0  # the other worker ended it first: counted there, not here
         [after] = batches(runner, "poll-race")
         assert after.status is BatchStatus.ENDED
@@ -222,9 +216,9 @@ def test_cancel_adopts_a_batch_whose_create_reached_the_provider_unanswered(
         ctx = _cancelling(_refused_create(runner, emu, "cancel-adopt"))
         [batch] = batches(runner, "cancel-adopt")
         # The create did reach the provider after all; only its answer was lost.
-        created = ctx.provider.create_batch(
+        created = ctx.transport.create_batch(
             batch.file_id or "",
-            ctx.settings.endpoint,
+            ctx.codec.endpoint,
             {"batchor_run_id": "cancel-adopt", "batchor_batch_key": batch.batch_key},
         )
         emu.stats.reset()
@@ -283,7 +277,7 @@ def test_cancel_drops_a_batch_never_uploaded_without_touching_the_provider(
 
     with OpenAIBatchEmulator() as emu:
         ctx = _bare_run(runner, "cancel-prepared")
-        ingest(ctx, positions(make_items(6)), prompt, _template())
+        ingest(ctx, positions(make_items(6)), prompt)
         ctx = context(runner, "cancel-prepared", emu)
         assert pack(ctx) == 1  # packed, never sent
         [batch] = batches(runner, "cancel-prepared")
@@ -305,7 +299,7 @@ def test_cancel_keeps_a_batch_another_worker_started_creating_meanwhile(
         ctx = _cancelling(_refused_create(runner, emu, "cancel-claimed"))
         [batch] = batches(runner, "cancel-claimed")
 
-        class Claiming(OpenAIBatchProvider):
+        class Claiming(OpenAITransport):
             """While this worker looks the batch up, another one starts creating it."""
 
             def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
@@ -317,7 +311,7 @@ def test_cancel_keeps_a_batch_another_worker_started_creating_meanwhile(
                 )
                 return super().list_batches(created_after)
 
-        ctx.provider = Claiming(config(emu), max_retries=0)
+        ctx.transport = Claiming(api_key=emu.api_key, base_url=emu.base_url, max_retries=0)
         emu.stats.reset()
         wind_down(ctx)
         [after] = batches(runner, "cancel-claimed")
@@ -351,7 +345,7 @@ def test_a_remote_cancel_the_provider_refuses_leaves_the_batch_to_be_collected(
     with OpenAIBatchEmulator() as emu:
         run = runner.start(job_for(emu), "cancel-refused")
         [batch] = batches(runner, "cancel-refused")
-        probe = OpenAIBatchProvider(config(emu), max_retries=0)
+        probe = emulator_transport(emu)
         while not probe.retrieve_batch(batch.provider_batch_id or "").is_terminal:
             pass
         ctx = _cancelling(context(runner, "cancel-refused", emu), remote=True)
@@ -394,20 +388,11 @@ def _bare_run(runner: BatchRunner, run_id: str) -> RunContext:
     }
     record, created = runner.store.create_run(run_id, cfg, "fp")
     assert created
-    return RunContext(
-        run=record,
-        settings=RunSettings.from_config(record.config),
-        store=runner.store,
-        artifacts=runner.artifacts,
-        provider=OpenAIBatchProvider(OpenAIProviderConfig(model="gpt-4.1-mini")),
-        output_model=None,
-    )
+    return make_context(runner, record, OpenAITransport())
 
 
-def _template() -> Any:
-    from batchor.providers.openai_requests import RequestTemplate
-
-    return RequestTemplate(OpenAIProviderConfig(model="gpt-4.1-mini"))
+def _codec() -> Any:
+    return OpenAIProviderConfig(model="gpt-4.1-mini").codec(None)
 
 
 def test_a_slice_another_worker_recorded_first_is_left_to_it(runner: BatchRunner) -> None:
@@ -416,13 +401,12 @@ def test_a_slice_another_worker_recorded_first_is_left_to_it(runner: BatchRunner
     first = _bare_run(runner, "ingest-race")
     stale = RunContext(**{f: getattr(first, f) for f in RunContext.__dataclass_fields__})
     progress: list[int] = []
-    assert ingest(first, positions(make_items(5)), prompt, _template(), slice_size=2) == 5
+    assert ingest(first, positions(make_items(5)), prompt, slice_size=2) == 5
     # A second worker that read the run before the first one ingested anything.
     accepted = ingest(
         stale,
         positions(make_items(5)),
         prompt,
-        _template(),
         slice_size=2,
         on_progress=progress.append,
     )
@@ -445,7 +429,6 @@ def test_ingest_reports_progress_after_each_slice_it_records(runner: BatchRunner
         ctx,
         positions(make_items(5)),
         prompt,
-        _template(),
         slice_size=2,
         on_progress=progress.append,
     )
@@ -467,7 +450,7 @@ def test_build_prompt_must_return_prompt_parts(runner: BatchRunner) -> None:
     with pytest.raises(
         ConfigurationError, match="build_prompt must return PromptParts, got str for item 'item-0'"
     ):
-        ingest(ctx, positions(make_items(2)), text_only, _template())
+        ingest(ctx, positions(make_items(2)), text_only)
     assert items(runner, "ingest-bad-prompt") == {}
 
 
@@ -478,7 +461,7 @@ def test_metadata_that_is_not_json_is_refused_naming_the_item(runner: BatchRunne
     ctx = _bare_run(runner, "ingest-bad-metadata")
     bad = BatchItem(item_id="odd", payload={"text": "x"}, metadata={"when": object()})
     with pytest.raises(SourceError, match="metadata of item 'odd' is not JSON-serialisable"):
-        ingest(ctx, positions([*make_items(2), bad]), prompt, _template())
+        ingest(ctx, positions([*make_items(2), bad]), prompt)
     assert items(runner, "ingest-bad-metadata") == {}
 
 
@@ -497,15 +480,15 @@ def test_the_prompt_fingerprint_covers_only_the_first_items() -> None:
 
     head = make_items(PROMPT_FINGERPRINT_ITEMS)
     tail = make_items(3, prefix="later", text="something else {i}")
-    base = prompt_fingerprint(head, prompt, _template())
-    assert prompt_fingerprint([*head, *tail], prompt, _template()) == base
+    base = prompt_fingerprint(head, prompt, _codec())
+    assert prompt_fingerprint([*head, *tail], prompt, _codec()) == base
     changed = [*head[:-1], BatchItem(item_id=head[-1].item_id, payload={"text": "other"})]
-    assert prompt_fingerprint(changed, prompt, _template()) != base
+    assert prompt_fingerprint(changed, prompt, _codec()) != base
 
     def other_prompt(item: BatchItem) -> PromptParts:
         return PromptParts(prompt=str(item.payload["text"]), system="Something else.")
 
-    assert prompt_fingerprint(head, other_prompt, _template()) != base
+    assert prompt_fingerprint(head, other_prompt, _codec()) != base
 
 
 # ---- token estimates --------------------------------------------------------------------
@@ -513,9 +496,9 @@ def test_the_prompt_fingerprint_covers_only_the_first_items() -> None:
 
 @pytest.fixture
 def tokens(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """engine.tokens with its cached counter forgotten before and after, and any download
+    """providers.openai.tokens with its cached counter forgotten before and after, and any download
     tiktoken might try sent to a closed port (batchor never downloads an encoding)."""
-    from batchor.engine import tokens as module
+    from batchor.providers.openai import tokens as module
 
     for name in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "ALL_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
@@ -531,7 +514,7 @@ def tokens(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def _encoding_file(directory: Path) -> Path:
     import hashlib
 
-    from batchor.engine.tokens import _ENCODING_URL
+    from batchor.providers.openai.tokens import _ENCODING_URL
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / hashlib.sha1(_ENCODING_URL.encode()).hexdigest()

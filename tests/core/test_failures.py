@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from openai import OpenAI
@@ -17,6 +18,8 @@ from batchor import (
     RunStateError,
     RunStatus,
 )
+from batchor.providers.base import TransientProviderError
+from batchor.providers.openai.transport import OpenAITransport
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
 from .conftest import Sentiment, make_items, prompt
@@ -257,27 +260,35 @@ def test_backoff_doubles_with_jitter_and_is_bounded() -> None:
         assert len(set(delays)) > 100  # jittered, so workers that failed together spread out
 
 
-def test_two_workers_racing_to_upload_leave_one_upload_and_one_batch(
-    tmp_path: Path, runner: BatchRunner, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from batchor.providers.openai import OpenAIBatchProvider
+class _UploadRacer(OpenAITransport):
+    """The real transport; its first upload lets a second worker, with its own runner on the
+    same store, submit the batch while this one is still uploading."""
 
-    original = OpenAIBatchProvider.upload_file
-    raced: list[bool] = []
+    def __init__(self, emu: OpenAIBatchEmulator, tmp_path: Path) -> None:
+        super().__init__(api_key=emu.api_key, base_url=emu.base_url)
+        self.tmp_path = tmp_path
+        self.raced = False
 
-    def upload_after_another_worker(self: Any, *args: Any, **kwargs: Any) -> str:
-        if not raced:
-            raced.append(True)
-            # A second worker, with its own runner on the same store, submits the batch
-            # while this one is still uploading.
+    def upload_file(self, content: BinaryIO, filename: str) -> str:
+        if not self.raced:
+            self.raced = True
             with BatchRunner(
-                store=f"sqlite:///{tmp_path}/store/batchor.db", artifacts=tmp_path / "artifacts"
+                store=f"sqlite:///{self.tmp_path}/store/batchor.db",
+                artifacts=self.tmp_path / "artifacts",
             ) as other:
                 other.get_run("upload-race").refresh()
-        return original(self, *args, **kwargs)
+        return super().upload_file(content, filename)
 
-    monkeypatch.setattr(OpenAIBatchProvider, "upload_file", upload_after_another_worker)
-    with OpenAIBatchEmulator() as emu:
+
+def test_two_workers_racing_to_upload_leave_one_upload_and_one_batch(tmp_path: Path) -> None:
+    with (
+        OpenAIBatchEmulator() as emu,
+        BatchRunner(
+            store=f"sqlite:///{tmp_path}/store/batchor.db",
+            artifacts=tmp_path / "artifacts",
+            provider=_UploadRacer(emu, tmp_path),
+        ) as runner,
+    ):
         run = runner.start(job_for(emu, n=10), "upload-race")
         final = run.wait(poll_interval=0.05)
         assert final.status is RunStatus.COMPLETED
@@ -291,70 +302,94 @@ def test_two_workers_racing_to_upload_leave_one_upload_and_one_batch(
 # ---- lost artifacts ---------------------------------------------------------------------
 
 
-@pytest.fixture
-def uploads_failing(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """While the list holds an element, every upload fails transiently (the batch stays
-    prepared); clear it to let uploads through."""
-    from batchor.providers.base import TransientProviderError
-    from batchor.providers.openai import OpenAIBatchProvider
+class _GatedUploads(OpenAITransport):
+    """The real transport; while ``failing`` holds an element, every upload fails
+    transiently (the batch stays prepared)."""
 
-    failing = [True]
-    original = OpenAIBatchProvider.upload_file
+    def __init__(self, emu: OpenAIBatchEmulator, failing: list[bool]) -> None:
+        super().__init__(api_key=emu.api_key, base_url=emu.base_url)
+        self.failing = failing
 
-    def upload(self: Any, *args: Any, **kwargs: Any) -> str:
-        if failing:
+    def upload_file(self, content: BinaryIO, filename: str) -> str:
+        if self.failing:
             raise TransientProviderError("provider unreachable: connection refused")
-        return original(self, *args, **kwargs)
+        return super().upload_file(content, filename)
 
-    monkeypatch.setattr(OpenAIBatchProvider, "upload_file", upload)
-    return failing
+
+@pytest.fixture
+def emu() -> Iterator[OpenAIBatchEmulator]:
+    with OpenAIBatchEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def uploads_failing() -> list[bool]:
+    """Clear it to let uploads through."""
+    return [True]
+
+
+@pytest.fixture
+def gated_runner(
+    tmp_path: Path, emu: OpenAIBatchEmulator, uploads_failing: list[bool]
+) -> Iterator[BatchRunner]:
+    """A runner whose uploads fail until ``uploads_failing`` is cleared."""
+    with BatchRunner(
+        store=f"sqlite:///{tmp_path}/store/batchor.db",
+        artifacts=tmp_path / "artifacts",
+        provider=_GatedUploads(emu, uploads_failing),
+    ) as gated:
+        yield gated
 
 
 def test_a_prepared_batch_whose_input_file_is_lost_is_rebuilt_from_its_slices(
-    tmp_path: Path, runner: BatchRunner, uploads_failing: list[bool]
+    tmp_path: Path, gated_runner: BatchRunner, emu: OpenAIBatchEmulator, uploads_failing: list[bool]
 ) -> None:
     import hashlib
 
-    with OpenAIBatchEmulator() as emu:
-        run = runner.start(job_for(emu), "lost-input")
-        assert [b.status for b in run.batches()] == ["prepared"]
-        path = tmp_path / "artifacts/runs/lost-input/batches/000000/input.jsonl"
-        packed = path.read_bytes()
-        path.unlink()
-        uploads_failing.clear()
-        final = runner.get_run("lost-input").wait(poll_interval=0.05)
-        assert final.status is RunStatus.COMPLETED
-        assert final.completed == 10
-        assert path.read_bytes() == packed  # the same bytes, so the same checksum
-        sent = emu.batches()[0]["metadata"]["batchor_input_sha256"]
-        assert sent == hashlib.sha256(packed).hexdigest()
-        exactly_once(emu)
+    runner = gated_runner
+    run = runner.start(job_for(emu), "lost-input")
+    assert [b.status for b in run.batches()] == ["prepared"]
+    path = tmp_path / "artifacts/runs/lost-input/batches/000000/input.jsonl"
+    packed = path.read_bytes()
+    path.unlink()
+    uploads_failing.clear()
+    final = runner.get_run("lost-input").wait(poll_interval=0.05)
+    assert final.status is RunStatus.COMPLETED
+    assert final.completed == 10
+    assert path.read_bytes() == packed  # the same bytes, so the same checksum
+    sent = emu.batches()[0]["metadata"]["batchor_input_sha256"]
+    assert sent == hashlib.sha256(packed).hexdigest()
+    exactly_once(emu)
 
 
 @pytest.mark.parametrize("lost", ["slice", "all requests"])
 def test_a_lost_input_that_cannot_be_rebuilt_is_one_line_naming_the_way_on(
-    tmp_path: Path, runner: BatchRunner, uploads_failing: list[bool], lost: str
+    tmp_path: Path,
+    gated_runner: BatchRunner,
+    emu: OpenAIBatchEmulator,
+    uploads_failing: list[bool],
+    lost: str,
 ) -> None:
     import shutil
 
-    with OpenAIBatchEmulator() as emu:
-        runner.start(job_for(emu), "lost-all")
-        root = tmp_path / "artifacts/runs/lost-all"
-        (root / "batches/000000/input.jsonl").unlink()
-        if lost == "slice":
-            (root / "requests/000000.jsonl").unlink()  # the manifest is still there
-        else:
-            shutil.rmtree(root / "requests")
-        uploads_failing.clear()
-        for _ in range(2):  # every wait says the same, and sends nothing
-            with pytest.raises(RunStateError) as raised:
-                runner.get_run("lost-all").wait(poll_interval=0.05)
-            message = str(raised.value)
-            assert "\n" not in message
-            assert "batch lost-all/000000" in message
-            assert "batchor cancel lost-all" in message
-            assert "FileNotFoundError" not in message
-        assert emu.stats.batches_created == 0
-        final = runner.get_run("lost-all").cancel()
-        assert final.status is RunStatus.CANCELLED
-        assert final.items[ItemStatus.CANCELLED] == 10
+    runner = gated_runner
+    runner.start(job_for(emu), "lost-all")
+    root = tmp_path / "artifacts/runs/lost-all"
+    (root / "batches/000000/input.jsonl").unlink()
+    if lost == "slice":
+        (root / "requests/000000.jsonl").unlink()  # the manifest is still there
+    else:
+        shutil.rmtree(root / "requests")
+    uploads_failing.clear()
+    for _ in range(2):  # every wait says the same, and sends nothing
+        with pytest.raises(RunStateError) as raised:
+            runner.get_run("lost-all").wait(poll_interval=0.05)
+        message = str(raised.value)
+        assert "\n" not in message
+        assert "batch lost-all/000000" in message
+        assert "batchor cancel lost-all" in message
+        assert "FileNotFoundError" not in message
+    assert emu.stats.batches_created == 0
+    final = runner.get_run("lost-all").cancel()
+    assert final.status is RunStatus.CANCELLED
+    assert final.items[ItemStatus.CANCELLED] == 10

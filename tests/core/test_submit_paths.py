@@ -34,12 +34,13 @@ from batchor import (
 )
 from batchor.engine import submit as submit_module
 from batchor.engine.claims import owner
-from batchor.engine.context import RunContext, RunSettings
+from batchor.engine.context import RunContext
 from batchor.engine.pack import manifest_key, pack
 from batchor.engine.submit import submit
-from batchor.providers.openai import OpenAIBatchProvider
 from batchor.stores.base import BatchRecord, ItemRow
 from batchor.testing import EmulatorLimits, OpenAIBatchEmulator
+
+from .contexts import emulator_transport, make_context
 
 LIST = ("GET", "/v1/batches")
 CREATE = ("POST", "/v1/batches")
@@ -52,7 +53,6 @@ SHA = "batchor_input_sha256"
 HOST = owner().rsplit(":", 2)[0]
 # The injected clock starts an hour ahead, on a whole second (exact sums below).
 T0 = float(int(time.time()) + 3600)
-
 
 # ---- scaffolding (shared with test_pack_paths) --------------------------------------------
 
@@ -128,14 +128,7 @@ def ingested(
     runner.store.set_run_status(record.pk, RunStatus.RUNNING, expected=[RunStatus.PAUSED])
     record = runner.store.get_run(run_id)
     assert record is not None
-    return RunContext(
-        run=record,
-        settings=RunSettings.from_config(record.config),
-        store=runner.store,
-        artifacts=runner.artifacts,
-        provider=OpenAIBatchProvider(provider_config(emu, token_limit), max_retries=0),
-        output_model=None,
-    )
+    return make_context(runner, record, emulator_transport(emu))
 
 
 def prepared(runner: BatchRunner, emu: OpenAIBatchEmulator, **kwargs: Any) -> RunContext:

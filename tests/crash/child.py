@@ -25,7 +25,7 @@ from batchor import (
     OpenAIProviderConfig,
     PromptParts,
 )
-from batchor.providers.openai import OpenAIBatchProvider
+from batchor.providers.openai.transport import OpenAITransport
 from batchor.states import BatchStatus
 from batchor.stores.sql import SqlStateStore
 
@@ -57,18 +57,18 @@ def after_call(
 
 def kill_during_create() -> None:
     """The server creates the batch (and delays its answer); the client dies waiting."""
-    original = OpenAIBatchProvider.create_batch
+    original = OpenAITransport.create_batch
 
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         threading.Timer(0.3, die).start()
         return original(self, *args, **kwargs)
 
-    OpenAIBatchProvider.create_batch = wrapper  # type: ignore[method-assign]
+    OpenAITransport.create_batch = wrapper  # type: ignore[method-assign]
 
 
 def kill_during_download() -> None:
     """Die after the first chunk of the first output file reached the disk."""
-    original = OpenAIBatchProvider.download_file
+    original = OpenAITransport.download_file
 
     def wrapper(self: Any, file_id: str, dest: Any) -> int:
         write = dest.write
@@ -82,13 +82,13 @@ def kill_during_download() -> None:
         dest.write = dying_write
         return original(self, file_id, dest)
 
-    OpenAIBatchProvider.download_file = wrapper  # type: ignore[method-assign]
+    OpenAITransport.download_file = wrapper  # type: ignore[method-assign]
 
 
 KILL_POINTS: dict[str, Callable[[], None]] = {
     "mid-ingest": lambda: after_call(SqlStateStore, "add_items", 2),
     "after-pack": lambda: after_call(SqlStateStore, "record_batch", 1),
-    "upload-unrecorded": lambda: after_call(OpenAIBatchProvider, "upload_file", 1),
+    "upload-unrecorded": lambda: after_call(OpenAITransport, "upload_file", 1),
     "after-upload": lambda: after_call(
         SqlStateStore,
         "update_batch",
@@ -96,7 +96,7 @@ KILL_POINTS: dict[str, Callable[[], None]] = {
         lambda *a, **k: k.get("status") is BatchStatus.UPLOADED,
     ),
     "during-create": kill_during_create,
-    "after-create": lambda: after_call(OpenAIBatchProvider, "create_batch", 1),
+    "after-create": lambda: after_call(OpenAITransport, "create_batch", 1),
     "during-download": kill_during_download,
     "during-persist": lambda: after_call(SqlStateStore, "apply_outcomes", 1),
 }

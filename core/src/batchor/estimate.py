@@ -6,13 +6,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from batchor.engine.ingest import positions, prompt_parts
-from batchor.engine.tokens import estimate_tokens
+from batchor.engine.ingest import encoded_body, positions, prompt_parts
 from batchor.items import BatchItem
 from batchor.jobs import BatchJob
 from batchor.pricing import ModelPrice, PriceTable, price_table
 from batchor.results import Usage
-from batchor.runner import request_template
+from batchor.runner import job_codec
 from batchor.sources.base import CheckpointedItemSource
 from batchor.structured import strict_json_schema
 
@@ -28,7 +27,7 @@ class JobEstimate:
         model: The job's model.
         requests: Requests the job would send.
         input_bytes: Bytes of the batch input files.
-        estimated_input_tokens: Estimated prompt tokens (see `batchor.engine.tokens`).
+        estimated_input_tokens: Estimated prompt tokens (see `batchor.providers.openai.tokens`).
         batches: Provider batches the requests pack into under the job's limits.
         too_large: Requests that fit in no batch (they would fail as ``request_too_large``).
         max_output_tokens: The per-request output cap from ``request_params``, if set.
@@ -74,17 +73,17 @@ def estimate_job(
     if job.structured_output is not None:
         # The check runner.start makes, made here first so the estimate reports the same.
         strict_json_schema(job.structured_output)
-    template = request_template(job)
+    codec = job_codec(job)
     settings = job.provider_config
     limits = job.limits
+    max_requests = limits.max_requests or settings.limits.max_requests
     token_limit = settings.enqueued_token_limit
-    prefix = len(f'{{"custom_id":"","method":"POST","url":"{settings.endpoint}","body":}}\n')
     requests = total_bytes = total_tokens = too_large = 0
     batches = in_batch = batch_bytes = batch_tokens = 0
     for item in _items(job):
         parts = prompt_parts(item, job.build_prompt)
-        tokens = estimate_tokens(parts)
-        size = prefix + len(str(requests + 1)) + len(template.render(parts))
+        tokens = codec.estimate_tokens(parts)
+        size = len(codec.frame(requests + 1, encoded_body(item, parts, codec)))
         requests += 1
         total_bytes += size
         total_tokens += tokens
@@ -92,7 +91,7 @@ def estimate_job(
             too_large += 1
             continue
         fits = (
-            in_batch < limits.max_requests
+            in_batch < max_requests
             and batch_bytes + size <= limits.max_bytes
             and (token_limit is None or batch_tokens + tokens <= token_limit)
         )

@@ -13,12 +13,8 @@ from batchor.items import BatchItem, PromptParts
 from batchor.structured import strict_json_schema
 
 if TYPE_CHECKING:
-    from batchor.providers.openai_config import OpenAIProviderConfig
+    from batchor.providers.registry import ProviderConfigs
     from batchor.sources.base import CheckpointedItemSource
-
-#: The OpenAI Batch API's own limits per input file.
-PROVIDER_MAX_REQUESTS = 50_000
-PROVIDER_MAX_BYTES = 200_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,23 +41,39 @@ class BatchLimits:
     """How full batchor packs each provider batch.
 
     Attributes:
-        max_requests: Requests per batch input file (the provider allows 50,000).
-        max_bytes: Bytes per batch input file (the provider allows 200 MB; the default keeps
-            a margin).
+        max_requests: Requests per batch; ``None`` (default): the provider's limit (OpenAI
+            50,000, Azure OpenAI 100,000).
+        max_bytes: Bytes per batch input file (OpenAI and Azure allow 200 MB; the default
+            keeps a margin).
     """
 
-    max_requests: int = PROVIDER_MAX_REQUESTS
+    max_requests: int | None = None
     max_bytes: int = 190_000_000
 
     def __post_init__(self) -> None:
-        if not 1 <= self.max_requests <= PROVIDER_MAX_REQUESTS:
+        if self.max_requests is not None and self.max_requests < 1:
             raise ConfigurationError(
-                f"BatchLimits.max_requests must be between 1 and {PROVIDER_MAX_REQUESTS}, "
-                f"got {self.max_requests}"
+                f"BatchLimits.max_requests must be at least 1, got {self.max_requests}"
             )
-        if not 1_000 <= self.max_bytes <= PROVIDER_MAX_BYTES:
+        if self.max_bytes < 1_000:
             raise ConfigurationError(
-                f"BatchLimits.max_bytes must be between 1000 and {PROVIDER_MAX_BYTES}, "
+                f"BatchLimits.max_bytes must be at least 1000, got {self.max_bytes}"
+            )
+
+    def check(self, provider: str, max_requests: int, max_bytes: int) -> None:
+        """Refuse limits above a provider's own.
+
+        Raises:
+            ConfigurationError: names the limit and the provider's.
+        """
+        if self.max_requests is not None and self.max_requests > max_requests:
+            raise ConfigurationError(
+                f"BatchLimits.max_requests must be between 1 and {max_requests} for "
+                f"{provider}, got {self.max_requests}"
+            )
+        if self.max_bytes > max_bytes:
+            raise ConfigurationError(
+                f"BatchLimits.max_bytes must be between 1000 and {max_bytes} for {provider}, "
                 f"got {self.max_bytes}"
             )
 
@@ -89,7 +101,9 @@ class BatchJob:
             ``CsvItemSource``) or any iterable of `BatchItem`. A file source can be
             resumed mid-ingest; a plain iterable only once it has been fully ingested.
         build_prompt: Called once per item at ingestion; returns the `PromptParts`.
-        provider_config: Model, endpoint and request parameters for the provider.
+        provider_config: The provider's settings (`OpenAIProviderConfig`,
+            `AzureOpenAIProviderConfig`): its type chooses the provider; model, endpoint and
+            request parameters.
         structured_output: A Pydantic model class; replies are validated into it and
             ``ItemResult.output`` is an instance. ``None`` for plain text. Its schema must
             be one the provider's strict mode accepts (see `batchor.schema_check`), or
@@ -101,7 +115,7 @@ class BatchJob:
 
     items: CheckpointedItemSource | Iterable[BatchItem]
     build_prompt: Callable[[BatchItem], PromptParts]
-    provider_config: OpenAIProviderConfig
+    provider_config: ProviderConfigs
     structured_output: type[BaseModel] | None = None
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: BatchLimits = field(default_factory=BatchLimits)
@@ -110,11 +124,17 @@ class BatchJob:
     def __post_init__(self) -> None:
         if not callable(self.build_prompt):
             raise ConfigurationError("BatchJob.build_prompt must be callable")
+        from batchor.providers.registry import check_config
+
+        check_config("BatchJob.provider_config", self.provider_config)
+        limits = self.provider_config.limits
+        self.limits.check(self.provider_config.provider_name, limits.max_requests, limits.max_bytes)
         model = self.structured_output
         if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
             raise ConfigurationError(
                 f"BatchJob.structured_output must be a Pydantic model class, got {model!r}"
             )
         if model is not None:
-            # Refuse at once what the provider's strict mode would refuse or answer empty.
-            strict_json_schema(model)
+            # Refuse at once what the provider's strict mode would refuse or answer empty,
+            # and structured output on an endpoint that has none (embeddings).
+            self.provider_config.codec(strict_json_schema(model), "output")

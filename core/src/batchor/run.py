@@ -31,7 +31,6 @@ from batchor.states import BatchStatus, ItemStatus, RunStatus
 
 if TYPE_CHECKING:
     from batchor.jobs import BatchJob
-    from batchor.providers.openai_requests import RequestTemplate
     from batchor.runner import BatchRunner
 
 _RESULT_PAGE = 2_000
@@ -48,13 +47,11 @@ class Run:
         runner: BatchRunner,
         ctx: RunContext,
         job: BatchJob | None = None,
-        template: RequestTemplate | None = None,
         items: CheckpointedItemSource | Iterator[BatchItem] | None = None,
     ) -> None:
         self._runner = runner
         self._ctx = ctx
         self._job = job
-        self._template = template
         self._items = items
 
     @property
@@ -115,7 +112,7 @@ class Run:
         `BatchRunner.start`) and ingestion is not complete; otherwise do nothing."""
         job = self._job
         run = self._ctx.run
-        if job is None or self._items is None or self._template is None or run.ingest_complete:
+        if job is None or self._items is None or run.ingest_complete:
             return
         part_of = None
         if isinstance(self._items, CheckpointedItemSource):
@@ -134,7 +131,6 @@ class Run:
             self._ctx,
             stream,
             job.build_prompt,
-            self._template,
             on_progress=on_progress,
             part_of=part_of,
         )

@@ -26,9 +26,8 @@ from batchor.errors import (
 from batchor.items import BatchItem
 from batchor.jobs import BatchJob
 from batchor.pricing import ModelPrice, PriceTable, price_table
-from batchor.providers.openai import OpenAIBatchProvider
-from batchor.providers.openai_config import OpenAIProviderConfig
-from batchor.providers.openai_requests import RequestTemplate
+from batchor.providers.base import BatchTransport, ProviderConfig, RequestCodec
+from batchor.providers.registry import config_from_record
 from batchor.results import RunSummary
 from batchor.run import Run
 from batchor.schema_models import output_model
@@ -43,7 +42,14 @@ DEFAULT_STORE = f"sqlite:///{DEFAULT_HOME}/batchor.db"
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
 # Settings that may change between processes without making it a different job.
 _NOT_FINGERPRINTED = frozenset(
-    {"base_url", "schema_model", "enqueued_token_limit", "quota_scope", "keep_raw_outputs"}
+    {
+        "base_url",
+        "api_version",
+        "schema_model",
+        "enqueued_token_limit",
+        "quota_scope",
+        "keep_raw_outputs",
+    }
 )
 
 
@@ -62,6 +68,10 @@ class BatchRunner:
             with the run, else ``OPENAI_BASE_URL``).
         prices: Batch API prices to add to or override in the default table
             (`PriceTable`), for the costs in summaries.
+        provider: A transport to drive every run with instead of the one the job's provider
+            config makes (as ``httpx.Client(transport=...)``): the in-process emulator
+            (`batchor.testing.InProcessBatchTransport`), or a wrapper that injects faults. The
+            wire format still follows each job's provider config.
 
     Raises:
         ConfigurationError: a URL is invalid, or ``memory://`` artifacts are given with a
@@ -77,6 +87,7 @@ class BatchRunner:
         api_key: str | None = None,
         base_url: str | None = None,
         prices: PriceTable | Mapping[str, ModelPrice | tuple[float, float]] | None = None,
+        provider: BatchTransport | None = None,
     ) -> None:
         if store is None:
             store = os.environ.get("BATCHOR_STORE") or DEFAULT_STORE
@@ -98,6 +109,7 @@ class BatchRunner:
             )
         self._api_key = api_key
         self._base_url = base_url
+        self._transport = provider
         self.prices: PriceTable = price_table(prices)
         """Prices used for the runs' costs (the defaults plus any passed)."""
 
@@ -142,15 +154,15 @@ class BatchRunner:
         _check_run_id(run_id)
         config = job_config(job)
         fingerprint = _fingerprint(config)
-        template = request_template(job)
-        provider = self._provider(job.provider_config)
+        codec = job_codec(job)
+        transport = self._transport_for(job.provider_config)
         existing = self.store.get_run(run_id)
         if existing is None or not existing.status.is_terminal:
-            provider.client  # noqa: B018 - fails at once without an API key
+            transport.check_credentials()  # fails at once without an API key
         # The first items are read (and prompted) before the run exists: a bad one leaves
         # nothing behind.
         items, head = _head(job.items)
-        prompts = prompt_fingerprint(head, job.build_prompt, template)
+        prompts = prompt_fingerprint(head, job.build_prompt, codec)
         if existing is None:
             check_writable(self.artifacts, f"runs/{run_id}")
         record, created = self.store.create_run(run_id, config, fingerprint)
@@ -163,8 +175,8 @@ class BatchRunner:
                 f"run {run_id!r} exists with different prompts for its first items; "
                 "use a new run_id for a different job"
             )
-        ctx = self._context(record, provider, job.structured_output)
-        run = Run(self, ctx, job, template, items)
+        ctx = self._context(record, job.provider_config, transport, codec, job.structured_output)
+        run = Run(self, ctx, job, items)
         try:
             run.ingest_pending(on_ingest)
         except Exception:
@@ -194,17 +206,12 @@ class BatchRunner:
         if record is None:
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         cfg = record.config
-        provider = OpenAIProviderConfig(
-            model=cfg["model"],
-            endpoint=cfg["endpoint"],
-            base_url=self._base_url or cfg.get("base_url"),
-            request_params=cfg.get("request_params") or {},
-            enqueued_token_limit=cfg.get("enqueued_token_limit"),
-            quota_scope=cfg.get("quota_scope"),
-        )
+        provider = config_from_record(cfg, base_url=self._base_url)
+        codec = provider.codec(cfg.get("schema"), cfg.get("schema_name") or "output")
         if model is None:
             model = output_model(cfg)
-        return Run(self, self._context(record, self._provider(provider), model))
+        transport = self._transport_for(provider)
+        return Run(self, self._context(record, provider, transport, codec, model))
 
     def run_and_wait(
         self,
@@ -220,19 +227,19 @@ class BatchRunner:
         return run
 
     # ---- wiring --------------------------------------------------------------------------
-    def _provider(self, config: OpenAIProviderConfig) -> OpenAIBatchProvider:
-        """The provider for ``config``, with this runner's key and base URL where it sets
-        none."""
-        if config.api_key is None and self._api_key is not None:
-            config = _replace(config, api_key=self._api_key)
-        if config.base_url is None and self._base_url is not None:
-            config = _replace(config, base_url=self._base_url)
-        return OpenAIBatchProvider(config)
+    def _transport_for(self, config: ProviderConfig) -> BatchTransport:
+        """The transport given to this runner, else the one ``config`` makes, with this
+        runner's key and base URL where the config sets none."""
+        if self._transport is not None:
+            return self._transport
+        return config.transport(api_key=self._api_key, base_url=self._base_url)
 
     def _context(
         self,
         record: RunRecord,
-        provider: OpenAIBatchProvider,
+        provider: ProviderConfig,
+        transport: BatchTransport,
+        codec: RequestCodec,
         model: type[BaseModel] | None,
     ) -> RunContext:
         return RunContext(
@@ -240,7 +247,9 @@ class BatchRunner:
             settings=RunSettings.from_config(record.config),
             store=self.store,
             artifacts=self.artifacts,
-            provider=provider,
+            transport=transport,
+            codec=codec,
+            limits=provider.limits,
             output_model=model,
         )
 
@@ -274,19 +283,13 @@ def job_config(job: BatchJob) -> dict[str, Any]:
     provider = job.provider_config
     model = job.structured_output
     return {
-        "provider": "openai",
-        "model": provider.model,
-        "endpoint": provider.endpoint,
-        "base_url": provider.public_base_url(),
-        "request_params": dict(provider.request_params),
+        **provider.record(),
         "schema": strict_json_schema(model) if model is not None else None,
         "schema_name": schema_name(model) if model is not None else None,
         "schema_model": model_path(model) if model is not None else None,
         "max_attempts": job.retry_policy.max_attempts,
-        "max_requests": job.limits.max_requests,
+        "max_requests": job.limits.max_requests or provider.limits.max_requests,
         "max_bytes": job.limits.max_bytes,
-        "enqueued_token_limit": provider.enqueued_token_limit,
-        "quota_scope": provider.quota_scope,
         "keep_raw_outputs": job.artifact_policy.keep_raw_outputs,
         "source": _source_record(job.items),
     }
@@ -300,12 +303,12 @@ def _source_record(items: object) -> dict[str, str] | None:
     return {"identity": items.identity, "fingerprint": items.fingerprint()}
 
 
-def request_template(job: BatchJob) -> RequestTemplate:
-    """The request body template of a job (model, endpoint, params, schema)."""
+def job_codec(job: BatchJob) -> RequestCodec:
+    """The wire format of a job's requests (model, endpoint, params, schema)."""
     model = job.structured_output
     if model is None:
-        return RequestTemplate(job.provider_config)
-    return RequestTemplate(job.provider_config, strict_json_schema(model), schema_name(model))
+        return job.provider_config.codec(None, "output")
+    return job.provider_config.codec(strict_json_schema(model), schema_name(model))
 
 
 def _fingerprinted(value: Any) -> Any:
@@ -326,6 +329,12 @@ def _mismatch(run_id: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> st
         for k in set(old) | set(new)
         if k not in _NOT_FINGERPRINTED and _fingerprinted(old.get(k)) != _fingerprinted(new.get(k))
     )
+    was_on, now_on = old.get("provider") or "openai", new.get("provider") or "openai"
+    if was_on != now_on:
+        return (
+            f"run {run_id!r} was started on provider {was_on}, and this job is for {now_on}: "
+            f"attach with a {was_on} config, or use a new run_id for the {now_on} job"
+        )
     if changed == ["source"]:
         was = (old.get("source") or {}).get("identity", "a plain iterable")
         return (
@@ -350,12 +359,6 @@ def _head(
     iterator = iter(items)
     head = list(itertools.islice(iterator, PROMPT_FINGERPRINT_ITEMS))
     return itertools.chain(head, iterator), head
-
-
-def _replace(config: OpenAIProviderConfig, **changes: Any) -> OpenAIProviderConfig:
-    from dataclasses import replace
-
-    return replace(config, **changes)
 
 
 def new_run_id() -> str:

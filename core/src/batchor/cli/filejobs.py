@@ -13,7 +13,8 @@ from typing import cast
 from batchor.errors import ConfigurationError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import BatchJob, RetryPolicy
-from batchor.providers.openai_config import Endpoint, OpenAIProviderConfig
+from batchor.providers.openai.config import OpenAIProviderConfig
+from batchor.providers.openai.endpoints import Endpoint
 from batchor.sources.base import DEFAULT_ENCODING, CheckpointedItemSource, FileSource
 from batchor.sources.composite import CompositeItemSource
 from batchor.sources.csv import CsvItemSource

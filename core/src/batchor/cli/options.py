@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from batchor.cli.filejobs import JobSpec
-from batchor.providers.openai_config import ENDPOINTS
+from batchor.providers.openai.endpoints import ENDPOINTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import BatchJob
-from batchor.providers.openai_config import OpenAIProviderConfig
+from batchor.providers.openai.config import OpenAIProviderConfig
 from batchor.sources.jsonl import JsonlItemSource
 
 DATASET = Path(__file__).with_name("reviews.jsonl")

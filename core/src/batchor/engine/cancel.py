@@ -29,7 +29,7 @@ def wind_down(ctx: RunContext) -> None:
             if ctx.store.drop_batch(batch.pk, batch.status, batch.create_started_at):
                 log.info("batch %s: dropped, its items cancelled", batch.batch_key)
                 if batch.file_id is not None:
-                    ctx.provider.delete_file(batch.file_id)
+                    ctx.transport.delete_file(batch.file_id)
         except TransientProviderError as exc:
             log.warning("batch %s: cancel step postponed: %s", batch.batch_key, exc)
     if not ctx.run.cancel_remote:
@@ -38,7 +38,7 @@ def wind_down(ctx: RunContext) -> None:
         if batch.provider_status in _STOPPING or batch.provider_batch_id is None:
             continue
         try:
-            remote = ctx.provider.cancel_batch(batch.provider_batch_id)
+            remote = ctx.transport.cancel_batch(batch.provider_batch_id)
         except ProviderError as exc:  # e.g. it completed meanwhile: it is collected as is
             log.warning("batch %s: cancel refused: %s", batch.batch_key, exc)
             continue

@@ -6,15 +6,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import orjson
 
 from batchor.engine.backoff import backoff_delay
 from batchor.engine.claims import lease_seconds, owner, owner_gone
 from batchor.engine.context import RunContext, log
-from batchor.providers.base import TransientProviderError
-from batchor.providers.openai_requests import read_reply
+from batchor.providers.base import BatchVerdict, Reply, TransientProviderError
 from batchor.states import BatchStatus, RunStatus
 from batchor.stores.base import BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output
@@ -22,10 +20,6 @@ from batchor.structured import OutputValidationError, validate_output
 _CHUNK = 5_000
 # A batch's raw output and error files, as downloaded, in its artifact folder.
 RAW_OUTPUTS = ("output.jsonl", "errors.jsonl")
-# Lines the provider never ran: the item goes back without an attempt charged.
-_NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
-# Whole-batch failures that say nothing about the items: requeue without charge.
-_UNCHARGED_BATCH_ERRORS = frozenset({"token_limit_exceeded", "insufficient_quota"})
 # Backoff before packing again after the provider refused a batch for capacity.
 _CAPACITY_BACKOFF = {"base": 30.0, "cap": 900.0}
 
@@ -82,7 +76,7 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
         key = f"{folder}/{name}"
         if not ctx.artifacts.exists(key):
             with ctx.artifacts.open_write(key) as fh:
-                ctx.provider.download_file(file_id, fh)
+                ctx.transport.download_file(file_id, fh)
         chunk: list[ItemOutcome] = []
         for outcome in _outcomes(ctx, key):
             tokens_in += outcome.input_tokens or 0
@@ -94,35 +88,37 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
         changed += _apply(ctx, batch, chunk)
     # Every item of the batch answered in this pass: none is left submitted, so the search
     # for unanswered ones (a look at each of the batch's items) is skipped.
+    verdict = ctx.codec.batch_verdict(batch.provider_status or "", _errors(batch))
     if changed < batch.request_count:
         requeued = ctx.store.requeue_unanswered(
             ctx.run.pk,
             batch.pk,
-            charge=_unanswered_charge(batch),
+            charge=verdict.charge,
             max_attempts=ctx.settings.max_attempts,
         )
         if requeued:
             log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
     if ctx.store.finish_batch(ctx.run.pk, batch.pk, tokens_in, tokens_out):
         log.info("batch %s: collected", batch.batch_key)
-        _after_capacity(ctx, batch)
+        _after_capacity(ctx, batch, verdict)
     if not ctx.settings.keep_raw_outputs:
         for name in RAW_OUTPUTS:
             ctx.artifacts.delete(f"{folder}/{name}")
 
 
-def _after_capacity(ctx: RunContext, batch: BatchRecord) -> None:
+def _after_capacity(ctx: RunContext, batch: BatchRecord, verdict: BatchVerdict) -> None:
     """Back off packing after a capacity refusal; stop backing off once a batch completes;
     pause the run when the account is out of quota."""
-    codes = {code for code, _ in _errors(batch)}
     run = ctx.run
-    if "insufficient_quota" in codes:
-        reason = next(f"{c}: {m}" for c, m in _errors(batch) if c == "insufficient_quota")
+    if verdict.pause_reason is not None:
         ctx.store.set_run_status(
-            run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=reason
+            run.pk,
+            RunStatus.PAUSED,
+            expected=[RunStatus.RUNNING],
+            pause_reason=verdict.pause_reason,
         )
-        log.warning("run %s paused: %s", run.run_id, reason)
-    elif "token_limit_exceeded" in codes:
+        log.warning("run %s paused: %s", run.run_id, verdict.pause_reason)
+    elif verdict.capacity:
         count = run.backoff_count + 1
         delay = backoff_delay(count, **_CAPACITY_BACKOFF)
         ctx.store.set_backoff(run.pk, time.time() + delay, count)
@@ -131,9 +127,9 @@ def _after_capacity(ctx: RunContext, batch: BatchRecord) -> None:
         ctx.store.set_backoff(run.pk, None, 0)
 
 
-def _errors(batch: BatchRecord) -> list[list[str]]:
+def _errors(batch: BatchRecord) -> list[tuple[str, str]]:
     errors: list[list[str]] = json.loads(batch.errors) if batch.errors else []
-    return errors
+    return [(str(code), str(message)) for code, message in errors]
 
 
 def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> int:
@@ -141,21 +137,6 @@ def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> int
     # Renew the claim; outcomes are guarded, so even a lost claim applies nothing twice.
     ctx.store.claim_batch(batch.pk, BatchStatus.ENDED, owner(), lease_seconds())
     return changed
-
-
-def _unanswered_charge(batch: BatchRecord) -> tuple[str, str] | None:
-    """Whether items the batch left unanswered are charged an attempt, and with what."""
-    status = batch.provider_status
-    if status in ("expired", "cancelled"):
-        return None
-    if status == "completed":
-        return ("missing_output", "the provider's completed batch has no line for this item")
-    errors = _errors(batch)
-    codes = {code for code, _ in errors}
-    if codes and codes <= _UNCHARGED_BATCH_ERRORS:
-        return None
-    message = "; ".join(f"{code}: {msg}" for code, msg in errors) or f"batch {status}"
-    return ("batch_failed", message[:2000])
 
 
 def _validate(ctx: RunContext, text: str) -> None:
@@ -173,35 +154,22 @@ def _validate(ctx: RunContext, text: str) -> None:
 
 
 def _outcomes(ctx: RunContext, key: str) -> Iterator[ItemOutcome]:
+    decode = ctx.codec.decode
+    check = ctx.settings.structured and ctx.codec.output_kind == "text"
     with ctx.artifacts.open_read(key) as fh:
         for raw in fh:
             if not raw.strip():
                 continue
-            try:
-                line = orjson.loads(raw)
-                seq = int(line["custom_id"])
-            except (ValueError, KeyError, TypeError):
+            decoded = decode(raw)
+            if decoded is None:
                 log.warning("%s: skipped a line that is not a batch result", key)
                 continue
-            outcome = _outcome(ctx, seq, line)
-            if outcome is not None:
-                yield outcome
+            seq, reply = decoded
+            if reply is not None:  # None: never run; stays submitted, requeued without charge
+                yield _outcome(ctx, seq, reply, check)
 
 
-def _outcome(ctx: RunContext, seq: int, line: dict[str, Any]) -> ItemOutcome | None:
-    response = line.get("response")
-    if not isinstance(response, dict):
-        error = line.get("error") or {}
-        code = str(error.get("code") or "provider_error") if isinstance(error, dict) else ""
-        if code in _NOT_RUN_CODES:
-            return None  # stays submitted; requeued without charge
-        message = str(error.get("message", "")) if isinstance(error, dict) else str(error)
-        return ItemOutcome(
-            seq, "retry", error_class="provider_error", message=f"{code}: {message}", retryable=True
-        )
-    reply = read_reply(
-        ctx.settings.endpoint, int(response.get("status_code", 0)), response.get("body")
-    )
+def _outcome(ctx: RunContext, seq: int, reply: Reply, check: bool) -> ItemOutcome:
     tokens_in, tokens_out = reply.usage or (None, None)
     if reply.error_class is not None:
         return ItemOutcome(
@@ -214,7 +182,7 @@ def _outcome(ctx: RunContext, seq: int, line: dict[str, Any]) -> ItemOutcome | N
             output_tokens=tokens_out,
         )
     assert reply.text is not None
-    if ctx.settings.structured:
+    if check:
         try:
             _validate(ctx, reply.text)
         except OutputValidationError as exc:

@@ -1,5 +1,5 @@
 """What every phase of the engine works with: the run, its settings, store, artifacts,
-provider; and where a run's artifacts live."""
+the provider's transport and codec; and where a run's artifacts live."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
-from batchor.providers.base import BatchProvider, ProviderBatch
+from batchor.providers.base import BatchTransport, ProviderBatch, ProviderLimits, RequestCodec
 from batchor.stores.base import RunRecord, StateStore
 
 log = logging.getLogger("batchor")
@@ -21,7 +21,6 @@ log = logging.getLogger("batchor")
 class RunSettings:
     """The parts of a run's stored configuration the engine reads."""
 
-    endpoint: str
     max_attempts: int
     max_requests: int
     max_bytes: int
@@ -34,7 +33,6 @@ class RunSettings:
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
         """Read them from a run's stored configuration."""
         return cls(
-            endpoint=str(config["endpoint"]),
             max_attempts=int(config["max_attempts"]),
             max_requests=int(config["max_requests"]),
             max_bytes=int(config["max_bytes"]),
@@ -53,7 +51,9 @@ class RunContext:
     settings: RunSettings
     store: StateStore
     artifacts: ArtifactStore
-    provider: BatchProvider
+    transport: BatchTransport
+    codec: RequestCodec
+    limits: ProviderLimits
     output_model: type[BaseModel] | None
     remote_batches: dict[str, list[ProviderBatch]] | None = None
     """The provider's batches of this run by batch key, from the one listing this context

@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from batchor.engine.context import RunContext, log
-from batchor.engine.tokens import estimate_tokens
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
-from batchor.providers.openai_requests import RequestTemplate
+from batchor.providers.base import RequestCodec
 from batchor.stores.base import NewItem
 
 SLICE_SIZE = 5_000
@@ -22,25 +21,23 @@ PROMPT_FINGERPRINT_ITEMS = 8
 BuildPrompt = Callable[[BatchItem], PromptParts]
 
 
-def request_line_middle(endpoint: str) -> bytes:
-    """What a batch input line holds between its custom id and its request body."""
-    return f'","method":"POST","url":"{endpoint}","body":'.encode()
-
-
-def render_request(item: BatchItem, build_prompt: BuildPrompt, template: RequestTemplate) -> bytes:
+def render_request(item: BatchItem, build_prompt: BuildPrompt, codec: RequestCodec) -> bytes:
     """The request body for one item."""
-    return encoded_body(item, prompt_parts(item, build_prompt), template)
+    return encoded_body(item, prompt_parts(item, build_prompt), codec)
 
 
-def encoded_body(item: BatchItem, parts: PromptParts, template: RequestTemplate) -> bytes:
-    """``template.render(parts)``; text that cannot be encoded (a lone surrogate) is
-    reported with the item.
+def encoded_body(item: BatchItem, parts: PromptParts, codec: RequestCodec) -> bytes:
+    """``codec.encode_body(parts)``; a prompt that cannot be sent (text with a lone
+    surrogate, a part the endpoint does not take) is reported with the item.
 
     Raises:
         SourceError: the prompt or system text cannot be encoded as UTF-8 JSON.
+        ConfigurationError: the endpoint does not take such a prompt.
     """
     try:
-        return template.render(parts)
+        return codec.encode_body(parts)
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"item {item.item_id!r}: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise SourceError(f"the prompt of item {item.item_id!r} cannot be sent: {exc}") from None
 
@@ -76,7 +73,7 @@ def prompt_parts(item: BatchItem, build_prompt: BuildPrompt) -> PromptParts:
 
 
 def prompt_fingerprint(
-    items: Iterable[BatchItem], build_prompt: BuildPrompt, template: RequestTemplate
+    items: Iterable[BatchItem], build_prompt: BuildPrompt, codec: RequestCodec
 ) -> str:
     """Hash of the request bodies of the first few items: tells two prompts apart."""
     digest = hashlib.sha256()
@@ -85,7 +82,7 @@ def prompt_fingerprint(
             break
         check_item_id(item.item_id)
         digest.update(item.item_id.encode())
-        digest.update(render_request(item, build_prompt, template))
+        digest.update(render_request(item, build_prompt, codec))
     return digest.hexdigest()
 
 
@@ -93,7 +90,6 @@ def ingest(
     ctx: RunContext,
     items: Iterator[tuple[BatchItem, str | None]],
     build_prompt: BuildPrompt,
-    template: RequestTemplate,
     *,
     slice_size: int | None = None,
     on_progress: Callable[[int], None] | None = None,
@@ -103,9 +99,10 @@ def ingest(
 
     ``part_of`` names the source part an item's checkpoint belongs to; where each part starts
     is saved with the slices, so results can say which input and row an item came from.
-    Each slice artifact holds the items' complete batch input lines (the custom id is the
-    item's seq), so packing a batch copies byte ranges. Returns the number of items accepted
-    by this call. The run is marked ingest-complete in the transaction of the last slice.
+    Each slice artifact holds the items' complete batch input lines (framed by the codec
+    with the item's seq as its id), so packing a batch copies byte ranges. Returns the
+    number of items accepted by this call. The run is marked ingest-complete in the
+    transaction of the last slice.
     After a crash, a slice whose items were not committed is read again (its request artifact
     is rewritten, atomically, with the same bytes).
     """
@@ -116,7 +113,8 @@ def ingest(
     accepted = 0
     exhausted = False
     checkpoint: str | None = run.source_checkpoint
-    line_middle = request_line_middle(ctx.settings.endpoint)
+    codec = ctx.codec
+    frame, estimate = codec.frame, codec.estimate_tokens
     parts: list[list[Any]] = json.loads(run.source_parts) if run.source_parts else []
     current = parts[-1][0] if parts else None
     while not exhausted:
@@ -138,9 +136,9 @@ def ingest(
                 parts.append([part, seq])
                 current, parts_changed = part, True
             prompt = prompt_parts(item, build_prompt)
-            body = encoded_body(item, prompt, template)
+            body = encoded_body(item, prompt, codec)
             # The whole batch input line, so packing copies byte ranges as they are.
-            line = b'{"custom_id":"%d%s%s}\n' % (seq, line_middle, body)
+            line = frame(seq, body)
             batch.append(
                 NewItem(  # positional: keywords cost a third more, a million times over
                     seq,
@@ -149,7 +147,7 @@ def ingest(
                     len(buffer),  # req_offset
                     len(line),  # req_length
                     f"{zlib.crc32(body):08x}",  # req_hash
-                    estimate_tokens(prompt),
+                    estimate(prompt),
                     _metadata_json(item),
                 )
             )

@@ -18,7 +18,7 @@ def poll(ctx: RunContext) -> int:
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.SUBMITTED]):
         assert batch.provider_batch_id is not None
         try:
-            remote = ctx.provider.retrieve_batch(batch.provider_batch_id)
+            remote = ctx.transport.retrieve_batch(batch.provider_batch_id)
         except TransientProviderError as exc:
             log.warning("batch %s: poll failed, will retry: %s", batch.batch_key, exc)
             continue

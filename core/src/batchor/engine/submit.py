@@ -3,8 +3,9 @@
 1. The batch row and its queued items were recorded when the input file was packed (with a
    manifest holding the file's SHA-256 and the slice ranges it was copied from).
 2. Before the first create of a batch key, the provider is asked for a batch already
-   carrying it: the provider's batches of the last completion window (24 h and a margin) are
-   listed once per run context, newest first. One with the same run id, batch key and input
+   carrying it: the provider's batches of the last completion window (the provider's
+   look-back; where batches never expire, every batch) are listed once per run context,
+   newest first. One with the same run id, batch key and input
    checksum is adopted (the store that recorded it was lost); one with another checksum stops
    the run (paused, saying why) rather than buy the batch twice.
 3. Upload under a filename derived from the batch key; record the file id.
@@ -34,15 +35,12 @@ from batchor.stores.base import BatchRecord
 META_RUN_ID = "batchor_run_id"
 META_BATCH_KEY = "batchor_batch_key"
 META_INPUT_SHA256 = "batchor_input_sha256"
-# How far back the first-create lookup lists provider batches: the 24 h completion window and
-# a margin for validating and finalizing. A batch created earlier has ended long ago.
-LOOKBACK_SECONDS = 26 * 3600.0
 # Provider batches with another input that never bought anything: they do not block a create.
 _HARMLESS = frozenset({"failed", "cancelled"})
 # How far before the batch row's creation a provider batch may be dated (clock skew).
 _CLOCK_SKEW = 300.0
-# A create call gives up after 60 s (see OpenAIBatchProvider); a create claim younger than
-# this may still produce a provider batch, so nobody else creates it meanwhile.
+# A create call gives up after 60 s (the transports' create timeout); a create claim younger
+# than this may still produce a provider batch, so nobody else creates it meanwhile.
 CREATE_LEASE_SECONDS = 120.0
 CREATE_GRACE_SECONDS = 10.0
 
@@ -138,12 +136,12 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
             # Another worker recorded an upload first; delete ours unless it is the same file.
             winner = ctx.store.get_batch(batch.pk)
             if winner is None or winner.file_id != file_id:
-                ctx.provider.delete_file(file_id)
+                ctx.transport.delete_file(file_id)
             return False
         # Copies left by interrupted attempts go only now that this one is recorded: a
         # live worker's copy may still win the record above, so it is never deleted first.
         for extra in extras:
-            ctx.provider.delete_file(extra)
+            ctx.transport.delete_file(extra)
     assert file_id is not None
     try:
         return _create(ctx, batch, file_id, checksum)
@@ -157,12 +155,12 @@ def _upload(ctx: RunContext, batch: BatchRecord) -> tuple[str, list[str]]:
     and any extra copies, to delete once the file id is recorded, so no orphaned upload is
     left behind."""
     filename = upload_filename(batch.batch_key)
-    earlier = ctx.provider.find_uploads(filename, batch.created_at - _CLOCK_SKEW)
+    earlier = ctx.transport.find_uploads(filename, batch.created_at - _CLOCK_SKEW)
     if earlier:
         log.info("batch %s: adopted upload %s", batch.batch_key, earlier[0])
         return earlier[0], earlier[1:]
     with ctx.artifacts.open_read(batch.input_artifact) as fh:
-        return ctx.provider.upload_file(fh, filename), []
+        return ctx.transport.upload_file(fh, filename), []
 
 
 def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | None) -> bool:
@@ -190,7 +188,7 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
     if checksum is not None:
         metadata[META_INPUT_SHA256] = checksum
     try:
-        created = ctx.provider.create_batch(file_id, ctx.settings.endpoint, metadata)
+        created = ctx.transport.create_batch(file_id, ctx.codec.endpoint, metadata)
     except (TransientProviderError, ProviderAuthError, ProviderQuotaError):
         raise
     except ProviderError as exc:
@@ -233,7 +231,7 @@ def _create_in_flight(batch: BatchRecord) -> bool:
 
 def find_remote(ctx: RunContext, batch: BatchRecord) -> ProviderBatch | None:
     """The provider batch created for ``batch`` by an earlier, interrupted attempt, if any."""
-    for remote in ctx.provider.list_batches(created_after=batch.created_at - _CLOCK_SKEW):
+    for remote in ctx.transport.list_batches(created_after=batch.created_at - _CLOCK_SKEW):
         meta = remote.metadata
         if meta.get(META_BATCH_KEY) == batch.batch_key and meta.get(META_RUN_ID) == (
             ctx.run.run_id
@@ -317,17 +315,21 @@ def _list_run_batches(ctx: RunContext) -> dict[str, list[ProviderBatch]]:
     """The provider's batches of this run created within the look-back, by batch key, newest
     first (one listing, paged)."""
     found: dict[str, list[ProviderBatch]] = {}
-    since = time.time() - LOOKBACK_SECONDS
-    for remote in ctx.provider.list_batches(created_after=since):
+    # A batch created before the look-back has ended long ago; where batches never expire,
+    # one of any age may still be live (the run's record may be younger than its batches:
+    # its store was lost), so every batch is listed.
+    lookback = ctx.limits.lookback_seconds
+    since = 0.0 if lookback is None else time.time() - lookback
+    for remote in ctx.transport.list_batches(created_after=since):
         meta = remote.metadata
         key = meta.get(META_BATCH_KEY)
         if key is not None and meta.get(META_RUN_ID) == ctx.run.run_id:
             found.setdefault(key, []).append(remote)
     log.info(
-        "run %s: %d provider batches of this run in the last %.0f h",
+        "run %s: %d provider batches of this run %s",
         ctx.run.run_id,
         sum(map(len, found.values())),
-        LOOKBACK_SECONDS / 3600,
+        f"in the last {lookback / 3600:.0f} h" if lookback is not None else "in all",
     )
     return found
 
@@ -358,5 +360,5 @@ def _adopt(ctx: RunContext, batch: BatchRecord, remote: ProviderBatch) -> bool:
         remote.status,
     )
     if batch.file_id is not None and batch.file_id != remote.input_file_id:
-        ctx.provider.delete_file(batch.file_id)  # our own upload, now unused
+        ctx.transport.delete_file(batch.file_id)  # our own upload, now unused
     return True

@@ -1,14 +1,19 @@
-"""The `BatchProvider` port: a provider's files and batches, as the engine uses them."""
+"""The provider port: a provider is a transport (its batch API's calls) plus a codec (its
+wire format). The engine calls only these two; no provider's names, codes or JSON keys are
+known outside the provider's own package."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, NamedTuple, Protocol
 
 from batchor.errors import ProviderError
+from batchor.items import PromptParts
 
-#: Provider batch statuses after which nothing changes.
+#: Batch statuses after which nothing changes. Every transport reports its provider's states
+#: in this vocabulary (validating, in_progress, finalizing, completed, failed, expired,
+#: cancelling, cancelled).
 TERMINAL_PROVIDER_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -22,12 +27,13 @@ class ProviderBatch:
 
     Attributes:
         id: The provider's batch id.
-        status: The provider's status (validating, in_progress, finalizing, completed,
-            failed, expired, cancelling, cancelled).
-        output_file_id: File of answered lines (2xx), if any.
+        status: Its state in the port's vocabulary (validating, in_progress, finalizing,
+            completed, failed, expired, cancelling, cancelled).
+        output_file_id: File of answered lines, if any.
         error_file_id: File of failed or unanswered lines, if any.
         errors: Batch-level errors as ``(code, message)`` pairs.
-        metadata: The batch's metadata.
+        metadata: The batch's metadata (how a batch created by an interrupted attempt is
+            found again).
         created_at: Creation time (epoch seconds).
         input_file_id: The file of requests the batch was created from.
     """
@@ -47,8 +53,15 @@ class ProviderBatch:
         return self.status in TERMINAL_PROVIDER_STATUSES
 
 
-class BatchProvider(Protocol):
-    """A batch API: upload an input file, create and watch batches, download results."""
+class BatchTransport(Protocol):
+    """A provider's batch API calls. Each call reports a failure as `TransientProviderError`
+    (worth retrying later), `ProviderQuotaError`, `ProviderAuthError` or `ProviderError`
+    (permanent); messages never contain a key."""
+
+    def check_credentials(self) -> None:
+        """Raise `ProviderAuthError` at once if no credentials are configured (no call is
+        made); used before a run is created."""
+        ...
 
     def upload_file(self, content: BinaryIO, filename: str) -> str:
         """Upload a batch input file; returns its file id."""
@@ -78,9 +91,159 @@ class BatchProvider(Protocol):
         ...
 
     def download_file(self, file_id: str, dest: BinaryIO) -> int:
-        """Stream a file's content into ``dest``; returns the bytes written."""
+        """Stream a file's content into ``dest``; returns the bytes written. A file not
+        served yet is a `TransientProviderError`."""
         ...
 
     def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file (missing files are ignored)."""
+        ...
+
+
+class Reply(NamedTuple):
+    """What one result line says about its request (a tuple: read by the million).
+
+    Attributes:
+        text: The reply text when the request succeeded (for embeddings, the vector as a
+            JSON array).
+        usage: Tokens billed, ``(input, output)``.
+        error_class: ``None`` on success, else a failure class (see ``ItemFailure``).
+        message: The failure's message.
+        retryable: Whether that failure is retried.
+    """
+
+    text: str | None
+    usage: tuple[int, int] | None
+    error_class: str | None = None
+    message: str = ""
+    retryable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BatchVerdict:
+    """What a batch that ended without answering every item means for the items left
+    unanswered and for the run.
+
+    Attributes:
+        charge: ``(error_class, message)`` to charge each unanswered item an attempt with;
+            ``None`` requeues them free (the provider never ran them).
+        pause_reason: Set when the account cannot take more work (out of quota): the run
+            pauses with this reason.
+        capacity: The provider refused the batch for capacity: packing backs off.
+    """
+
+    charge: tuple[str, str] | None
+    pause_reason: str | None = None
+    capacity: bool = False
+
+
+class RequestCodec(Protocol):
+    """A provider's wire format for one job (its model, endpoint, parameters and schema).
+
+    Attributes:
+        endpoint: The endpoint the batch is created for, as the transport passes it.
+        output_kind: ``"text"`` (a string reply, parsed into the structured-output model if
+            the job has one) or ``"vector"`` (an embedding: a JSON array of floats).
+    """
+
+    endpoint: str
+    output_kind: str
+
+    def encode_body(self, parts: PromptParts) -> bytes:
+        """The request body for one prompt, as compact UTF-8 JSON (same prompt, same bytes).
+
+        Raises:
+            ConfigurationError: the prompt asks for what the endpoint cannot do.
+            TypeError, ValueError: the text cannot be encoded.
+        """
+        ...
+
+    def frame(self, seq: int, body: bytes) -> bytes:
+        """The whole request line (newline included) for the item numbered ``seq``."""
+        ...
+
+    def decode(self, line: bytes) -> tuple[int, Reply | None] | None:
+        """One result line: the item's seq and its reply, ``(seq, None)`` for a request the
+        provider never ran (requeued without charging an attempt), or ``None`` for a line
+        that is not a result."""
+        ...
+
+    def batch_verdict(self, status: str, errors: list[tuple[str, str]]) -> BatchVerdict:
+        """The verdict on a batch that ended ``status`` with these batch-level errors."""
+        ...
+
+    def estimate_tokens(self, parts: PromptParts) -> int:
+        """Estimated input tokens of one request (for the enqueued-token budget)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """A provider's own limits and habits, as packing and the exactly-once lookup use them.
+
+    Attributes:
+        max_requests: Requests per batch.
+        max_bytes: Bytes per batch input.
+        lookback_seconds: How long a batch can live at the provider before it ends by
+            itself; ``None`` when batches never expire (the lookup for a batch created by an
+            earlier life of a run then reaches back to the run's creation).
+    """
+
+    max_requests: int
+    max_bytes: int
+    lookback_seconds: float | None
+
+
+class ProviderConfig(Protocol):
+    """A provider's settings for a job; its type chooses the provider."""
+
+    @property
+    def model(self) -> str:
+        """The model (or deployment) every request uses."""
+        ...
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint every request goes to."""
+        ...
+
+    @property
+    def enqueued_token_limit(self) -> int | None:
+        """The most estimated input tokens in flight at once (``None``: no limit)."""
+        ...
+
+    @property
+    def quota_scope(self) -> str | None:
+        """Separates token budgets of the same model."""
+        ...
+
+    @property
+    def provider_name(self) -> str:
+        """The provider's name as recorded with a run (``openai``, ``azure``)."""
+        ...
+
+    @property
+    def limits(self) -> ProviderLimits:
+        """The provider's limits for this config."""
+        ...
+
+    @property
+    def request_params(self) -> Mapping[str, Any]:
+        """Extra body parameters for every request."""
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """The settings to store with a run (never a key)."""
+        ...
+
+    def codec(self, schema: dict[str, Any] | None, schema_name: str) -> RequestCodec:
+        """The codec of a job with this config and structured-output schema.
+
+        Raises:
+            ConfigurationError: the endpoint cannot give structured output.
+        """
+        ...
+
+    def transport(self, *, api_key: str | None, base_url: str | None) -> BatchTransport:
+        """The transport, with a key and base URL used where the config sets none."""
         ...

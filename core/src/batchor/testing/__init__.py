@@ -1,4 +1,6 @@
-"""Test helpers for batchor users: a local emulator of the OpenAI Files and Batches API.
+"""Test helpers for batchor users: a local emulator of the OpenAI Files and Batches API,
+served over loopback HTTP (`OpenAIBatchEmulator`) or called in process
+(`InProcessBatchTransport`, for ``BatchRunner(provider=...)``).
 
 Importing this package pulls in the standard library only (neither ``openai`` nor ``pytest``).
 The ``openai_emulator`` pytest fixture lives in `batchor.testing.pytest_plugin`.
@@ -8,7 +10,14 @@ from batchor.testing.emulator import (
     EmulatorFaults,
     EmulatorLimits,
     EmulatorStats,
+    InProcessBatchTransport,
     OpenAIBatchEmulator,
 )
 
-__all__ = ["EmulatorFaults", "EmulatorLimits", "EmulatorStats", "OpenAIBatchEmulator"]
+__all__ = [
+    "EmulatorFaults",
+    "EmulatorLimits",
+    "EmulatorStats",
+    "InProcessBatchTransport",
+    "OpenAIBatchEmulator",
+]

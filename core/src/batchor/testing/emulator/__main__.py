@@ -1,4 +1,8 @@
-"""Run the emulator in the foreground until SIGINT or SIGTERM, printing its base URL."""
+"""Run the emulator in the foreground until SIGINT or SIGTERM, printing its base URL.
+
+The OpenAI base URL goes to stdout (alone on the first line); the Azure OpenAI endpoint, served
+by the same process, to stderr.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse the command line, serve until a stop signal, return the exit status."""
     parser = argparse.ArgumentParser(
         prog="python -m batchor.testing.emulator",
-        description="Serve an emulator of the OpenAI Files and Batches API.",
+        description="Serve an emulator of the OpenAI Files and Batches API "
+        "(OpenAI and Azure OpenAI URL shapes).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (0: any free)")
@@ -42,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     with emulator:
         print(emulator.base_url, flush=True)
+        print(f"Azure OpenAI endpoint: {emulator.azure_endpoint}", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
     return 0

@@ -16,7 +16,23 @@ from batchor.testing.emulator.files import FileStore
 BATCH_ENDPOINTS: frozenset[str] = frozenset(
     {"/v1/responses", "/v1/chat/completions", "/v1/embeddings", "/v1/completions"}
 )
-"""Endpoints a batch may target."""
+"""Endpoints a batch may target, as OpenAI spells them."""
+
+AZURE_ENDPOINTS: dict[str, str] = {
+    "/chat/completions": "/v1/chat/completions",
+    "/embeddings": "/v1/embeddings",
+}
+"""Azure OpenAI's spellings of batch endpoints (no ``/v1``), each with its OpenAI spelling.
+
+A batch keeps the spelling it was created with, and its request lines must use that same
+spelling in their ``url``.
+"""
+
+
+def canonical_endpoint(endpoint: str) -> str:
+    """The OpenAI spelling of a batch endpoint given in either spelling."""
+    return AZURE_ENDPOINTS.get(endpoint, endpoint)
+
 
 TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "expired", "cancelled"})
 """Statuses a batch never leaves."""
@@ -151,7 +167,7 @@ def parse_batch_request(payload: Any, files: FileStore) -> BatchRequest:
                 code="missing_required_parameter",
             )
     endpoint = payload["endpoint"]
-    if endpoint not in BATCH_ENDPOINTS:
+    if not isinstance(endpoint, str) or canonical_endpoint(endpoint) not in BATCH_ENDPOINTS:
         raise bad_request(
             f"Invalid value: '{endpoint}'. Supported values are: "
             + ", ".join(f"'{e}'" for e in sorted(BATCH_ENDPOINTS))
@@ -177,7 +193,7 @@ def parse_batch_request(payload: Any, files: FileStore) -> BatchRequest:
             param="input_file_id",
             code="invalid_file_purpose",
         )
-    return BatchRequest(input_file_id=input_file_id, endpoint=str(endpoint), metadata=metadata)
+    return BatchRequest(input_file_id=input_file_id, endpoint=endpoint, metadata=metadata)
 
 
 class BatchStore:

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
 LineFault = Literal["server_error", "rate_limit", "invalid_json", "schema_mismatch", "bad_request"]
-"""How one request line of a batch is answered when it is faulted."""
+"""How one request line of a batch is answered when it is faulted.
+
+``server_error``, ``rate_limit`` and ``bad_request`` answer the line 500, 429 or 400 (error
+file) on every endpoint. ``invalid_json`` answers 200 with reply text that is not valid JSON
+(on ``/v1/embeddings``: each vector replaced by half of its encoded text, a string) and
+``schema_mismatch`` 200 with valid JSON that does not fit the requested schema (on
+``/v1/embeddings``: ``data`` entries without their ``embedding``).
+"""
 
 BatchOutcome = Literal["token_limit", "fail", "expire"]
 """A fault that decides the fate of a whole batch at creation time."""
@@ -38,7 +45,8 @@ class EmulatorFaults:
     line_rate_limit_rate: float = 0.0
     """Fraction of request lines answered with HTTP 429 (error file)."""
     line_invalid_json_rate: float = 0.0
-    """Fraction of request lines answered 200 with content that is not valid JSON."""
+    """Fraction of request lines answered 200 with content that is not valid JSON (on
+    ``/v1/embeddings``, with vectors that are not arrays of floats)."""
     line_fault: Callable[[str, dict[str, Any]], str | None] | None = None
     """Called with ``(custom_id, body)`` for every line; returns a `LineFault` name or ``None``.
 

@@ -17,6 +17,9 @@ class EmulatorLimits:
     """Largest batch input file; a larger one makes the batch fail during validation."""
     max_batch_lines: int = 50_000
     """Most request lines a batch input file may hold."""
+    max_embedding_inputs: int = 50_000
+    """Most embedding inputs (strings or token arrays, summed over every request's
+    ``input``) an ``/v1/embeddings`` batch may hold."""
     max_json_body_bytes: int = 1 * MIB
     """Largest JSON request body accepted by the JSON endpoints."""
     max_validation_errors: int = 100

@@ -1,18 +1,19 @@
 """Generation of realistic, deterministic batch output lines for each request line.
 
 Text requests are answered with an echo of the prompt; structured requests with JSON that
-validates against the requested schema; faulted lines with the matching error shapes.
+validates against the requested schema; embeddings requests with deterministic unit vectors
+(`batchor.testing.emulator.embeddings`); faulted lines with the matching error shapes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import os
 from collections.abc import Mapping
 from typing import Any
 
+from batchor.testing.emulator.embeddings import EMBEDDINGS, Embedder
 from batchor.testing.emulator.faults import LineFault
 from batchor.testing.emulator.schema_text import SchemaCache
 from batchor.testing.emulator.schemas import Entropy, strict_refusal
@@ -203,15 +204,17 @@ class Renderer:
             instructions = None
         self._extra_chars = 0 if instructions is None else len(instructions)
         self._serial = ids.serial
-        self._schema = None if endpoint == "/v1/embeddings" else requested_schema(endpoint, body)
+        self._embedder = Embedder(body) if endpoint == EMBEDDINGS else None
+        self._schema = None if self._embedder is not None else requested_schema(endpoint, body)
         schema = self._schema
         structured = schema is not None and schema is not _JSON_OBJECT
         self._refusal = strict_refusal(endpoint, body) if structured else None
+        if self._embedder is not None:  # a body the API refuses: every line fails
+            self._refusal = self._embedder.error
         self._generate = schemas.generator(schema) if structured and self._refusal is None else None
-        self._endpoint = endpoint
         self._responses = endpoint == "/v1/responses"
         body_format = "%s"
-        if endpoint != "/v1/embeddings":
+        if self._embedder is None:
             body_format = _body_format(endpoint, ids, self._model, instructions)
         self._ok = _line_format(ids, "200", body_format)
         self._fail = _line_format(ids, "%d", "%s")
@@ -234,15 +237,15 @@ class Renderer:
     def answer(self, custom_id_json: str, prompt: str, fault: LineFault | None, now: int) -> Answer:
         """Answer one request line (``custom_id_json``: its custom_id as a JSON literal)."""
         serial = self._serial()
-        if self._refusal is not None:  # a schema strict mode refuses: every line fails
+        if self._refusal is not None:  # a body the API refuses: every line fails
             return self._fail % (serial, custom_id_json, 400, serial, self._refusal), True, 0, 0
         if fault is None and self._generate is not None:
             text = self._generate(Entropy.for_text(prompt))
         elif fault is not None and fault in _ERRORS:
             status, body = self._error_body(fault)
             return self._fail % (serial, custom_id_json, status, serial, body), True, 0, 0
-        elif self._endpoint == "/v1/embeddings":
-            return self._embedding(serial, custom_id_json, prompt)
+        elif self._embedder is not None:
+            return self._embedding(self._embedder, serial, custom_id_json, prompt, fault)
         else:
             text = self.content(prompt, fault)
         # The usual rough estimate: one token per four characters, at least one.
@@ -271,19 +274,18 @@ class Renderer:
         }
         return status, _encode({"error": error})
 
-    def _embedding(self, serial: str, custom_id_json: str, prompt: str) -> Answer:
-        input_tokens = (len(prompt) + self._extra_chars) // 4 or 1
-        digest = hashlib.blake2b(prompt.encode("utf-8", "replace"), digest_size=8).digest()
-        vector = [round(b / 255 * 2 - 1, 4) for b in digest]
-        reply = _encode(
-            {
-                "object": "list",
-                "data": [{"object": "embedding", "index": 0, "embedding": vector}],
-                "model": self._model,
-                "usage": {"prompt_tokens": input_tokens, "total_tokens": input_tokens},
-            }
-        )
-        return self._ok % (serial, custom_id_json, serial, reply), False, input_tokens, 0
+    def _embedding(
+        self,
+        embedder: Embedder,
+        serial: str,
+        custom_id_json: str,
+        prompt: str,
+        fault: LineFault | None,
+    ) -> Answer:
+        status, body, input_tokens = embedder.reply(prompt, fault)
+        if status != 200:
+            return self._fail % (serial, custom_id_json, status, serial, body), True, 0, 0
+        return self._ok % (serial, custom_id_json, serial, body), False, input_tokens, 0
 
 
 class ReplyFactory:

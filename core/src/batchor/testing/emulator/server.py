@@ -1,4 +1,8 @@
-"""The emulator's HTTP layer: a threading HTTP/1.1 server, routing, auth and fault injection."""
+"""The emulator's HTTP layer: a threading HTTP/1.1 server, routing, auth and fault injection.
+
+Every endpoint is served in three URL shapes at once: OpenAI's ``/v1/...``, Azure OpenAI's
+classic ``/openai/...?api-version=...`` and Azure OpenAI's v1 ``/openai/v1/...``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,7 +24,15 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from batchor.testing.emulator import routes
 from batchor.testing.emulator.batches import BatchStore
 from batchor.testing.emulator.bodies import BodyError, BodyReader
-from batchor.testing.emulator.errors import ApiError, server_error
+from batchor.testing.emulator.errors import (
+    ApiError,
+    azure_invalid_key,
+    azure_invalid_token,
+    azure_missing_key,
+    azure_resource_not_found,
+    azure_unsupported_api_version,
+    server_error,
+)
 from batchor.testing.emulator.faults import EmulatorFaults
 from batchor.testing.emulator.files import FileStore
 from batchor.testing.emulator.limits import EmulatorLimits
@@ -41,41 +54,111 @@ class ServerState:
     limits: EmulatorLimits
     faults: Callable[[], EmulatorFaults]
     api_key: str | None
-    """The only accepted key, or ``None`` to accept any bearer token."""
+    """The only accepted key, or ``None`` to accept any (bearer token or Azure ``api-key``)."""
 
 
 Handler = Callable[["RequestHandler", str, Mapping[str, list[str]]], None]
 """A route handler: called with the request handler, the path id and the query."""
 
-_ROUTES: list[tuple[str, str, Handler]] = [
-    ("POST", "/v1/files", routes.create_file),
-    ("GET", "/v1/files", routes.list_files),
-    ("GET", "/v1/files/{id}", routes.retrieve_file),
-    ("DELETE", "/v1/files/{id}", routes.delete_file),
-    ("GET", "/v1/files/{id}/content", routes.file_content),
-    ("POST", "/v1/batches", routes.create_batch),
-    ("GET", "/v1/batches", routes.list_batches),
-    ("GET", "/v1/batches/{id}", routes.retrieve_batch),
-    ("POST", "/v1/batches/{id}/cancel", routes.cancel_batch),
+OPENAI = "openai"
+"""The OpenAI URL shape: ``/v1/...``, ``Authorization: Bearer KEY``."""
+AZURE = "azure"
+"""The Azure OpenAI URL shape: ``/openai/...?api-version=...``, an ``api-key`` header (or an
+Entra ID ``Authorization: Bearer`` token)."""
+AZURE_V1 = "azure-v1"
+"""Azure OpenAI's v1 API: ``/openai/v1/...`` with Azure's auth, ``api-version`` optional."""
+
+_ENDPOINTS: list[tuple[str, str, Handler]] = [
+    ("POST", "/files", routes.create_file),
+    ("GET", "/files", routes.list_files),
+    ("GET", "/files/{id}", routes.retrieve_file),
+    ("DELETE", "/files/{id}", routes.delete_file),
+    ("GET", "/files/{id}/content", routes.file_content),
+    ("POST", "/batches", routes.create_batch),
+    ("GET", "/batches", routes.list_batches),
+    ("GET", "/batches/{id}", routes.retrieve_batch),
+    ("POST", "/batches/{id}/cancel", routes.cancel_batch),
 ]
-_PATTERNS = [
-    (method, template, re.compile("^" + template.replace("{id}", "([^/]+)") + "$"), handler)
-    for method, template, handler in _ROUTES
+_PREFIXES = [("/v1", OPENAI), ("/openai", AZURE), ("/openai/v1", AZURE_V1)]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One served endpoint in one URL shape."""
+
+    method: str
+    template: str
+    pattern: re.Pattern[str]
+    handler: Handler
+    dialect: str
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    """What a request path resolved to."""
+
+    template: str
+    """The route template (e.g. ``/openai/batches/{id}``), or the literal path if unknown."""
+    handler: Handler | None
+    """``None`` if no route serves this method and path."""
+    object_id: str
+    """The ``{id}`` in the path, or ``""``."""
+    dialect: str
+    """`OPENAI`, `AZURE` or `AZURE_V1`: how to authenticate and render gateway errors."""
+
+
+_ROUTE_TABLE = [
+    Route(
+        method,
+        prefix + suffix,
+        re.compile("^" + re.escape(prefix + suffix).replace(r"\{id\}", "([^/]+)") + "$"),
+        handler,
+        dialect,
+    )
+    for prefix, dialect in _PREFIXES
+    for method, suffix, handler in _ENDPOINTS
 ]
 
 
-def match_route(method: str, path: str) -> tuple[str, Handler | None, str]:
-    """``(route template or path, handler or None, path id)`` for a request."""
+def dialect_of(path: str) -> str:
+    """The URL shape a path is in, judged by its prefix (for paths no route matches)."""
+    if path == "/openai/v1" or path.startswith("/openai/v1/"):
+        return AZURE_V1
+    if path == "/openai" or path.startswith("/openai/"):
+        return AZURE
+    return OPENAI
+
+
+def match_route(method: str, path: str) -> RouteMatch:
+    """Resolve a request to its route (or to none, keeping the path's dialect)."""
     template_for_path: str | None = None
-    for route_method, template, pattern, handler in _PATTERNS:
-        found = pattern.match(path)
+    for route in _ROUTE_TABLE:
+        found = route.pattern.match(path)
         if found is None:
             continue
         object_id = unquote(found.group(1)) if found.groups() else ""
-        if route_method == method:
-            return template, handler, object_id
-        template_for_path = template_for_path or template
-    return template_for_path or path, None, ""
+        if route.method == method:
+            return RouteMatch(route.template, route.handler, object_id, route.dialect)
+        template_for_path = template_for_path or route.template
+    return RouteMatch(template_for_path or path, None, "", dialect_of(path))
+
+
+_API_VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}(-preview)?$")
+
+
+def check_api_version(dialect: str, query: Mapping[str, list[str]]) -> None:
+    """Azure's ``api-version`` rule: required, and dated, on the classic ``/openai/...`` shape.
+
+    A missing one gets Azure's 404 ``Resource not found``; a malformed one its 400
+    ``API version not supported``. The v1 shape (``/openai/v1/...``) needs none.
+    """
+    if dialect != AZURE:
+        return
+    values = query.get("api-version")
+    if not values:
+        raise azure_resource_not_found()
+    if _API_VERSION.match(values[-1]) is None:
+        raise azure_unsupported_api_version()
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
@@ -115,13 +198,15 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
 
 
 class RequestHandler(BaseHTTPRequestHandler):
-    """Serves one connection: routes each request and renders errors the OpenAI way."""
+    """Serves one connection: routes each request, authenticates it and renders its errors."""
 
     protocol_version = "HTTP/1.1"
     server_version = "batchor-emulator"
     sys_version = ""
     server: EmulatorHTTPServer
     body: BodyReader
+    dialect: str = OPENAI
+    """The URL shape of the request being served (`OPENAI`, `AZURE` or `AZURE_V1`)."""
 
     def log_message(self, format: str, *args: Any) -> None:
         """Keep the console quiet; log at debug level instead."""
@@ -148,8 +233,9 @@ class RequestHandler(BaseHTTPRequestHandler):
         state = self.state
         split = urlsplit(self.path)
         path = split.path.rstrip("/") or "/"
-        route, handler, object_id = match_route(method, path)
-        state.stats.record_call(method, route)
+        match = match_route(method, path)
+        self.dialect = match.dialect
+        state.stats.record_call(method, match.template)
         try:
             self.body = self._body_reader()
         except BodyError as exc:
@@ -161,12 +247,18 @@ class RequestHandler(BaseHTTPRequestHandler):
             faults = state.faults()
             if faults.latency > 0:
                 time.sleep(faults.latency)
-            if faults.take_http_server_error() or faults.take_route_server_error(method, route):
+            if faults.take_http_server_error() or faults.take_route_server_error(
+                method, match.template
+            ):
                 raise server_error()
+            query = parse_qs(split.query)
             self._authenticate()
-            if handler is None:
+            check_api_version(match.dialect, query)
+            if match.handler is None:
+                if match.dialect != OPENAI:
+                    raise azure_resource_not_found()
                 raise ApiError(404, f"Invalid URL ({method} {split.path})")
-            handler(self, object_id, parse_qs(split.query))
+            match.handler(self, match.object_id, query)
         except ApiError as exc:
             self.send_json(exc.status, exc.body(), exc.headers)
         except (BodyError, MultipartError) as exc:
@@ -191,6 +283,12 @@ class RequestHandler(BaseHTTPRequestHandler):
         return BodyReader(cast(BinaryIO, self.rfile), length, chunked)
 
     def _authenticate(self) -> None:
+        if self.dialect == OPENAI:
+            self._authenticate_openai()
+        else:
+            self._authenticate_azure()
+
+    def _authenticate_openai(self) -> None:
         header = self.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         token = token.strip()
@@ -207,6 +305,25 @@ class RequestHandler(BaseHTTPRequestHandler):
                 f"Incorrect API key provided: {token[:3]}***{token[-4:]}.",
                 code="invalid_api_key",
             )
+
+    def _authenticate_azure(self) -> None:
+        """An ``api-key`` header, else an ``Authorization: Bearer`` (Entra ID) token.
+
+        Without an emulator `api_key` any non-empty credential passes; with one, the key (or
+        the bearer token) must equal it.
+        """
+        expected = self.state.api_key
+        key = self.headers.get("api-key")
+        if key is not None:
+            if not key.strip() or (expected is not None and key.strip() != expected):
+                raise azure_invalid_key()
+            return
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            raise azure_missing_key()
+        token = token.strip()
+        if not token or (expected is not None and token != expected):
+            raise azure_invalid_token()
 
     def read_json(self) -> Any:
         """The request body parsed as JSON (400 if it is not)."""
@@ -230,6 +347,8 @@ class RequestHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(length))
         self.send_header("x-request-id", "req_" + os.urandom(16).hex())
+        if self.dialect != OPENAI:
+            self.send_header("apim-request-id", str(uuid.uuid4()))
         for name, value in headers.items():
             self.send_header(name, value)
         if self.close_connection:

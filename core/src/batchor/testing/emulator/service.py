@@ -26,7 +26,10 @@ class OpenAIBatchEmulator:
     """A local, loopback HTTP emulator of the OpenAI Files and Batches API.
 
     Point the official SDK at it with ``OpenAI(base_url=emu.base_url, api_key=emu.api_key)``.
-    Use it as a context manager, or call `start` and `stop`.
+    The same server also speaks Azure OpenAI's URL shape: ``AzureOpenAI(azure_endpoint=
+    emu.azure_endpoint, api_key=emu.api_key, api_version="2024-10-21")`` (see `azure_endpoint`;
+    pass Azure's limits through ``limits`` to behave as Azure does). Use it as a context
+    manager, or call `start` and `stop`.
 
     Args:
         port: TCP port to listen on; ``0`` picks a free one.
@@ -36,8 +39,9 @@ class OpenAIBatchEmulator:
             ``in_progress``, ``finalizing`` (and ``cancelling``); ``0`` is as fast as possible.
         data_dir: Directory to store files in; by default a temporary directory that is
             removed on `stop` (a given directory is left in place).
-        api_key: If given, the only API key accepted (others get 401); otherwise any bearer
-            key is accepted and `api_key` is ``"sk-emulator"``.
+        api_key: If given, the only API key accepted (others get 401), as a bearer token or an
+            Azure ``api-key`` header; otherwise any key is accepted and `api_key` is
+            ``"sk-emulator"``.
         host: Interface to bind, loopback by default.
         limits: Size and count limits; the real service's limits by default.
     """
@@ -87,10 +91,32 @@ class OpenAIBatchEmulator:
     @property
     def base_url(self) -> str:
         """The SDK base URL, e.g. ``"http://127.0.0.1:8000/v1"``."""
+        return self._origin() + "/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        """The Azure OpenAI endpoint, e.g. ``"http://127.0.0.1:8000"``.
+
+        Pass it as ``AzureOpenAI(azure_endpoint=..., api_key=emu.api_key, api_version=...)``:
+        the SDK then calls ``/openai/files``, ``/openai/batches`` and so on with an
+        ``api-version`` query parameter and an ``api-key`` header (or, with an Entra ID token,
+        ``Authorization: Bearer``).
+        """
+        return self._origin()
+
+    @property
+    def azure_v1_base_url(self) -> str:
+        """The base URL of Azure OpenAI's v1 API, e.g. ``"http://127.0.0.1:8000/openai/v1"``.
+
+        Use it with the plain client: ``OpenAI(base_url=..., api_key=emu.api_key)``.
+        """
+        return self._origin() + "/openai/v1"
+
+    def _origin(self) -> str:
         if self._server is None and self._requested_port == 0:
             raise RuntimeError("the emulator picks its port on start(); start it first")
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/v1"
+        return f"http://{host}:{self.port}"
 
     @property
     def data_dir(self) -> Path | None:

@@ -7,8 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from batchor.testing.emulator.batches import canonical_endpoint
+from batchor.testing.emulator.embeddings import EMBEDDINGS, count_inputs
 from batchor.testing.emulator.limits import EmulatorLimits
-from batchor.testing.emulator.lines import RequestLine, RequestReader, parse_line, parsed_line
+from batchor.testing.emulator.lines import (
+    LineShape,
+    RequestLine,
+    RequestReader,
+    parse_line,
+    parsed_line,
+)
 
 _READ_BUFFER = 1 << 20
 _REQUIRED = ("custom_id", "method", "url", "body")
@@ -120,12 +128,18 @@ class InputValidator:
     """Validates a batch input file line by line, handing out the valid lines as it goes."""
 
     def __init__(self, path: Path, endpoint: str, limits: EmulatorLimits) -> None:
-        """Prepare to validate the file at ``path`` for a batch on ``endpoint``."""
+        """Prepare to validate the file at ``path`` for a batch on ``endpoint``.
+
+        ``endpoint`` is spelled as the batch was created (OpenAI's or Azure's spelling), and
+        every line's ``url`` must spell it the same way.
+        """
         self.path = path
         self.endpoint = endpoint
         self.limits = limits
         self.check = InputCheck()
         """The outcome, complete once `requests` is exhausted."""
+        self._embedding_inputs = 0
+        self._shape_inputs: dict[LineShape, int] = {}
 
     def requests(self) -> Iterator[RequestLine]:
         """Validate the whole file; yield each line read until the first invalid one."""
@@ -157,9 +171,10 @@ class InputValidator:
     def _lines(self, handle: TextIO) -> Iterator[RequestLine]:
         check, endpoint, errors = self.check, self.endpoint, self.check.errors
         seen: set[str] = set()
-        reader = RequestReader(endpoint)
+        reader = RequestReader(canonical_endpoint(endpoint))
         fast = reader.fast
         max_lines = self.limits.max_batch_lines
+        embeddings = reader.endpoint == EMBEDDINGS
         for number, raw in enumerate(handle, start=1):
             line = fast(raw)
             if line is None and raw.isspace():
@@ -190,6 +205,12 @@ class InputValidator:
                 if error is None:
                     reader.learn(raw, request)
                     line = parsed_line(raw, request)
+            if error is None and embeddings:
+                assert line is not None
+                error = self._count_embedding_inputs(line, number)
+                if error is not None:
+                    errors.append(error)
+                    return
             if error is not None:
                 errors.append(error)
                 if len(errors) >= self.limits.max_validation_errors:
@@ -197,3 +218,27 @@ class InputValidator:
             elif not errors:
                 assert line is not None
                 yield line
+
+    def _count_embedding_inputs(self, line: RequestLine, number: int) -> dict[str, Any] | None:
+        """Count a valid line's embedding inputs; the error once there are too many."""
+        shape = line.shape
+        if line.body is not None:
+            count = count_inputs(line.body.get("input"))
+        elif line.prompt is not None or shape is None:
+            count = 1  # a string input read through a shape's prompt slot
+        else:  # a shape without a prompt slot: every line has the shape's input
+            count = self._shape_inputs.get(shape, 0)
+            if not count:
+                count = self._shape_inputs[shape] = count_inputs(shape.body.get("input"))
+        self._embedding_inputs += count
+        limit = self.limits.max_embedding_inputs
+        if self._embedding_inputs <= limit:
+            return None
+        return batch_error(
+            "too_many_tasks",
+            f"The batch input file contains more than the maximum of {limit} embedding "
+            f"inputs. {self.endpoint} batches are restricted to a maximum of {limit} embedding "
+            "inputs across all requests in the batch.",
+            None,
+            number,
+        )

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from batchor.testing.emulator.answering import Answerer, Tally
-from batchor.testing.emulator.batches import BatchRecord, BatchStore
+from batchor.testing.emulator.batches import BatchRecord, BatchStore, canonical_endpoint
 from batchor.testing.emulator.faults import EmulatorFaults
 from batchor.testing.emulator.files import FileStore
 from batchor.testing.emulator.limits import EmulatorLimits
@@ -229,7 +229,7 @@ class BatchWorker:
         if stored is None:
             raise FileNotFoundError(job.record.input_file_id)
         job.handle = open_input(stored.path)
-        job.requests = iter_requests(job.handle, job.record.endpoint)
+        job.requests = iter_requests(job.handle, canonical_endpoint(job.record.endpoint))
         self._open_outputs(job)
 
     def _open_outputs(self, job: _Job) -> None:
@@ -237,7 +237,8 @@ class BatchWorker:
         job.err_path = self._files.scratch_path(f"{job.record.id}-err")
         job.out = _open_output(job.out_path)
         job.err = _open_output(job.err_path)
-        job.answerer = Answerer(self._replies, job.record.endpoint, job.out, job.err)
+        endpoint = canonical_endpoint(job.record.endpoint)
+        job.answerer = Answerer(self._replies, endpoint, job.out, job.err)
 
     def _prepare(self, job: _Job, requests: Iterator[RequestLine]) -> None:
         """Answer the lines of ``requests`` as they are validated, to release them later."""

@@ -1,4 +1,4 @@
-"""The OpenAI Files + Batches API through the official ``openai`` SDK."""
+"""The OpenAI Files and Batches API through the official ``openai`` SDK."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
 from batchor.providers.base import ProviderBatch, TransientProviderError
-from batchor.providers.openai_config import OpenAIProviderConfig
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -19,48 +18,76 @@ T = TypeVar("T")
 _DOWNLOAD_CHUNK = 1 << 20
 
 
-class OpenAIBatchProvider:
-    """A `BatchProvider` on the ``openai`` SDK.
+class OpenAITransport:
+    """The OpenAI Files and Batches API through the ``openai`` SDK (a `BatchTransport`).
 
-    The SDK client is made on first use, so constructing a provider is free. Key and base URL
-    come from the config, else from ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` as the SDK reads
-    them. SDK errors are re-raised as `TransientProviderError` (worth retrying later)
-    or `ProviderError`; their messages never contain the key.
+    The SDK client is made on first use, so constructing a transport is free. Key and base
+    URL are the given ones, else ``OPENAI_API_KEY`` / ``OPENAI_BASE_URL`` as the SDK reads
+    them. SDK errors are re-raised as `TransientProviderError` (worth retrying later),
+    `ProviderQuotaError`, `ProviderAuthError` or `ProviderError`; their messages never
+    contain the key.
+
+    Args:
+        api_key: The key; ``None`` reads ``OPENAI_API_KEY``.
+        base_url: The API base URL; ``None`` reads ``OPENAI_BASE_URL``, else the public API.
+        max_retries: Retries of idempotent calls on transient errors (never of a create).
+        timeout: Seconds per call.
+        create_timeout: Seconds a batch create may take before it is given up (and looked up
+            by its metadata on the next attempt).
     """
+
+    #: What a missing key is reported as.
+    missing_key = (
+        "no OpenAI API key: set the OPENAI_API_KEY environment variable (from Python, "
+        "OpenAIProviderConfig(api_key=...) or BatchRunner(api_key=...))"
+    )
 
     def __init__(
         self,
-        config: OpenAIProviderConfig,
+        api_key: str | None = None,
+        base_url: str | None = None,
         *,
         max_retries: int = 4,
         timeout: float = 600.0,
         create_timeout: float = 60.0,
     ) -> None:
-        self.config = config
+        self._api_key = api_key
+        self._base_url = base_url
         self._max_retries = max_retries
         self._timeout = timeout
         self._create_timeout = create_timeout
         self._client: OpenAI | None = None
 
+    def _new_client(self) -> OpenAI:
+        """A new SDK client (Azure's transport makes an ``AzureOpenAI`` one)."""
+        import openai
+
+        return openai.OpenAI(
+            api_key=self._api_key,
+            base_url=self._base_url,
+            max_retries=self._max_retries,
+            timeout=self._timeout,
+        )
+
     @property
     def client(self) -> OpenAI:
-        """The SDK client, made on first use."""
+        """The SDK client, made on first use.
+
+        Raises:
+            ProviderAuthError: no key is configured.
+        """
         if self._client is None:
             import openai
 
             try:
-                self._client = openai.OpenAI(
-                    api_key=self.config.api_key,
-                    base_url=self.config.base_url,
-                    max_retries=self._max_retries,
-                    timeout=self._timeout,
-                )
+                self._client = self._new_client()
             except openai.OpenAIError:
-                raise ProviderAuthError(
-                    "no OpenAI API key: set the OPENAI_API_KEY environment variable (from "
-                    "Python, OpenAIProviderConfig(api_key=...) or BatchRunner(api_key=...))"
-                ) from None
+                raise ProviderAuthError(self.missing_key) from None
         return self._client
+
+    def check_credentials(self) -> None:
+        """Raise `ProviderAuthError` if no key is configured (makes no call)."""
+        self.client  # noqa: B018 - making the client is the check
 
     def upload_file(self, content: BinaryIO, filename: str) -> str:
         """Upload a batch input file, streamed; retried from the start on transient errors."""

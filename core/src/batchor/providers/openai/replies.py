@@ -1,95 +1,26 @@
-"""Request bodies for the two OpenAI endpoints, and the reading of their replies."""
+"""Reading one OpenAI batch result line's ``response``: a reply of the Responses, Chat
+Completions or Embeddings endpoint, or an HTTP failure."""
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
-from batchor.items import PromptParts
-from batchor.providers.openai_config import OpenAIProviderConfig
+from batchor.providers.base import Reply
 
 
-def _dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
-
-
-class RequestTemplate:
-    """Renders request bodies for one job.
-
-    The parts shared by every request (model, parameters, the JSON schema) are serialised
-    once; per item only the prompt is encoded. Output is compact JSON with a fixed key order,
-    so the same prompt always gives the same bytes (and the same hash).
-    """
-
-    def __init__(
-        self,
-        config: OpenAIProviderConfig,
-        schema: dict[str, Any] | None = None,
-        schema_name: str = "output",
-    ) -> None:
-        self.endpoint = config.endpoint
-        shared: dict[str, Any] = dict(config.request_params)
-        if schema is not None:
-            if config.endpoint == "/v1/chat/completions":
-                shared["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": schema_name, "schema": schema, "strict": True},
-                }
-            else:
-                shared["text"] = {
-                    "format": {
-                        "type": "json_schema",
-                        "name": schema_name,
-                        "schema": schema,
-                        "strict": True,
-                    }
-                }
-        self._head = b'{"model":' + _dumps(config.model)
-        self._tail = b"".join(b"," + _dumps(k) + b":" + _dumps(v) for k, v in shared.items())
-        self._tail += b"}"
-
-    def render(self, parts: PromptParts) -> bytes:
-        """The JSON body of one request (UTF-8)."""
-        if self.endpoint == "/v1/chat/completions":
-            messages = []
-            if parts.system is not None:
-                messages.append({"role": "system", "content": parts.system})
-            messages.append({"role": "user", "content": parts.prompt})
-            middle = b',"messages":' + _dumps(messages)
-        else:
-            middle = b',"input":' + _dumps(parts.prompt)
-            if parts.system is not None:
-                middle += b',"instructions":' + _dumps(parts.system)
-        return self._head + middle + self._tail
-
-
-class Reply(NamedTuple):
-    """What one answered request line says (a tuple: read by the million).
-
-    Attributes:
-        text: The reply text when the request succeeded.
-        usage: Tokens billed, ``(input, output)``.
-        error_class: ``None`` on success, else a failure class (see ``ItemFailure``).
-        message: The failure's message.
-        retryable: Whether that failure is retried.
-    """
-
-    text: str | None
-    usage: tuple[int, int] | None
-    error_class: str | None = None
-    message: str = ""
-    retryable: bool = False
-
-
-def read_reply(endpoint: str, status_code: int, body: Any) -> Reply:
-    """Interpret one output or error line's ``response`` part."""
+def read_reply(kind: str, status_code: int, body: Any) -> Reply:
+    """Interpret one output or error line's ``response`` part, for an endpoint of ``kind``
+    (``responses``, ``chat`` or ``embeddings``)."""
     if status_code != 200:
         return _http_failure(status_code, body)
     if not isinstance(body, dict):
         return Reply(None, None, "invalid_response", "reply body is not an object", True)
-    if endpoint == "/v1/chat/completions":
+    if kind == "chat":
         return _chat_reply(body)
+    if kind == "embeddings":
+        return _embedding_reply(body)
     return _responses_reply(body)
 
 
@@ -167,3 +98,14 @@ def _responses_reply(body: dict[str, Any]) -> Reply:
     if not texts:
         return Reply(None, usage, "invalid_response", "reply has no output text", True)
     return Reply("".join(texts), usage)
+
+
+def _embedding_reply(body: dict[str, Any]) -> Reply:
+    """The one vector of an embeddings reply, as a JSON array of floats."""
+    usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
+    data = body.get("data")
+    if type(data) is list and len(data) == 1 and type(data[0]) is dict:
+        vector = data[0].get("embedding")
+        if type(vector) is list and vector and all(type(x) in (float, int) for x in vector):
+            return Reply(orjson.dumps(vector).decode(), usage)
+    return Reply(None, usage, "invalid_response", "reply has no embedding vector", True)
