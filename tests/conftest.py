@@ -47,6 +47,9 @@ _NOWHERE = "http://127.0.0.1:9/v1"
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    for name in ("AZURE_OPENAI_API_KEY", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_AD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("OPENAI_API_VERSION", raising=False)
     monkeypatch.setenv("OPENAI_BASE_URL", _NOWHERE)
     monkeypatch.delenv("BATCHOR_STORE", raising=False)
     monkeypatch.delenv("BATCHOR_ARTIFACTS", raising=False)

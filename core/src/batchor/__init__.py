@@ -25,6 +25,7 @@ from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
 from batchor.pricing import ModelPrice, PriceTable
+from batchor.providers.azure.config import AzureOpenAIProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 from batchor.results import BatchInfo, ItemFailure, ItemResult, ResultPage, RunSummary, Usage
 from batchor.retention import ArtifactExport, PruneReport
@@ -44,6 +45,7 @@ __all__ = [
     "PERMANENT_ERRORS",
     "ArtifactExport",
     "ArtifactPolicy",
+    "AzureOpenAIProviderConfig",
     "BatchInfo",
     "BatchItem",
     "BatchJob",

@@ -30,11 +30,13 @@ class JobEstimate:
         estimated_input_tokens: Estimated prompt tokens (see `batchor.providers.openai.tokens`).
         batches: Provider batches the requests pack into under the job's limits.
         too_large: Requests that fit in no batch (they would fail as ``request_too_large``).
-        max_output_tokens: The per-request output cap from ``request_params``, if set.
+        max_output_tokens: The per-request output cap from ``request_params``, if set; ``0``
+            for an embeddings job (a vector bills no output tokens).
         estimated_input_cost_usd: The input tokens' cost (``None`` for an unknown model).
         estimated_max_cost_usd: Input cost plus every request using its whole output cap;
             ``None`` without a cap or for an unknown model. Output tokens cannot be known
-            before the replies, so without a cap only the input cost is estimated.
+            before the replies, so without a cap only the input cost is estimated. For an
+            embeddings job it is the input cost.
     """
 
     model: str
@@ -105,6 +107,8 @@ def estimate_job(
         (int(settings.request_params[k]) for k in _OUTPUT_CAPS if k in settings.request_params),
         None,
     )
+    if codec.output_kind == "vector":
+        cap = 0  # an embedding bills input tokens only
     table = price_table(prices)
     input_cost = table.cost(settings.model, Usage(total_tokens, 0))
     max_cost = None

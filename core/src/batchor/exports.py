@@ -22,6 +22,11 @@ from batchor.stores.base import ItemRow, RunRecord, StateStore
 
 FORMATS = (".jsonl", ".csv", ".parquet")
 _PAGE = 10_000
+# Rows read at once for an embeddings run: a 3,072-float vector is ~40 KB of JSON text.
+_VECTOR_PAGE = 1_000
+# A Parquet row group is written once it holds this many rows or bytes.
+_ROW_GROUP_ROWS = 10_000
+_ROW_GROUP_BYTES = 64 << 20
 # The flat columns of CSV and Parquet exports, in order.
 COLUMNS = (
     "item_id",
@@ -53,21 +58,32 @@ def export_format(path: str | os.PathLike[str]) -> str:
 
 
 def export_rows(
-    store: StateStore, run: RunRecord, structured: bool, path: str | os.PathLike[str]
+    store: StateStore,
+    run: RunRecord,
+    structured: bool,
+    path: str | os.PathLike[str],
+    *,
+    vectors: bool = False,
 ) -> int:
     """Write every terminal result of ``run`` to ``path``, a local path or an object-store URL
     (``s3://bucket/results.parquet``), atomically: a local file is written beside it and
     renamed over it when complete; an object appears only once its upload is complete.
-    Returns the number of results written."""
+    Returns the number of results written.
+
+    With ``vectors`` (an embeddings run) ``output`` is the vector: a JSON array in JSONL, the
+    array's JSON text in CSV, a ``list<double>`` column in Parquet. Float64, not float32:
+    the column then holds exactly the numbers the provider sent (and `ItemResult.output`
+    and the JSONL hold), whatever precision it sent them in; cast it to float32 to halve
+    its size."""
     fmt = export_format(path)
-    rows = store.stream_terminal_rows(run.pk, _PAGE)
+    rows = store.stream_terminal_rows(run.pk, _VECTOR_PAGE if vectors else _PAGE)
     lineage = Lineage(run)
     with _destination(path) as fh:
         if fmt == ".jsonl":
-            return _write_jsonl(fh, rows, lineage, structured)
+            return _write_jsonl(fh, rows, lineage, structured or vectors)
         if fmt == ".csv":
             return _write_csv(fh, rows, lineage)
-        return _write_parquet(fh, rows, lineage)
+        return _write_parquet(fh, rows, lineage, vectors)
 
 
 def _destination(path: str | os.PathLike[str]) -> AbstractContextManager[IO[bytes]]:
@@ -100,10 +116,11 @@ def _error(row: ItemRow) -> dict[str, Any] | None:
 
 
 def _write_jsonl(
-    fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage, structured: bool
+    fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage, as_json: bool
 ) -> int:
-    """The same objects as `ItemResult.to_dict`, built straight from the rows: a
-    structured output is already validated JSON, so it is copied in, not parsed again."""
+    """The same objects as `ItemResult.to_dict`, built straight from the rows: with
+    ``as_json``, an output is already valid JSON (a structured output or an embedding's
+    array), so it is copied in, not parsed again."""
     dumps, fragment, completed = orjson.dumps, orjson.Fragment, ItemStatus.COMPLETED
     count = 0
     for page in pages:
@@ -113,7 +130,7 @@ def _write_jsonl(
             text = row.output_text
             if row.status is completed and text is not None:
                 output = text
-                if structured:  # valid JSON already; re-encoded only if it spans lines
+                if as_json:  # valid JSON already; re-encoded only if it spans lines
                     output = orjson.loads(text) if "\n" in text else fragment(text)
             usage = None
             if row.input_tokens is not None or row.output_tokens is not None:
@@ -177,13 +194,18 @@ def _write_csv(fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage) 
     return count
 
 
-def _write_parquet(fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage) -> int:
+def _write_parquet(
+    fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Lineage, vectors: bool
+) -> int:
+    """One row group per `_ROW_GROUP_ROWS` rows (or `_ROW_GROUP_BYTES`, whichever comes
+    first), so memory stays flat however many rows there are."""
     pa, pq = _pyarrow()
+    output_type = pa.list_(pa.float64()) if vectors else pa.string()
     schema = pa.schema(
         [
             ("item_id", pa.string()),
             ("status", pa.string()),
-            ("output", pa.string()),
+            ("output", output_type),
             ("output_text", pa.string()),
             ("error_class", pa.string()),
             ("error_message", pa.string()),
@@ -198,14 +220,47 @@ def _write_parquet(fh: IO[bytes], pages: Iterator[list[ItemRow]], lineage: Linea
         ]
     )
     count = 0
+    held: list[Any] = []
+    held_rows = held_bytes = 0
     with pq.ParquetWriter(fh, schema) as writer:
         for page in pages:
-            columns = list(zip(*(_flat(row, lineage) for row in page), strict=True))
-            writer.write_table(pa.Table.from_arrays([list(c) for c in columns], schema=schema))
+            flat = (_flat(row, lineage) for row in page)
+            columns: list[Any] = [list(c) for c in zip(*flat, strict=True)]
+            if vectors:
+                columns[2] = _vector_array(pa, output_type, columns[2])
+            table = pa.Table.from_arrays(columns, schema=schema)
+            held.append(table)
+            held_rows += table.num_rows
+            held_bytes += table.nbytes
             count += len(page)
-        if count == 0:
+            if held_rows >= _ROW_GROUP_ROWS or held_bytes >= _ROW_GROUP_BYTES:
+                writer.write_table(pa.concat_tables(held))
+                held, held_rows, held_bytes = [], 0, 0
+        if held:
+            writer.write_table(pa.concat_tables(held))
+        elif count == 0:
             writer.write_table(schema.empty_table())
     return count
+
+
+def _vector_array(pa: Any, list_type: Any, texts: list[str | None]) -> Any:
+    """A ``list<double>`` column from vectors as JSON text (``None`` for no output), built
+    from one flat list of floats rather than a Python list per row."""
+    values: list[float] = []
+    offsets = [0]
+    mask = []
+    loads = orjson.loads
+    for text in texts:
+        if text is not None:
+            values += loads(text)
+        offsets.append(len(values))
+        mask.append(text is None)
+    return pa.ListArray.from_arrays(
+        pa.array(offsets, pa.int32()),
+        pa.array(values, pa.float64()),
+        type=list_type,
+        mask=pa.array(mask, pa.bool_()),
+    )
 
 
 def _pyarrow() -> tuple[Any, Any]:

@@ -49,6 +49,10 @@ DEFAULT_PRICES: Mapping[str, ModelPrice] = {
     "o4-mini": ModelPrice(0.55, 2.2),
     "o3-mini": ModelPrice(0.55, 2.2),
     "gpt-3.5-turbo": ModelPrice(0.25, 0.75),
+    # Embeddings bill input tokens only.
+    "text-embedding-3-small": ModelPrice(0.01, 0.0),
+    "text-embedding-3-large": ModelPrice(0.065, 0.0),
+    "text-embedding-ada-002": ModelPrice(0.05, 0.0),
 }
 
 

@@ -47,19 +47,37 @@ class Lineage:
 
 
 class ResultBuilder:
-    """Builds `ItemResult` objects from rows of one run."""
+    """Builds `ItemResult` objects from rows of one run.
 
-    def __init__(self, run: RunRecord, structured: bool, model: type[BaseModel] | None) -> None:
+    Args:
+        run: The run.
+        structured: Whether its outputs are structured (JSON of a schema).
+        model: The model to validate structured outputs into, if any.
+        vectors: Whether its outputs are embedding vectors (the codec's ``output_kind`` is
+            ``"vector"``): ``output`` is then the ``list[float]`` the text holds.
+    """
+
+    def __init__(
+        self,
+        run: RunRecord,
+        structured: bool,
+        model: type[BaseModel] | None,
+        *,
+        vectors: bool = False,
+    ) -> None:
         self.lineage = Lineage(run)
         self.structured = structured
         self.model = model
+        self.vectors = vectors
 
     def result(self, row: ItemRow) -> ItemResult:
         """The result of one row."""
         output: Any = None
         if row.status is ItemStatus.COMPLETED and row.output_text is not None:
             output = row.output_text
-            if self.structured:
+            if self.vectors:
+                output = vector_output(row.output_text)
+            elif self.structured:
                 output = typed_output(row.output_text, self.model)
         error = None
         if row.error_class is not None:
@@ -95,3 +113,11 @@ def typed_output(text: str, model: type[BaseModel] | None) -> Any:
         except OutputValidationError:
             pass  # validated when collected; a changed model falls back to the raw JSON
     return orjson.loads(text)
+
+
+def vector_output(text: str) -> list[float]:
+    """An embedding reply (a JSON array of numbers) as a list of floats."""
+    vector: list[float] = orjson.loads(text)
+    if all(type(x) is float for x in vector):
+        return vector
+    return [float(x) for x in vector]  # an integral value the provider wrote as 0 or 1

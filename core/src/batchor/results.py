@@ -56,9 +56,10 @@ class ItemResult:
         item_id: The item's id.
         status: ``completed``, ``failed`` or ``cancelled`` (or a non-terminal status while
             the run goes on).
-        output: The validated Pydantic instance for structured jobs, the text otherwise;
-            ``None`` unless completed.
-        output_text: The raw reply text.
+        output: The validated Pydantic instance for structured jobs, the vector
+            (``list[float]``) for embeddings jobs, the text otherwise; ``None`` unless
+            completed.
+        output_text: The raw reply text (for embeddings, the vector as a JSON array).
         error: The failure that ended the item; ``None`` when it completed (every failed
             attempt is kept in the store's audit table).
         attempts: Attempts charged so far.

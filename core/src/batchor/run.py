@@ -379,10 +379,13 @@ class Run:
         JSONL lines are `ItemResult.to_dict` objects. CSV and Parquet have one column
         per field (``item_id, status, output, output_text, error_class, error_message,
         error_retryable, error_attempt, attempts, input_tokens, output_tokens, source, row,
-        metadata``), with a structured ``output`` and the ``metadata`` as JSON text.
+        metadata``), with a structured ``output`` and the ``metadata`` as JSON text. An
+        embeddings run's ``output`` is a JSON array in JSONL, its JSON text in CSV, a
+        ``list<double>`` column in Parquet.
         """
         self._reload()
-        return export_rows(self._ctx.store, self._ctx.run, self._ctx.settings.structured, path)
+        structured, vectors = self._ctx.settings.structured, self._vectors
+        return export_rows(self._ctx.store, self._ctx.run, structured, path, vectors=vectors)
 
     def export_artifacts(
         self, dest: str | os.PathLike[str] | ArtifactStore, *, force: bool = False
@@ -409,10 +412,16 @@ class Run:
         self._reload()
         return prune_artifacts(self._ctx, include_raw_outputs=include_raw_outputs, force=force)
 
+    @property
+    def _vectors(self) -> bool:
+        """Whether outputs are embedding vectors (the codec's rule, built from the stored
+        config, so a run read back by `BatchRunner.get_run` knows it too)."""
+        return self._ctx.codec.output_kind == "vector"
+
     def _builder(self, model: type[BaseModel] | None) -> ResultBuilder:
-        return ResultBuilder(
-            self._ctx.run, self._ctx.settings.structured, model or self._ctx.output_model
-        )
+        output_model = model or self._ctx.output_model
+        structured = self._ctx.settings.structured
+        return ResultBuilder(self._ctx.run, structured, output_model, vectors=self._vectors)
 
 
 def _live_batches(summary: RunSummary) -> int:

@@ -38,9 +38,17 @@ class RunSettings:
             max_bytes=int(config["max_bytes"]),
             structured=config.get("schema") is not None,
             token_limit=config.get("enqueued_token_limit"),
-            quota_scope=f"{config.get('model')}|{config.get('quota_scope') or ''}",
+            quota_scope=_quota_key(config),
             keep_raw_outputs=bool(config.get("keep_raw_outputs", True)),
         )
+
+
+def _quota_key(config: Mapping[str, Any]) -> str:
+    """The token budget a run draws on: its model and quota scope, per provider (OpenAI's key
+    has no provider prefix, as before there were others)."""
+    provider = config.get("provider") or "openai"
+    prefix = "" if provider == "openai" else f"{provider}:"
+    return f"{prefix}{config.get('model')}|{config.get('quota_scope') or ''}"
 
 
 @dataclass(slots=True)

@@ -6,13 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchor.errors import ConfigurationError
+from batchor.providers.azure.config import AzureOpenAIProviderConfig
 from batchor.providers.base import ProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 
 #: A job's provider settings: the config's type chooses the provider.
-ProviderConfigs = OpenAIProviderConfig
+ProviderConfigs = OpenAIProviderConfig | AzureOpenAIProviderConfig
 
-_BY_NAME: dict[str, Any] = {"openai": OpenAIProviderConfig}
+_BY_NAME: dict[str, Any] = {"openai": OpenAIProviderConfig, "azure": AzureOpenAIProviderConfig}
 
 
 def provider_names() -> tuple[str, ...]:

@@ -24,3 +24,10 @@ class EmulatorLimits:
     """Largest JSON request body accepted by the JSON endpoints."""
     max_validation_errors: int = 100
     """Most entries reported in a failed batch's ``errors.data``."""
+
+    @classmethod
+    def azure(cls) -> EmulatorLimits:
+        """Azure OpenAI global batch's documented limits: 100,000 requests and 200 MB per
+        input file (the emulator never expires a batch by itself either, as Azure does
+        not)."""
+        return cls(max_batch_lines=100_000, max_batch_input_bytes=200 * MIB)
