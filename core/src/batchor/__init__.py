@@ -1,4 +1,5 @@
-"""batchor: durable, exactly-once runs of large workloads through the OpenAI Batch API.
+"""batchor: durable, exactly-once runs of large workloads through provider batch APIs
+(OpenAI, Azure OpenAI).
 
 The public API is what this module exports; everything else is internal.
 """

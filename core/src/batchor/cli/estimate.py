@@ -32,15 +32,18 @@ def estimate(spec: JobSpec, prices: Path | None, as_json: bool) -> None:
     `run`; needs no API key."""
     with errors():
         table = PriceTable(_read_prices(prices) if prices else None)
-        found = estimate_job(build_job(spec, base_url=None, api_key=None), prices=table)
+        job = build_job(spec)
+        found = estimate_job(job, prices=table)
+    where = {"provider": spec.provider, "endpoint": job.provider_config.endpoint}
     if as_json:
-        echo_json(found.to_dict())
+        echo_json({**where, **found.to_dict()})
         return
     money = (
         "-" if found.estimated_input_cost_usd is None else f"${found.estimated_input_cost_usd:,.4f}"
     )
     rows = {
-        "model": found.model,
+        **where,
+        "deployment" if spec.provider == "azure" else "model": found.model,
         "requests": f"{found.requests:,}",
         "too large to send": f"{found.too_large:,}",
         "input bytes": f"{found.input_bytes:,}",

@@ -4,17 +4,19 @@ runs."""
 
 from __future__ import annotations
 
+import os
 import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from batchor.errors import ConfigurationError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import BatchJob, RetryPolicy
 from batchor.providers.openai.config import OpenAIProviderConfig
-from batchor.providers.openai.endpoints import Endpoint
+from batchor.providers.openai.endpoints import Endpoint, endpoint_kind
+from batchor.providers.registry import ProviderConfigs
 from batchor.sources.base import DEFAULT_ENCODING, CheckpointedItemSource, FileSource
 from batchor.sources.composite import CompositeItemSource
 from batchor.sources.csv import CsvItemSource
@@ -22,8 +24,38 @@ from batchor.sources.jsonl import JsonlItemSource
 from batchor.sources.parquet import ParquetItemSource
 from batchor.structured import import_model
 
+if TYPE_CHECKING:
+    from batchor.providers.azure.config import AzureEndpoint
+    from batchor.testing import OpenAIBatchEmulator
+
 _JSONL = (".jsonl", ".ndjson")
 _PARQUET = (".parquet",)
+
+#: The providers ``--provider`` names.
+PROVIDERS = ("openai", "azure")
+#: The request kinds ``--endpoint`` names, and each provider's path for them.
+ENDPOINT_NAMES = ("responses", "chat", "embeddings")
+ENDPOINT_PATHS: dict[str, dict[str, str]] = {
+    "openai": {
+        "responses": "/v1/responses",
+        "chat": "/v1/chat/completions",
+        "embeddings": "/v1/embeddings",
+    },
+    "azure": {"chat": "/chat/completions", "responses": "/v1/responses"},
+}
+#: The endpoint each provider uses when ``--endpoint`` is not given.
+DEFAULT_ENDPOINT = {"openai": "responses", "azure": "chat"}
+#: The API version ``--provider azure --emulate`` uses when none is given.
+EMULATOR_API_VERSION = "2024-10-21"
+
+
+def endpoint_name(value: str) -> str | None:
+    """``responses``, ``chat`` or ``embeddings`` for a name or a provider's endpoint path
+    (``/v1/chat/completions``, ``/chat/completions``, ...); None for anything else."""
+    if value in ENDPOINT_NAMES:
+        return value
+    paths = {path for table in ENDPOINT_PATHS.values() for path in table.values()}
+    return endpoint_kind(value) if value in paths else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +69,82 @@ class JobSpec:
     model: str
     system: str | None
     schema: str | None
-    endpoint: str
+    endpoint: str | None
     metadata_fields: tuple[str, ...]
     max_attempts: int
     run_id: str | None
     emulate: bool
     encoding: str = DEFAULT_ENCODING
+    provider: str = "openai"
+    azure_endpoint: str | None = None
+    api_version: str | None = None
+
+    @property
+    def endpoint_name(self) -> str:
+        """``responses``, ``chat`` or ``embeddings``: the one given, else the provider's
+        default."""
+        return self.endpoint or DEFAULT_ENDPOINT[self.provider]
 
 
-def build_job(spec: JobSpec, *, base_url: str | None, api_key: str | None) -> BatchJob:
-    """The job ``spec`` describes, its inputs and prompt checked.
+def check_spec(spec: JobSpec) -> str:
+    """The endpoint path of the job ``spec`` describes, once its options agree with each
+    other (checked before any input is opened).
+
+    Raises:
+        ConfigurationError: names the options that do not go together.
+    """
+    name = spec.endpoint_name
+    if spec.provider != "azure":
+        given = [
+            option
+            for option, value in (
+                ("--azure-endpoint", spec.azure_endpoint),
+                ("--api-version", spec.api_version),
+            )
+            if value is not None
+        ]
+        if given:
+            verb = "go" if len(given) > 1 else "goes"
+            raise ConfigurationError(
+                f"{' and '.join(given)} {verb} with --provider azure, not --provider "
+                f"{spec.provider}"
+            )
+    path = ENDPOINT_PATHS[spec.provider].get(name)
+    if path is None:
+        raise ConfigurationError(
+            f"--endpoint {name} cannot be used with --provider {spec.provider}: Azure OpenAI "
+            "batch does not support embeddings (use --endpoint chat or responses, or "
+            "--provider openai for embeddings)"
+        )
+    if name == "embeddings":
+        for option, value in (("--system", spec.system), ("--schema", spec.schema)):
+            if value is not None:
+                raise ConfigurationError(
+                    f"{option} cannot be used with --endpoint embeddings: an embedding request "
+                    "takes only the text to embed, and its result is a vector"
+                )
+    return path
+
+
+def build_job(
+    spec: JobSpec,
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    emulator: OpenAIBatchEmulator | None = None,
+) -> BatchJob:
+    """The job ``spec`` describes, its options, inputs and prompt checked. With
+    ``emulator``, the job calls it (on its Azure routes for ``--provider azure``).
 
     Raises:
         SourceError: an input cannot be opened or lacks the id field.
-        ConfigurationError: the prompt options or the schema are invalid.
+        ConfigurationError: the options do not go together, or the prompt options or the
+            schema are invalid.
     """
+    path = check_spec(spec)
+    if emulator is not None:
+        api_key = emulator.api_key
+        base_url = emulator.azure_endpoint if spec.provider == "azure" else emulator.base_url
     sources = open_inputs(spec.inputs, spec.id_field, spec.metadata_fields, spec.encoding)
     build = prompt_builder(
         sources, template=spec.prompt_template, field=spec.prompt_field, system=spec.system
@@ -60,15 +153,50 @@ def build_job(spec: JobSpec, *, base_url: str | None, api_key: str | None) -> Ba
     return BatchJob(
         items=job_items(sources),
         build_prompt=build,
-        provider_config=OpenAIProviderConfig(
-            model=spec.model,
-            endpoint=cast(Endpoint, spec.endpoint),
+        provider_config=provider_config(
+            spec,
+            path,
             base_url=base_url,
             api_key=api_key,
+            api_version=EMULATOR_API_VERSION if emulator is not None else None,
         ),
         structured_output=structured,
         retry_policy=RetryPolicy(max_attempts=spec.max_attempts),
     )
+
+
+def provider_config(
+    spec: JobSpec,
+    path: str,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    api_version: str | None = None,
+) -> ProviderConfigs:
+    """The provider config of the job: OpenAI's, or Azure OpenAI's with ``--model`` as the
+    deployment (``base_url``, the emulator's, is then the Azure endpoint in place of
+    ``--azure-endpoint``, and ``api_version`` the version used when neither ``--api-version``
+    nor ``OPENAI_API_VERSION`` gives one)."""
+    if spec.provider != "azure":
+        return OpenAIProviderConfig(
+            model=spec.model, endpoint=cast(Endpoint, path), base_url=base_url, api_key=api_key
+        )
+    from batchor.providers.azure import AzureOpenAIProviderConfig
+
+    # Resolved here, so that the run records (and `status` shows) the resource and version.
+    return AzureOpenAIProviderConfig(
+        deployment=spec.model,
+        endpoint=cast("AzureEndpoint", path),
+        azure_endpoint=base_url or spec.azure_endpoint or env_setting("AZURE_OPENAI_ENDPOINT"),
+        api_version=spec.api_version or env_setting("OPENAI_API_VERSION") or api_version,
+        api_key=api_key,
+    )
+
+
+def env_setting(name: str) -> str | None:
+    """The environment variable's value; blank counts as unset."""
+    value = os.environ.get(name, "").strip()
+    return value or None
 
 
 def open_source(

@@ -12,6 +12,7 @@ from batchor.cli.options import json_option, store_options
 from batchor.cli.output import (
     console,
     echo_json,
+    provider_fields,
     run_row,
     runs_table,
     show_summary,
@@ -30,9 +31,13 @@ def _reader(store: str | None, artifacts: str | None) -> BatchRunner:
 @json_option
 @store_options
 def status(run_id: str, as_json: bool, store: str | None, artifacts: str | None) -> None:
-    """Show a run's status and counts."""
+    """Show a run's status, where its requests go (provider, endpoint, model or Azure
+    deployment) and its counts."""
     with errors(), _reader(store, artifacts) as runner:
-        show_summary(runner.get_run(run_id).summary(), as_json)
+        summary = runner.get_run(run_id).summary()
+        record = runner.store.get_run(run_id)
+        where = provider_fields(record.config) if record is not None else None
+        show_summary(summary, as_json, provider=where)
 
 
 @click.command("list")

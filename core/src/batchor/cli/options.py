@@ -10,8 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from batchor.cli.filejobs import JobSpec
-from batchor.providers.openai.endpoints import ENDPOINTS
+from batchor.cli.filejobs import ENDPOINT_NAMES, PROVIDERS, JobSpec, endpoint_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -55,6 +54,18 @@ def poll_interval_option(func: F) -> F:
     )(func)
 
 
+class EndpointChoice(click.Choice[str]):
+    """``responses``, ``chat`` or ``embeddings``; a provider's endpoint path
+    (``/v1/chat/completions``, ...) is taken too and becomes its name."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        if isinstance(value, str):
+            name = endpoint_name(value)
+            if name is not None:
+                return name
+        return str(super().convert(value, param, ctx))
+
+
 def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options that describe a file-based job; the command receives them as one
     `JobSpec` (its first argument) and its own options as keywords."""
@@ -76,11 +87,41 @@ _JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         "--prompt-template", help='Prompt with {field} placeholders, e.g. "Rate: {text}".'
     ),
     click.option("--prompt-field", help="Field whose value is the whole prompt."),
-    click.option("--model", required=True, help="Model name, e.g. gpt-4.1-mini."),
-    click.option("--system", help="System prompt (instructions)."),
-    click.option("--schema", help="Pydantic model for structured output, as module:Class."),
     click.option(
-        "--endpoint", type=click.Choice(ENDPOINTS), default="/v1/responses", show_default=True
+        "--model",
+        required=True,
+        help="Model name, e.g. gpt-4.1-mini; with --provider azure, the deployment name.",
+    ),
+    click.option("--system", help="System prompt (instructions); not with embeddings."),
+    click.option(
+        "--schema",
+        help="Pydantic model for structured output, as module:Class; not with embeddings.",
+    ),
+    click.option(
+        "--provider",
+        type=click.Choice(PROVIDERS, case_sensitive=False),
+        default="openai",
+        show_default=True,
+        help="Whose Batch API: openai (key in OPENAI_API_KEY), or azure (Azure OpenAI: "
+        "--model names the deployment, the key is in AZURE_OPENAI_API_KEY; see "
+        "--azure-endpoint and --api-version).",
+    ),
+    click.option(
+        "--endpoint",
+        type=EndpointChoice(ENDPOINT_NAMES),
+        help="What each request asks for: responses (the Responses API; default with "
+        "openai), chat (Chat Completions; default with azure) or embeddings (each result is "
+        "a vector; openai only). A path such as /v1/chat/completions is taken too.",
+    ),
+    click.option(
+        "--azure-endpoint",
+        help="With --provider azure: the resource's endpoint, e.g. "
+        "https://NAME.openai.azure.com [env AZURE_OPENAI_ENDPOINT].",
+    ),
+    click.option(
+        "--api-version",
+        help="With --provider azure: the Azure OpenAI API version, e.g. 2024-10-21 "
+        "[env OPENAI_API_VERSION].",
     ),
     click.option(
         "--metadata-field",
@@ -96,5 +137,10 @@ _JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         help="Text encoding of CSV and JSONL inputs, e.g. latin-1 (Parquet is always UTF-8).",
     ),
     click.option("--run-id", help="Stable run id: the same id resumes the same run."),
-    click.option("--emulate", is_flag=True, help="Run against a built-in emulator of the API."),
+    click.option(
+        "--emulate",
+        is_flag=True,
+        help="Run against a built-in emulator of the API (of Azure OpenAI's with "
+        "--provider azure).",
+    ),
 ]

@@ -87,25 +87,56 @@ def show_summary(
     *,
     note: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    provider: Mapping[str, Any] | None = None,
 ) -> None:
     """A run's summary: a table and an optional note, or (``as_json``) one JSON document
-    with ``extra`` keys added."""
+    with ``extra`` keys added; with ``provider`` (see `provider_fields`), where the run's
+    requests go too."""
     if as_json:
-        echo_json({**summary.to_dict(), **(extra or {})})
+        echo_json({**summary.to_dict(), **(provider or {}), **(extra or {})})
         return
-    console.print(summary_table(summary))
+    console.print(summary_table(summary, provider))
     if note:
         console.print(note, soft_wrap=True)
 
 
-def summary_table(summary: RunSummary) -> Table:
-    """A table of a run's status, item counts, batches and tokens."""
+def provider_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Where a run's requests go, from its stored config: its provider, endpoint and model,
+    and for Azure OpenAI its deployment, API version and endpoint (``base_url``)."""
+    name = config.get("provider") or "openai"
+    fields = {"provider": name, "endpoint": config.get("endpoint"), "model": config.get("model")}
+    if name == "azure":
+        fields["deployment"] = config.get("deployment") or config.get("model")
+        fields["api_version"] = config.get("api_version")
+        fields["base_url"] = config.get("base_url")
+    return fields
+
+
+_PROVIDER_ROWS = {
+    "provider": "provider",
+    "endpoint": "endpoint",
+    "model": "model",
+    "deployment": "deployment",
+    "api_version": "api version",
+    "base_url": "azure endpoint",
+}
+
+
+def summary_table(summary: RunSummary, provider: Mapping[str, Any] | None = None) -> Table:
+    """A table of a run's status, where its requests go (given ``provider``), item counts,
+    batches and tokens."""
     table = Table(title=f"run {summary.run_id}", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("status", summary.status.value)
     if summary.pause_reason:
         table.add_row("paused because", summary.pause_reason)
+    shown = dict(provider or {})
+    if shown.get("deployment") and shown.get("model") == shown["deployment"]:
+        del shown["model"]  # Azure OpenAI priced by the deployment's name: one row
+    for key, label in _PROVIDER_ROWS.items():
+        if shown.get(key) is not None:
+            table.add_row(label, str(shown[key]))
     table.add_row("items", str(summary.total) + ("" if summary.ingest_complete else " (ingesting)"))
     for status, n in summary.items.items():
         if n:
@@ -138,6 +169,7 @@ def run_row(record: RunRecord, counts: Mapping[ItemStatus, int]) -> dict[str, An
         "items_done": done,
         "items_total": sum(counts.values()),
         "ingest_complete": record.ingest_complete,
+        "provider": record.config.get("provider") or "openai",
         "model": record.config.get("model"),
         "created_at": datetime.fromtimestamp(record.created_at, UTC).isoformat(timespec="seconds"),
         "pause_reason": record.pause_reason,
@@ -145,11 +177,14 @@ def run_row(record: RunRecord, counts: Mapping[ItemStatus, int]) -> dict[str, An
 
 
 def runs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """A table of runs, newest first."""
+    """A table of runs, newest first; with a provider column when a run is not OpenAI's."""
+    providers = any(row.get("provider", "openai") != "openai" for row in rows)
     table = Table(title="runs")
     table.add_column("run id")
     table.add_column("status")
     table.add_column("items done/total", justify="right")
+    if providers:
+        table.add_column("provider")
     table.add_column("model")
     table.add_column("created")
     for row in rows:
@@ -158,11 +193,9 @@ def runs_table(rows: Sequence[Mapping[str, Any]]) -> Table:
             status = f"{status} ({row['pause_reason']})"
         total = f"{row['items_total']:,}" + ("" if row["ingest_complete"] else "+")
         created = datetime.fromisoformat(row["created_at"]).astimezone()
-        table.add_row(
-            row["run_id"],
-            status,
-            f"{row['items_done']:,}/{total}",
-            row["model"] or "",
-            created.strftime("%Y-%m-%d %H:%M:%S"),
-        )
+        cells = [row["run_id"], status, f"{row['items_done']:,}/{total}"]
+        if providers:
+            cells.append(row["provider"])
+        cells += [row["model"] or "", created.strftime("%Y-%m-%d %H:%M:%S")]
+        table.add_row(*cells)
     return table

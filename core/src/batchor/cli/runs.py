@@ -3,16 +3,15 @@ and return) and ``wait`` (follow a run to its end)."""
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import NoReturn
 
 import click
 
-from batchor.cli.emulator import provider
+from batchor.cli.emulator import emulated
 from batchor.cli.exits import EXIT_ERROR, RESUME, DeadlinePassed, deadline, errors, exit_code
-from batchor.cli.filejobs import JobSpec, build_job
+from batchor.cli.filejobs import JobSpec, build_job, env_setting
 from batchor.cli.options import job_options, json_option, poll_interval_option, store_options
 from batchor.cli.output import fail, run_progress, show_summary
 from batchor.errors import ConfigurationError, WaitTimeout
@@ -56,9 +55,9 @@ def run(
     """
     run_id = spec.run_id or new_run_id()
     resume = resume_hint(run_id, given=spec.run_id is not None)
-    with errors(resume=resume), provider(spec.emulate) as (base_url, api_key):
-        job = build_job(spec, base_url=base_url, api_key=api_key)
-        require_api_key(api_key, "run")
+    with errors(resume=resume), emulated(spec.emulate) as emulator:
+        job = build_job(spec, emulator=emulator)
+        require_credentials(spec, emulated=emulator is not None, command="run")
         with BatchRunner(store, artifacts) as runner:
             code = run_to_end(
                 runner, job, run_id, output, poll_interval, as_json, timeout=timeout, resume=resume
@@ -75,21 +74,39 @@ def resume_hint(run_id: str, *, given: bool) -> str:
     )
 
 
-def require_api_key(api_key: str | None, command: str) -> None:
-    """Fail before anything is created when no API key is at hand, in the CLI's terms.
+def require_credentials(spec: JobSpec, *, emulated: bool, command: str) -> None:
+    """Fail before anything is created when the provider's key (and, for Azure OpenAI, its
+    endpoint and API version) is not at hand, in the CLI's terms.
 
     Raises:
-        ConfigurationError: ``api_key`` is None and ``OPENAI_API_KEY`` is unset or empty.
+        ConfigurationError: names the option or environment variable to set.
     """
-    if api_key is not None or os.environ.get("OPENAI_API_KEY"):
+    if emulated:
         return
     if command == "run":
         hint = "or pass --emulate to try the command against the built-in emulator"
     else:
         hint = "or try it first with `batchor run ... --emulate` (the built-in emulator)"
-    raise ConfigurationError(
-        f"no OpenAI API key: set the OPENAI_API_KEY environment variable, {hint}"
-    )
+    if spec.provider != "azure":
+        if not env_setting("OPENAI_API_KEY"):
+            raise ConfigurationError(
+                f"no OpenAI API key: set the OPENAI_API_KEY environment variable, {hint}"
+            )
+        return
+    if not (spec.azure_endpoint or env_setting("AZURE_OPENAI_ENDPOINT")):
+        raise ConfigurationError(
+            "no Azure OpenAI endpoint: pass --azure-endpoint https://NAME.openai.azure.com "
+            "or set the AZURE_OPENAI_ENDPOINT environment variable"
+        )
+    if not (spec.api_version or env_setting("OPENAI_API_VERSION")):
+        raise ConfigurationError(
+            "no Azure OpenAI API version: pass --api-version (e.g. 2024-10-21) or set the "
+            "OPENAI_API_VERSION environment variable"
+        )
+    if not (env_setting("AZURE_OPENAI_API_KEY") or env_setting("AZURE_OPENAI_AD_TOKEN")):
+        raise ConfigurationError(
+            f"no Azure OpenAI API key: set the AZURE_OPENAI_API_KEY environment variable, {hint}"
+        )
 
 
 def run_to_end(
@@ -174,10 +191,11 @@ def start(spec: JobSpec, as_json: bool, store: str | None, artifacts: str | None
         if spec.emulate:
             raise ConfigurationError(
                 "--emulate cannot be used with start: the built-in emulator stops when start "
-                "returns; serve one with `batchor emulator` and set OPENAI_BASE_URL instead"
+                "returns; serve one with `batchor emulator` and set the environment it prints "
+                "instead"
             )
-        job = build_job(spec, base_url=None, api_key=None)
-        require_api_key(None, "start")
+        job = build_job(spec)
+        require_credentials(spec, emulated=False, command="start")
         with BatchRunner(store, artifacts) as runner:
             with run_progress(results=False) as progress:
                 handle = runner.start(job, run_id, on_ingest=progress.ingested)
