@@ -1,9 +1,16 @@
 """A batchor run in a child process that SIGKILLs itself at a chosen step boundary.
 
-    python tests/crash/child.py WORKDIR RUN_ID KILL_POINT     (KILL_POINT "none": no kill)
+    python tests/crash/child.py WORKDIR RUN_ID KILL_POINT JOB ITEMS     (KILL_POINT "none": no kill)
 
-The kill points wrap real methods of the store and the provider, so what dies is the real
-engine between two real steps. The provider comes from OPENAI_BASE_URL / OPENAI_API_KEY.
+JOB is ``responses`` (plain replies on /v1/responses), ``embeddings`` (/v1/embeddings) or
+``azure`` (chat completions through the ``AzureOpenAI`` client); ITEMS the number of items,
+packed ITEMS // 2 to a batch.
+
+Faults come in through the runner's own seams, never by patching a class: the provider-side
+kill points wrap the job's real transport in a `KillingTransport` (``BatchRunner(provider=)``),
+the store-side ones wrap the real store in a `KillingStore` (``BatchRunner(store=)``). What
+dies is the real engine between two real steps. The provider is reached through
+OPENAI_BASE_URL / OPENAI_API_KEY, or AZURE_OPENAI_ENDPOINT / AZURE_OPENAI_API_KEY.
 """
 
 from __future__ import annotations
@@ -13,9 +20,9 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from batchor import (
     BatchJob,
@@ -25,104 +32,194 @@ from batchor import (
     OpenAIProviderConfig,
     PromptParts,
 )
-from batchor.providers.openai.transport import OpenAITransport
+from batchor.providers.base import BatchTransport, ProviderBatch, ProviderConfig
 from batchor.states import BatchStatus
-from batchor.stores.sql import SqlStateStore
+from batchor.stores.base import StateStore
+from batchor.stores.open import open_store
 
-ITEMS = 12_000
-MAX_REQUESTS = 6_000  # 2 batches, each collected in 2 chunks; ingestion takes 3 slices
+AZURE_API_VERSION = "2024-10-21"
+CREATE_KILL_DELAY = 0.3  # the emulator delays its create answer longer (harness.py)
 
 
 def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def after_call(
-    owner: Any, name: str, nth: int, when: Callable[..., bool] = lambda *a, **k: True
-) -> None:
-    """SIGKILL right after the nth matching call of owner.name returns."""
-    original = getattr(owner, name)
-    seen = [0]
+class KillingTransport:
+    """A `BatchTransport` that hands every call to a real one and SIGKILLs the process at
+    one provider-side kill point:
 
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        if when(*args, **kwargs):
-            seen[0] += 1
-            if seen[0] == nth:
-                die()
-        return result
+    - ``upload-unrecorded``: right after the first upload returns (its id never recorded);
+    - ``during-create``: while the first create is in flight (the emulator creates the batch
+      and delays its answer; a timer kills the process before it arrives);
+    - ``after-create``: right after the first create returns (its batch id never recorded);
+    - ``during-download``: once the first chunk of the first downloaded file reached disk.
+    """
 
-    setattr(owner, name, wrapper)
+    def __init__(self, inner: BatchTransport, point: str) -> None:
+        self.inner = inner
+        self.point = point
 
+    def check_credentials(self) -> None:
+        self.inner.check_credentials()
 
-def kill_during_create() -> None:
-    """The server creates the batch (and delays its answer); the client dies waiting."""
-    original = OpenAITransport.create_batch
-
-    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        threading.Timer(0.3, die).start()
-        return original(self, *args, **kwargs)
-
-    OpenAITransport.create_batch = wrapper  # type: ignore[method-assign]
-
-
-def kill_during_download() -> None:
-    """Die after the first chunk of the first output file reached the disk."""
-    original = OpenAITransport.download_file
-
-    def wrapper(self: Any, file_id: str, dest: Any) -> int:
-        write = dest.write
-
-        def dying_write(chunk: bytes) -> int:
-            written = write(chunk)
-            dest.flush()
+    def upload_file(self, content: BinaryIO, filename: str) -> str:
+        file_id = self.inner.upload_file(content, filename)
+        if self.point == "upload-unrecorded":
             die()
-            return written
+        return file_id
 
-        dest.write = dying_write
-        return original(self, file_id, dest)
+    def find_uploads(self, filename: str, created_after: float) -> list[str]:
+        return self.inner.find_uploads(filename, created_after)
 
-    OpenAITransport.download_file = wrapper  # type: ignore[method-assign]
+    def create_batch(
+        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+    ) -> ProviderBatch:
+        if self.point == "during-create":
+            threading.Timer(CREATE_KILL_DELAY, die).start()
+        batch = self.inner.create_batch(input_file_id, endpoint, metadata)
+        if self.point == "after-create":
+            die()
+        return batch
+
+    def retrieve_batch(self, batch_id: str) -> ProviderBatch:
+        return self.inner.retrieve_batch(batch_id)
+
+    def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
+        return self.inner.list_batches(created_after)
+
+    def cancel_batch(self, batch_id: str) -> ProviderBatch:
+        return self.inner.cancel_batch(batch_id)
+
+    def download_file(self, file_id: str, dest: BinaryIO) -> int:
+        if self.point == "during-download":
+            dest = _DyingFile(dest)  # type: ignore[assignment]
+        return self.inner.download_file(file_id, dest)
+
+    def delete_file(self, file_id: str) -> None:
+        self.inner.delete_file(file_id)
 
 
-KILL_POINTS: dict[str, Callable[[], None]] = {
-    "mid-ingest": lambda: after_call(SqlStateStore, "add_items", 2),
-    "after-pack": lambda: after_call(SqlStateStore, "record_batch", 1),
-    "upload-unrecorded": lambda: after_call(OpenAITransport, "upload_file", 1),
-    "after-upload": lambda: after_call(
-        SqlStateStore,
-        "update_batch",
-        1,
-        lambda *a, **k: k.get("status") is BatchStatus.UPLOADED,
+class _DyingFile:
+    """A download's destination that SIGKILLs the process once its first chunk is on disk."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+
+    def write(self, chunk: bytes) -> int:
+        written = self._inner.write(chunk)
+        self._inner.flush()
+        die()
+        return written
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class KillingStore:
+    """The real store, SIGKILLing the process right after the nth call of one of its methods
+    (counting only calls ``when`` accepts) returns. Everything else is the real store's."""
+
+    def __init__(
+        self,
+        inner: StateStore,
+        method: str,
+        nth: int = 1,
+        when: Callable[..., bool] = lambda *a, **k: True,
+    ) -> None:
+        self._inner = inner
+        self._method = method
+        self._left = nth
+        self._when = when
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name != self._method:
+            return attr
+
+        def dying(*args: Any, **kwargs: Any) -> Any:
+            result = attr(*args, **kwargs)
+            if self._when(*args, **kwargs):
+                self._left -= 1
+                if self._left == 0:
+                    die()
+            return result
+
+        return dying
+
+
+STORE_POINTS: dict[str, Callable[[StateStore], Any]] = {
+    "mid-ingest": lambda s: KillingStore(s, "add_items", 2),
+    "after-pack": lambda s: KillingStore(s, "record_batch"),
+    "after-upload": lambda s: KillingStore(
+        s, "update_batch", when=lambda *a, **k: k.get("status") is BatchStatus.UPLOADED
     ),
-    "during-create": kill_during_create,
-    "after-create": lambda: after_call(OpenAITransport, "create_batch", 1),
-    "during-download": kill_during_download,
-    "during-persist": lambda: after_call(SqlStateStore, "apply_outcomes", 1),
+    "during-persist": lambda s: KillingStore(s, "apply_outcomes"),
 }
+PROVIDER_POINTS = ("upload-unrecorded", "during-create", "after-create", "during-download")
+
+
+def provider_config(kind: str) -> ProviderConfig:
+    """The job's provider settings."""
+    if kind == "responses":
+        return OpenAIProviderConfig(model="gpt-4.1-mini")
+    if kind == "embeddings":
+        return OpenAIProviderConfig(
+            model="text-embedding-3-small",
+            endpoint="/v1/embeddings",
+            request_params={"dimensions": 16},
+        )
+    if kind == "azure":
+        from batchor.providers.azure import AzureOpenAIProviderConfig
+
+        return AzureOpenAIProviderConfig(
+            deployment="gpt-4.1-mini",
+            azure_endpoint=os.environ["AZURE_OPENAI_ENDPOINT"],
+            api_version=AZURE_API_VERSION,
+            api_key=os.environ["AZURE_OPENAI_API_KEY"],
+        )
+    raise ValueError(f"unknown job {kind!r}")
+
+
+def items_file(workdir: Path, count: int) -> Path:
+    """The job's source, written once per size and shared by every run in ``workdir``."""
+    source = workdir / f"items-{count}.jsonl"
+    if not source.exists():
+        partial = source.with_suffix(".partial")
+        partial.write_text(
+            "".join(json.dumps({"id": f"i{k}", "text": f"item {k}"}) + "\n" for k in range(count))
+        )
+        partial.rename(source)
+    return source
 
 
 def main() -> None:
     workdir, run_id, point = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
-    source = workdir / "items.jsonl"
-    if not source.exists():
-        source.write_text(
-            "".join(json.dumps({"id": f"i{k}", "text": f"item {k}"}) + "\n" for k in range(ITEMS))
-        )
-    if point != "none":
-        KILL_POINTS[point]()
-    runner = BatchRunner(store=f"sqlite:///{workdir}/batchor.db", artifacts=workdir / "artifacts")
+    kind, count = sys.argv[4], int(sys.argv[5])
+    config = provider_config(kind)
+    store: Any = open_store(f"sqlite:///{workdir}/batchor.db")
+    provider: BatchTransport | None = None
+    if point in STORE_POINTS:
+        store = STORE_POINTS[point](store)
+    elif point in PROVIDER_POINTS:
+        provider = KillingTransport(config.transport(api_key=None, base_url=None), point)
+    elif point != "none":
+        raise ValueError(f"unknown kill point {point!r}")
+    runner = BatchRunner(store=store, artifacts=workdir / "artifacts", provider=provider)
     job = BatchJob(
-        items=JsonlItemSource(source, id_field="id"),
+        items=JsonlItemSource(items_file(workdir, count), id_field="id"),
         build_prompt=lambda item: PromptParts(prompt=item.payload["text"]),
-        provider_config=OpenAIProviderConfig(model="gpt-4.1-mini"),
-        limits=BatchLimits(max_requests=MAX_REQUESTS),
+        provider_config=config,  # type: ignore[arg-type]
+        # 2 batches per run, each collected in chunks of 5,000 items after an ingestion in
+        # slices of 5,000 (at 12,000 items: 2 chunks per batch, 3 slices).
+        limits=BatchLimits(max_requests=count // 2),
     )
     run = runner.start(job, run_id=run_id)
     summary = run.wait(poll_interval=0.05, max_poll_interval=0.2)
     with open(workdir / f"{run_id}.results.jsonl", "w") as fh:
         for r in run.results():
             fh.write(json.dumps([r.item_id, r.status.value, r.output_text, r.attempts]) + "\n")
+    runner.close()
     print(summary.status.value)
 
 

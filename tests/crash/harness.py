@@ -1,10 +1,14 @@
 """The crash harness: for each kill point, run a job in a child process that SIGKILLs itself
 there, resume it in a fresh process, and compare with an uninterrupted run.
 
-    uv run python tests/crash/harness.py [--repetitions 3] [POINT ...]
+    uv run python tests/crash/harness.py [--job responses] [--items 12000] [--repetitions 3]
+        [POINT ...]
 
 Prints a table (kill point x repetitions, provider batches per batch key, lost and
-duplicated items, results equal to the uninterrupted run). tests/crash/test_crash.py runs it.
+duplicated items, results equal to the uninterrupted run, seconds per repetition).
+tests/crash/test_crash.py runs it.
+The job is a plain /v1/responses one, an /v1/embeddings one, or chat completions through the
+``AzureOpenAI`` client to the emulator's Azure routes (child.py).
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchor.testing import OpenAIBatchEmulator
+from batchor.testing import EmulatorLimits, OpenAIBatchEmulator
 
 CHILD = Path(__file__).with_name("child.py")
 KILL_POINTS = [
@@ -32,6 +37,30 @@ KILL_POINTS = [
     "during-download",
     "during-persist",
 ]
+JOBS = ["responses", "embeddings", "azure"]
+ITEMS = 12_000  # the default size: 2 batches of 6,000
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the child runs: a job kind (one of `JOBS`, made in child.py) and its number of
+    items, packed ``items // 2`` to a batch."""
+
+    kind: str = "responses"
+    items: int = ITEMS
+
+    @property
+    def api(self) -> str:
+        """The first segment of every route the job's client calls (``v1`` for OpenAI's
+        URL shape, ``openai`` for Azure's)."""
+        return "openai" if self.kind == "azure" else "v1"
+
+    def __str__(self) -> str:
+        return f"{self.kind}-{self.items}"
+
+
+def _emulator(job: Job) -> OpenAIBatchEmulator:
+    return OpenAIBatchEmulator(limits=EmulatorLimits.azure() if job.kind == "azure" else None)
 
 
 @dataclass
@@ -39,6 +68,7 @@ class Outcome:
     """One kill-and-resume repetition, judged."""
 
     point: str
+    api: str
     killed: bool
     batches_per_key: set[int]
     lost: int
@@ -46,6 +76,8 @@ class Outcome:
     equal_to_baseline: bool
     lines_bought_twice: int
     orphaned_uploads: int
+    apis_called: set[str]
+    seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -57,20 +89,27 @@ class Outcome:
             and self.equal_to_baseline
             and self.lines_bought_twice == 0
             and self.orphaned_uploads == 0
+            and self.apis_called == {self.api}
         )
 
 
-def _child(workdir: Path, run_id: str, point: str, emu: OpenAIBatchEmulator) -> int:
-    env = dict(os.environ, OPENAI_BASE_URL=emu.base_url, OPENAI_API_KEY=emu.api_key)
+def _child(workdir: Path, run_id: str, point: str, emu: OpenAIBatchEmulator, job: Job) -> int:
+    env = dict(
+        os.environ,
+        OPENAI_BASE_URL=emu.base_url,
+        OPENAI_API_KEY=emu.api_key,
+        AZURE_OPENAI_ENDPOINT=emu.azure_endpoint,
+        AZURE_OPENAI_API_KEY=emu.api_key,
+    )
     proc = subprocess.run(
-        [sys.executable, str(CHILD), str(workdir), run_id, point],
+        [sys.executable, str(CHILD), str(workdir), run_id, point, job.kind, str(job.items)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     if proc.returncode not in (0, -9):
-        raise RuntimeError(f"child failed at {point}: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"child failed at {point} ({job}): {proc.stderr[-2000:]}")
     return proc.returncode
 
 
@@ -79,32 +118,38 @@ def _results(workdir: Path, run_id: str) -> list[list[object]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def baseline(workdir: Path) -> list[list[object]]:
+def baseline(workdir: Path, job: Job = Job()) -> list[list[object]]:
     """The results of an uninterrupted run."""
-    with OpenAIBatchEmulator() as emu:
-        _child(workdir, "baseline", "none", emu)
-    return _results(workdir, "baseline")
+    run_id = f"baseline-{job}"
+    with _emulator(job) as emu:
+        _child(workdir, run_id, "none", emu, job)
+    return _results(workdir, run_id)
 
 
-def repetition(workdir: Path, point: str, rep: int, expected: list[list[object]]) -> Outcome:
+def repetition(
+    workdir: Path, point: str, rep: int, expected: list[list[object]], job: Job = Job()
+) -> Outcome:
     """Kill at ``point``, resume in a fresh process, judge the outcome."""
-    run_id = f"crash-{point}-{rep}"
-    with OpenAIBatchEmulator() as emu:
+    run_id = f"crash-{job}-{point}-{rep}"
+    started = time.monotonic()
+    with _emulator(job) as emu:
         if point == "during-create":
             emu.faults.create_response_delay = 1.0
-        killed = _child(workdir, run_id, point, emu) == -9
+        killed = _child(workdir, run_id, point, emu, job) == -9
         emu.faults.create_response_delay = 0.0
-        if _child(workdir, run_id, "none", emu) != 0:
-            raise RuntimeError(f"resume after {point} did not finish")
+        if _child(workdir, run_id, "none", emu, job) != 0:
+            raise RuntimeError(f"resume after {point} ({job}) did not finish")
         per_key = emu.stats.batches_by_metadata("batchor_batch_key")
         bought = emu.stats.lines_answered
         used = {b["input_file_id"] for b in emu.batches()}
         orphans = [f for f in emu.files() if f["purpose"] == "batch" and f["id"] not in used]
+        apis_called = {route.split("/")[1] for _method, route in emu.stats.calls}
     results = _results(workdir, run_id)
     ids = Counter(str(r[0]) for r in results)
     expected_ids = {str(r[0]) for r in expected}
     return Outcome(
         point=point,
+        api=job.api,
         killed=killed,
         batches_per_key=set(per_key.values()),
         lost=len(expected_ids - set(ids)),
@@ -113,16 +158,18 @@ def repetition(workdir: Path, point: str, rep: int, expected: list[list[object]]
         equal_to_baseline=results == expected,
         lines_bought_twice=sum(1 for n in bought.values() if n > 1),
         orphaned_uploads=len(orphans),
+        apis_called=apis_called,
+        seconds=time.monotonic() - started,
     )
 
 
-def run(points: list[str], repetitions: int) -> list[Outcome]:
+def run(points: list[str], repetitions: int, job: Job = Job()) -> list[Outcome]:
     """Every kill point, ``repetitions`` times each."""
     with tempfile.TemporaryDirectory(prefix="batchor-crash-") as tmp:
         workdir = Path(tmp)
-        expected = baseline(workdir)
+        expected = baseline(workdir, job)
         return [
-            repetition(workdir, point, rep, expected)
+            repetition(workdir, point, rep, expected, job)
             for point in points
             for rep in range(repetitions)
         ]
@@ -132,8 +179,9 @@ def table(outcomes: list[Outcome]) -> str:
     """Markdown table: kill point x repetitions."""
     rows = [
         "| kill point | repetitions | killed | batches per key | lost | duplicated | "
-        "lines bought twice | orphaned uploads | equal to uninterrupted |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "lines bought twice | orphaned uploads | equal to uninterrupted | seconds per "
+        "repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in dict.fromkeys(o.point for o in outcomes):
         mine = [o for o in outcomes if o.point == point]
@@ -143,17 +191,20 @@ def table(outcomes: list[Outcome]) -> str:
             f"{', '.join(map(str, per_key))} | {sum(o.lost for o in mine)} | "
             f"{sum(o.duplicated for o in mine)} | {sum(o.lines_bought_twice for o in mine)} | "
             f"{sum(o.orphaned_uploads for o in mine)} | "
-            f"{sum(o.equal_to_baseline for o in mine)}/{len(mine)} |"
+            f"{sum(o.equal_to_baseline for o in mine)}/{len(mine)} | "
+            f"{sum(o.seconds for o in mine) / len(mine):.1f} |"
         )
     return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--job", choices=JOBS, default="responses")
+    parser.add_argument("--items", type=int, default=ITEMS)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("points", nargs="*", default=KILL_POINTS)
     args = parser.parse_args()
-    outcomes = run(args.points, args.repetitions)
+    outcomes = run(args.points, args.repetitions, Job(args.job, args.items))
     print(table(outcomes))
     sys.exit(0 if all(o.ok for o in outcomes) else 1)
 

@@ -1,27 +1,60 @@
 """Kill a run with SIGKILL at every step boundary, resume it in a fresh process: exactly one
 provider batch per batch key, no item lost or duplicated, nothing bought twice, and results
-equal to an uninterrupted run (3 repetitions per kill point)."""
+equal to an uninterrupted run.
+
+The plain responses job goes through every kill point at 12,000 items (2 batches, each
+collected in 2 chunks), 3 repetitions each. The issue's sizes go through every kill point once
+each, in the slow tier: 100,000 embeddings items (2 batches of 50,000, each collected in 10
+chunks, ingested in 20 slices) and 20,000 chat items through the ``AzureOpenAI`` client to the
+emulator's Azure routes (2 batches of 10,000).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.crash import harness
+from tests.crash.harness import Job
+
+CASES = [
+    pytest.param(Job("responses"), point, 3, id=f"responses-{point}")
+    for point in harness.KILL_POINTS
+] + [
+    pytest.param(job, point, 1, id=f"{job}-{point}", marks=pytest.mark.slow)
+    for job in (Job("embeddings", 100_000), Job("azure", 20_000))
+    for point in harness.KILL_POINTS
+]
 
 
 @pytest.fixture(scope="module")
-def expected(tmp_path_factory: pytest.TempPathFactory) -> list[list[object]]:
-    return harness.baseline(tmp_path_factory.mktemp("baseline"))
+def expected_for(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[Job], list[list[object]]]:
+    """The results of an uninterrupted run of a job, run once per job and module."""
+    done: dict[Job, list[list[object]]] = {}
+
+    def expected(job: Job) -> list[list[object]]:
+        if job not in done:
+            done[job] = harness.baseline(tmp_path_factory.mktemp(f"baseline-{job}"), job)
+        return done[job]
+
+    return expected
 
 
-@pytest.mark.parametrize("point", harness.KILL_POINTS)
+@pytest.mark.parametrize(("job", "point", "repetitions"), CASES)
 def test_a_killed_run_resumes_exactly_once(
-    point: str, expected: list[list[object]], tmp_path: Path
+    job: Job,
+    point: str,
+    repetitions: int,
+    expected_for: Callable[[Job], list[list[object]]],
+    tmp_path: Path,
 ) -> None:
-    for rep in range(3):
-        outcome = harness.repetition(tmp_path, point, rep, expected)
+    expected = expected_for(job)
+    for rep in range(repetitions):
+        outcome = harness.repetition(tmp_path, point, rep, expected, job)
         assert outcome.killed, outcome
         assert outcome.batches_per_key == {1}, outcome
         assert outcome.lost == 0, outcome
@@ -29,3 +62,4 @@ def test_a_killed_run_resumes_exactly_once(
         assert outcome.lines_bought_twice == 0, outcome
         assert outcome.orphaned_uploads == 0, outcome
         assert outcome.equal_to_baseline, outcome
+        assert outcome.apis_called == {job.api}, outcome  # Azure's routes for the Azure job
