@@ -257,8 +257,8 @@ def test_each_prepared_batch_is_uploaded_and_created_after_one_listing(
         assert sent["input_file_id"] == record.file_id
     names = {f["id"]: f["filename"] for f in emu.files()}
     assert sorted(names[b.file_id] for b in all_batches(ctx) if b.file_id) == [
-        "batchor-r-000000.jsonl",
-        "batchor-r-000001.jsonl",
+        f"batchor-r-{n:06d}-{sha(input_bytes(ctx, b))[:16]}.jsonl"
+        for n, b in enumerate(all_batches(ctx))
     ]
     assert {row.status for row in item_rows(ctx)} == {ItemStatus.SUBMITTED}
     ids = [b.provider_batch_id for b in all_batches(ctx)]
@@ -272,8 +272,13 @@ def test_each_prepared_batch_is_uploaded_and_created_after_one_listing(
     assert calls(emu) == {}
 
 
-def test_upload_filename_flattens_the_batch_key() -> None:
-    assert submit_module.upload_filename("run-1/000007") == "batchor-run-1-000007.jsonl"
+def test_upload_filename_flattens_the_batch_key_and_carries_the_checksum() -> None:
+    digest = "0123456789abcdef" + "f" * 48
+    assert (
+        submit_module.upload_filename("run-1/000007", digest)
+        == "batchor-run-1-000007-0123456789abcdef.jsonl"
+    )
+    assert submit_module.upload_filename("run-1/000007", None) == "batchor-run-1-000007.jsonl"
 
 
 # ---- transient errors: the batch waits where it is, the pass goes on ----------------------
@@ -926,10 +931,13 @@ def test_an_upload_left_by_an_interrupted_attempt_is_adopted_and_extra_copies_de
 ) -> None:
     ctx = prepared(runner, emu, n=2, max_requests=2)
     content = input_bytes(ctx, batch(ctx))
+    name = f"batchor-r-000000-{sha(content)[:16]}.jsonl"
     c = client(emu)
-    older = c.files.create(file=("batchor-r-000000.jsonl", content), purpose="batch").id
-    newer = c.files.create(file=("batchor-r-000000.jsonl", content), purpose="batch").id
-    c.files.create(file=("batchor-r-000001.jsonl", content), purpose="batch")  # not this one
+    older = c.files.create(file=(name, content), purpose="batch").id
+    newer = c.files.create(file=(name, content), purpose="batch").id
+    c.files.create(file=(name.replace("000000", "000001"), content), purpose="batch")  # not it
+    # An earlier life's upload for this batch key with other requests is not this one either.
+    c.files.create(file=("batchor-r-000000-00000000deadbeef.jsonl", b"{}\n"), purpose="batch")
     emu.stats.reset()
     clock.now = T0
     caplog.clear()
@@ -949,7 +957,8 @@ def test_an_earlier_upload_counts_back_to_five_minutes_before_the_batch_row(
 ) -> None:
     ctx = prepared(runner, emu, n=2, max_requests=2)
     content = input_bytes(ctx, batch(ctx))
-    upload = client(emu).files.create(file=("batchor-r-000000.jsonl", content), purpose="batch")
+    name = f"batchor-r-000000-{sha(content)[:16]}.jsonl"
+    upload = client(emu).files.create(file=(name, content), purpose="batch")
     assert ctx.store.update_batch(
         batch(ctx).pk, BatchStatus.PREPARED, created_at=upload.created_at + skew
     )

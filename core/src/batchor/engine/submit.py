@@ -8,7 +8,9 @@
    newest first. One with the same run id, batch key and input
    checksum is adopted (the store that recorded it was lost); one with another checksum stops
    the run (paused, saying why) rather than buy the batch twice.
-3. Upload under a filename derived from the batch key; record the file id.
+3. Upload under a filename derived from the batch key and the input checksum (so an upload
+   left by an interrupted attempt is adopted only if it holds the same requests); record the
+   file id.
 4. Mark that a create is being attempted, then create with metadata naming the run, the
    batch key and the input checksum, the SDK's automatic retries off; record the provider
    batch id.
@@ -45,9 +47,12 @@ CREATE_LEASE_SECONDS = 120.0
 CREATE_GRACE_SECONDS = 10.0
 
 
-def upload_filename(batch_key: str) -> str:
-    """The filename a batch's input is uploaded under."""
-    return "batchor-" + batch_key.replace("/", "-") + ".jsonl"
+def upload_filename(batch_key: str, checksum: str | None) -> str:
+    """The filename a batch's input is uploaded under: its batch key and the first 16 hex
+    digits of its SHA-256, so an earlier life's upload of other requests under the same run id
+    is never taken for this one."""
+    name = "batchor-" + batch_key.replace("/", "-")
+    return f"{name}-{checksum[:16]}.jsonl" if checksum else f"{name}.jsonl"
 
 
 def submit(ctx: RunContext) -> int:
@@ -122,7 +127,7 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
     file_id = batch.file_id
     if batch.status is BatchStatus.PREPARED:
         try:
-            file_id, extras = _upload(ctx, batch)
+            file_id, extras = _upload(ctx, batch, checksum)
         except TransientProviderError as exc:
             raise _Postponed(BatchStatus.PREPARED) from exc
         except (ProviderAuthError, ProviderQuotaError):
@@ -149,12 +154,12 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
         raise _Postponed(BatchStatus.UPLOADED) from exc
 
 
-def _upload(ctx: RunContext, batch: BatchRecord) -> tuple[str, list[str]]:
+def _upload(ctx: RunContext, batch: BatchRecord, checksum: str | None) -> tuple[str, list[str]]:
     """Upload the batch's input file, or adopt the one an interrupted attempt uploaded (the
     provider only creates a file once its whole content has arrived). Returns the file id
     and any extra copies, to delete once the file id is recorded, so no orphaned upload is
     left behind."""
-    filename = upload_filename(batch.batch_key)
+    filename = upload_filename(batch.batch_key, checksum)
     earlier = ctx.transport.find_uploads(filename, batch.created_at - _CLOCK_SKEW)
     if earlier:
         log.info("batch %s: adopted upload %s", batch.batch_key, earlier[0])
