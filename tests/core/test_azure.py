@@ -142,8 +142,13 @@ def test_a_job_configured_by_environment_variables_only(
     assert emu.stats.calls[CREATE] == 1
     stored = runner.store.get_run("az-env")
     assert stored is not None
-    # Nothing read from the environment is stored: a later process reads it again.
-    assert (stored.config["base_url"], stored.config["api_version"]) == (None, None)
+    # The resource and version are stored as resolved (the key never): a later process
+    # reaches the same resource with only the key.
+    assert (stored.config["base_url"], stored.config["api_version"]) == (
+        emu.azure_endpoint,
+        API_VERSION,
+    )
+    assert emu.api_key not in json.dumps(stored.config)
 
 
 def test_the_stored_run_holds_no_key_and_a_fresh_runner_collects_it(
@@ -158,9 +163,12 @@ def test_the_stored_run_holds_no_key_and_a_fresh_runner_collects_it(
             assert record is not None
             config = record.config
         assert secret not in json.dumps(config)
-        assert {k: config[k] for k in ("provider", "model", "deployment", "endpoint")} == {
+        assert {
+            k: config[k] for k in ("provider", "model", "price_model", "deployment", "endpoint")
+        } == {
             "provider": "azure",
-            "model": "gpt-4o-mini",
+            "model": DEPLOYMENT,
+            "price_model": "gpt-4o-mini",
             "deployment": DEPLOYMENT,
             "endpoint": "/chat/completions",
         }
@@ -178,26 +186,42 @@ def test_the_stored_run_holds_no_key_and_a_fresh_runner_collects_it(
             run = second.get_run("az2")
             assert run.wait(timeout=60, poll_interval=0.05).status is RunStatus.COMPLETED
             assert_typed_and_complete(list(run.results()), 12)
-            assert run.model == "gpt-4o-mini"
+            assert run.model == DEPLOYMENT  # what its requests name
             summary = run.summary()
             assert summary.cost_usd is not None  # priced as gpt-4o-mini, not by deployment
         assert emu.stats.calls[CREATE] == 1
         assert emu.stats.calls[("GET", "/openai/batches/{id}")] >= 1
 
 
-def test_the_runner_base_url_and_key_reach_an_azure_job(
-    tmp_path: Path, openai_emulator: OpenAIBatchEmulator
-) -> None:
-    emu = openai_emulator
-    with BatchRunner(
-        f"sqlite:///{tmp_path}/s.db",
-        tmp_path / "a",
-        api_key=emu.api_key,
-        base_url=emu.azure_endpoint,
-    ) as runner:
-        config = AzureOpenAIProviderConfig(deployment=DEPLOYMENT, api_version=API_VERSION)
+def test_the_runner_openai_key_and_base_url_never_reach_an_azure_job(tmp_path: Path) -> None:
+    openai_key = "sk-openai-not-for-azure"
+    with (
+        OpenAIBatchEmulator(api_key="azure-key") as emu,
+        BatchRunner(
+            f"sqlite:///{tmp_path}/s.db",
+            tmp_path / "a",
+            api_key=openai_key,
+            base_url="http://127.0.0.1:9/v1",  # an OpenAI proxy: not the Azure resource
+        ) as runner,
+    ):
+        # No Azure key anywhere: the runner's OpenAI key is not taken for one.
+        keyless = AzureOpenAIProviderConfig(
+            deployment=DEPLOYMENT, azure_endpoint=emu.azure_endpoint, api_version=API_VERSION
+        )
+        with pytest.raises(ProviderAuthError, match="AZURE_OPENAI_API_KEY"):
+            runner.start(azure_job(keyless, 3), "az-keyless")
+        assert runner.store.get_run("az-keyless") is None
+        assert emu.stats.total_calls == 0
+        config = AzureOpenAIProviderConfig(
+            deployment=DEPLOYMENT,
+            azure_endpoint=emu.azure_endpoint,
+            api_version=API_VERSION,
+            api_key="azure-key",
+        )
         run = runner.run_and_wait(azure_job(config, 3), "az-runner", timeout=60)
         assert run.summary().status is RunStatus.COMPLETED
+        # A handle from the store alone reaches the stored resource, not the runner's URL.
+        assert runner.get_run("az-runner").summary().completed == 3
         assert emu.stats.calls[CREATE] == 1
 
 

@@ -32,6 +32,7 @@ from batchor import (
     RunStateError,
     RunStatus,
 )
+from batchor.engine import lookup as lookup_module
 from batchor.engine import submit as submit_module
 from batchor.engine.claims import owner
 from batchor.engine.context import RunContext
@@ -71,6 +72,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     fake = Clock()
     monkeypatch.setattr(submit_module, "time", fake)
+    monkeypatch.setattr(lookup_module, "time", fake)
     return fake
 
 

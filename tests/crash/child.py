@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -59,6 +60,8 @@ class KillingTransport:
     def __init__(self, inner: BatchTransport, point: str) -> None:
         self.inner = inner
         self.point = point
+        self.inline_requests = inner.inline_requests
+        self.tags_batches = inner.tags_batches
 
     def check_credentials(self) -> None:
         self.inner.check_credentials()
@@ -73,11 +76,15 @@ class KillingTransport:
         return self.inner.find_uploads(filename, created_after)
 
     def create_batch(
-        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str],
+        content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     ) -> ProviderBatch:
         if self.point == "during-create":
             threading.Timer(CREATE_KILL_DELAY, die).start()
-        batch = self.inner.create_batch(input_file_id, endpoint, metadata)
+        batch = self.inner.create_batch(input_file_id, endpoint, metadata, content)
         if self.point == "after-create":
             die()
         return batch

@@ -296,7 +296,8 @@ class Run:
         return infos
 
     def _cost(self, usage: Usage) -> float | None:
-        return self._runner.prices.cost(str(self._ctx.run.config.get("model")), usage)
+        config = self._ctx.run.config
+        return self._runner.prices.cost(str(config.get("price_model") or config["model"]), usage)
 
     @property
     def fingerprint(self) -> str:

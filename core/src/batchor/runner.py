@@ -45,6 +45,7 @@ _NOT_FINGERPRINTED = frozenset(
     {
         "base_url",
         "api_version",
+        "price_model",
         "schema_model",
         "enqueued_token_limit",
         "quota_scope",
@@ -62,10 +63,10 @@ class BatchRunner:
         artifacts: A directory, an object-store URL (``s3://bucket/prefix``, ``gs://``,
             ``az://``, ``memory://``) or an artifact-store object. Default:
             ``$BATCHOR_ARTIFACTS``, else ``.batchor/artifacts``.
-        api_key: A key for every run this runner drives whose job does not set one
-            (else ``OPENAI_API_KEY``). Never persisted.
-        base_url: An API base URL for runs whose job does not set one (else the one stored
-            with the run, else ``OPENAI_BASE_URL``).
+        api_key: A key for every OpenAI run this runner drives whose job does not set one
+            (else ``OPENAI_API_KEY``). Never persisted; never sent to another provider.
+        base_url: An API base URL for OpenAI runs whose job does not set one (else the one
+            stored with the run, else ``OPENAI_BASE_URL``).
         prices: Batch API prices to add to or override in the default table
             (`PriceTable`), for the costs in summaries.
         provider: A transport to drive every run with instead of the one the job's provider

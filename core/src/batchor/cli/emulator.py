@@ -19,15 +19,16 @@ if TYPE_CHECKING:
 
 
 @contextlib.contextmanager
-def emulated(emulate: bool) -> Iterator[OpenAIBatchEmulator | None]:
+def emulated(emulate: bool, *, azure: bool = False) -> Iterator[OpenAIBatchEmulator | None]:
     """A live emulator while the block runs (it speaks both OpenAI's and Azure OpenAI's
-    routes), or None when ``emulate`` is false."""
+    routes, with Azure's limits when ``azure``), or None when ``emulate`` is false."""
     if not emulate:
         yield None
         return
-    from batchor.testing import OpenAIBatchEmulator
+    from batchor.testing import EmulatorLimits, OpenAIBatchEmulator
 
-    with OpenAIBatchEmulator() as emulator:
+    limits = EmulatorLimits.azure() if azure else None
+    with OpenAIBatchEmulator(limits=limits) as emulator:
         yield emulator
 
 

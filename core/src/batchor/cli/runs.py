@@ -55,7 +55,7 @@ def run(
     """
     run_id = spec.run_id or new_run_id()
     resume = resume_hint(run_id, given=spec.run_id is not None)
-    with errors(resume=resume), emulated(spec.emulate) as emulator:
+    with errors(resume=resume), emulated(spec.emulate, azure=spec.provider == "azure") as emulator:
         job = build_job(spec, emulator=emulator)
         require_credentials(spec, emulated=emulator is not None, command="run")
         with BatchRunner(store, artifacts) as runner:

@@ -5,7 +5,8 @@ stop. Answered lines of every batch are still collected."""
 from __future__ import annotations
 
 from batchor.engine.context import RunContext, log
-from batchor.engine.submit import find_remote
+from batchor.engine.lookup import Refused, find_remote
+from batchor.engine.submit import INLINE_FILE_ID
 from batchor.errors import ProviderError
 from batchor.providers.base import TransientProviderError
 from batchor.states import BatchStatus
@@ -28,9 +29,10 @@ def wind_down(ctx: RunContext) -> None:
             # adopted on a later step instead of dropped.
             if ctx.store.drop_batch(batch.pk, batch.status, batch.create_started_at):
                 log.info("batch %s: dropped, its items cancelled", batch.batch_key)
-                if batch.file_id is not None:
+                if batch.file_id not in (None, INLINE_FILE_ID):
                     ctx.transport.delete_file(batch.file_id)
-        except TransientProviderError as exc:
+        except (TransientProviderError, Refused) as exc:
+            # Refused: the provider holds more than one batch it may be; it is not dropped.
             log.warning("batch %s: cancel step postponed: %s", batch.batch_key, exc)
     if not ctx.run.cancel_remote:
         return

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
 from batchor.providers.base import BatchTransport, ProviderBatch, ProviderLimits, RequestCodec
+from batchor.providers.registry import DEFAULT_PROVIDER
 from batchor.stores.base import RunRecord, StateStore
 
 log = logging.getLogger("batchor")
@@ -44,10 +45,10 @@ class RunSettings:
 
 
 def _quota_key(config: Mapping[str, Any]) -> str:
-    """The token budget a run draws on: its model and quota scope, per provider (OpenAI's key
-    has no provider prefix, as before there were others)."""
-    provider = config.get("provider") or "openai"
-    prefix = "" if provider == "openai" else f"{provider}:"
+    """The token budget a run draws on: its model and quota scope, per provider (the default
+    provider's key has no prefix, as before there were others)."""
+    provider = config.get("provider") or DEFAULT_PROVIDER
+    prefix = "" if provider == DEFAULT_PROVIDER else f"{provider}:"
     return f"{prefix}{config.get('model')}|{config.get('quota_scope') or ''}"
 
 

@@ -24,27 +24,34 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import partial
 
 from batchor.engine.backoff import backoff_delay
 from batchor.engine.claims import owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
+from batchor.engine.lookup import (
+    CLOCK_SKEW,
+    META_BATCH_KEY,
+    META_INPUT_SHA256,
+    META_RUN_ID,
+    Refused,
+    find_remote,
+    lookup_first_create,
+)
 from batchor.engine.pack import read_manifest, rebuild_input
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError, RunStateError
 from batchor.providers.base import ProviderBatch, TransientProviderError
 from batchor.states import BatchStatus, RunStatus
 from batchor.stores.base import BatchRecord
 
-META_RUN_ID = "batchor_run_id"
-META_BATCH_KEY = "batchor_batch_key"
-META_INPUT_SHA256 = "batchor_input_sha256"
-# Provider batches with another input that never bought anything: they do not block a create.
-_HARMLESS = frozenset({"failed", "cancelled"})
-# How far before the batch row's creation a provider batch may be dated (clock skew).
-_CLOCK_SKEW = 300.0
 # A create call gives up after 60 s (the transports' create timeout); a create claim younger
 # than this may still produce a provider batch, so nobody else creates it meanwhile.
 CREATE_LEASE_SECONDS = 120.0
 CREATE_GRACE_SECONDS = 10.0
+
+
+#: The file id recorded for a batch whose requests go inline in the create call.
+INLINE_FILE_ID = "inline"
 
 
 def upload_filename(batch_key: str, checksum: str | None) -> str:
@@ -77,7 +84,7 @@ def submit(ctx: RunContext) -> int:
             )
             log.warning("run %s paused: %s", ctx.run.run_id, exc)
             break
-        except _Refused as exc:
+        except Refused as exc:
             ctx.remote_batches = None  # look again when resumed: the user may cancel it
             ctx.store.set_run_status(
                 ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=str(exc)
@@ -103,11 +110,6 @@ def submit(ctx: RunContext) -> int:
     return submitted
 
 
-class _Refused(Exception):
-    """The provider holds a batch with this batch key but other requests: creating another
-    could pay twice for the same items, so the run stops and says why."""
-
-
 class _Postponed(Exception):
     """A transient failure at a step, and the batch status it left the batch in."""
 
@@ -119,39 +121,54 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
     checksum = input_checksum(ctx, batch)
     if batch.create_started_at is None:
         try:
-            found = _lookup_first_create(ctx, batch, checksum)
+            found = lookup_first_create(ctx, batch, checksum)
         except TransientProviderError as exc:
             raise _Postponed(batch.status) from exc
         if found is not None:
             return _adopt(ctx, batch, found)
     file_id = batch.file_id
     if batch.status is BatchStatus.PREPARED:
-        try:
-            file_id, extras = _upload(ctx, batch, checksum)
-        except TransientProviderError as exc:
-            raise _Postponed(BatchStatus.PREPARED) from exc
-        except (ProviderAuthError, ProviderQuotaError):
-            raise
-        except ProviderError as exc:  # the file itself refused (too large, invalid): no retry
-            _reject(ctx, batch, BatchStatus.PREPARED, "upload_rejected", exc)
+        file_id = _upload_recorded(ctx, batch, checksum)
+        if file_id is None:
             return False
-        if not ctx.store.update_batch(
-            batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
-        ):
-            # Another worker recorded an upload first; delete ours unless it is the same file.
-            winner = ctx.store.get_batch(batch.pk)
-            if winner is None or winner.file_id != file_id:
-                ctx.transport.delete_file(file_id)
-            return False
-        # Copies left by interrupted attempts go only now that this one is recorded: a
-        # live worker's copy may still win the record above, so it is never deleted first.
-        for extra in extras:
-            ctx.transport.delete_file(extra)
     assert file_id is not None
     try:
         return _create(ctx, batch, file_id, checksum)
     except TransientProviderError as exc:
         raise _Postponed(BatchStatus.UPLOADED) from exc
+
+
+def _upload_recorded(ctx: RunContext, batch: BatchRecord, checksum: str | None) -> str | None:
+    """Upload the batch's input and record the file id (``prepared`` -> ``uploaded``); for a
+    transport that sends requests inline, only the step is recorded. ``None``: not recorded
+    (another worker recorded it first, or the provider refused the file)."""
+    if ctx.transport.inline_requests:
+        recorded = ctx.store.update_batch(
+            batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=INLINE_FILE_ID
+        )
+        return INLINE_FILE_ID if recorded else None
+    try:
+        file_id, extras = _upload(ctx, batch, checksum)
+    except TransientProviderError as exc:
+        raise _Postponed(BatchStatus.PREPARED) from exc
+    except (ProviderAuthError, ProviderQuotaError):
+        raise
+    except ProviderError as exc:  # the file itself refused (too large, invalid): no retry
+        _reject(ctx, batch, BatchStatus.PREPARED, "upload_rejected", exc)
+        return None
+    if not ctx.store.update_batch(
+        batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
+    ):
+        # Another worker recorded an upload first; delete ours unless it is the same file.
+        winner = ctx.store.get_batch(batch.pk)
+        if winner is None or winner.file_id != file_id:
+            ctx.transport.delete_file(file_id)
+        return None
+    # Copies left by interrupted attempts go only now that this one is recorded: a live
+    # worker's copy may still win the record above, so it is never deleted first.
+    for extra in extras:
+        ctx.transport.delete_file(extra)
+    return file_id
 
 
 def _upload(ctx: RunContext, batch: BatchRecord, checksum: str | None) -> tuple[str, list[str]]:
@@ -160,7 +177,7 @@ def _upload(ctx: RunContext, batch: BatchRecord, checksum: str | None) -> tuple[
     and any extra copies, to delete once the file id is recorded, so no orphaned upload is
     left behind."""
     filename = upload_filename(batch.batch_key, checksum)
-    earlier = ctx.transport.find_uploads(filename, batch.created_at - _CLOCK_SKEW)
+    earlier = ctx.transport.find_uploads(filename, batch.created_at - CLOCK_SKEW)
     if earlier:
         log.info("batch %s: adopted upload %s", batch.batch_key, earlier[0])
         return earlier[0], earlier[1:]
@@ -176,6 +193,11 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
             return ctx.store.mark_submitted(batch.pk, found.id, found.status)
         if _create_in_flight(batch):
             return False  # another worker's create may still land: look again later
+    if not ctx.transport.tags_batches and _another_create_uncertain(ctx, batch):
+        # Where batches carry no metadata, a batch is recognised by when it was made and its
+        # size: one create of the run at a time may be unanswered, so no two can be confused.
+        log.info("batch %s: waits until the run's other create is settled", batch.batch_key)
+        return False
     limit = ctx.settings.token_limit
     if limit is not None and not ctx.store.reserve_tokens(batch.pk, limit):
         log.info("batch %s: waiting for room under the enqueued-token limit", batch.batch_key)
@@ -193,7 +215,17 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
     if checksum is not None:
         metadata[META_INPUT_SHA256] = checksum
     try:
-        created = ctx.transport.create_batch(file_id, ctx.codec.endpoint, metadata)
+        if ctx.transport.inline_requests:
+            if not ctx.artifacts.exists(batch.input_artifact):
+                rebuild_input(ctx, batch)
+            created = ctx.transport.create_batch(
+                file_id,
+                ctx.codec.endpoint,
+                metadata,
+                partial(ctx.artifacts.open_read, batch.input_artifact),
+            )
+        else:
+            created = ctx.transport.create_batch(file_id, ctx.codec.endpoint, metadata)
     except (TransientProviderError, ProviderAuthError, ProviderQuotaError):
         raise
     except ProviderError as exc:
@@ -219,6 +251,14 @@ def _reject(
     log.error("batch %s: the provider rejected it: %s", batch.batch_key, exc)
 
 
+def _another_create_uncertain(ctx: RunContext, batch: BatchRecord) -> bool:
+    """Whether another batch of the run has a create attempted and no provider batch id."""
+    return any(
+        other.pk != batch.pk and other.create_started_at is not None
+        for other in ctx.store.batches(ctx.run.pk, [BatchStatus.UPLOADED])
+    )
+
+
 def _create_in_flight(batch: BatchRecord) -> bool:
     """Whether a create another worker started may still be under way: its claim is younger
     than the longest a create call can take, unless its process is known to be gone (then a
@@ -232,17 +272,6 @@ def _create_in_flight(batch: BatchRecord) -> bool:
     if owner_gone(batch.claimed_by):
         return age < CREATE_GRACE_SECONDS
     return age < CREATE_LEASE_SECONDS
-
-
-def find_remote(ctx: RunContext, batch: BatchRecord) -> ProviderBatch | None:
-    """The provider batch created for ``batch`` by an earlier, interrupted attempt, if any."""
-    for remote in ctx.transport.list_batches(created_after=batch.created_at - _CLOCK_SKEW):
-        meta = remote.metadata
-        if meta.get(META_BATCH_KEY) == batch.batch_key and meta.get(META_RUN_ID) == (
-            ctx.run.run_id
-        ):
-            return remote
-    return None
 
 
 def input_checksum(ctx: RunContext, batch: BatchRecord) -> str | None:
@@ -265,78 +294,6 @@ def input_checksum(ctx: RunContext, batch: BatchRecord) -> str | None:
         while chunk := fh.read(8 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _lookup_first_create(
-    ctx: RunContext, batch: BatchRecord, checksum: str | None
-) -> ProviderBatch | None:
-    """Before a batch key is first created: the provider batch an earlier life of this run
-    created for it, with the same input checksum, if any (its store was lost).
-
-    Raises:
-        _Refused: the provider holds a live or finished batch with this key and other input.
-    """
-    if ctx.remote_batches is None:
-        ctx.remote_batches = _list_run_batches(ctx)
-    candidates = ctx.remote_batches.get(batch.batch_key, [])
-    same = [c for c in candidates if checksum and c.metadata.get(META_INPUT_SHA256) == checksum]
-    if same:
-        if len(candidates) > 1:
-            log.warning(
-                "batch %s: the provider holds %d batches with this batch key: %s",
-                batch.batch_key,
-                len(candidates),
-                ", ".join(c.id for c in candidates),
-            )
-        return same[0]
-    for other in candidates:
-        recorded = other.metadata.get(META_INPUT_SHA256)
-        what = (
-            f"other requests (input checksum {recorded[:12]}..., this one's "
-            f"{(checksum or 'unknown')[:12]}...)"
-            if recorded
-            else "no input checksum to compare"
-        )
-        if other.status in _HARMLESS:
-            log.warning(
-                "batch %s: provider batch %s carries this batch key with %s; it %s, so it is "
-                "not adopted and a new batch is created",
-                batch.batch_key,
-                other.id,
-                what,
-                other.status,
-            )
-            continue
-        raise _Refused(
-            f"batch {batch.batch_key}: provider batch {other.id} ({other.status}) already "
-            f"carries this run id and batch key, with {what}; nothing was created, so as not "
-            "to pay twice for the same items. Start the job under a new run id, or cancel "
-            f"{other.id} at the provider and resume this run"
-        )
-    return None
-
-
-def _list_run_batches(ctx: RunContext) -> dict[str, list[ProviderBatch]]:
-    """The provider's batches of this run created within the look-back, by batch key, newest
-    first (one listing, paged)."""
-    found: dict[str, list[ProviderBatch]] = {}
-    # A batch created before the look-back has ended long ago; where batches never expire,
-    # one of any age may still be live (the run's record may be younger than its batches:
-    # its store was lost), so every batch is listed.
-    lookback = ctx.limits.lookback_seconds
-    since = 0.0 if lookback is None else time.time() - lookback
-    for remote in ctx.transport.list_batches(created_after=since):
-        meta = remote.metadata
-        key = meta.get(META_BATCH_KEY)
-        if key is not None and meta.get(META_RUN_ID) == ctx.run.run_id:
-            found.setdefault(key, []).append(remote)
-    log.info(
-        "run %s: %d provider batches of this run %s",
-        ctx.run.run_id,
-        sum(map(len, found.values())),
-        f"in the last {lookback / 3600:.0f} h" if lookback is not None else "in all",
-    )
-    return found
 
 
 def _adopt(ctx: RunContext, batch: BatchRecord, remote: ProviderBatch) -> bool:
@@ -364,6 +321,6 @@ def _adopt(ctx: RunContext, batch: BatchRecord, remote: ProviderBatch) -> bool:
         remote.id,
         remote.status,
     )
-    if batch.file_id is not None and batch.file_id != remote.input_file_id:
+    if batch.file_id not in (None, INLINE_FILE_ID, remote.input_file_id):
         ctx.transport.delete_file(batch.file_id)  # our own upload, now unused
     return True

@@ -4,7 +4,8 @@ known outside the provider's own package."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
@@ -36,6 +37,8 @@ class ProviderBatch:
             found again).
         created_at: Creation time (epoch seconds).
         input_file_id: The file of requests the batch was created from.
+        request_count: How many requests the batch holds, where the provider says (how a
+            batch is recognised where it keeps no metadata).
     """
 
     id: str
@@ -46,6 +49,7 @@ class ProviderBatch:
     metadata: Mapping[str, str] = field(default_factory=dict)
     created_at: int = 0
     input_file_id: str | None = None
+    request_count: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -57,6 +61,19 @@ class BatchTransport(Protocol):
     """A provider's batch API calls. Each call reports a failure as `TransientProviderError`
     (worth retrying later), `ProviderQuotaError`, `ProviderAuthError` or `ProviderError`
     (permanent); messages never contain a key."""
+
+    @property
+    def inline_requests(self) -> bool:
+        """Whether a batch's requests go in the create call itself (no upload step): the
+        engine then skips `upload_file` and passes ``content`` to `create_batch`."""
+        ...
+
+    @property
+    def tags_batches(self) -> bool:
+        """Whether a batch keeps the metadata it was created with. Where it does, a batch
+        made by an interrupted create is found again by it; where it does not, by when it
+        was made and how many requests it holds (see `batchor.engine.lookup`)."""
+        ...
 
     def check_credentials(self) -> None:
         """Raise `ProviderAuthError` at once if no credentials are configured (no call is
@@ -73,9 +90,15 @@ class BatchTransport(Protocol):
         ...
 
     def create_batch(
-        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str],
+        content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     ) -> ProviderBatch:
-        """Create a batch. Never retried by the transport: a retry could buy it twice."""
+        """Create a batch from an uploaded file (or, for a transport with
+        `inline_requests`, from the request file ``content`` opens). Never retried by the
+        transport: a retry could buy it twice."""
         ...
 
     def retrieve_batch(self, batch_id: str) -> ProviderBatch:

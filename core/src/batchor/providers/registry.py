@@ -13,6 +13,10 @@ from batchor.providers.openai.config import OpenAIProviderConfig
 #: A job's provider settings: the config's type chooses the provider.
 ProviderConfigs = OpenAIProviderConfig | AzureOpenAIProviderConfig
 
+#: The provider of a run whose stored configuration names none (runs made before there were
+#: others).
+DEFAULT_PROVIDER = "openai"
+
 _BY_NAME: dict[str, Any] = {"openai": OpenAIProviderConfig, "azure": AzureOpenAIProviderConfig}
 
 
@@ -27,7 +31,7 @@ def config_from_record(record: Mapping[str, Any], *, base_url: str | None = None
     Raises:
         ConfigurationError: the run names a provider this batchor does not know.
     """
-    name = str(record.get("provider") or "openai")
+    name = str(record.get("provider") or DEFAULT_PROVIDER)
     cls = _BY_NAME.get(name)
     if cls is None:
         raise ConfigurationError(

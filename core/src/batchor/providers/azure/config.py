@@ -3,6 +3,7 @@ cheap)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -110,14 +111,18 @@ class AzureOpenAIProviderConfig:
         return AZURE_LIMITS
 
     def record(self) -> dict[str, Any]:
-        """The settings stored with a run (never the key)."""
+        """The settings stored with a run (never the key). The resource endpoint and the API
+        version are stored as resolved (argument, else environment), so a later process
+        reaches the same resource with only the key; ``model`` is the deployment (what
+        requests name, and what the token budget is kept by), ``price_model`` apart."""
         return {
             "provider": "azure",
-            "model": self.model,
+            "model": self.deployment,
+            "price_model": self.price_model,
             "deployment": self.deployment,
             "endpoint": self.endpoint,
-            "base_url": public_url(self.azure_endpoint),
-            "api_version": self.api_version,
+            "base_url": public_url(self.azure_endpoint or _env("AZURE_OPENAI_ENDPOINT")),
+            "api_version": self.api_version or _env("OPENAI_API_VERSION"),
             "request_params": dict(self.request_params),
             "enqueued_token_limit": self.enqueued_token_limit,
             "quota_scope": self.quota_scope,
@@ -127,15 +132,15 @@ class AzureOpenAIProviderConfig:
     def from_record(
         cls, record: Mapping[str, Any], *, base_url: str | None = None
     ) -> AzureOpenAIProviderConfig:
-        """The config a run was stored with (``base_url`` overrides the stored endpoint)."""
-        deployment = record["deployment"]
-        model = record.get("model")
+        """The config a run was stored with. Its batches live on the stored resource, so a
+        runner's ``base_url`` (an OpenAI setting) does not apply; ``OPENAI_API_VERSION``, when
+        set, overrides the stored API version (to move past a retired one)."""
         return cls(
-            deployment=deployment,
+            deployment=record["deployment"],
             endpoint=record["endpoint"],
-            azure_endpoint=base_url or record.get("base_url"),
-            api_version=record.get("api_version"),
-            price_model=model if model and model != deployment else None,
+            azure_endpoint=record.get("base_url"),
+            api_version=_env("OPENAI_API_VERSION") or record.get("api_version"),
+            price_model=record.get("price_model"),
             request_params=record.get("request_params") or {},
             enqueued_token_limit=record.get("enqueued_token_limit"),
             quota_scope=record.get("quota_scope"),
@@ -156,12 +161,20 @@ class AzureOpenAIProviderConfig:
     def transport(
         self, *, api_key: str | None = None, base_url: str | None = None
     ) -> AzureOpenAITransport:
-        """The transport over the SDK's ``AzureOpenAI`` client; ``api_key`` and ``base_url``
-        (the resource endpoint) are used where the config sets none."""
+        """The transport over the SDK's ``AzureOpenAI`` client, with the config's settings,
+        else ``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_KEY`` and ``OPENAI_API_VERSION``.
+        A runner's ``api_key`` and ``base_url`` are OpenAI settings and are not used: an
+        OpenAI key is never sent to an Azure resource."""
         from batchor.providers.azure.transport import AzureOpenAITransport
 
         return AzureOpenAITransport(
-            azure_endpoint=self.azure_endpoint or base_url,
-            api_key=self.api_key or api_key,
+            azure_endpoint=self.azure_endpoint,
+            api_key=self.api_key,
             api_version=self.api_version,
         )
+
+
+def _env(name: str) -> str | None:
+    """A non-blank environment variable's value."""
+    value = os.environ.get(name, "").strip()
+    return value or None

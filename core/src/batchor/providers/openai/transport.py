@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
@@ -35,6 +36,10 @@ class OpenAITransport:
         create_timeout: Seconds a batch create may take before it is given up (and looked up
             by its metadata on the next attempt).
     """
+
+    #: Requests are uploaded as a file first; batches keep their metadata.
+    inline_requests = False
+    tags_batches = True
 
     #: What a missing key is reported as.
     missing_key = (
@@ -116,9 +121,14 @@ class OpenAITransport:
             page = _translated(page.get_next_page)
 
     def create_batch(
-        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str],
+        content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     ) -> ProviderBatch:
-        """Create a batch with the SDK's automatic retries off."""
+        """Create a batch from an uploaded file (``content`` is not needed), with the SDK's
+        automatic retries off."""
         client = self.client.with_options(max_retries=0, timeout=self._create_timeout)
         batch = _translated(
             lambda: client.batches.create(
@@ -201,6 +211,7 @@ def _to_provider_batch(batch: Any) -> ProviderBatch:
         metadata=dict(batch.metadata or {}),
         created_at=int(batch.created_at),
         input_file_id=batch.input_file_id,
+        request_count=batch.request_counts.total if batch.request_counts is not None else None,
     )
 
 

@@ -14,8 +14,8 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,10 @@ class InProcessBatchTransport:
         data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         """Configure the transport; nothing runs until `start`."""
+        self.inline_requests = False
+        """Requests are uploaded as a file first (as OpenAI's)."""
+        self.tags_batches = True
+        """Batches keep their metadata (as OpenAI's)."""
         self.faults: EmulatorFaults = faults if faults is not None else EmulatorFaults()
         """The live fault knobs."""
         self.stats = EmulatorStats()
@@ -205,7 +209,11 @@ class InProcessBatchTransport:
             after = page[-1].id
 
     def create_batch(
-        self, input_file_id: str, endpoint: str, metadata: Mapping[str, str]
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str],
+        content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     ) -> ProviderBatch:
         """``POST /v1/batches``: record the batch and hand it to the worker (``validating``)."""
         payload = {
@@ -388,4 +396,5 @@ def _to_provider_batch(data: Mapping[str, Any]) -> ProviderBatch:
         metadata=dict(data.get("metadata") or {}),
         created_at=int(data["created_at"]),
         input_file_id=data.get("input_file_id"),
+        request_count=(data.get("request_counts") or {}).get("total"),
     )
