@@ -6,6 +6,11 @@ Importing this package pulls in the standard library only (neither ``openai`` no
 The ``openai_emulator`` pytest fixture lives in `batchor.testing.pytest_plugin`.
 """
 
+from batchor.testing.anthropic import (
+    AnthropicBatchEmulator,
+    AnthropicEmulatorFaults,
+    AnthropicEmulatorLimits,
+)
 from batchor.testing.emulator import (
     EmulatorFaults,
     EmulatorLimits,
@@ -13,11 +18,17 @@ from batchor.testing.emulator import (
     InProcessBatchTransport,
     OpenAIBatchEmulator,
 )
+from batchor.testing.gemini import GeminiBatchEmulator, GeminiFaults
 
 __all__ = [
+    "AnthropicBatchEmulator",
+    "AnthropicEmulatorFaults",
+    "AnthropicEmulatorLimits",
     "EmulatorFaults",
     "EmulatorLimits",
     "EmulatorStats",
+    "GeminiBatchEmulator",
+    "GeminiFaults",
     "InProcessBatchTransport",
     "OpenAIBatchEmulator",
 ]

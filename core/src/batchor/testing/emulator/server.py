@@ -161,20 +161,22 @@ def check_api_version(dialect: str, query: Mapping[str, list[str]]) -> None:
         raise azure_unsupported_api_version()
 
 
-class EmulatorHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can drop every open connection when it stops."""
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that can drop every open connection when it stops.
+
+    Provider-neutral: each emulator passes its own request handler class.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: ServerState) -> None:
-        """Bind to ``address`` and serve the emulator described by ``state``."""
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        """Bind to ``address`` (IPv4 or IPv6) and serve each connection with ``handler``."""
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        self.state = state
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(address, RequestHandler)
+        super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Track the connection, then serve it on its own thread."""
@@ -195,6 +197,15 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         for connection in connections:
             with contextlib.suppress(OSError):
                 connection.shutdown(socket.SHUT_RDWR)
+
+
+class EmulatorHTTPServer(LoopbackHTTPServer):
+    """The OpenAI emulator's server: its handlers share ``state``."""
+
+    def __init__(self, address: tuple[str, int], state: ServerState) -> None:
+        """Bind to ``address`` and serve the emulator described by ``state``."""
+        self.state = state
+        super().__init__(address, RequestHandler)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
