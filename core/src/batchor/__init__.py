@@ -26,6 +26,7 @@ from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
 from batchor.pricing import ModelPrice, PriceTable
+from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 from batchor.results import BatchInfo, ItemFailure, ItemResult, ResultPage, RunSummary, Usage
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PERMANENT_ERRORS",
+    "AnthropicProviderConfig",
     "ArtifactExport",
     "ArtifactPolicy",
     "AzureOpenAIProviderConfig",

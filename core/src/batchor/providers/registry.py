@@ -6,18 +6,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from batchor.errors import ConfigurationError
+from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
 from batchor.providers.base import ProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 
 #: A job's provider settings: the config's type chooses the provider.
-ProviderConfigs = OpenAIProviderConfig | AzureOpenAIProviderConfig
+ProviderConfigs = OpenAIProviderConfig | AzureOpenAIProviderConfig | AnthropicProviderConfig
 
 #: The provider of a run whose stored configuration names none (runs made before there were
 #: others).
 DEFAULT_PROVIDER = "openai"
 
-_BY_NAME: dict[str, Any] = {"openai": OpenAIProviderConfig, "azure": AzureOpenAIProviderConfig}
+_BY_NAME: dict[str, Any] = {
+    "openai": OpenAIProviderConfig,
+    "azure": AzureOpenAIProviderConfig,
+    "anthropic": AnthropicProviderConfig,
+}
 
 
 def provider_names() -> tuple[str, ...]:
