@@ -28,6 +28,7 @@ from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
 from batchor.pricing import ModelPrice, PriceTable
 from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
+from batchor.providers.gemini.config import GeminiProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 from batchor.results import BatchInfo, ItemFailure, ItemResult, ResultPage, RunSummary, Usage
 from batchor.retention import ArtifactExport, PruneReport
@@ -62,6 +63,7 @@ __all__ = [
     "ConfigurationError",
     "CsvItemSource",
     "DuplicateItemError",
+    "GeminiProviderConfig",
     "ItemFailure",
     "ItemResult",
     "ItemStatus",

@@ -9,10 +9,16 @@ from batchor.errors import ConfigurationError
 from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
 from batchor.providers.base import ProviderConfig
+from batchor.providers.gemini.config import GeminiProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 
 #: A job's provider settings: the config's type chooses the provider.
-ProviderConfigs = OpenAIProviderConfig | AzureOpenAIProviderConfig | AnthropicProviderConfig
+ProviderConfigs = (
+    OpenAIProviderConfig
+    | AzureOpenAIProviderConfig
+    | AnthropicProviderConfig
+    | GeminiProviderConfig
+)
 
 #: The provider of a run whose stored configuration names none (runs made before there were
 #: others).
@@ -22,6 +28,7 @@ _BY_NAME: dict[str, Any] = {
     "openai": OpenAIProviderConfig,
     "azure": AzureOpenAIProviderConfig,
     "anthropic": AnthropicProviderConfig,
+    "gemini": GeminiProviderConfig,
 }
 
 

@@ -39,9 +39,11 @@ import orjson
 
 from batchor.errors import ConfigurationError
 from batchor.items import PromptParts
-from batchor.providers.anthropic.config import ANTHROPIC_ENDPOINT
 from batchor.providers.anthropic.replies import read_result
 from batchor.providers.base import BatchVerdict, Reply
+
+#: The one endpoint every request of a Message Batch goes to.
+ANTHROPIC_ENDPOINT = "/v1/messages"
 
 CHARS_PER_TOKEN = 4
 #: Tokens around each message (role markers and separators).

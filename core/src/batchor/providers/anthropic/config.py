@@ -8,15 +8,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from batchor.errors import ConfigurationError
+from batchor.providers.anthropic.codec import ANTHROPIC_ENDPOINT, AnthropicCodec
 from batchor.providers.base import ProviderLimits
 from batchor.providers.openai.config import check_token_limit, public_url
 
 if TYPE_CHECKING:
-    from batchor.providers.anthropic.codec import AnthropicCodec
     from batchor.providers.anthropic.transport import AnthropicTransport
 
-#: The one endpoint every request of a Message Batch goes to.
-ANTHROPIC_ENDPOINT = "/v1/messages"
 
 #: The create call's body wraps the request file's lines: ``{"requests":[`` + the lines
 #: joined by commas + ``]}``, that is the file's size plus this many bytes.
@@ -179,7 +177,6 @@ class AnthropicProviderConfig:
             ConfigurationError: a schema with extended thinking on (a forced tool cannot be
                 combined with it).
         """
-        from batchor.providers.anthropic.codec import AnthropicCodec
 
         return AnthropicCodec(
             model=self.model,

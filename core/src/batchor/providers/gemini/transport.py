@@ -1,0 +1,514 @@
+"""Gemini Batch Mode and the Files API through the official ``google-genai`` SDK.
+
+Uploads, creates, cancels, deletes and downloads go through the SDK's public calls. A batch's
+state is read as the REST API returns it (through the SDK's own HTTP client, so its key,
+base URL and timeouts apply): the SDK's ``BatchJob`` leaves out what batchor needs of it, the
+input file, the request count (``batchStats``) and a failed batch's ``error``.
+"""
+
+from __future__ import annotations
+
+import calendar
+import functools
+import inspect
+import io
+import json
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+from urllib.parse import urlencode
+
+from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError
+from batchor.providers.base import TERMINAL_PROVIDER_STATUSES, ProviderBatch, TransientProviderError
+from batchor.providers.gemini.codec import rpc_name
+from batchor.providers.gemini.tags import KeyDigest, display_name, read_display_name, resolve
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from google.genai import Client
+
+T = TypeVar("T")
+
+MISSING_SDK = "the gemini provider needs the google-genai SDK: pip install 'batchor[gemini]'"
+MISSING_KEY = (
+    "no Gemini API key: set the GEMINI_API_KEY environment variable (or GOOGLE_API_KEY; from "
+    "Python, GeminiProviderConfig(api_key=...))"
+)
+KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
+BASE_URL_VARIABLE = "GOOGLE_GEMINI_BASE_URL"
+
+#: Batch states (the REST API's ``BATCH_STATE_*``, the SDK's ``JOB_STATE_*``) in the port's
+#: vocabulary.
+STATES: dict[str, str] = {}
+for _prefix in ("BATCH_STATE_", "JOB_STATE_"):
+    STATES.update(
+        {
+            _prefix + "PENDING": "validating",
+            _prefix + "RUNNING": "in_progress",
+            _prefix + "SUCCEEDED": "completed",
+            _prefix + "FAILED": "failed",
+            _prefix + "CANCELLED": "cancelled",
+            _prefix + "EXPIRED": "expired",
+        }
+    )
+_PAGE_SIZE = 100  # the most the Batches and Files APIs list per page
+_TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
+# What an API key the service does not take is answered with (google.rpc.ErrorInfo reasons).
+_KEY_REASONS = frozenset(
+    {
+        "API_KEY_INVALID",
+        "API_KEY_EXPIRED",
+        "API_KEY_SERVICE_BLOCKED",
+        "API_KEY_HTTP_REFERRER_BLOCKED",
+    }
+)
+
+
+def load_sdk() -> ModuleType:
+    """The ``google.genai`` module.
+
+    Raises:
+        ConfigurationError: it is not installed (one line naming the extra).
+    """
+    try:
+        from google import genai
+    except ImportError:
+        raise ConfigurationError(MISSING_SDK) from None
+    return genai
+
+
+def _setting(given: str | None, variables: tuple[str, ...]) -> str | None:
+    """``given``, else the first of the environment variables set; blank counts as unset."""
+    if given is not None and given.strip():
+        return given
+    for name in variables:
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+class GeminiTransport:
+    """Gemini Batch Mode and the Files API through ``google-genai`` (a `BatchTransport`).
+
+    A batch's requests are one JSONL file uploaded through the Files API under the engine's
+    filename (its display name); the batch is created from it with a display name carrying
+    the run id, the batch key and the input checksum (`batchor.providers.gemini.tags`), which
+    is how a batch whose create answer was lost is found again. The model is read from the
+    codec's endpoint (``models/{model}:batchGenerateContent``), so one transport serves any
+    Gemini job.
+
+    The SDK client is made on first use, so constructing a transport is free; the SDK's own
+    retries are off (it retries nothing by default), and idempotent calls are retried here
+    on transient errors, never a create. Errors are re-raised as `TransientProviderError`
+    (HTTP 408, 429 and 5xx, and connection failures), `ProviderAuthError` (a key the API
+    refuses) or `ProviderError`; their messages never contain the key.
+
+    HTTP 429 ``RESOURCE_EXHAUSTED`` is always transient: the Gemini API words its per-minute
+    rate limits and its daily quotas alike ("You exceeded your current quota, please check
+    your plan and billing details"), so it cannot tell an account out of credit from a busy
+    minute; the engine backs off, up to its cap, and tries again.
+
+    Args:
+        api_key: The key; ``None`` reads ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``.
+        base_url: The API base URL; ``None`` reads ``GOOGLE_GEMINI_BASE_URL``, else the
+            public API.
+        max_retries: Retries of idempotent calls on transient errors (never of a create).
+        timeout: Seconds per call.
+        create_timeout: Seconds a batch create may take before it is given up (and looked up
+            by its display name on the next attempt).
+    """
+
+    #: Requests are uploaded as a file first; batches keep their display name.
+    inline_requests = False
+    tags_batches = True
+    missing_key = MISSING_KEY
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        max_retries: int = 4,
+        timeout: float = 600.0,
+        create_timeout: float = 60.0,
+    ) -> None:
+        self._api_key = api_key
+        self._base_url = base_url
+        self._max_retries = max_retries
+        self._timeout = timeout
+        self._create_timeout = create_timeout
+        self._client: Client | None = None
+        # Metadata read from an input file's name (files never change), by file name.
+        self._resolved: dict[str, dict[str, str]] = {}
+
+    @property
+    def client(self) -> Client:
+        """The SDK client, made on first use.
+
+        Raises:
+            ConfigurationError: the ``google-genai`` SDK is not installed.
+            ProviderAuthError: no key is configured.
+        """
+        if self._client is None:
+            genai = load_sdk()
+            key = _setting(self._api_key, KEY_VARIABLES)
+            if key is None:
+                raise ProviderAuthError(self.missing_key)
+            options = genai.types.HttpOptions(
+                base_url=_setting(self._base_url, (BASE_URL_VARIABLE,)),
+                timeout=int(self._timeout * 1000),
+            )
+            self._client = genai.Client(vertexai=False, api_key=key, http_options=options)
+        return self._client
+
+    def check_credentials(self) -> None:
+        """Raise at once (making no call) if the SDK is missing (`ConfigurationError`) or no
+        key is configured (`ProviderAuthError`)."""
+        self.client  # noqa: B018 - making the client is the check
+
+    # -- files ------------------------------------------------------------------------------
+
+    def upload_file(self, content: BinaryIO, filename: str) -> str:
+        """Upload a batch input file (resumable, in 8 MiB chunks) under ``filename`` as its
+        display name; retried from the start on transient errors. Returns ``files/...``."""
+        reader = content if isinstance(content, io.IOBase) else _Reader(content)
+
+        def call() -> str:
+            reader.seek(0)
+            try:
+                uploaded = self.client.files.upload(
+                    file=reader, config={"display_name": filename, "mime_type": "jsonl"}
+                )
+            except (ValueError, KeyError) as exc:  # the upload session was not finalized
+                raise TransientProviderError(f"upload interrupted: {exc}") from exc
+            if not uploaded.name:
+                raise TransientProviderError("the upload answered no file name")
+            return uploaded.name
+
+        return _retrying(call, self._max_retries)
+
+    def find_uploads(self, filename: str, created_after: float) -> list[str]:
+        """Input files named ``filename`` uploaded since ``created_after``, newest first (the
+        Files API lists newest first; the listing stops at the first older file)."""
+        found: list[str] = []
+        pager = _retrying(
+            lambda: self.client.files.list(config={"page_size": _PAGE_SIZE}), self._max_retries
+        )
+        while True:
+            for item in pager.page:
+                created = item.create_time.timestamp() if item.create_time else 0.0
+                if created < created_after:
+                    return found
+                state = str(getattr(item.state, "value", item.state) or "ACTIVE")
+                if item.display_name == filename and item.name and state == "ACTIVE":
+                    found.append(item.name)
+            if not pager.config.get("page_token"):
+                return found
+            _retrying(pager.next_page, self._max_retries)
+
+    def download_file(self, file_id: str, dest: BinaryIO) -> int:
+        """Stream a file's content into ``dest``. A batch's output file the API does not
+        serve yet (it answers 403 or 404 for a moment after the batch ends) is reported as
+        transient, to be downloaded again later."""
+        counter = _Counter(dest)
+        files = self.client.files
+        streams = "destination" in inspect.signature(files.download).parameters
+
+        def call() -> int:
+            dest.seek(0)
+            dest.truncate()
+            counter.written = 0
+            if streams:
+                files.download(file=file_id, destination=counter)
+            else:  # an SDK release that only returns the bytes
+                counter.write(files.download(file=file_id))
+            return counter.written
+
+        try:
+            return _retrying(call, self._max_retries)
+        except TransientProviderError:
+            raise
+        except ProviderError as exc:
+            if _status(exc.__cause__) in (403, 404):
+                raise TransientProviderError(f"file {file_id} is not available yet") from exc
+            raise
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file; a file already gone (403 or 404) is fine."""
+        try:
+            _retrying(lambda: self.client.files.delete(name=file_id), self._max_retries)
+        except ProviderError as exc:
+            if _status(exc.__cause__) not in (403, 404):
+                raise
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def create_batch(
+        self,
+        input_file_id: str,
+        endpoint: str,
+        metadata: Mapping[str, str],
+        content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
+    ) -> ProviderBatch:
+        """Create a batch job from an uploaded file (``content`` is not needed) for the
+        model of ``endpoint``, with the metadata in its display name; never retried, and
+        given up after ``create_timeout`` seconds."""
+        model = endpoint.removesuffix(":batchGenerateContent")
+        types = load_sdk().types
+        config = types.CreateBatchJobConfig(
+            display_name=display_name(metadata),
+            http_options=types.HttpOptions(timeout=int(self._create_timeout * 1000)),
+        )
+        job = _translated(
+            lambda: self.client.batches.create(model=model, src=input_file_id, config=config)
+        )
+        state = str(getattr(job.state, "value", job.state) or "")
+        return ProviderBatch(
+            id=job.name or "",
+            status=STATES.get(state, "validating"),
+            metadata=dict(metadata),
+            created_at=int(job.create_time.timestamp()) if job.create_time else int(time.time()),
+            input_file_id=input_file_id,
+        )
+
+    def retrieve_batch(self, batch_id: str) -> ProviderBatch:
+        """The batch's current state."""
+        return self._to_batch(self._get_json(batch_id))
+
+    def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
+        """Batches newest first (as the API lists them), until one created before
+        ``created_after``."""
+        token: str | None = None
+        while True:
+            query: dict[str, Any] = {"pageSize": _PAGE_SIZE}
+            if token:
+                query["pageToken"] = token
+            page = self._get_json("batches?" + urlencode(query))
+            for operation in page.get("operations") or []:
+                if not isinstance(operation, dict):
+                    continue
+                if _created_at(operation) < created_after:
+                    return
+                yield self._to_batch(operation)
+            token = page.get("nextPageToken")
+            if not token:
+                return
+
+    def cancel_batch(self, batch_id: str) -> ProviderBatch:
+        """Ask the provider to cancel the batch; it is ``cancelling`` until the API reports
+        it ended."""
+        _translated(lambda: self.client.batches.cancel(name=batch_id))
+        batch = self.retrieve_batch(batch_id)
+        if batch.status in TERMINAL_PROVIDER_STATUSES:
+            return batch
+        return ProviderBatch(
+            id=batch.id,
+            status="cancelling",
+            output_file_id=batch.output_file_id,
+            errors=batch.errors,
+            metadata=batch.metadata,
+            created_at=batch.created_at,
+            input_file_id=batch.input_file_id,
+            request_count=batch.request_count,
+        )
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _get_json(self, path: str) -> dict[str, Any]:
+        """A GET of the REST API (relative to its version), parsed."""
+
+        def call() -> dict[str, Any]:
+            response = self.client._api_client.request("get", path, {})
+            try:
+                parsed = json.loads(response.body or "{}")
+            except ValueError as exc:
+                raise TransientProviderError(f"the provider answered {path} with no JSON") from exc
+            return parsed if isinstance(parsed, dict) else {}
+
+        return _retrying(call, self._max_retries)
+
+    def _to_batch(self, operation: dict[str, Any]) -> ProviderBatch:
+        """A batch's ``Operation`` JSON (its ``metadata`` is the ``GenerateContentBatch``)."""
+        meta = operation.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        state = str(meta.get("state") or "")
+        error = operation.get("error")
+        status = STATES.get(state)
+        if status is None:  # an unknown or unspecified state: whether the operation is done
+            done = bool(operation.get("done"))
+            status = ("failed" if error else "completed") if done else "in_progress"
+        output = meta.get("output") if isinstance(meta.get("output"), dict) else None
+        response = operation.get("response")
+        output_file = (output or {}).get("responsesFile") or (
+            response.get("responsesFile") if isinstance(response, dict) else None
+        )
+        errors: tuple[tuple[str, str], ...] = ()
+        if isinstance(error, dict):
+            errors = ((rpc_name(error.get("code")), str(error.get("message") or "")),)
+        stats = meta.get("batchStats")
+        count = stats.get("requestCount") if isinstance(stats, dict) else None
+        config = meta.get("inputConfig")
+        input_file = config.get("fileName") if isinstance(config, dict) else None
+        return ProviderBatch(
+            id=str(operation.get("name") or meta.get("name") or ""),
+            status=status,
+            output_file_id=str(output_file) if output_file else None,
+            errors=errors,
+            metadata=self._metadata(meta.get("displayName"), input_file),
+            created_at=_created_at(operation),
+            input_file_id=str(input_file) if input_file else None,
+            request_count=int(count)
+            if isinstance(count, int | str) and str(count).isdigit()
+            else None,
+        )
+
+    def _metadata(self, name: Any, input_file: Any) -> dict[str, str]:
+        """The metadata a batch's display name carries; for a long batch key, read from its
+        input file's name (once per file)."""
+        tag = read_display_name(name if isinstance(name, str) else None)
+        if not isinstance(tag, KeyDigest):
+            return tag or {}
+        if not isinstance(input_file, str):
+            return {}
+        if input_file not in self._resolved:
+            try:
+                stored = _retrying(
+                    lambda: self.client.files.get(name=input_file), self._max_retries
+                )
+            except ProviderError as exc:
+                if _status(exc.__cause__) not in (403, 404):
+                    raise
+                return {}  # the input file is gone: the batch cannot be recognised
+            self._resolved[input_file] = resolve(tag, stored.display_name) or {}
+        return self._resolved[input_file]
+
+
+class _Counter(io.RawIOBase):
+    """A write-only stream counting the bytes written through it into ``dest``."""
+
+    def __init__(self, dest: BinaryIO) -> None:
+        super().__init__()
+        self._dest = dest
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._dest.write(data)
+        self.written += len(data)
+        return len(data)
+
+
+class _Reader(io.RawIOBase):
+    """A seekable binary stream over any object with ``read``, ``seek`` and ``tell`` (the SDK
+    uploads ``io.IOBase`` streams only)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        super().__init__()
+        self._source = source
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._source.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._source.read(size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._source.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._source.tell()
+
+
+def _created_at(operation: dict[str, Any]) -> int:
+    """A batch's ``createTime`` (RFC 3339, up to nine fractional digits) in epoch seconds."""
+    meta = operation.get("metadata")
+    raw = meta.get("createTime") if isinstance(meta, dict) else None
+    match = _TIMESTAMP.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        return 0
+    seconds = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
+    zone = match.group(3)
+    if zone != "Z":
+        sign = 1 if zone[0] == "+" else -1
+        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
+    return seconds
+
+
+def _status(exc: BaseException | None) -> int | None:
+    """The HTTP status of an SDK ``APIError``, else ``None``."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, int) and not isinstance(code, bool) else None
+
+
+@functools.cache
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP clients' transport errors (connection, timeout, protocol): google-genai uses
+    ``httpx2`` where it is installed, else ``httpx``."""
+    found: list[type[BaseException]] = []
+    for module in ("httpx2", "httpx"):
+        try:
+            imported = __import__(module)
+        except ImportError:
+            continue
+        found.append(imported.TransportError)
+    return tuple(found)
+
+
+def _reasons(details: Any) -> set[str]:
+    """The ``google.rpc.ErrorInfo`` reasons of an error body."""
+    error = details.get("error") if isinstance(details, dict) else None
+    listed = error.get("details") if isinstance(error, dict) else None
+    return {
+        detail["reason"]
+        for detail in (listed if isinstance(listed, list) else [])
+        if isinstance(detail, dict) and isinstance(detail.get("reason"), str)
+    }
+
+
+def _translated(call: Callable[[], T]) -> T:
+    """Run an SDK call, re-raising its errors as batchor's provider errors."""
+    from google.genai import errors as genai_errors
+
+    try:
+        return call()
+    except genai_errors.APIError as exc:
+        code = _status(exc) or 0
+        message = exc.message or ""
+        status = f" {exc.status}" if exc.status else ""
+        text = f"provider answered HTTP {code}{status}: {message}"
+        unregistered = code == 403 and "unregistered callers" in message
+        if code == 401 or unregistered or _reasons(exc.details) & _KEY_REASONS:
+            raise ProviderAuthError(f"the provider refused the API key: {message}") from exc
+        if code in (408, 429) or code >= 500:
+            raise TransientProviderError(text) from exc
+        raise ProviderError(text) from exc
+    except _connection_errors() as exc:
+        raise TransientProviderError(f"provider unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+def _retrying(call: Callable[[], T], retries: int, base: float = 0.5, cap: float = 30.0) -> T:
+    """Call, retrying transient errors with exponential backoff and full jitter."""
+    for attempt in range(retries + 1):
+        try:
+            return _translated(call)
+        except TransientProviderError:
+            if attempt == retries:
+                raise
+            time.sleep(random.uniform(0, min(cap, base * 2**attempt)))
+    raise AssertionError("unreachable")
