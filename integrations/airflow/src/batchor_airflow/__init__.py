@@ -54,8 +54,8 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "batchor-airflow",
         "name": "batchor",
         "description": (
-            "Run OpenAI Batch API workloads durably and exactly once with batchor: "
-            "retry-safe, deferrable operators, a sensor and a trigger."
+            "Run provider batch API workloads (OpenAI, Anthropic, ...) durably and exactly "
+            "once with batchor: retry-safe, deferrable operators, a sensor and a trigger."
         ),
         "versions": [__version__],
         "integrations": [

@@ -85,7 +85,7 @@ def batchor_asset(
     given = locals()  # the arguments: the shared ones make the Spec
     shared = {f.name: given[f.name] for f in fields(Spec) if f.name in given}
     spec = Spec(**shared, timeout=wait_timeout)
-    description = description or f"Batch job run through the OpenAI Batch API ({name})."
+    description = description or f"Batch job run through a provider's batch API ({name})."
 
     @spec.asset(spec.key(), description, checked=True, ins=ins, deps=deps, **asset_kwargs)
     def _batch(

@@ -23,6 +23,7 @@ from dagster import (
 )
 
 from batchor import BatchJob, BatchRunner, ConfigurationError, JobMismatchError, StartedRun, steps
+from batchor.providers.registry import DEFAULT_PROVIDER
 
 from .errors import dagster_failures
 from .identity import RunKeyFn, partition_of, record_start, resolve_run_id
@@ -177,12 +178,14 @@ class Spec:
                 max_poll_interval=self.poll_interval,
             )
             result = steps.collect(runner, run_id, destination)
-            model = runner.get_run(run_id).model
+            record = runner.store.get_run(run_id)
+        stored = record.config if record is not None else {}
+        model, provider = stored.get("model"), stored.get("provider") or DEFAULT_PROVIDER
         context.log.info(
             f"batchor run {run_id}: {result.results} results written to {result.uri} "
             f"({result.run_status})"
         )
         check = failure_rate_check(result, self.max_failure_rate, self.check_severity)
         return MaterializeResult(
-            metadata=result_metadata(result, model, reused), check_results=[check]
+            metadata=result_metadata(result, model, reused, provider), check_results=[check]
         )

@@ -1,6 +1,6 @@
 """What a materialisation reports to Dagster: run id, counts by status, token usage under
-Dagster's ``openai.<model>.*`` keys, estimated cost, the results URI, and the failure-rate
-check."""
+``<provider>.<model>.*`` keys (``openai.<model>.*`` for OpenAI runs, as Dagster's OpenAI
+integration names them), estimated cost, the results URI, and the failure-rate check."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from batchor import CollectResult, RunSummary
+from batchor.providers.registry import DEFAULT_PROVIDER
 
 FAILURE_RATE_CHECK = "batchor_failure_rate"
 """Name of the asset check on the share of items that failed."""
@@ -18,10 +19,12 @@ REUSED_RUN_KEY = "batchor/reused_run_id"
 
 
 def result_metadata(
-    result: CollectResult, model: str | None, reused: bool = False
+    result: CollectResult, model: str | None, reused: bool = False, provider: str = DEFAULT_PROVIDER
 ) -> dict[str, Any]:
     """Metadata of a collected run's materialisation; token usage under the
-    ``openai.<model>.*`` keys Dagster's OpenAI integration and Insights use."""
+    ``<provider>.<model>.*`` keys of the run's provider: for OpenAI runs the
+    ``openai.<model>.*`` keys Dagster's OpenAI integration and Insights use, for others
+    (``anthropic.<model>.*``, ...) keys that never count their tokens as OpenAI's."""
     counts, prompt, completion = result.counts, result.input_tokens, result.output_tokens
     metadata: dict[str, Any] = {
         **_run(result.run_id, result.run_status, counts, reused),
@@ -36,7 +39,7 @@ def result_metadata(
     if model:
         usage = {"prompt": prompt, "completion": completion, "total": prompt + completion}
         metadata.update(
-            {f"openai.{model}.{k}_tokens": MetadataValue.int(n) for k, n in usage.items()}
+            {f"{provider}.{model}.{k}_tokens": MetadataValue.int(n) for k, n in usage.items()}
         )
     return metadata
 

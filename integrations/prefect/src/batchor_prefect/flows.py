@@ -58,7 +58,7 @@ def _batch_job_flow(fn: Callable[..., steps.CollectResult]) -> BatchJobFlow:
     return BatchJobFlow(
         fn=fn,
         name="batchor-run-batch-job",
-        description="Run a batchor job through the OpenAI Batch API, exactly once, and "
+        description="Run a batchor job through its provider's batch API, exactly once, and "
         "export its results.",
         validate_parameters=False,
     )
