@@ -171,7 +171,7 @@ def test_azure_emulate_runs_on_the_emulators_azure_routes(
         ("start", ["--endpoint", "embeddings", "--schema", "os:PathLike"], "--schema cannot"),
         ("run", ["--azure-endpoint", "https://x.openai.azure.com"], "--azure-endpoint goes"),
         ("run", ["--api-version", "2024-10-21", "--azure-endpoint", "x"], "go with --provider"),
-        ("run", ["--provider", "anthropic"], "'--provider'"),
+        ("run", ["--provider", "mistral"], "'--provider'"),
         ("estimate", ["--endpoint", "completions"], "'--endpoint'"),
     ],
 )

@@ -78,6 +78,42 @@ def test_prices_can_be_overridden_and_unknown_models_have_no_cost(tmp_path: Path
         assert unknown.cost_usd is None
 
 
+def test_dated_claude_ids_and_gemini_resource_names_take_their_models_price() -> None:
+    table = PriceTable()
+    # Anthropic's snapshots end in an 8-digit date: they map to the model's id.
+    assert table.price("claude-sonnet-4-5-20250929") == table.price("claude-sonnet-4-5")
+    assert table.price("claude-sonnet-4-5") == ModelPrice(1.5, 7.5)
+    assert table.price("claude-haiku-4-5-20251001") == ModelPrice(0.5, 2.5)
+    assert table.price("claude-opus-4-1-20250805") == ModelPrice(7.5, 37.5)
+    assert table.price("claude-sonnet-4-20250514") == table.price("claude-sonnet-4")
+    # A model that is not in the table is not priced as a neighbour.
+    assert table.price("claude-opus-4-5-20251101") is None
+    assert table.price("claude-3-5-haiku-20241022") is None
+    assert table.price("claude-haiku-4-5-2025102") is None  # not a date
+    # The older snapshot spellings still work.
+    assert table.price("gpt-4.1-mini-2025-04-14") == table.price("gpt-4.1-mini")
+    assert table.price("gpt-3.5-turbo-0125") == table.price("gpt-3.5-turbo")
+    # Gemini's resource name is the model's; its dated previews are other models.
+    assert table.price("models/gemini-2.5-flash") == ModelPrice(0.15, 1.25)
+    assert table.price("gemini-2.5-flash-preview-09-2025") is None
+    # Overrides apply to the dated ids too.
+    own = PriceTable({"claude-haiku-4-5": (1.0, 2.0)})
+    assert own.price("claude-haiku-4-5-20251001") == ModelPrice(1.0, 2.0)
+
+
+def test_claude_and_gemini_batch_prices() -> None:
+    table = PriceTable()
+    usage = Usage(2_000_000, 500_000)
+    # Claude Haiku 4.5: $0.50 in, $2.50 out per million batch tokens.
+    assert table.cost("claude-haiku-4-5-20251001", usage) == pytest.approx(1.0 + 1.25)
+    # Gemini 2.5 Flash: $0.15 in, $1.25 out.
+    assert table.cost("gemini-2.5-flash", usage) == pytest.approx(0.3 + 0.625)
+    # Gemini 2.5 Pro at its prompts-up-to-200k price: $0.625 in, $5.00 out.
+    assert table.cost("gemini-2.5-pro", usage) == pytest.approx(1.25 + 2.5)
+    for model in ("claude-sonnet-5-5", "claude-opus-5", "gemini-2.5-flash-lite"):
+        assert table.price(model) is not None
+
+
 def test_an_estimate_matches_what_the_run_then_sends(runner: BatchRunner, tmp_path: Path) -> None:
     with OpenAIBatchEmulator() as emu:
         job = _job(emu, max_output_tokens=50)

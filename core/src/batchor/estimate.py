@@ -105,7 +105,7 @@ def estimate_job(
         batch_tokens += tokens
     cap = next(
         (int(settings.request_params[k]) for k in _OUTPUT_CAPS if k in settings.request_params),
-        None,
+        getattr(settings, "max_tokens", None),  # a provider whose config carries the cap
     )
     if codec.output_kind == "vector":
         cap = 0  # an embedding bills input tokens only

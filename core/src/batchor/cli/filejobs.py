@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, cast
 from batchor.errors import ConfigurationError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.jobs import BatchJob, RetryPolicy
+from batchor.providers.anthropic.codec import ANTHROPIC_ENDPOINT
+from batchor.providers.anthropic.config import AnthropicProviderConfig
+from batchor.providers.gemini.config import GEMINI_ENDPOINT, GeminiProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 from batchor.providers.openai.endpoints import Endpoint, endpoint_kind
 from batchor.providers.registry import ProviderConfigs
@@ -26,13 +29,20 @@ from batchor.structured import import_model
 
 if TYPE_CHECKING:
     from batchor.providers.azure.config import AzureEndpoint
-    from batchor.testing import OpenAIBatchEmulator
 
 _JSONL = (".jsonl", ".ndjson")
 _PARQUET = (".parquet",)
 
 #: The providers ``--provider`` names.
-PROVIDERS = ("openai", "azure")
+PROVIDERS = ("openai", "azure", "anthropic", "gemini")
+#: Providers whose batches hold one kind of request (``--endpoint`` does not apply): the
+#: endpoint each run records, and what it holds.
+NATIVE_ENDPOINTS = {
+    "anthropic": (ANTHROPIC_ENDPOINT, "an Anthropic Message Batch holds Messages API requests"),
+    "gemini": (GEMINI_ENDPOINT, "a Gemini batch holds generateContent requests"),
+}
+#: Each reply's output cap with ``--provider anthropic`` when ``--max-tokens`` is not given.
+DEFAULT_MAX_TOKENS = 1024
 #: The request kinds ``--endpoint`` names, and each provider's path for them.
 ENDPOINT_NAMES = ("responses", "chat", "embeddings")
 ENDPOINT_PATHS: dict[str, dict[str, str]] = {
@@ -47,6 +57,19 @@ ENDPOINT_PATHS: dict[str, dict[str, str]] = {
 DEFAULT_ENDPOINT = {"openai": "responses", "azure": "chat"}
 #: The API version ``--provider azure --emulate`` uses when none is given.
 EMULATOR_API_VERSION = "2024-10-21"
+
+
+@dataclass(frozen=True, slots=True)
+class Emulated:
+    """Where a built-in emulator serves a provider's API for one command.
+
+    Attributes:
+        base_url: The provider's base URL (for ``--provider azure``, the Azure endpoint).
+        api_key: The key it accepts.
+    """
+
+    base_url: str
+    api_key: str
 
 
 def endpoint_name(value: str) -> str | None:
@@ -78,12 +101,13 @@ class JobSpec:
     provider: str = "openai"
     azure_endpoint: str | None = None
     api_version: str | None = None
+    max_tokens: int | None = None
 
     @property
     def endpoint_name(self) -> str:
         """``responses``, ``chat`` or ``embeddings``: the one given, else the provider's
-        default."""
-        return self.endpoint or DEFAULT_ENDPOINT[self.provider]
+        default (empty for a provider without ``--endpoint``)."""
+        return self.endpoint or DEFAULT_ENDPOINT.get(self.provider, "")
 
 
 def check_spec(spec: JobSpec) -> str:
@@ -93,7 +117,6 @@ def check_spec(spec: JobSpec) -> str:
     Raises:
         ConfigurationError: names the options that do not go together.
     """
-    name = spec.endpoint_name
     if spec.provider != "azure":
         given = [
             option
@@ -109,6 +132,19 @@ def check_spec(spec: JobSpec) -> str:
                 f"{' and '.join(given)} {verb} with --provider azure, not --provider "
                 f"{spec.provider}"
             )
+    if spec.max_tokens is not None and spec.provider != "anthropic":
+        raise ConfigurationError(
+            f"--max-tokens goes with --provider anthropic, not --provider {spec.provider}"
+        )
+    native = NATIVE_ENDPOINTS.get(spec.provider)
+    if native is not None:
+        if spec.endpoint is not None:
+            raise ConfigurationError(
+                f"--endpoint cannot be used with --provider {spec.provider}: {native[1]} "
+                "only; leave --endpoint out"
+            )
+        return native[0]
+    name = spec.endpoint_name
     path = ENDPOINT_PATHS[spec.provider].get(name)
     if path is None:
         raise ConfigurationError(
@@ -131,10 +167,11 @@ def build_job(
     *,
     base_url: str | None = None,
     api_key: str | None = None,
-    emulator: OpenAIBatchEmulator | None = None,
+    emulator: Emulated | None = None,
 ) -> BatchJob:
     """The job ``spec`` describes, its options, inputs and prompt checked. With
-    ``emulator``, the job calls it (on its Azure routes for ``--provider azure``).
+    ``emulator``, the job calls it (`emulated` serves the provider's API, and for
+    ``--provider azure`` gives its Azure endpoint).
 
     Raises:
         SourceError: an input cannot be opened or lacks the id field.
@@ -143,8 +180,7 @@ def build_job(
     """
     path = check_spec(spec)
     if emulator is not None:
-        api_key = emulator.api_key
-        base_url = emulator.azure_endpoint if spec.provider == "azure" else emulator.base_url
+        api_key, base_url = emulator.api_key, emulator.base_url
     sources = open_inputs(spec.inputs, spec.id_field, spec.metadata_fields, spec.encoding)
     build = prompt_builder(
         sources, template=spec.prompt_template, field=spec.prompt_field, system=spec.system
@@ -173,10 +209,20 @@ def provider_config(
     api_key: str | None,
     api_version: str | None = None,
 ) -> ProviderConfigs:
-    """The provider config of the job: OpenAI's, or Azure OpenAI's with ``--model`` as the
-    deployment (``base_url``, the emulator's, is then the Azure endpoint in place of
-    ``--azure-endpoint``, and ``api_version`` the version used when neither ``--api-version``
-    nor ``OPENAI_API_VERSION`` gives one)."""
+    """The provider config of the job: OpenAI's, Anthropic's (with ``--max-tokens``),
+    Gemini's, or Azure OpenAI's with ``--model`` as the deployment (``base_url``, the
+    emulator's, is then the Azure endpoint in place of ``--azure-endpoint``, and
+    ``api_version`` the version used when neither ``--api-version`` nor
+    ``OPENAI_API_VERSION`` gives one)."""
+    if spec.provider == "anthropic":
+        return AnthropicProviderConfig(
+            model=spec.model,
+            max_tokens=spec.max_tokens or DEFAULT_MAX_TOKENS,
+            base_url=base_url,
+            api_key=api_key,
+        )
+    if spec.provider == "gemini":
+        return GeminiProviderConfig(model=spec.model, base_url=base_url, api_key=api_key)
     if spec.provider != "azure":
         return OpenAIProviderConfig(
             model=spec.model, endpoint=cast(Endpoint, path), base_url=base_url, api_key=api_key

@@ -32,7 +32,7 @@ def _reader(store: str | None, artifacts: str | None) -> BatchRunner:
 @store_options
 def status(run_id: str, as_json: bool, store: str | None, artifacts: str | None) -> None:
     """Show a run's status, where its requests go (provider, endpoint, model or Azure
-    deployment) and its counts."""
+    deployment; Anthropic's max tokens) and its counts."""
     with errors(), _reader(store, artifacts) as runner:
         summary = runner.get_run(run_id).summary()
         record = runner.store.get_run(run_id)

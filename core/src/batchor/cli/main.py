@@ -27,8 +27,8 @@ from batchor.cli.runs import run, start, wait
 @click.option("-v", "--verbose", is_flag=True, help="Log what the engine does; show tracebacks.")
 @click.version_option(package_name="batchor")
 def cli(verbose: bool) -> None:
-    """batchor: durable runs of large workloads through the OpenAI (or Azure OpenAI) Batch
-    API.
+    """batchor: durable runs of large workloads through the batch APIs of OpenAI, Azure
+    OpenAI, Anthropic and Gemini (see --provider).
 
     Start a run with `run` (to the end) or `start` (submit and return), follow it with
     `wait`, inspect it with `status`, `list` and `results`, steer it with `pause`, `resume`

@@ -10,7 +10,13 @@ from typing import Any, TypeVar
 
 import click
 
-from batchor.cli.filejobs import ENDPOINT_NAMES, PROVIDERS, JobSpec, endpoint_name
+from batchor.cli.filejobs import (
+    DEFAULT_MAX_TOKENS,
+    ENDPOINT_NAMES,
+    PROVIDERS,
+    JobSpec,
+    endpoint_name,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -90,7 +96,8 @@ _JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--model",
         required=True,
-        help="Model name, e.g. gpt-4.1-mini; with --provider azure, the deployment name.",
+        help="Model name, e.g. gpt-4.1-mini, claude-haiku-4-5 or gemini-2.5-flash; with "
+        "--provider azure, the deployment name.",
     ),
     click.option("--system", help="System prompt (instructions); not with embeddings."),
     click.option(
@@ -102,16 +109,26 @@ _JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         type=click.Choice(PROVIDERS, case_sensitive=False),
         default="openai",
         show_default=True,
-        help="Whose Batch API: openai (key in OPENAI_API_KEY), or azure (Azure OpenAI: "
+        help="Whose batch API: openai (key in OPENAI_API_KEY); azure (Azure OpenAI: "
         "--model names the deployment, the key is in AZURE_OPENAI_API_KEY; see "
-        "--azure-endpoint and --api-version).",
+        "--azure-endpoint and --api-version); anthropic (Message Batches, key in "
+        "ANTHROPIC_API_KEY; pip install 'batchor[anthropic]'; see --max-tokens); or gemini "
+        "(Batch Mode, key in GEMINI_API_KEY; pip install 'batchor[gemini]').",
     ),
     click.option(
         "--endpoint",
         type=EndpointChoice(ENDPOINT_NAMES),
         help="What each request asks for: responses (the Responses API; default with "
         "openai), chat (Chat Completions; default with azure) or embeddings (each result is "
-        "a vector; openai only). A path such as /v1/chat/completions is taken too.",
+        "a vector; openai only). A path such as /v1/chat/completions is taken too. Not "
+        "with anthropic or gemini, whose batches hold one kind of request.",
+    ),
+    click.option(
+        "--max-tokens",
+        type=click.IntRange(1),
+        help="With --provider anthropic: the most output tokens of each reply (the Messages "
+        f"API requires a cap; a reply cut off there fails the item) [default "
+        f"{DEFAULT_MAX_TOKENS}].",
     ),
     click.option(
         "--azure-endpoint",
@@ -140,7 +157,7 @@ _JOB_OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
     click.option(
         "--emulate",
         is_flag=True,
-        help="Run against a built-in emulator of the API (of Azure OpenAI's with "
-        "--provider azure).",
+        help="Run against a built-in emulator of the provider's batch API (OpenAI's, Azure "
+        "OpenAI's, Anthropic's or Gemini's, as --provider says); needs no key.",
     ),
 ]

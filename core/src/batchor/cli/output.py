@@ -102,9 +102,12 @@ def show_summary(
 
 def provider_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     """Where a run's requests go, from its stored config: its provider, endpoint and model,
-    and for Azure OpenAI its deployment, API version and endpoint (``base_url``)."""
+    for Anthropic each reply's ``max_tokens``, and for Azure OpenAI its deployment, API
+    version and endpoint (``base_url``)."""
     name = config.get("provider") or "openai"
     fields = {"provider": name, "endpoint": config.get("endpoint"), "model": config.get("model")}
+    if name == "anthropic":
+        fields["max_tokens"] = config.get("max_tokens")
     if name == "azure":
         fields["deployment"] = config.get("deployment") or config.get("model")
         fields["api_version"] = config.get("api_version")
@@ -116,6 +119,7 @@ _PROVIDER_ROWS = {
     "provider": "provider",
     "endpoint": "endpoint",
     "model": "model",
+    "max_tokens": "max tokens",
     "deployment": "deployment",
     "api_version": "api version",
     "base_url": "azure endpoint",

@@ -14,8 +14,9 @@ from batchor.cli.exits import EXIT_ERROR, RESUME, DeadlinePassed, deadline, erro
 from batchor.cli.filejobs import JobSpec, build_job, env_setting
 from batchor.cli.options import job_options, json_option, poll_interval_option, store_options
 from batchor.cli.output import fail, run_progress, show_summary
-from batchor.errors import ConfigurationError, WaitTimeout
+from batchor.errors import ConfigurationError, ProviderAuthError, WaitTimeout
 from batchor.jobs import BatchJob
+from batchor.providers.registry import ProviderConfigs
 from batchor.results import RunSummary
 from batchor.runner import BatchRunner, new_run_id
 
@@ -55,9 +56,9 @@ def run(
     """
     run_id = spec.run_id or new_run_id()
     resume = resume_hint(run_id, given=spec.run_id is not None)
-    with errors(resume=resume), emulated(spec.emulate, azure=spec.provider == "azure") as emulator:
+    with errors(resume=resume), emulated(spec.emulate, spec.provider) as emulator:
         job = build_job(spec, emulator=emulator)
-        require_credentials(spec, emulated=emulator is not None, command="run")
+        require_credentials(spec, job.provider_config, emulated=emulator is not None, command="run")
         with BatchRunner(store, artifacts) as runner:
             code = run_to_end(
                 runner, job, run_id, output, poll_interval, as_json, timeout=timeout, resume=resume
@@ -74,19 +75,40 @@ def resume_hint(run_id: str, *, given: bool) -> str:
     )
 
 
-def require_credentials(spec: JobSpec, *, emulated: bool, command: str) -> None:
-    """Fail before anything is created when the provider's key (and, for Azure OpenAI, its
-    endpoint and API version) is not at hand, in the CLI's terms.
+#: The providers whose SDK is an extra: their name in messages, and where their key is read.
+_SDK_KEYS = {
+    "anthropic": ("Anthropic", "the ANTHROPIC_API_KEY environment variable"),
+    "gemini": ("Gemini", "the GEMINI_API_KEY environment variable (or GOOGLE_API_KEY)"),
+}
+
+
+def require_credentials(
+    spec: JobSpec, config: ProviderConfigs, *, emulated: bool, command: str
+) -> None:
+    """Fail before anything is created when the provider's SDK (an extra, for Anthropic and
+    Gemini) is not installed or its key (and, for Azure OpenAI, its endpoint and API version)
+    is not at hand, in the CLI's terms.
 
     Raises:
-        ConfigurationError: names the option or environment variable to set.
+        ConfigurationError: names the extra to install, or the option or environment
+            variable to set.
     """
-    if emulated:
-        return
     if command == "run":
         hint = "or pass --emulate to try the command against the built-in emulator"
     else:
         hint = "or try it first with `batchor run ... --emulate` (the built-in emulator)"
+    sdk_key = _SDK_KEYS.get(spec.provider)
+    if sdk_key is not None:
+        try:
+            # No call is made: the SDK is imported (ConfigurationError naming the extra) and
+            # the key looked for, the config's own (the emulator's) first.
+            config.transport().check_credentials()
+        except ProviderAuthError:
+            name, where = sdk_key
+            raise ConfigurationError(f"no {name} API key: set {where}, {hint}") from None
+        return
+    if emulated:
+        return
     if spec.provider != "azure":
         if not env_setting("OPENAI_API_KEY"):
             raise ConfigurationError(
@@ -195,7 +217,7 @@ def start(spec: JobSpec, as_json: bool, store: str | None, artifacts: str | None
                 "instead"
             )
         job = build_job(spec)
-        require_credentials(spec, emulated=False, command="start")
+        require_credentials(spec, job.provider_config, emulated=False, command="start")
         with BatchRunner(store, artifacts) as runner:
             with run_progress(results=False) as progress:
                 handle = runner.start(job, run_id, on_ingest=progress.ingested)
