@@ -2,15 +2,17 @@
 
     python tests/crash/child.py WORKDIR RUN_ID KILL_POINT JOB ITEMS     (KILL_POINT "none": no kill)
 
-JOB is ``responses`` (plain replies on /v1/responses), ``embeddings`` (/v1/embeddings) or
-``azure`` (chat completions through the ``AzureOpenAI`` client); ITEMS the number of items,
-packed ITEMS // 2 to a batch.
+JOB is ``responses`` (plain replies on /v1/responses), ``embeddings`` (/v1/embeddings),
+``azure`` (chat completions through the ``AzureOpenAI`` client) or ``anthropic`` (structured
+replies through Anthropic's Message Batches: requests inline in the create call, batches
+without metadata); ITEMS the number of items, packed ITEMS // 2 to a batch.
 
 Faults come in through the runner's own seams, never by patching a class: the provider-side
 kill points wrap the job's real transport in a `KillingTransport` (``BatchRunner(provider=)``),
 the store-side ones wrap the real store in a `KillingStore` (``BatchRunner(store=)``). What
 dies is the real engine between two real steps. The provider is reached through
-OPENAI_BASE_URL / OPENAI_API_KEY, or AZURE_OPENAI_ENDPOINT / AZURE_OPENAI_API_KEY.
+OPENAI_BASE_URL / OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT / AZURE_OPENAI_API_KEY, or
+ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
+
+from pydantic import BaseModel
 
 from batchor import (
+    AnthropicProviderConfig,
     BatchJob,
     BatchLimits,
     BatchRunner,
@@ -40,6 +46,10 @@ from batchor.stores.open import open_store
 
 AZURE_API_VERSION = "2024-10-21"
 CREATE_KILL_DELAY = 0.3  # the emulator delays its create answer longer (harness.py)
+# An inline create sends the batch's requests in the call itself, which may take longer than
+# any fixed delay: the process dies once the provider lists the new batch (harness.py delays
+# the create's answer far longer), and at the latest after this many seconds.
+CREATE_SEEN_DEADLINE = 60.0
 
 
 def die() -> None:
@@ -52,7 +62,10 @@ class KillingTransport:
 
     - ``upload-unrecorded``: right after the first upload returns (its id never recorded);
     - ``during-create``: while the first create is in flight (the emulator creates the batch
-      and delays its answer; a timer kills the process before it arrives);
+      and delays its answer; a timer kills the process before it arrives). Where the
+      requests go inline in the create call (so sending them takes a while), the process
+      dies as soon as the provider lists the batch the create made, its answer still held
+      back: a create that succeeded on the server while the client was killed;
     - ``after-create``: right after the first create returns (its batch id never recorded);
     - ``during-download``: once the first chunk of the first downloaded file reached disk.
     """
@@ -83,11 +96,32 @@ class KillingTransport:
         content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     ) -> ProviderBatch:
         if self.point == "during-create":
-            threading.Timer(CREATE_KILL_DELAY, die).start()
+            if self.inline_requests:
+                self._die_once_listed()
+            else:
+                threading.Timer(CREATE_KILL_DELAY, die).start()
         batch = self.inner.create_batch(input_file_id, endpoint, metadata, content)
         if self.point == "after-create":
             die()
         return batch
+
+    def _die_once_listed(self) -> None:
+        """SIGKILL the process, from a thread of its own, once the provider lists a batch it
+        did not list before this create (or past `CREATE_SEEN_DEADLINE`)."""
+        before = {b.id for b in self.inner.list_batches(created_after=0.0)}
+        deadline = time.monotonic() + CREATE_SEEN_DEADLINE
+
+        def watch() -> None:
+            while time.monotonic() < deadline:
+                try:
+                    if any(b.id not in before for b in self.inner.list_batches(0.0)):
+                        break
+                except Exception:  # a transient error: look again
+                    pass
+                time.sleep(0.02)
+            die()
+
+        threading.Thread(target=watch, daemon=True).start()
 
     def retrieve_batch(self, batch_id: str) -> ProviderBatch:
         return self.inner.retrieve_batch(batch_id)
@@ -166,6 +200,14 @@ STORE_POINTS: dict[str, Callable[[StateStore], Any]] = {
 PROVIDER_POINTS = ("upload-unrecorded", "during-create", "after-create", "during-download")
 
 
+class Verdict(BaseModel):
+    """The structured output of the ``anthropic`` job (a forced tool's input)."""
+
+    label: Literal["positive", "negative", "neutral"]
+    score: float
+    note: str | None
+
+
 def provider_config(kind: str) -> ProviderConfig:
     """The job's provider settings."""
     if kind == "responses":
@@ -185,6 +227,8 @@ def provider_config(kind: str) -> ProviderConfig:
             api_version=AZURE_API_VERSION,
             api_key=os.environ["AZURE_OPENAI_API_KEY"],
         )
+    if kind == "anthropic":  # key and base URL from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL
+        return AnthropicProviderConfig(model="claude-sonnet-4-5", max_tokens=256)
     raise ValueError(f"unknown job {kind!r}")
 
 
@@ -217,6 +261,7 @@ def main() -> None:
         items=JsonlItemSource(items_file(workdir, count), id_field="id"),
         build_prompt=lambda item: PromptParts(prompt=item.payload["text"]),
         provider_config=config,  # type: ignore[arg-type]
+        structured_output=Verdict if kind == "anthropic" else None,
         # 2 batches per run, each collected in chunks of 5,000 items after an ingestion in
         # slices of 5,000 (at 12,000 items: 2 chunks per batch, 3 slices).
         limits=BatchLimits(max_requests=count // 2),

@@ -7,8 +7,13 @@ there, resume it in a fresh process, and compare with an uninterrupted run.
 Prints a table (kill point x repetitions, provider batches per batch key, lost and
 duplicated items, results equal to the uninterrupted run, seconds per repetition).
 tests/crash/test_crash.py runs it.
-The job is a plain /v1/responses one, an /v1/embeddings one, or chat completions through the
-``AzureOpenAI`` client to the emulator's Azure routes (child.py).
+The job is a plain /v1/responses one, an /v1/embeddings one, chat completions through the
+``AzureOpenAI`` client to the emulator's Azure routes, or a structured one through Anthropic's
+Message Batches to `AnthropicBatchEmulator` (child.py).
+
+Anthropic's batches keep no metadata, so "one provider batch per batch key" is judged from
+what the emulator holds: each batch key's provider batch (recorded in the store) and every
+other batch the emulator made holding any of its requests.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from batchor.testing import EmulatorLimits, OpenAIBatchEmulator
+from batchor.states import BatchStatus
+from batchor.stores.open import open_store
+from batchor.testing import AnthropicBatchEmulator, EmulatorLimits, OpenAIBatchEmulator
 
 CHILD = Path(__file__).with_name("child.py")
 KILL_POINTS = [
@@ -37,8 +44,14 @@ KILL_POINTS = [
     "during-download",
     "during-persist",
 ]
-JOBS = ["responses", "embeddings", "azure"]
+JOBS = ["responses", "embeddings", "azure", "anthropic"]
+INLINE_JOBS = frozenset({"anthropic"})  # requests go inline in the create call: no upload
 ITEMS = 12_000  # the default size: 2 batches of 6,000
+# How long the emulator holds a create's answer at ``during-create``: for an inline create the
+# child dies as soon as the batch is listed (child.py), well within this.
+CREATE_DELAY = {"inline": 10.0, "upload": 1.0}
+
+Emulator = OpenAIBatchEmulator | AnthropicBatchEmulator
 
 
 @dataclass(frozen=True)
@@ -52,15 +65,40 @@ class Job:
     @property
     def api(self) -> str:
         """The first segment of every route the job's client calls (``v1`` for OpenAI's
-        URL shape, ``openai`` for Azure's)."""
+        and Anthropic's URL shape, ``openai`` for Azure's)."""
         return "openai" if self.kind == "azure" else "v1"
+
+    @property
+    def inline(self) -> bool:
+        """Whether the job's requests travel inline in the create call (nothing uploaded)."""
+        return self.kind in INLINE_JOBS
+
+    @property
+    def points(self) -> list[str]:
+        """The kill points that apply to the job: all but ``upload-unrecorded`` where
+        nothing is uploaded."""
+        return [p for p in KILL_POINTS if not (self.inline and p == "upload-unrecorded")]
 
     def __str__(self) -> str:
         return f"{self.kind}-{self.items}"
 
 
-def _emulator(job: Job) -> OpenAIBatchEmulator:
+def _emulator(job: Job) -> Emulator:
+    if job.kind == "anthropic":
+        return AnthropicBatchEmulator()
     return OpenAIBatchEmulator(limits=EmulatorLimits.azure() if job.kind == "azure" else None)
+
+
+def _environment(emu: Emulator) -> dict[str, str]:
+    """What points the child's client at ``emu``."""
+    if isinstance(emu, AnthropicBatchEmulator):
+        return {"ANTHROPIC_BASE_URL": emu.base_url, "ANTHROPIC_API_KEY": emu.api_key}
+    return {
+        "OPENAI_BASE_URL": emu.base_url,
+        "OPENAI_API_KEY": emu.api_key,
+        "AZURE_OPENAI_ENDPOINT": emu.azure_endpoint,
+        "AZURE_OPENAI_API_KEY": emu.api_key,
+    }
 
 
 @dataclass
@@ -77,6 +115,11 @@ class Outcome:
     lines_bought_twice: int
     orphaned_uploads: int
     apis_called: set[str]
+    # Provider batches that no batch row of the store holds (made, paid, never used).
+    unheld_batches: int = 0
+    # Provider batches that existed when the child died (at ``during-create``: the create
+    # landed on the server, its answer never reached the client).
+    created_before_kill: int = 0
     seconds: float = 0.0
 
     @property
@@ -84,6 +127,8 @@ class Outcome:
         return (
             self.killed
             and self.batches_per_key == {1}
+            and self.unheld_batches == 0
+            and (self.point != "during-create" or self.created_before_kill >= 1)
             and self.lost == 0
             and self.duplicated == 0
             and self.equal_to_baseline
@@ -93,14 +138,8 @@ class Outcome:
         )
 
 
-def _child(workdir: Path, run_id: str, point: str, emu: OpenAIBatchEmulator, job: Job) -> int:
-    env = dict(
-        os.environ,
-        OPENAI_BASE_URL=emu.base_url,
-        OPENAI_API_KEY=emu.api_key,
-        AZURE_OPENAI_ENDPOINT=emu.azure_endpoint,
-        AZURE_OPENAI_API_KEY=emu.api_key,
-    )
+def _child(workdir: Path, run_id: str, point: str, emu: Emulator, job: Job) -> int:
+    env = dict(os.environ, **_environment(emu))
     proc = subprocess.run(
         [sys.executable, str(CHILD), str(workdir), run_id, point, job.kind, str(job.items)],
         env=env,
@@ -134,15 +173,22 @@ def repetition(
     started = time.monotonic()
     with _emulator(job) as emu:
         if point == "during-create":
-            emu.faults.create_response_delay = 1.0
+            emu.faults.create_response_delay = CREATE_DELAY["inline" if job.inline else "upload"]
         killed = _child(workdir, run_id, point, emu, job) == -9
+        created_before_kill = emu.stats.batches_created
         emu.faults.create_response_delay = 0.0
         if _child(workdir, run_id, "none", emu, job) != 0:
             raise RuntimeError(f"resume after {point} ({job}) did not finish")
-        per_key = emu.stats.batches_by_metadata("batchor_batch_key")
+        held = _held_batches(workdir, run_id)
+        if isinstance(emu, AnthropicBatchEmulator):
+            per_key = _untagged_batches_per_key(emu, held)
+            orphans: list[object] = []
+        else:
+            per_key = emu.stats.batches_by_metadata("batchor_batch_key")
+            used = {b["input_file_id"] for b in emu.batches()}
+            orphans = [f for f in emu.files() if f["purpose"] == "batch" and f["id"] not in used]
+        unheld = [b["id"] for b in emu.batches() if b["id"] not in held.values()]
         bought = emu.stats.lines_answered
-        used = {b["input_file_id"] for b in emu.batches()}
-        orphans = [f for f in emu.files() if f["purpose"] == "batch" and f["id"] not in used]
         apis_called = {route.split("/")[1] for _method, route in emu.stats.calls}
     results = _results(workdir, run_id)
     ids = Counter(str(r[0]) for r in results)
@@ -159,18 +205,56 @@ def repetition(
         lines_bought_twice=sum(1 for n in bought.values() if n > 1),
         orphaned_uploads=len(orphans),
         apis_called=apis_called,
+        unheld_batches=len(unheld),
+        created_before_kill=created_before_kill,
         seconds=time.monotonic() - started,
     )
 
 
+def _held_batches(workdir: Path, run_id: str) -> dict[str, str]:
+    """Each batch key of the run and the provider batch id its row holds, from the store."""
+    store = open_store(f"sqlite:///{workdir}/batchor.db")
+    try:
+        run = store.get_run(run_id)
+        assert run is not None, run_id
+        return {
+            b.batch_key: b.provider_batch_id
+            for b in store.batches(run.pk, list(BatchStatus))
+            if b.provider_batch_id is not None
+        }
+    finally:
+        store.close()
+
+
+def _untagged_batches_per_key(emu: AnthropicBatchEmulator, held: dict[str, str]) -> Counter[str]:
+    """Where batches keep no metadata: for each batch key, how many of the emulator's
+    batches hold any of the requests (custom ids) of the batch its row holds. A batch bought
+    twice for the same key shares its requests with the one kept."""
+    assert emu.data_dir is not None
+    requests = {
+        b["id"]: {
+            json.loads(line)["custom_id"]
+            for line in (emu.data_dir / f"{b['id']}.requests.jsonl").read_text().splitlines()
+        }
+        for b in emu.batches()
+    }
+    return Counter(
+        {
+            key: sum(1 for ids in requests.values() if ids & requests.get(batch_id, set()))
+            for key, batch_id in held.items()
+        }
+    )
+
+
 def run(points: list[str], repetitions: int, job: Job = Job()) -> list[Outcome]:
-    """Every kill point, ``repetitions`` times each."""
+    """Every kill point given (that applies to the job), ``repetitions`` times each."""
     with tempfile.TemporaryDirectory(prefix="batchor-crash-") as tmp:
         workdir = Path(tmp)
         expected = baseline(workdir, job)
         return [
             repetition(workdir, point, rep, expected, job)
             for point in points
+            if point in job.points
             for rep in range(repetitions)
         ]
 
@@ -178,17 +262,19 @@ def run(points: list[str], repetitions: int, job: Job = Job()) -> list[Outcome]:
 def table(outcomes: list[Outcome]) -> str:
     """Markdown table: kill point x repetitions."""
     rows = [
-        "| kill point | repetitions | killed | batches per key | lost | duplicated | "
-        "lines bought twice | orphaned uploads | equal to uninterrupted | seconds per "
-        "repetition |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| kill point | repetitions | killed | batches created before the kill | batches per "
+        "key | unheld batches | lost | duplicated | lines bought twice | orphaned uploads | "
+        "equal to uninterrupted | seconds per repetition |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for point in dict.fromkeys(o.point for o in outcomes):
         mine = [o for o in outcomes if o.point == point]
         per_key = sorted(set().union(*(o.batches_per_key for o in mine)))
+        before = sorted({o.created_before_kill for o in mine})
         rows.append(
             f"| {point} | {len(mine)} | {sum(o.killed for o in mine)} | "
-            f"{', '.join(map(str, per_key))} | {sum(o.lost for o in mine)} | "
+            f"{', '.join(map(str, before))} | {', '.join(map(str, per_key))} | "
+            f"{sum(o.unheld_batches for o in mine)} | {sum(o.lost for o in mine)} | "
             f"{sum(o.duplicated for o in mine)} | {sum(o.lines_bought_twice for o in mine)} | "
             f"{sum(o.orphaned_uploads for o in mine)} | "
             f"{sum(o.equal_to_baseline for o in mine)}/{len(mine)} | "
