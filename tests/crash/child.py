@@ -3,16 +3,18 @@
     python tests/crash/child.py WORKDIR RUN_ID KILL_POINT JOB ITEMS     (KILL_POINT "none": no kill)
 
 JOB is ``responses`` (plain replies on /v1/responses), ``embeddings`` (/v1/embeddings),
-``azure`` (chat completions through the ``AzureOpenAI`` client) or ``anthropic`` (structured
+``azure`` (chat completions through the ``AzureOpenAI`` client), ``anthropic`` (structured
 replies through Anthropic's Message Batches: requests inline in the create call, batches
-without metadata); ITEMS the number of items, packed ITEMS // 2 to a batch.
+without metadata) or ``gemini`` (structured replies through Gemini's Batch Mode: an input file
+uploaded through the Files API, batches that keep only a display name); ITEMS the number of
+items, packed ITEMS // 2 to a batch.
 
 Faults come in through the runner's own seams, never by patching a class: the provider-side
 kill points wrap the job's real transport in a `KillingTransport` (``BatchRunner(provider=)``),
 the store-side ones wrap the real store in a `KillingStore` (``BatchRunner(store=)``). What
 dies is the real engine between two real steps. The provider is reached through
-OPENAI_BASE_URL / OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT / AZURE_OPENAI_API_KEY, or
-ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY.
+OPENAI_BASE_URL / OPENAI_API_KEY, AZURE_OPENAI_ENDPOINT / AZURE_OPENAI_API_KEY,
+ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY, or GOOGLE_GEMINI_BASE_URL / GEMINI_API_KEY.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from batchor import (
     BatchJob,
     BatchLimits,
     BatchRunner,
+    GeminiProviderConfig,
     JsonlItemSource,
     OpenAIProviderConfig,
     PromptParts,
@@ -46,10 +49,14 @@ from batchor.stores.open import open_store
 
 AZURE_API_VERSION = "2024-10-21"
 CREATE_KILL_DELAY = 0.3  # the emulator delays its create answer longer (harness.py)
-# An inline create sends the batch's requests in the call itself, which may take longer than
-# any fixed delay: the process dies once the provider lists the new batch (harness.py delays
-# the create's answer far longer), and at the latest after this many seconds.
+# Jobs whose process dies at ``during-create`` once the provider lists the new batch, not on a
+# timer (harness.py's ``LISTED_CREATE_JOBS``): an inline create sends the batch's requests in
+# the call itself, which may take longer than any fixed delay, and a Gemini create's kill is
+# thus sure to follow the batch's creation however slow the machine. harness.py delays the
+# create's answer far longer; the process dies at the latest after this many seconds.
+LISTED_CREATE_JOBS = frozenset({"anthropic", "gemini"})
 CREATE_SEEN_DEADLINE = 60.0
+STRUCTURED_JOBS = frozenset({"anthropic", "gemini"})
 
 
 def die() -> None:
@@ -62,17 +69,19 @@ class KillingTransport:
 
     - ``upload-unrecorded``: right after the first upload returns (its id never recorded);
     - ``during-create``: while the first create is in flight (the emulator creates the batch
-      and delays its answer; a timer kills the process before it arrives). Where the
-      requests go inline in the create call (so sending them takes a while), the process
-      dies as soon as the provider lists the batch the create made, its answer still held
-      back: a create that succeeded on the server while the client was killed;
+      and delays its answer; a timer kills the process before it arrives). With
+      ``die_once_listed`` (for requests that go inline in the create call, so sending them
+      takes a while, and for Gemini), the process dies as soon as the provider lists the
+      batch the create made, its answer still held back: a create that succeeded on the
+      server while the client was killed;
     - ``after-create``: right after the first create returns (its batch id never recorded);
     - ``during-download``: once the first chunk of the first downloaded file reached disk.
     """
 
-    def __init__(self, inner: BatchTransport, point: str) -> None:
+    def __init__(self, inner: BatchTransport, point: str, die_once_listed: bool = False) -> None:
         self.inner = inner
         self.point = point
+        self.die_once_listed = die_once_listed
         self.inline_requests = inner.inline_requests
         self.tags_batches = inner.tags_batches
 
@@ -96,7 +105,7 @@ class KillingTransport:
         content: Callable[[], AbstractContextManager[BinaryIO]] | None = None,
     ) -> ProviderBatch:
         if self.point == "during-create":
-            if self.inline_requests:
+            if self.die_once_listed:
                 self._die_once_listed()
             else:
                 threading.Timer(CREATE_KILL_DELAY, die).start()
@@ -201,7 +210,8 @@ PROVIDER_POINTS = ("upload-unrecorded", "during-create", "after-create", "during
 
 
 class Verdict(BaseModel):
-    """The structured output of the ``anthropic`` job (a forced tool's input)."""
+    """The structured output of the ``anthropic`` job (a forced tool's input) and the
+    ``gemini`` one (a response JSON schema)."""
 
     label: Literal["positive", "negative", "neutral"]
     score: float
@@ -229,6 +239,8 @@ def provider_config(kind: str) -> ProviderConfig:
         )
     if kind == "anthropic":  # key and base URL from ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL
         return AnthropicProviderConfig(model="claude-sonnet-4-5", max_tokens=256)
+    if kind == "gemini":  # key and base URL from GEMINI_API_KEY / GOOGLE_GEMINI_BASE_URL
+        return GeminiProviderConfig(model="gemini-2.5-flash")
     raise ValueError(f"unknown job {kind!r}")
 
 
@@ -253,7 +265,9 @@ def main() -> None:
     if point in STORE_POINTS:
         store = STORE_POINTS[point](store)
     elif point in PROVIDER_POINTS:
-        provider = KillingTransport(config.transport(api_key=None, base_url=None), point)
+        provider = KillingTransport(
+            config.transport(api_key=None, base_url=None), point, kind in LISTED_CREATE_JOBS
+        )
     elif point != "none":
         raise ValueError(f"unknown kill point {point!r}")
     runner = BatchRunner(store=store, artifacts=workdir / "artifacts", provider=provider)
@@ -261,7 +275,7 @@ def main() -> None:
         items=JsonlItemSource(items_file(workdir, count), id_field="id"),
         build_prompt=lambda item: PromptParts(prompt=item.payload["text"]),
         provider_config=config,  # type: ignore[arg-type]
-        structured_output=Verdict if kind == "anthropic" else None,
+        structured_output=Verdict if kind in STRUCTURED_JOBS else None,
         # 2 batches per run, each collected in chunks of 5,000 items after an ingestion in
         # slices of 5,000 (at 12,000 items: 2 chunks per batch, 3 slices).
         limits=BatchLimits(max_requests=count // 2),

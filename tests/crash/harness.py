@@ -8,12 +8,15 @@ Prints a table (kill point x repetitions, provider batches per batch key, lost a
 duplicated items, results equal to the uninterrupted run, seconds per repetition).
 tests/crash/test_crash.py runs it.
 The job is a plain /v1/responses one, an /v1/embeddings one, chat completions through the
-``AzureOpenAI`` client to the emulator's Azure routes, or a structured one through Anthropic's
-Message Batches to `AnthropicBatchEmulator` (child.py).
+``AzureOpenAI`` client to the emulator's Azure routes, a structured one through Anthropic's
+Message Batches to `AnthropicBatchEmulator`, or a structured one through Gemini's Batch Mode
+(an input file uploaded through the Files API) to `GeminiBatchEmulator` (child.py).
 
 Anthropic's batches keep no metadata, so "one provider batch per batch key" is judged from
 what the emulator holds: each batch key's provider batch (recorded in the store) and every
-other batch the emulator made holding any of its requests.
+other batch the emulator made holding any of its requests. A Gemini batch keeps only its
+display name, which carries its batch key: the batches created are counted by the key read
+back from it.
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from batchor.providers.gemini.tags import META_BATCH_KEY, read_display_name
 from batchor.states import BatchStatus
 from batchor.stores.open import open_store
 from batchor.testing import AnthropicBatchEmulator, EmulatorLimits, OpenAIBatchEmulator
+from batchor.testing.gemini import GeminiBatchEmulator
 
 CHILD = Path(__file__).with_name("child.py")
 KILL_POINTS = [
@@ -44,14 +49,17 @@ KILL_POINTS = [
     "during-download",
     "during-persist",
 ]
-JOBS = ["responses", "embeddings", "azure", "anthropic"]
+JOBS = ["responses", "embeddings", "azure", "anthropic", "gemini"]
 INLINE_JOBS = frozenset({"anthropic"})  # requests go inline in the create call: no upload
+# Jobs whose child dies at ``during-create`` once the provider lists the batch the create made
+# (child.py's ``LISTED_CREATE_JOBS``), not on a timer: the kill is sure to follow the create.
+LISTED_CREATE_JOBS = frozenset({"anthropic", "gemini"})
 ITEMS = 12_000  # the default size: 2 batches of 6,000
-# How long the emulator holds a create's answer at ``during-create``: for an inline create the
-# child dies as soon as the batch is listed (child.py), well within this.
-CREATE_DELAY = {"inline": 10.0, "upload": 1.0}
+# How long the emulator holds a create's answer at ``during-create``: where the child dies as
+# soon as the batch is listed (child.py), well within this; else its timer fires first.
+CREATE_DELAY = {"listed": 10.0, "timer": 1.0}
 
-Emulator = OpenAIBatchEmulator | AnthropicBatchEmulator
+Emulator = OpenAIBatchEmulator | AnthropicBatchEmulator | GeminiBatchEmulator
 
 
 @dataclass(frozen=True)
@@ -65,13 +73,24 @@ class Job:
     @property
     def api(self) -> str:
         """The first segment of every route the job's client calls (``v1`` for OpenAI's
-        and Anthropic's URL shape, ``openai`` for Azure's)."""
+        and Anthropic's URL shape, ``openai`` for Azure's, ``{version}`` for Gemini's, whose
+        emulator records ``v1`` and ``v1beta`` alike under that name; a Gemini upload's
+        ``/upload/...`` and download's ``/download/...`` count as their version's, see
+        `_api`)."""
+        if self.kind == "gemini":
+            return "{version}"
         return "openai" if self.kind == "azure" else "v1"
 
     @property
     def inline(self) -> bool:
         """Whether the job's requests travel inline in the create call (nothing uploaded)."""
         return self.kind in INLINE_JOBS
+
+    @property
+    def create_kill(self) -> str:
+        """How the child dies at ``during-create``: once the provider lists the batch
+        (``listed``) or on a timer (``timer``); see child.py."""
+        return "listed" if self.kind in LISTED_CREATE_JOBS else "timer"
 
     @property
     def points(self) -> list[str]:
@@ -86,6 +105,8 @@ class Job:
 def _emulator(job: Job) -> Emulator:
     if job.kind == "anthropic":
         return AnthropicBatchEmulator()
+    if job.kind == "gemini":
+        return GeminiBatchEmulator()
     return OpenAIBatchEmulator(limits=EmulatorLimits.azure() if job.kind == "azure" else None)
 
 
@@ -93,6 +114,8 @@ def _environment(emu: Emulator) -> dict[str, str]:
     """What points the child's client at ``emu``."""
     if isinstance(emu, AnthropicBatchEmulator):
         return {"ANTHROPIC_BASE_URL": emu.base_url, "ANTHROPIC_API_KEY": emu.api_key}
+    if isinstance(emu, GeminiBatchEmulator):  # GEMINI_API_KEY, GOOGLE_GEMINI_BASE_URL
+        return emu.environment
     return {
         "OPENAI_BASE_URL": emu.base_url,
         "OPENAI_API_KEY": emu.api_key,
@@ -173,7 +196,7 @@ def repetition(
     started = time.monotonic()
     with _emulator(job) as emu:
         if point == "during-create":
-            emu.faults.create_response_delay = CREATE_DELAY["inline" if job.inline else "upload"]
+            emu.faults.create_response_delay = CREATE_DELAY[job.create_kill]
         killed = _child(workdir, run_id, point, emu, job) == -9
         created_before_kill = emu.stats.batches_created
         emu.faults.create_response_delay = 0.0
@@ -183,13 +206,20 @@ def repetition(
         if isinstance(emu, AnthropicBatchEmulator):
             per_key = _untagged_batches_per_key(emu, held)
             orphans: list[object] = []
+        elif isinstance(emu, GeminiBatchEmulator):
+            per_key = _display_name_batches_per_key(emu)
+            used = {b["metadata"]["inputConfig"]["fileName"] for b in emu.batches()}
+            uploads = [f for f in emu.files() if f["source"] == "UPLOADED"]
+            orphans = [f for f in uploads if f["name"] not in used]
         else:
             per_key = emu.stats.batches_by_metadata("batchor_batch_key")
             used = {b["input_file_id"] for b in emu.batches()}
             orphans = [f for f in emu.files() if f["purpose"] == "batch" and f["id"] not in used]
-        unheld = [b["id"] for b in emu.batches() if b["id"] not in held.values()]
+        # A batch's id: ``id`` in OpenAI's and Anthropic's shape, ``name`` in Gemini's.
+        made = [b["id"] if "id" in b else b["name"] for b in emu.batches()]
+        unheld = [batch_id for batch_id in made if batch_id not in held.values()]
         bought = emu.stats.lines_answered
-        apis_called = {route.split("/")[1] for _method, route in emu.stats.calls}
+        apis_called = {_api(route) for _method, route in emu.stats.calls}
     results = _results(workdir, run_id)
     ids = Counter(str(r[0]) for r in results)
     expected_ids = {str(r[0]) for r in expected}
@@ -224,6 +254,24 @@ def _held_batches(workdir: Path, run_id: str) -> dict[str, str]:
         }
     finally:
         store.close()
+
+
+def _api(route: str) -> str:
+    """The API a route called belongs to: its first segment, but for a Gemini upload's or
+    download's (``/upload/{version}/files``, ``/download/{version}/...``), its second."""
+    segments = route.split("/")
+    return segments[2] if segments[1] in ("upload", "download") else segments[1]
+
+
+def _display_name_batches_per_key(emu: GeminiBatchEmulator) -> Counter[str]:
+    """For each batch key, how many batches were created (even if since deleted) with a
+    display name carrying it. A display name batchor did not write, or that carries a digest
+    of the key instead of the key, counts under the name itself."""
+    counted: Counter[str] = Counter()
+    for name, created in emu.stats.batches_by_metadata("display_name").items():
+        tag = read_display_name(name)
+        counted[tag[META_BATCH_KEY] if isinstance(tag, dict) else name] += created
+    return counted
 
 
 def _untagged_batches_per_key(emu: AnthropicBatchEmulator, held: dict[str, str]) -> Counter[str]:

@@ -11,13 +11,16 @@ to the emulator's Azure routes (2 batches of 10,000).
 A structured job through Anthropic's Message Batches (requests inline in the create call,
 batches without metadata) goes through every kill point that applies to it (all but
 ``upload-unrecorded``: nothing is uploaded; ``after-upload`` is the record that its requests
-are ready to go inline) at 12,000 items in the slow tier: 3 repetitions of the two create
-points, whose recovery is the one that differs (``during-create`` is a create that succeeded
-on the server while the client was killed), one of the others.
+are ready to go inline), and a structured job through Gemini's Batch Mode (an input file
+uploaded through the Files API, batches that keep only a display name) through all of them,
+each at 12,000 items in the slow tier: 3 repetitions of the two create points, whose recovery
+is the one that differs (``during-create`` is a create that succeeded on the server while the
+client was killed; the batch is found again by what the provider keeps of it), one of the
+others.
 
 Every point at the issues' sizes, 3 repetitions each (minutes; by hand):
 ``uv run python tests/crash/harness.py --job embeddings --items 100000``, ``--job azure --items
-20000``, ``--job anthropic --repetitions 3``.
+20000``, ``--job anthropic --repetitions 3``, ``--job gemini --repetitions 3``.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ CASES = (
             id=f"{job}-{point}",
             marks=pytest.mark.slow,
         )
-        for job in (Job("anthropic"),)
+        for job in (Job("anthropic"), Job("gemini"))
         for point in job.points
     ]
 )
