@@ -1,7 +1,7 @@
 """An emulator of the Anthropic Message Batches API served over loopback HTTP.
 
 Run it standalone with ``python -m batchor.testing.anthropic --port 8000``. Importing it pulls
-in the standard library only (not ``anthropic``).
+in the standard library and batchor's own dependencies only (not ``anthropic``).
 """
 
 from batchor.testing.anthropic.faults import AnthropicEmulatorFaults

@@ -12,7 +12,6 @@ comes back as an ``errored`` result, not as a refused batch.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import re
 import threading
@@ -25,6 +24,8 @@ from typing import Any
 
 from batchor.testing.anthropic.errors import invalid_request, not_found
 from batchor.testing.anthropic.limits import AnthropicEmulatorLimits
+from batchor.testing.anthropic.shapes import split_requests
+from batchor.testing.anthropic.wire import encode, loads
 
 CUSTOM_ID = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 """What a ``custom_id`` must match (API reference, "Create a Message Batch")."""
@@ -43,6 +44,13 @@ def base62(value: int, width: int) -> str:
     return "".join(reversed(digits))
 
 
+_LINE_BREAKS = (("\x85", "\\u0085"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029"))
+_PAIRS = [a + b for a in _BASE62 for b in _BASE62]  # base62(n, 2) for every n < 62**2
+_PAIR_COUNT = len(_PAIRS)
+_PAIRS_SQUARED = _PAIR_COUNT * _PAIR_COUNT
+_SERIALS = _PAIRS_SQUARED * _PAIR_COUNT  # a serial is its low 6 base-62 digits
+
+
 def new_id(prefix: str) -> str:
     """A fresh random id shaped like the API's (``msgbatch_01`` then 22 characters)."""
     return f"{prefix}_01" + base62(int.from_bytes(os.urandom(17), "big"), 22)
@@ -59,7 +67,10 @@ class SerialIds:
 
     def next(self, prefix: str) -> str:
         """The next id, e.g. ``msg_01`` then 22 characters."""
-        return f"{prefix}_01{self._stem}{base62(next(self._serial), 6)}"
+        high, low = divmod(next(self._serial) % _SERIALS, _PAIRS_SQUARED)
+        middle, low = divmod(low, _PAIR_COUNT)
+        pairs = _PAIRS
+        return f"{prefix}_01{self._stem}{pairs[high]}{pairs[middle]}{pairs[low]}"
 
 
 def rfc3339(timestamp: float | None) -> str | None:
@@ -78,7 +89,7 @@ class BatchRecord:
     total: int
     created_at: float
     spool: Path
-    """The batch's requests, one ``{"custom_id", "params"}`` JSON line each."""
+    """The batch's requests, one ``{"custom_id", "params"}`` JSON object a line."""
     results: Path
     """Where the worker writes the results, one JSON line each."""
     expire: bool = False
@@ -108,8 +119,67 @@ class BatchRecord:
         }
 
 
-def parse_create(payload: Any, limits: AnthropicEmulatorLimits) -> list[tuple[str, Any]]:
+def read_create(raw: bytes, limits: AnthropicEmulatorLimits) -> list[str]:
     """Check a ``POST /v1/messages/batches`` body as the real API does (raising a 400
+    `AnthropicApiError`); return its requests as spool lines, in order.
+
+    The body is split into its requests through their shapes (`shapes.split_requests`) when
+    it can be; otherwise, or if that finds a problem, it is parsed and checked in full
+    (`parse_create`), so its error is the one a full check gives.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    requests = split_requests(text, limits.max_batch_requests) if text is not None else None
+    if requests is not None:
+        # A well-formed envelope of requests, each an object with a string custom_id and an
+        # object params: only the custom_ids are left to check.
+        seen: set[str] = set()
+        for index, (custom_id, _) in enumerate(requests):
+            check_custom_id(f"requests.{index}", custom_id, seen)
+        assert text is not None
+        if text.isascii():
+            return [line for _, line in requests]
+        return [_one_line(line) for _, line in requests]
+    try:
+        payload = loads(raw)
+    except ValueError as exc:
+        raise invalid_request(f"There was an issue with the JSON body: {exc}") from exc
+    return [
+        encode({"custom_id": custom_id, "params": params})
+        for custom_id, params in parse_create(payload, limits)
+    ]
+
+
+def _one_line(line: str) -> str:
+    """``line``, a request as sent, with the characters `str.splitlines` breaks lines at
+    (raw in a JSON string) escaped, so it is one line to any reader."""
+    if not line.isascii():
+        for char, escaped in _LINE_BREAKS:
+            if char in line:
+                line = line.replace(char, escaped)
+    return line
+
+
+def check_custom_id(where: str, custom_id: str, seen: set[str]) -> None:
+    """Check the ``custom_id`` (a string) of the request at ``where``; add it to ``seen``."""
+    if len(custom_id) > 64:
+        raise invalid_request(f"{where}.custom_id: String should have at most 64 characters")
+    if CUSTOM_ID.match(custom_id) is None:
+        raise invalid_request(
+            f"{where}.custom_id: String should match pattern '{CUSTOM_ID.pattern}'"
+        )
+    if custom_id in seen:
+        raise invalid_request(
+            f"{where}.custom_id: Duplicate custom_id '{custom_id}'. Each request in a "
+            "Message Batch must have a unique custom_id."
+        )
+    seen.add(custom_id)
+
+
+def parse_create(payload: Any, limits: AnthropicEmulatorLimits) -> list[tuple[str, Any]]:
+    """Check a parsed ``POST /v1/messages/batches`` body as the real API does (raising a 400
     `AnthropicApiError`); return its ``(custom_id, params)`` pairs in order.
 
     Messages follow the API's validation wording (``requests.0.custom_id: String should have
@@ -140,18 +210,7 @@ def parse_create(payload: Any, limits: AnthropicEmulatorLimits) -> list[tuple[st
             raise invalid_request(f"{where}.custom_id: Field required")
         if not isinstance(custom_id, str):
             raise invalid_request(f"{where}.custom_id: Input should be a valid string")
-        if len(custom_id) > 64:
-            raise invalid_request(f"{where}.custom_id: String should have at most 64 characters")
-        if CUSTOM_ID.match(custom_id) is None:
-            raise invalid_request(
-                f"{where}.custom_id: String should match pattern '{CUSTOM_ID.pattern}'"
-            )
-        if custom_id in seen:
-            raise invalid_request(
-                f"{where}.custom_id: Duplicate custom_id '{custom_id}'. Each request in a "
-                "Message Batch must have a unique custom_id."
-            )
-        seen.add(custom_id)
+        check_custom_id(where, custom_id, seen)
         if "params" not in request:
             raise invalid_request(f"{where}.params: Field required")
         params = request["params"]
@@ -161,13 +220,11 @@ def parse_create(payload: Any, limits: AnthropicEmulatorLimits) -> list[tuple[st
     return pairs
 
 
-def write_spool(path: Path, pairs: list[tuple[str, Any]]) -> None:
-    """Write ``pairs`` to ``path``, one ``{"custom_id", "params"}`` JSON line each."""
-    encode = json.JSONEncoder(separators=(",", ":")).encode
-    with path.open("w", encoding="utf-8", newline="\n", buffering=1 << 20) as out:
-        for custom_id, params in pairs:
-            out.write(encode({"custom_id": custom_id, "params": params}))
-            out.write("\n")
+def write_spool(path: Path, lines: list[str]) -> None:
+    """Write the request ``lines`` to ``path``, each ending in a newline."""
+    with path.open("w", encoding="utf-8", newline="\n") as out:
+        out.write("\n".join(lines))
+        out.write("\n")
 
 
 class BatchStore:
@@ -182,18 +239,18 @@ class BatchStore:
         self._lock = threading.Lock()
         self._records: dict[str, BatchRecord] = {}
 
-    def create(self, pairs: list[tuple[str, Any]], *, expire: bool) -> BatchRecord:
-        """Record a new ``in_progress`` batch holding ``pairs`` (spooled to disk)."""
+    def create(self, lines: list[str], *, expire: bool) -> BatchRecord:
+        """Record a new ``in_progress`` batch holding the requests ``lines`` (spooled to disk)."""
         batch_id = new_id("msgbatch")
         record = BatchRecord(
             id=batch_id,
-            total=len(pairs),
+            total=len(lines),
             created_at=time.time(),
             spool=self._root / f"{batch_id}.requests.jsonl",
             results=self._root / f"{batch_id}.results.jsonl",
             expire=expire,
         )
-        write_spool(record.spool, pairs)
+        write_spool(record.spool, lines)
         with self._lock:
             self._records[batch_id] = record
         return record

@@ -204,10 +204,17 @@ class FaultSampler:
                 cuts.append((total, cast(LineFault, fault)))
         self._cuts = cuts
 
-    def pick(self, custom_id: str, params: dict[str, Any]) -> LineFault | None:
-        """Draw for one request and pick its fault, if any."""
+    @property
+    def wants_params(self) -> bool:
+        """Whether `pick` needs each request's ``params`` (a `line_fault` callback is set)."""
+        return self._callback is not None
+
+    def pick(self, custom_id: str, params: dict[str, Any] | None) -> LineFault | None:
+        """Draw for one request and pick its fault, if any (``params`` may be ``None`` unless
+        `wants_params`)."""
         draw = self._random()
         if self._callback is not None:
+            assert params is not None
             chosen = self._callback(custom_id, params)
             if chosen is not None:
                 if chosen not in LINE_FAULTS:

@@ -115,9 +115,12 @@ class Replier:
 
     def __init__(self, min_cacheable_tokens: int) -> None:
         """Start with empty caches."""
-        self._schemas = SchemaCache()
-        self._cache = PromptCache(min_cacheable_tokens)
-        self._ids = SerialIds()
+        self.schemas = SchemaCache()
+        """Compiled schema-reply generators."""
+        self.cache = PromptCache(min_cacheable_tokens)
+        """The simulated prompt cache."""
+        self.ids = SerialIds()
+        """The ids of messages and tool calls."""
 
     def answer(
         self, params: Any, fault: LineFault | None, *, cached: bool = True
@@ -141,7 +144,7 @@ class Replier:
         content: list[dict[str, Any]]
         if shape.kind == "tool":
             if fault is None:
-                text = self._schemas.generator(shape.schema)(Entropy.for_text(prompt))
+                text = self.schemas.generator(shape.schema)(Entropy.for_text(prompt))
                 tool_input = json.loads(text)
             else:
                 tool_input = _tool_mismatch(shape.schema)
@@ -149,7 +152,7 @@ class Replier:
             content = [
                 {
                     "type": "tool_use",
-                    "id": self._ids.next("toolu"),
+                    "id": self.ids.next("toolu"),
                     "name": shape.tool,
                     "input": tool_input,
                 }
@@ -157,7 +160,7 @@ class Replier:
             stop_reason = "tool_use"
         else:
             if shape.kind == "json":
-                text = self._schemas.generator(shape.schema)(Entropy.for_text(prompt))
+                text = self.schemas.generator(shape.schema)(Entropy.for_text(prompt))
             else:
                 text = "Echo: " + prompt
             if fault == "schema_mismatch":
@@ -176,9 +179,9 @@ class Replier:
         total = _prompt_chars(params) // 4 or 1
         read = written = five_minutes = one_hour = 0
         if cached:
-            read, written, five_minutes, one_hour = self._cache.use(breakpoints(params))
+            read, written, five_minutes, one_hour = self.cache.use(breakpoints(params))
         return {
-            "id": self._ids.next("msg"),
+            "id": self.ids.next("msg"),
             "type": "message",
             "role": "assistant",
             "model": params["model"],

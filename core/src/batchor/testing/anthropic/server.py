@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from batchor.testing.anthropic.batches import BatchStore, base62, parse_create
+from batchor.testing.anthropic.batches import BatchStore, base62, read_create
 from batchor.testing.anthropic.errors import (
     AnthropicApiError,
     api_error,
@@ -87,10 +87,11 @@ def create_batch(handler: AnthropicRequestHandler, _: str, __: Query) -> None:
     except BodyError as exc:
         handler.close_connection = True
         raise request_too_large(limit) from exc
-    pairs = parse_create(handler.parse_json(raw), state.limits)
+    lines = read_create(raw, state.limits)
+    del raw
     faults = state.faults()
-    record = state.batches.create(pairs, expire=faults.take_expire())
-    del pairs, raw
+    record = state.batches.create(lines, expire=faults.take_expire())
+    del lines
     state.stats.record_batch(None)
     answer = state.batches.snapshot(record)
     state.worker.submit(record)
@@ -306,13 +307,6 @@ class AnthropicRequestHandler(BaseHTTPRequestHandler):
             raise invalid_request("anthropic-version: header is required")
         if _VERSION.match(version.strip()) is None:
             raise invalid_request(f'anthropic-version: "{version}" is not a valid version')
-
-    def parse_json(self, raw: bytes) -> Any:
-        """``raw`` parsed as JSON (400 if it is not)."""
-        try:
-            return json.loads(raw)
-        except ValueError as exc:
-            raise invalid_request(f"There was an issue with the JSON body: {exc}") from exc
 
     def drop_connection(self) -> None:
         """Close the connection without answering (the client sees it drop)."""

@@ -8,13 +8,17 @@ it started). A canceled batch stops answering, stays ``canceling`` for ``phase_s
 then ends with every unanswered request ``canceled``; an expiring one answers only part of
 its requests and ends with the rest ``expired``. As the API documents, ``request_counts``
 move from ``processing`` to their result types only when the batch ends.
+
+Request lines are read through their shapes (`shapes.ShapeReader`) and answered from
+per-shape templates (`plans.ShapePlan`); a line no shape or template covers, or every line
+while a knob needs each request's parsed ``params`` or result line (``line_fault``,
+``line_rewrite``), is parsed and answered by `replies.Replier`, to the same result.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import json
 import logging
 import math
 import threading
@@ -26,14 +30,16 @@ from typing import Any, TextIO
 
 from batchor.testing.anthropic.batches import BatchRecord, BatchStore
 from batchor.testing.anthropic.faults import AnthropicEmulatorFaults
+from batchor.testing.anthropic.plans import ShapePlan
 from batchor.testing.anthropic.replies import Replier, errored
+from batchor.testing.anthropic.shapes import RequestShape, ShapeReader
+from batchor.testing.anthropic.wire import encode, loads
 from batchor.testing.emulator.stats import EmulatorStats
 
 _log = logging.getLogger(__name__)
 _SLICE = 2_000  # requests answered per step before other batches get a turn
 _TICK = 0.02  # seconds between steps while the answers are spread over the phase
 _BUFFER = 1 << 20
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass
@@ -47,6 +53,10 @@ class _Job:
     done: int = 0
     canceled: bool = False
     counts: Counter[str] = field(default_factory=Counter)
+    shapes: ShapeReader = field(default_factory=ShapeReader)
+    """The shapes of the batch's request lines seen so far."""
+    plans: dict[RequestShape, ShapePlan] = field(default_factory=dict)
+    """How the requests of each shape are answered."""
 
     def close(self) -> None:
         for stream in (self.reader, self.out):
@@ -184,25 +194,49 @@ class AnthropicBatchWorker:
         assert job.reader is not None
         assert job.out is not None
         faults = self._faults()
-        pick = faults.sampler().pick
+        sampler = faults.sampler()
+        pick = sampler.pick
         rewrite = faults.line_rewrite
-        answer = self._replier.answer
+        # Read through shapes unless a knob wants every request's params or result parsed.
+        fast = rewrite is None and not sampler.wants_params
+        read, plans, counts = job.shapes.line, job.plans, job.counts
         lines: list[str] = []
         answered: list[str] = []
         for raw in itertools.islice(job.reader, count):
-            request = json.loads(raw)
-            custom_id = request["custom_id"]
-            params = request["params"]
-            result = answer(params, pick(custom_id, params), cached="cache_control" in raw)
-            job.counts[result["type"]] += 1
+            request = read(raw) if fast else None
+            if request is not None:
+                custom_id = request.custom_id
+                fault = pick(custom_id, None)
+                plan = plans.get(request.shape)
+                if plan is None:
+                    plan = plans[request.shape] = ShapePlan(self._replier, request.shape)
+                if plan.usable:
+                    rendered = plan.render(
+                        request.custom_id_json, request.prompt, fault, "cache_control" in raw
+                    )
+                    if rendered is not None:
+                        line, kind = rendered
+                        counts[kind] += 1
+                        answered.append(custom_id)
+                        lines.append(line)
+                        continue
+                parsed = loads(raw)
+            else:
+                parsed = loads(raw)
+                custom_id = parsed["custom_id"]
+                fault = pick(custom_id, parsed["params"])
+                if fast:
+                    job.shapes.learn(raw, parsed)
+            result = self._replier.answer(parsed["params"], fault, cached="cache_control" in raw)
+            counts[result["type"]] += 1
             answered.append(custom_id)
-            line: dict[str, Any] = {"custom_id": custom_id, "result": result}
+            answer: dict[str, Any] = {"custom_id": custom_id, "result": result}
             if rewrite is None:
-                lines.append(_encode(line))
+                lines.append(encode(answer))
                 continue
-            new = rewrite(line)
+            new = rewrite(answer)
             if new is not None:
-                lines.append(new if isinstance(new, str) else _encode(new))
+                lines.append(new if isinstance(new, str) else encode(new))
         job.done += len(answered)
         faults.shuffle(lines)
         if lines:
@@ -215,12 +249,30 @@ class AnthropicBatchWorker:
         assert job.reader is not None
         assert job.out is not None
         kind = str(result["type"])
-        tail = _encode(result)
+        tail = ',"result":' + encode(result) + "}\n"
+        shapes = job.shapes
+        lines: list[str] = []
         for raw in job.reader:
-            custom_id = json.loads(raw)["custom_id"]
-            job.out.write(f'{{"custom_id":{_encode(custom_id)},"result":{tail}}}\n')
-            job.counts[kind] += 1
-            job.done += 1
+            request = shapes.line(raw)
+            if request is not None:
+                literal = request.custom_id_json
+            else:
+                parsed = loads(raw)
+                shapes.learn(raw, parsed)
+                literal = encode(parsed["custom_id"])
+            lines.append('{"custom_id":' + literal + tail)
+            if len(lines) >= _SLICE:
+                self._write_lines(job, kind, lines)
+        self._write_lines(job, kind, lines)
+
+    @staticmethod
+    def _write_lines(job: _Job, kind: str, lines: list[str]) -> None:
+        """Write out ``lines``, results of type ``kind``, and clear the list."""
+        assert job.out is not None
+        job.out.write("".join(lines))
+        job.counts[kind] += len(lines)
+        job.done += len(lines)
+        lines.clear()
 
     def _step_end(self, job: _Job) -> None:
         if job.canceled:
