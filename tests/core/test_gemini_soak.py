@@ -40,8 +40,8 @@ from batchor import (  # noqa: E402
     RunStatus,
 )
 from batchor.providers.gemini import GeminiProviderConfig  # noqa: E402
+from batchor.providers.gemini import errors as gemini_errors  # noqa: E402
 from batchor.providers.gemini import tags as gemini_tags  # noqa: E402
-from batchor.providers.gemini import transport as gemini_transport  # noqa: E402
 from batchor.testing.gemini import GeminiBatchEmulator, GeminiFaults  # noqa: E402
 from batchor.testing.gemini import routes as r  # noqa: E402
 
@@ -77,7 +77,7 @@ def _no_gemini_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def _quick_transport_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # As the engine's (tests/core/conftest.py): the transport's own retries of idempotent
     # calls back off from 0.05 s instead of 0.5 s, so the storm costs the work, not the waits.
-    monkeypatch.setattr(gemini_transport._retrying, "__defaults__", (0.05, 30.0))
+    monkeypatch.setattr(gemini_errors.retrying, "__defaults__", (0.05, 30.0))
 
 
 def _digest(key: str) -> bytes:

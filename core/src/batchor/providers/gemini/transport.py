@@ -8,14 +8,10 @@ input file, the request count (``batchStats``) and a failed batch's ``error``.
 
 from __future__ import annotations
 
-import calendar
-import functools
 import inspect
 import io
 import json
 import os
-import random
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -24,7 +20,8 @@ from urllib.parse import urlencode
 
 from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError
 from batchor.providers.base import TERMINAL_PROVIDER_STATUSES, ProviderBatch, TransientProviderError
-from batchor.providers.gemini.codec import rpc_name
+from batchor.providers.gemini.errors import retrying, status_of, translated
+from batchor.providers.gemini.operations import STATES, created_at, to_batch
 from batchor.providers.gemini.tags import KeyDigest, display_name, read_display_name, resolve
 
 if TYPE_CHECKING:
@@ -42,31 +39,7 @@ MISSING_KEY = (
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_VARIABLE = "GOOGLE_GEMINI_BASE_URL"
 
-#: Batch states (the REST API's ``BATCH_STATE_*``, the SDK's ``JOB_STATE_*``) in the port's
-#: vocabulary.
-STATES: dict[str, str] = {}
-for _prefix in ("BATCH_STATE_", "JOB_STATE_"):
-    STATES.update(
-        {
-            _prefix + "PENDING": "validating",
-            _prefix + "RUNNING": "in_progress",
-            _prefix + "SUCCEEDED": "completed",
-            _prefix + "FAILED": "failed",
-            _prefix + "CANCELLED": "cancelled",
-            _prefix + "EXPIRED": "expired",
-        }
-    )
 _PAGE_SIZE = 100  # the most the Batches and Files APIs list per page
-_TIMESTAMP = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d+))?(Z|[+-]\d{2}:\d{2})$")
-# What an API key the service does not take is answered with (google.rpc.ErrorInfo reasons).
-_KEY_REASONS = frozenset(
-    {
-        "API_KEY_INVALID",
-        "API_KEY_EXPIRED",
-        "API_KEY_SERVICE_BLOCKED",
-        "API_KEY_HTTP_REFERRER_BLOCKED",
-    }
-)
 
 
 def load_sdk() -> ModuleType:
@@ -191,13 +164,13 @@ class GeminiTransport:
                 raise TransientProviderError("the upload answered no file name")
             return uploaded.name
 
-        return _retrying(call, self._max_retries)
+        return retrying(call, self._max_retries)
 
     def find_uploads(self, filename: str, created_after: float) -> list[str]:
         """Input files named ``filename`` uploaded since ``created_after``, newest first (the
         Files API lists newest first; the listing stops at the first older file)."""
         found: list[str] = []
-        pager = _retrying(
+        pager = retrying(
             lambda: self.client.files.list(config={"page_size": _PAGE_SIZE}), self._max_retries
         )
         while True:
@@ -210,7 +183,7 @@ class GeminiTransport:
                     found.append(item.name)
             if not pager.config.get("page_token"):
                 return found
-            _retrying(pager.next_page, self._max_retries)
+            retrying(pager.next_page, self._max_retries)
 
     def download_file(self, file_id: str, dest: BinaryIO) -> int:
         """Stream a file's content into ``dest``. A batch's output file the API does not
@@ -231,20 +204,20 @@ class GeminiTransport:
             return counter.written
 
         try:
-            return _retrying(call, self._max_retries)
+            return retrying(call, self._max_retries)
         except TransientProviderError:
             raise
         except ProviderError as exc:
-            if _status(exc.__cause__) in (403, 404):
+            if status_of(exc.__cause__) in (403, 404):
                 raise TransientProviderError(f"file {file_id} is not available yet") from exc
             raise
 
     def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file; a file already gone (403 or 404) is fine."""
         try:
-            _retrying(lambda: self.client.files.delete(name=file_id), self._max_retries)
+            retrying(lambda: self.client.files.delete(name=file_id), self._max_retries)
         except ProviderError as exc:
-            if _status(exc.__cause__) not in (403, 404):
+            if status_of(exc.__cause__) not in (403, 404):
                 raise
 
     # -- batches ----------------------------------------------------------------------------
@@ -265,7 +238,7 @@ class GeminiTransport:
             display_name=display_name(metadata),
             http_options=types.HttpOptions(timeout=int(self._create_timeout * 1000)),
         )
-        job = _translated(
+        job = translated(
             lambda: self.client.batches.create(model=model, src=input_file_id, config=config)
         )
         state = str(getattr(job.state, "value", job.state) or "")
@@ -293,7 +266,7 @@ class GeminiTransport:
             for operation in page.get("operations") or []:
                 if not isinstance(operation, dict):
                     continue
-                if _created_at(operation) < created_after:
+                if created_at(operation) < created_after:
                     return
                 yield self._to_batch(operation)
             token = page.get("nextPageToken")
@@ -303,7 +276,7 @@ class GeminiTransport:
     def cancel_batch(self, batch_id: str) -> ProviderBatch:
         """Ask the provider to cancel the batch; it is ``cancelling`` until the API reports
         it ended."""
-        _translated(lambda: self.client.batches.cancel(name=batch_id))
+        translated(lambda: self.client.batches.cancel(name=batch_id))
         batch = self.retrieve_batch(batch_id)
         if batch.status in TERMINAL_PROVIDER_STATUSES:
             return batch
@@ -318,6 +291,10 @@ class GeminiTransport:
             request_count=batch.request_count,
         )
 
+    def _to_batch(self, operation: dict[str, Any]) -> ProviderBatch:
+        """A batch's ``Operation`` JSON as a `ProviderBatch`."""
+        return to_batch(operation, self._metadata)
+
     # -- helpers ----------------------------------------------------------------------------
 
     def _get_json(self, path: str) -> dict[str, Any]:
@@ -331,42 +308,7 @@ class GeminiTransport:
                 raise TransientProviderError(f"the provider answered {path} with no JSON") from exc
             return parsed if isinstance(parsed, dict) else {}
 
-        return _retrying(call, self._max_retries)
-
-    def _to_batch(self, operation: dict[str, Any]) -> ProviderBatch:
-        """A batch's ``Operation`` JSON (its ``metadata`` is the ``GenerateContentBatch``)."""
-        meta = operation.get("metadata")
-        meta = meta if isinstance(meta, dict) else {}
-        state = str(meta.get("state") or "")
-        error = operation.get("error")
-        status = STATES.get(state)
-        if status is None:  # an unknown or unspecified state: whether the operation is done
-            done = bool(operation.get("done"))
-            status = ("failed" if error else "completed") if done else "in_progress"
-        output = meta.get("output") if isinstance(meta.get("output"), dict) else None
-        response = operation.get("response")
-        output_file = (output or {}).get("responsesFile") or (
-            response.get("responsesFile") if isinstance(response, dict) else None
-        )
-        errors: tuple[tuple[str, str], ...] = ()
-        if isinstance(error, dict):
-            errors = ((rpc_name(error.get("code")), str(error.get("message") or "")),)
-        stats = meta.get("batchStats")
-        count = stats.get("requestCount") if isinstance(stats, dict) else None
-        config = meta.get("inputConfig")
-        input_file = config.get("fileName") if isinstance(config, dict) else None
-        return ProviderBatch(
-            id=str(operation.get("name") or meta.get("name") or ""),
-            status=status,
-            output_file_id=str(output_file) if output_file else None,
-            errors=errors,
-            metadata=self._metadata(meta.get("displayName"), input_file),
-            created_at=_created_at(operation),
-            input_file_id=str(input_file) if input_file else None,
-            request_count=int(count)
-            if isinstance(count, int | str) and str(count).isdigit()
-            else None,
-        )
+        return retrying(call, self._max_retries)
 
     def _metadata(self, name: Any, input_file: Any) -> dict[str, str]:
         """The metadata a batch's display name carries; for a long batch key, read from its
@@ -378,11 +320,9 @@ class GeminiTransport:
             return {}
         if input_file not in self._resolved:
             try:
-                stored = _retrying(
-                    lambda: self.client.files.get(name=input_file), self._max_retries
-                )
+                stored = retrying(lambda: self.client.files.get(name=input_file), self._max_retries)
             except ProviderError as exc:
-                if _status(exc.__cause__) not in (403, 404):
+                if status_of(exc.__cause__) not in (403, 404):
                     raise
                 return {}  # the input file is gone: the batch cannot be recognised
             self._resolved[input_file] = resolve(tag, stored.display_name) or {}
@@ -433,82 +373,3 @@ class _Reader(io.RawIOBase):
 
     def tell(self) -> int:
         return self._source.tell()
-
-
-def _created_at(operation: dict[str, Any]) -> int:
-    """A batch's ``createTime`` (RFC 3339, up to nine fractional digits) in epoch seconds."""
-    meta = operation.get("metadata")
-    raw = meta.get("createTime") if isinstance(meta, dict) else None
-    match = _TIMESTAMP.match(raw) if isinstance(raw, str) else None
-    if match is None:
-        return 0
-    seconds = calendar.timegm(time.strptime(match.group(1), "%Y-%m-%dT%H:%M:%S"))
-    zone = match.group(3)
-    if zone != "Z":
-        sign = 1 if zone[0] == "+" else -1
-        seconds -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    return seconds
-
-
-def _status(exc: BaseException | None) -> int | None:
-    """The HTTP status of an SDK ``APIError``, else ``None``."""
-    code = getattr(exc, "code", None)
-    return code if isinstance(code, int) and not isinstance(code, bool) else None
-
-
-@functools.cache
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP clients' transport errors (connection, timeout, protocol): google-genai uses
-    ``httpx2`` where it is installed, else ``httpx``."""
-    found: list[type[BaseException]] = []
-    for module in ("httpx2", "httpx"):
-        try:
-            imported = __import__(module)
-        except ImportError:
-            continue
-        found.append(imported.TransportError)
-    return tuple(found)
-
-
-def _reasons(details: Any) -> set[str]:
-    """The ``google.rpc.ErrorInfo`` reasons of an error body."""
-    error = details.get("error") if isinstance(details, dict) else None
-    listed = error.get("details") if isinstance(error, dict) else None
-    return {
-        detail["reason"]
-        for detail in (listed if isinstance(listed, list) else [])
-        if isinstance(detail, dict) and isinstance(detail.get("reason"), str)
-    }
-
-
-def _translated(call: Callable[[], T]) -> T:
-    """Run an SDK call, re-raising its errors as batchor's provider errors."""
-    from google.genai import errors as genai_errors
-
-    try:
-        return call()
-    except genai_errors.APIError as exc:
-        code = _status(exc) or 0
-        message = exc.message or ""
-        status = f" {exc.status}" if exc.status else ""
-        text = f"provider answered HTTP {code}{status}: {message}"
-        unregistered = code == 403 and "unregistered callers" in message
-        if code == 401 or unregistered or _reasons(exc.details) & _KEY_REASONS:
-            raise ProviderAuthError(f"the provider refused the API key: {message}") from exc
-        if code in (408, 429) or code >= 500:
-            raise TransientProviderError(text) from exc
-        raise ProviderError(text) from exc
-    except _connection_errors() as exc:
-        raise TransientProviderError(f"provider unreachable: {type(exc).__name__}: {exc}") from exc
-
-
-def _retrying(call: Callable[[], T], retries: int, base: float = 0.5, cap: float = 30.0) -> T:
-    """Call, retrying transient errors with exponential backoff and full jitter."""
-    for attempt in range(retries + 1):
-        try:
-            return _translated(call)
-        except TransientProviderError:
-            if attempt == retries:
-                raise
-            time.sleep(random.uniform(0, min(cap, base * 2**attempt)))
-    raise AssertionError("unreachable")

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import threading
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from batchor.testing.anthropic.batches import BatchStore
 from batchor.testing.anthropic.faults import AnthropicEmulatorFaults
@@ -18,12 +14,13 @@ from batchor.testing.anthropic.replies import Replier
 from batchor.testing.anthropic.server import AnthropicHTTPServer, AnthropicState
 from batchor.testing.anthropic.worker import AnthropicBatchWorker
 from batchor.testing.emulator.stats import EmulatorStats
+from batchor.testing.loopback import LoopbackEmulator, LoopbackServer, LoopbackWorker
 
 DEFAULT_API_KEY = "sk-ant-emulator"
 """The key `AnthropicBatchEmulator.api_key` reports when no ``api_key`` is given."""
 
 
-class AnthropicBatchEmulator:
+class AnthropicBatchEmulator(LoopbackEmulator):
     """A local, loopback HTTP emulator of the Anthropic Message Batches API.
 
     Point the official SDK at it with ``Anthropic(base_url=emu.base_url,
@@ -56,6 +53,7 @@ class AnthropicBatchEmulator:
         limits: AnthropicEmulatorLimits | None = None,
     ) -> None:
         """Configure the emulator; nothing runs until `start`."""
+        super().__init__(port, data_dir, host)
         self.faults: AnthropicEmulatorFaults = (
             faults if faults is not None else AnthropicEmulatorFaults()
         )
@@ -71,32 +69,13 @@ class AnthropicBatchEmulator:
             limits if limits is not None else AnthropicEmulatorLimits()
         )
         """The limits being enforced."""
-        self.host = host
-        """The interface the server binds."""
-        self._requested_port = port
         self._required_key = api_key
-        self._data_dir = Path(data_dir) if data_dir is not None else None
-        self._temp_dir: Path | None = None
-        self._server: AnthropicHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._worker: AnthropicBatchWorker | None = None
         self._store: BatchStore | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def port(self) -> int:
-        """The TCP port being served (the requested one before `start`)."""
-        if self._server is not None:
-            return int(self._server.server_address[1])
-        return self._requested_port
 
     @property
     def base_url(self) -> str:
         """The SDK base URL, e.g. ``"http://127.0.0.1:8000"`` (the SDK adds ``/v1/...``)."""
-        if self._server is None and self._requested_port == 0:
-            raise RuntimeError("the emulator picks its port on start(); start it first")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self._origin()
 
     def environment(self) -> str:
         """The environment that points the SDK here:
@@ -108,62 +87,34 @@ class AnthropicBatchEmulator:
         """Where batches' files are kept (``None`` before `start`)."""
         return self._data_dir or self._temp_dir
 
-    def start(self) -> Self:
-        """Start serving on a background thread; return ``self``."""
-        with self._lock:
-            if self._server is not None or self._worker is not None:
-                raise RuntimeError("this emulator was already started")
-            if self._data_dir is None:
-                self._temp_dir = Path(tempfile.mkdtemp(prefix="batchor-anthropic-emulator-"))
-            else:
-                self._data_dir.mkdir(parents=True, exist_ok=True)
-            root = self._data_dir or self._temp_dir
-            assert root is not None
-            self._store = store = BatchStore(root)
-            self._worker = worker = AnthropicBatchWorker(
-                store=store,
-                stats=self.stats,
-                faults=lambda: self.faults,
-                replier=Replier(self.limits.min_cacheable_tokens),
-                phase_seconds=self.phase_seconds,
-            )
-            state = AnthropicState(
-                batches=store,
-                worker=worker,
-                stats=self.stats,
-                limits=self.limits,
-                faults=lambda: self.faults,
-                api_key=self._required_key,
-            )
-            self._server = server = AnthropicHTTPServer((self.host, self._requested_port), state)
-            store.base_url = self.base_url
-            worker.start()
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="anthropic-emulator-http",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
+    _temp_prefix = "batchor-anthropic-emulator-"
+    _thread_name = "anthropic-emulator-http"
 
-    def stop(self) -> None:
-        """Stop serving, drop open connections and remove the temporary data directory."""
-        with self._lock:
-            server, thread, worker = self._server, self._thread, self._worker
-            if server is None:
-                return
-            server.shutdown()
-            server.close_connections()
-            server.server_close()
-            if thread is not None:
-                thread.join(timeout=10)
-            if worker is not None:
-                worker.stop()
-            if self._temp_dir is not None:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-                self._temp_dir = None
-            self._server = self._thread = None
+    def _open(self, root: Path) -> tuple[LoopbackServer, LoopbackWorker]:
+        """Build the batch store, the worker and the server over ``root``."""
+        root.mkdir(parents=True, exist_ok=True)
+        self._store = store = BatchStore(root)
+        worker = AnthropicBatchWorker(
+            store=store,
+            stats=self.stats,
+            faults=lambda: self.faults,
+            replier=Replier(self.limits.min_cacheable_tokens),
+            phase_seconds=self.phase_seconds,
+        )
+        state = AnthropicState(
+            batches=store,
+            worker=worker,
+            stats=self.stats,
+            limits=self.limits,
+            faults=lambda: self.faults,
+            api_key=self._required_key,
+        )
+        return AnthropicHTTPServer((self.host, self._requested_port), state), worker
+
+    def _bound(self) -> None:
+        """Tell the store the URL its batches' ``results_url`` point at."""
+        assert self._store is not None
+        self._store.base_url = self.base_url
 
     def batches(self) -> list[dict[str, Any]]:
         """Every batch (deleted ones aside) as its API JSON dict, oldest first."""
@@ -178,23 +129,3 @@ class AnthropicBatchEmulator:
             raise RuntimeError(f"batch {batch_id} has not ended")
         with record.results.open(encoding="utf-8") as handle:
             return [json.loads(line) for line in handle if line.strip()]
-
-    def __enter__(self) -> Self:
-        """Start the emulator if it is not running yet."""
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the emulator."""
-        self.stop()
-
-    def __repr__(self) -> str:
-        """Show where the emulator serves."""
-        where = self.base_url if self._server is not None else "not running"
-        return f"<AnthropicBatchEmulator {where}>"

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import threading
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from batchor.testing.emulator.limits import MIB, EmulatorLimits
 from batchor.testing.emulator.stats import EmulatorStats
@@ -17,6 +13,7 @@ from batchor.testing.gemini.faults import GeminiFaults
 from batchor.testing.gemini.files import GeminiFileStore
 from batchor.testing.gemini.server import GeminiHTTPServer, GeminiState
 from batchor.testing.gemini.worker import GeminiWorker
+from batchor.testing.loopback import LoopbackEmulator, LoopbackServer, LoopbackWorker
 
 DEFAULT_API_KEY = "gemini-emulator-key"
 """The key `GeminiBatchEmulator.api_key` reports when no ``api_key`` is given."""
@@ -39,7 +36,7 @@ def gemini_limits(**overrides: int) -> EmulatorLimits:
     return EmulatorLimits(**values)
 
 
-class GeminiBatchEmulator:
+class GeminiBatchEmulator(LoopbackEmulator):
     """A local, loopback HTTP emulator of the Gemini API's Batch Mode and Files API.
 
     Point the official SDK at it with ``genai.Client(api_key=emu.api_key,
@@ -77,6 +74,7 @@ class GeminiBatchEmulator:
         model_prefixes: tuple[str, ...] = ("gemini-", "gemma-"),
     ) -> None:
         """Configure the emulator; nothing runs until `start`."""
+        super().__init__(port, data_dir, host)
         self.faults: GeminiFaults = faults if faults is not None else GeminiFaults()
         """The live fault knobs."""
         self.stats = EmulatorStats()
@@ -87,34 +85,15 @@ class GeminiBatchEmulator:
         """Minimum seconds a batch spends in each state before its end."""
         self.limits: EmulatorLimits = limits if limits is not None else gemini_limits()
         """The limits being enforced."""
-        self.host = host
-        """The interface the server binds."""
         self.model_prefixes = model_prefixes
-        self._requested_port = port
         self._required_key = api_key
-        self._data_dir = Path(data_dir) if data_dir is not None else None
-        self._temp_dir: Path | None = None
-        self._server: GeminiHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._worker: GeminiWorker | None = None
         self._file_store: GeminiFileStore | None = None
         self._batch_store: GeminiBatchStore | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def port(self) -> int:
-        """The TCP port being served (the requested one before `start`)."""
-        if self._server is not None:
-            return int(self._server.server_address[1])
-        return self._requested_port
 
     @property
     def base_url(self) -> str:
         """The SDK base URL, e.g. ``"http://127.0.0.1:8000"`` (the SDK adds the version)."""
-        if self._server is None and self._requested_port == 0:
-            raise RuntimeError("the emulator picks its port on start(); start it first")
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return self._origin()
 
     @property
     def environment(self) -> dict[str, str]:
@@ -126,65 +105,37 @@ class GeminiBatchEmulator:
         """Where files are stored (``None`` before `start`)."""
         return self._file_store.root if self._file_store is not None else None
 
-    def start(self) -> Self:
-        """Start serving on a background thread; return ``self``."""
-        with self._lock:
-            if self._server is not None or self._worker is not None:
-                raise RuntimeError("this emulator was already started")
-            if self._data_dir is None:
-                self._temp_dir = Path(tempfile.mkdtemp(prefix="batchor-gemini-"))
-            root = self._data_dir or self._temp_dir
-            assert root is not None
-            self._file_store = files = GeminiFileStore(root)
-            self._batch_store = batches = GeminiBatchStore()
-            self._worker = worker = GeminiWorker(
-                store=batches,
-                files=files,
-                stats=self.stats,
-                faults=lambda: self.faults,
-                limits=self.limits,
-                phase_seconds=self.phase_seconds,
-            )
-            state = GeminiState(
-                files=files,
-                batches=batches,
-                worker=worker,
-                stats=self.stats,
-                limits=self.limits,
-                faults=lambda: self.faults,
-                api_key=self._required_key,
-                model_prefixes=self.model_prefixes,
-            )
-            self._server = server = GeminiHTTPServer((self.host, self._requested_port), state)
-            worker.start()
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="gemini-emulator-http",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
+    _temp_prefix = "batchor-gemini-"
+    _thread_name = "gemini-emulator-http"
 
-    def stop(self) -> None:
-        """Stop serving, drop open connections and remove the temporary data directory."""
-        with self._lock:
-            server, thread, worker = self._server, self._thread, self._worker
-            if server is None:
-                return
-            server.shutdown()
-            server.close_connections()
-            server.server_close()
-            if thread is not None:
-                thread.join(timeout=10)
-            if worker is not None:
-                worker.stop()
-            if self._file_store is not None:
-                self._file_store.discard_uploads()
-            if self._temp_dir is not None:
-                shutil.rmtree(self._temp_dir, ignore_errors=True)
-                self._temp_dir = None
-            self._server = self._thread = None
+    def _open(self, root: Path) -> tuple[LoopbackServer, LoopbackWorker]:
+        """Build the file and batch stores, the worker and the server over ``root``."""
+        self._file_store = files = GeminiFileStore(root)
+        self._batch_store = batches = GeminiBatchStore()
+        worker = GeminiWorker(
+            store=batches,
+            files=files,
+            stats=self.stats,
+            faults=lambda: self.faults,
+            limits=self.limits,
+            phase_seconds=self.phase_seconds,
+        )
+        state = GeminiState(
+            files=files,
+            batches=batches,
+            worker=worker,
+            stats=self.stats,
+            limits=self.limits,
+            faults=lambda: self.faults,
+            api_key=self._required_key,
+            model_prefixes=self.model_prefixes,
+        )
+        return GeminiHTTPServer((self.host, self._requested_port), state), worker
+
+    def _worker_stopped(self) -> None:
+        """Drop the uploads still open."""
+        if self._file_store is not None:
+            self._file_store.discard_uploads()
 
     def batches(self) -> list[dict[str, Any]]:
         """Every batch (not deleted) as its REST operation JSON, oldest first."""
@@ -196,23 +147,3 @@ class GeminiBatchEmulator:
             return []
         origin = self.base_url
         return [stored.to_dict(origin) for stored in self._file_store.all()]
-
-    def __enter__(self) -> Self:
-        """Start the emulator if it is not running yet."""
-        if self._server is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the emulator."""
-        self.stop()
-
-    def __repr__(self) -> str:
-        """Show where the emulator serves."""
-        where = self.base_url if self._server is not None else "not running"
-        return f"<GeminiBatchEmulator {where}>"
