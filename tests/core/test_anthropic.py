@@ -32,6 +32,7 @@ from batchor import (  # noqa: E402
     ItemStatus,
     PromptParts,
     ProviderAuthError,
+    ProviderCredentials,
     RetryPolicy,
     RunStatus,
 )
@@ -411,11 +412,14 @@ def test_the_stored_run_holds_no_key_and_a_fresh_runner_collects_it(
             assert secret.encode() not in path.read_bytes()
         for path in artifacts.rglob("*"):
             assert not path.is_file() or secret.encode() not in path.read_bytes()
-        # The config rebuilds from the record alone (but the key), and a runner's base URL,
-        # an OpenAI setting, does not move it.
-        assert config_from_record(stored, base_url="http://127.0.0.1:9/v1") == config(
+        # The config rebuilds from the record alone (but the key); a runner's base URL for
+        # Anthropic moves it, one for OpenAI (below) does not.
+        assert config_from_record(stored) == config(
             emu, api_key=None, request_params={"cache_control": {"type": "ephemeral"}}
         )
+        moved = config_from_record(stored, base_url="http://127.0.0.1:9")
+        assert isinstance(moved, AnthropicProviderConfig)
+        assert moved.base_url == "http://127.0.0.1:9"
         # A fresh process knows only the store, the artifacts and the key in its environment.
         monkeypatch.setenv("ANTHROPIC_API_KEY", secret)
         with BatchRunner(store, artifacts, base_url="http://127.0.0.1:9/v1") as second:
@@ -445,6 +449,41 @@ def test_the_runner_openai_key_and_base_url_never_reach_anthropic(tmp_path: Path
         run = runner.start(job(config(emu, api_key="sk-ant-right"), 3), "anth-runner")
         assert run.wait(timeout=60, **QUICK).status is RunStatus.COMPLETED
         assert emu.stats.calls[CREATE] == 1
+
+
+def test_the_runner_credentials_for_anthropic_reach_it_in_every_step(tmp_path: Path) -> None:
+    """A key given to the runner (as an orchestrator's connection, resource or block gives
+    it) drives the run from start to collect in fresh processes; it goes only to Anthropic,
+    and it is never stored."""
+    secret = "sk-ant-only-in-the-runner-42"
+    store, artifacts = f"sqlite:///{tmp_path}/store/batchor.db", tmp_path / "artifacts"
+    with AnthropicBatchEmulator(api_key=secret, phase_seconds=0.3) as emu:
+        keyless = AnthropicProviderConfig(model=MODEL, max_tokens=64)  # no key, no URL
+        reach = {"anthropic": ProviderCredentials(api_key=secret, base_url=emu.base_url)}
+        # An OpenAI key is not an Anthropic one: refused before anything is stored or sent.
+        with (
+            BatchRunner(store, artifacts, api_key=secret, base_url=emu.base_url) as openai,
+            pytest.raises(ProviderAuthError) as info,
+        ):
+            openai.start(job(keyless, 6), "anth-reach")
+        assert "credentials={'anthropic': ...}" in str(info.value)
+        assert secret not in str(info.value)
+        assert emu.stats.total_calls == 0
+        with BatchRunner(store, artifacts, credentials=reach) as first:
+            assert first.store.get_run("anth-reach") is None
+            started = first.start(job(keyless, 6), "anth-reach")
+            assert len(started.batches()) == 1
+        # A later step without them has no key: one line naming the variable and the way.
+        with BatchRunner(store, artifacts) as bare, pytest.raises(ProviderAuthError) as info:
+            bare.get_run("anth-reach").wait(timeout=30, **QUICK)
+        assert "ANTHROPIC_API_KEY" in str(info.value)
+        with BatchRunner(store, artifacts, credentials=reach) as later:
+            run = later.get_run("anth-reach")
+            assert run.wait(timeout=60, **QUICK).status is RunStatus.COMPLETED
+            assert sorted(by_item(run)) == sorted(f"item-{i}" for i in range(6))
+        assert emu.stats.calls[CREATE] == 1
+    for path in [*(tmp_path / "store").glob("batchor.db*"), *artifacts.rglob("*")]:
+        assert not path.is_file() or secret.encode() not in path.read_bytes()
 
 
 def test_a_refused_key_is_an_auth_error_without_the_key() -> None:

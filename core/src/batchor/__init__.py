@@ -28,6 +28,7 @@ from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
 from batchor.pricing import ModelPrice, PriceTable
 from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
+from batchor.providers.base import ProviderCredentials
 from batchor.providers.gemini.config import GeminiProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 from batchor.results import BatchInfo, ItemFailure, ItemResult, ResultPage, RunSummary, Usage
@@ -76,6 +77,7 @@ __all__ = [
     "PriceTable",
     "PromptParts",
     "ProviderAuthError",
+    "ProviderCredentials",
     "ProviderError",
     "ProviderQuotaError",
     "PruneReport",

@@ -26,8 +26,13 @@ from batchor.errors import (
 from batchor.items import BatchItem
 from batchor.jobs import BatchJob
 from batchor.pricing import ModelPrice, PriceTable, price_table
-from batchor.providers.base import BatchTransport, ProviderConfig, RequestCodec
-from batchor.providers.registry import config_from_record
+from batchor.providers.base import (
+    BatchTransport,
+    ProviderConfig,
+    ProviderCredentials,
+    RequestCodec,
+)
+from batchor.providers.registry import config_from_record, credentials_by_provider, provider_of
 from batchor.results import RunSummary
 from batchor.run import Run
 from batchor.schema_models import output_model
@@ -64,9 +69,15 @@ class BatchRunner:
             ``az://``, ``memory://``) or an artifact-store object. Default:
             ``$BATCHOR_ARTIFACTS``, else ``.batchor/artifacts``.
         api_key: A key for every OpenAI run this runner drives whose job does not set one
-            (else ``OPENAI_API_KEY``). Never persisted; never sent to another provider.
+            (else ``OPENAI_API_KEY``); the same as ``credentials={"openai": api_key}``.
+            Never persisted; never sent to another provider.
         base_url: An API base URL for OpenAI runs whose job does not set one (else the one
             stored with the run, else ``OPENAI_BASE_URL``).
+        credentials: Keys and base URLs by provider name (``openai``, ``azure``,
+            ``anthropic``, ``gemini``), each a `ProviderCredentials` or a plain key, for the
+            runs of that provider whose job sets none, in every process that drives them
+            (else the provider's environment variables). A key goes only to its provider;
+            a base URL overrides the one stored with a run. Never persisted.
         prices: Batch API prices to add to or override in the default table
             (`PriceTable`), for the costs in summaries.
         provider: A transport to drive every run with instead of the one the job's provider
@@ -75,7 +86,8 @@ class BatchRunner:
             wire format still follows each job's provider config.
 
     Raises:
-        ConfigurationError: a URL is invalid, or ``memory://`` artifacts are given with a
+        ConfigurationError: a URL is invalid, a credential names an unknown provider (or
+            OpenAI's are given both ways), or ``memory://`` artifacts are given with a
             store that outlives the process (a later process would find runs whose request
             files are gone).
     """
@@ -87,9 +99,11 @@ class BatchRunner:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
+        credentials: Mapping[str, ProviderCredentials | str] | None = None,
         prices: PriceTable | Mapping[str, ModelPrice | tuple[float, float]] | None = None,
         provider: BatchTransport | None = None,
     ) -> None:
+        self._credentials = credentials_by_provider(credentials, api_key=api_key, base_url=base_url)
         if store is None:
             store = os.environ.get("BATCHOR_STORE") or DEFAULT_STORE
         opened = isinstance(store, str)
@@ -108,8 +122,6 @@ class BatchRunner:
                 "files; give a directory or an object-store URL (s3://, gs://, az://) for "
                 "the artifacts, or use the memory:// store"
             )
-        self._api_key = api_key
-        self._base_url = base_url
         self._transport = provider
         self.prices: PriceTable = price_table(prices)
         """Prices used for the runs' costs (the defaults plus any passed)."""
@@ -207,7 +219,7 @@ class BatchRunner:
         if record is None:
             raise RunNotFoundError(f"no run {run_id!r} in the store")
         cfg = record.config
-        provider = config_from_record(cfg, base_url=self._base_url)
+        provider = config_from_record(cfg, base_url=self._reach(provider_of(cfg)).base_url)
         codec = provider.codec(cfg.get("schema"), cfg.get("schema_name") or "output")
         if model is None:
             model = output_model(cfg)
@@ -230,10 +242,15 @@ class BatchRunner:
     # ---- wiring --------------------------------------------------------------------------
     def _transport_for(self, config: ProviderConfig) -> BatchTransport:
         """The transport given to this runner, else the one ``config`` makes, with this
-        runner's key and base URL where the config sets none."""
+        runner's key and base URL for its provider where the config sets none."""
         if self._transport is not None:
             return self._transport
-        return config.transport(api_key=self._api_key, base_url=self._base_url)
+        reach = self._reach(config.provider_name)
+        return config.transport(api_key=reach.api_key, base_url=reach.base_url)
+
+    def _reach(self, provider_name: str) -> ProviderCredentials:
+        """This runner's credentials for one provider (empty when it was given none)."""
+        return self._credentials.get(provider_name) or ProviderCredentials()
 
     def _context(
         self,

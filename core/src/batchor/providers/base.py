@@ -201,6 +201,23 @@ class RequestCodec(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderCredentials:
+    """How a runner reaches one provider when a job's config does not say: a key and an API
+    base URL. Held in memory only: never stored, and never shown in a ``repr``.
+
+    Attributes:
+        api_key: The key; ``None`` leaves it to the config, else the provider's environment
+            variable (``OPENAI_API_KEY``, ``AZURE_OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``,
+            ``GEMINI_API_KEY``).
+        base_url: The API base URL (for Azure, the resource endpoint); it overrides the one
+            stored with a run, so a later process can reach the provider another way.
+    """
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ProviderLimits:
     """A provider's own limits and habits, as packing and the exactly-once lookup use them.
 

@@ -8,7 +8,7 @@ from typing import Any
 from batchor.errors import ConfigurationError
 from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
-from batchor.providers.base import ProviderConfig
+from batchor.providers.base import ProviderConfig, ProviderCredentials
 from batchor.providers.gemini.config import GeminiProviderConfig
 from batchor.providers.openai.config import OpenAIProviderConfig
 
@@ -37,13 +37,18 @@ def provider_names() -> tuple[str, ...]:
     return tuple(_BY_NAME)
 
 
+def provider_of(record: Mapping[str, Any]) -> str:
+    """The name of the provider a run's stored configuration was made with."""
+    return str(record.get("provider") or DEFAULT_PROVIDER)
+
+
 def config_from_record(record: Mapping[str, Any], *, base_url: str | None = None) -> ProviderConfig:
     """The provider config a run was stored with (``base_url`` overrides the stored one).
 
     Raises:
         ConfigurationError: the run names a provider this batchor does not know.
     """
-    name = str(record.get("provider") or DEFAULT_PROVIDER)
+    name = provider_of(record)
     cls = _BY_NAME.get(name)
     if cls is None:
         raise ConfigurationError(
@@ -65,3 +70,43 @@ def check_config(owner: str, config: object) -> None:
         raise ConfigurationError(
             f"{owner} must be a provider config ({known}), got {type(config).__name__}"
         )
+
+
+def credentials_by_provider(
+    credentials: Mapping[str, ProviderCredentials | str] | None,
+    *,
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> dict[str, ProviderCredentials]:
+    """A runner's credentials by provider name: ``credentials`` (a plain string is a key),
+    with ``api_key`` / ``base_url`` as OpenAI's.
+
+    Raises:
+        ConfigurationError: an unknown provider name, a value of another type, or OpenAI's
+            credentials given both ways.
+    """
+    result: dict[str, ProviderCredentials] = {}
+    for name, value in (credentials or {}).items():
+        if name not in _BY_NAME:
+            raise ConfigurationError(
+                f"credentials for unknown provider {name!r}: the providers are "
+                f"{', '.join(_BY_NAME)}"
+            )
+        if isinstance(value, str):
+            value = ProviderCredentials(api_key=value)
+        if not isinstance(value, ProviderCredentials):
+            raise ConfigurationError(
+                f"credentials[{name!r}] must be a key or a ProviderCredentials, "
+                f"got {type(value).__name__}"
+            )
+        result[name] = ProviderCredentials(
+            api_key=value.api_key or None, base_url=value.base_url or None
+        )
+    if api_key or base_url:
+        if "openai" in result:
+            raise ConfigurationError(
+                "OpenAI credentials given twice: pass api_key=/base_url= or "
+                "credentials={'openai': ...}, not both"
+            )
+        result["openai"] = ProviderCredentials(api_key=api_key or None, base_url=base_url or None)
+    return result

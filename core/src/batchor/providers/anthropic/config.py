@@ -86,10 +86,10 @@ class AnthropicProviderConfig:
         model: The Claude model every request uses, e.g. ``claude-sonnet-4-5``.
         max_tokens: The most output tokens of each reply (the Messages API requires it). A
             reply cut off there fails the item (``incomplete``), as OpenAI's does.
-        api_key: An explicit key; ``None`` reads ``ANTHROPIC_API_KEY``. A runner's
-            ``api_key=`` is an OpenAI setting and is never sent to Anthropic.
-        base_url: An explicit API base URL (without ``/v1``); ``None`` reads
-            ``ANTHROPIC_BASE_URL``, else the public API.
+        api_key: An explicit key; ``None``: the runner's for ``anthropic``
+            (``BatchRunner(credentials=...)``), else ``ANTHROPIC_API_KEY``.
+        base_url: An explicit API base URL (without ``/v1``); ``None``: the runner's for
+            ``anthropic``, else ``ANTHROPIC_BASE_URL``, else the public API.
         request_params: Extra Messages API parameters for every request (``temperature``,
             ``top_p``, ``top_k``, ``stop_sequences``, ``metadata``, ``thinking``,
             ``output_config={"effort": ...}``, ...). ``cache_control`` (e.g.
@@ -159,12 +159,12 @@ class AnthropicProviderConfig:
     def from_record(
         cls, record: Mapping[str, Any], *, base_url: str | None = None
     ) -> AnthropicProviderConfig:
-        """The config a run was stored with. A runner's ``base_url`` is an OpenAI setting
-        and does not apply: the stored one (else ``ANTHROPIC_BASE_URL``) is used."""
+        """The config a run was stored with (``base_url``, the runner's for ``anthropic``,
+        overrides the stored one)."""
         return cls(
             model=record["model"],
             max_tokens=record["max_tokens"],
-            base_url=record.get("base_url"),
+            base_url=base_url or record.get("base_url"),
             request_params=record.get("request_params") or {},
             enqueued_token_limit=record.get("enqueued_token_limit"),
             quota_scope=record.get("quota_scope"),
@@ -190,9 +190,10 @@ class AnthropicProviderConfig:
         self, *, api_key: str | None = None, base_url: str | None = None
     ) -> AnthropicTransport:
         """The transport over the ``anthropic`` SDK (imported on first use), with the
-        config's key and base URL, else ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``. A
-        runner's ``api_key`` and ``base_url`` are OpenAI settings and are not used: an
-        OpenAI key is never sent to Anthropic."""
+        config's key and base URL, else the given ones (the runner's for ``anthropic``),
+        else ``ANTHROPIC_API_KEY`` / ``ANTHROPIC_BASE_URL``."""
         from batchor.providers.anthropic.transport import AnthropicTransport
 
-        return AnthropicTransport(api_key=self.api_key, base_url=self.base_url)
+        return AnthropicTransport(
+            api_key=self.api_key or api_key, base_url=self.base_url or base_url
+        )

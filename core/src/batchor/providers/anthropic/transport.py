@@ -22,7 +22,7 @@ T = TypeVar("T")
 MISSING_SDK = "the anthropic provider needs the anthropic SDK: pip install 'batchor[anthropic]'"
 MISSING_KEY = (
     "no Anthropic API key: set the ANTHROPIC_API_KEY environment variable (from Python, "
-    "AnthropicProviderConfig(api_key=...))"
+    "AnthropicProviderConfig(api_key=...) or BatchRunner(credentials={'anthropic': ...}))"
 )
 _BATCHES = "/v1/messages/batches"
 _CHUNK = 1 << 20

@@ -45,10 +45,11 @@ class AzureOpenAIProviderConfig:
         endpoint: ``/chat/completions`` (default) or ``/v1/responses``. Azure batch does
             not serve embeddings.
         azure_endpoint: The resource endpoint, e.g. ``https://NAME.openai.azure.com``;
-            ``None`` reads ``AZURE_OPENAI_ENDPOINT``.
+            ``None``: the runner's base URL for ``azure``, else ``AZURE_OPENAI_ENDPOINT``.
         api_version: The data-plane API version, e.g. ``2024-10-21``; ``None`` reads
             ``OPENAI_API_VERSION``.
-        api_key: An explicit key; ``None`` reads ``AZURE_OPENAI_API_KEY``.
+        api_key: An explicit key; ``None``: the runner's for ``azure``
+            (``BatchRunner(credentials=...)``), else ``AZURE_OPENAI_API_KEY``.
         price_model: The model the deployment serves (e.g. ``gpt-4o-mini``), for the costs
             in summaries and for the enqueued-token budget's key; ``None``: the deployment
             name. The config's `model` is this, else the deployment.
@@ -132,13 +133,13 @@ class AzureOpenAIProviderConfig:
     def from_record(
         cls, record: Mapping[str, Any], *, base_url: str | None = None
     ) -> AzureOpenAIProviderConfig:
-        """The config a run was stored with. Its batches live on the stored resource, so a
-        runner's ``base_url`` (an OpenAI setting) does not apply; ``OPENAI_API_VERSION``, when
-        set, overrides the stored API version (to move past a retired one)."""
+        """The config a run was stored with. ``base_url`` (the runner's for ``azure``)
+        overrides the stored resource endpoint; ``OPENAI_API_VERSION``, when set, overrides
+        the stored API version (to move past a retired one)."""
         return cls(
             deployment=record["deployment"],
             endpoint=record["endpoint"],
-            azure_endpoint=record.get("base_url"),
+            azure_endpoint=base_url or record.get("base_url"),
             api_version=_env("OPENAI_API_VERSION") or record.get("api_version"),
             price_model=record.get("price_model"),
             request_params=record.get("request_params") or {},
@@ -162,14 +163,13 @@ class AzureOpenAIProviderConfig:
         self, *, api_key: str | None = None, base_url: str | None = None
     ) -> AzureOpenAITransport:
         """The transport over the SDK's ``AzureOpenAI`` client, with the config's settings,
-        else ``AZURE_OPENAI_ENDPOINT``, ``AZURE_OPENAI_API_KEY`` and ``OPENAI_API_VERSION``.
-        A runner's ``api_key`` and ``base_url`` are OpenAI settings and are not used: an
-        OpenAI key is never sent to an Azure resource."""
+        else the given ones (the runner's for ``azure``), else ``AZURE_OPENAI_ENDPOINT``,
+        ``AZURE_OPENAI_API_KEY`` and ``OPENAI_API_VERSION``."""
         from batchor.providers.azure.transport import AzureOpenAITransport
 
         return AzureOpenAITransport(
-            azure_endpoint=self.azure_endpoint,
-            api_key=self.api_key,
+            azure_endpoint=self.azure_endpoint or base_url,
+            api_key=self.api_key or api_key,
             api_version=self.api_version,
         )
 

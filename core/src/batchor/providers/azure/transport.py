@@ -47,7 +47,7 @@ class AzureOpenAITransport(OpenAITransport):
 
     missing_key = (
         "no Azure OpenAI API key: set the AZURE_OPENAI_API_KEY environment variable (from "
-        "Python, AzureOpenAIProviderConfig(api_key=...) or BatchRunner(api_key=...))"
+        "Python, AzureOpenAIProviderConfig(api_key=...) or BatchRunner(credentials={'azure': ...}))"
     )
 
     def __init__(

@@ -84,15 +84,16 @@ class GeminiProviderConfig:
     The key is the given one, else ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY`` (read when the
     run starts, so a config can be built before the environment is set; unlike the SDK,
     which prefers ``GOOGLE_API_KEY`` when both are set, the Gemini-specific variable wins).
-    It is never written to the store, artifacts or logs. A runner's ``api_key=`` and
-    ``base_url=`` are OpenAI settings and are never used for Gemini.
+    It is never written to the store, artifacts or logs. A runner's credentials for
+    ``gemini`` (``BatchRunner(credentials=...)``) apply where the config sets none.
 
     Attributes:
         model: The model every request uses, e.g. ``gemini-2.5-flash`` (``models/...``
             works too).
-        api_key: An explicit key; ``None`` reads ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``.
-        base_url: An explicit API base URL (without the version); ``None`` reads
-            ``GOOGLE_GEMINI_BASE_URL``, else the public API.
+        api_key: An explicit key; ``None``: the runner's for ``gemini``, else
+            ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``.
+        base_url: An explicit API base URL (without the version); ``None``: the runner's
+            for ``gemini``, else ``GOOGLE_GEMINI_BASE_URL``, else the public API.
         request_params: ``generation_config`` fields for every request (``temperature``,
             ``max_output_tokens``, ``top_p``, ``top_k``, ``stop_sequences``, ``seed``,
             ``thinking_config``, ...), in either proto JSON spelling. The response MIME type
@@ -153,11 +154,11 @@ class GeminiProviderConfig:
     def from_record(
         cls, record: Mapping[str, Any], *, base_url: str | None = None
     ) -> GeminiProviderConfig:
-        """The config a run was stored with. A runner's ``base_url`` is an OpenAI setting
-        and does not apply: the stored one (else ``GOOGLE_GEMINI_BASE_URL``) is used."""
+        """The config a run was stored with (``base_url``, the runner's for ``gemini``,
+        overrides the stored one)."""
         return cls(
             model=record["model"],
-            base_url=record.get("base_url"),
+            base_url=base_url or record.get("base_url"),
             request_params=record.get("request_params") or {},
             enqueued_token_limit=record.get("enqueued_token_limit"),
             quota_scope=record.get("quota_scope"),
@@ -174,9 +175,8 @@ class GeminiProviderConfig:
         self, *, api_key: str | None = None, base_url: str | None = None
     ) -> GeminiTransport:
         """The transport over the ``google-genai`` SDK (imported on first use), with the
-        config's key and base URL, else the environment's. A runner's ``api_key`` and
-        ``base_url`` are OpenAI settings and are not used: an OpenAI key is never sent to
-        Google."""
+        config's key and base URL, else the given ones (the runner's for ``gemini``), else
+        the environment's."""
         from batchor.providers.gemini.transport import GeminiTransport
 
-        return GeminiTransport(api_key=self.api_key, base_url=self.base_url)
+        return GeminiTransport(api_key=self.api_key or api_key, base_url=self.base_url or base_url)

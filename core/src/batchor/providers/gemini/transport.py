@@ -34,7 +34,7 @@ T = TypeVar("T")
 MISSING_SDK = "the gemini provider needs the google-genai SDK: pip install 'batchor[gemini]'"
 MISSING_KEY = (
     "no Gemini API key: set the GEMINI_API_KEY environment variable (or GOOGLE_API_KEY; from "
-    "Python, GeminiProviderConfig(api_key=...))"
+    "Python, GeminiProviderConfig(api_key=...) or BatchRunner(credentials={'gemini': ...}))"
 )
 KEY_VARIABLES = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 BASE_URL_VARIABLE = "GOOGLE_GEMINI_BASE_URL"
