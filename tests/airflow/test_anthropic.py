@@ -1,15 +1,14 @@
 """A batchor DAG runs on Anthropic's Message Batches API (its emulator) end to end, in-process
 with ``dag.test()``: nothing in the operators, the trigger or the hook is OpenAI-specific.
 
-The Airflow connection keeps its ``openai`` format; its key is an OpenAI setting that batchor
-never sends to Anthropic. An Anthropic run reaches the API with ``ANTHROPIC_API_KEY`` (every
-step after the first rehydrates the run from the store, which never holds a key) and with
-the base URL stored with the run."""
+The DAG's connection is in the ``openai`` format with ``provider: anthropic`` in its extras:
+its key and host reach every step of the run (each after the first rehydrates the run from the
+store, which never holds a key), with no key in the job or the environment. The default
+``openai_default`` connection holds an OpenAI key that must never reach Anthropic."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -49,6 +48,7 @@ from batchor_airflow import BatchorRunOperator
 with DAG("{DAG_ID}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
     BatchorRunOperator(
         task_id="classify",
+        conn_id="claude",
         job="tests.airflow.test_anthropic:anthropic_job",
         destination=os.environ.get("BATCHOR_TEST_RESULTS", "results") + "/tickets.jsonl",
         deferrable=True,
@@ -65,9 +65,8 @@ class Ticket(BaseModel):
 
 
 def anthropic_job(n: int = 12, per_batch: int = 4) -> BatchJob:
-    """``n`` tickets, ``per_batch`` per Message Batch, on Claude with a typed reply, at the
-    emulator the test names; the key given here serves the start, ``ANTHROPIC_API_KEY``
-    every later step."""
+    """``n`` tickets, ``per_batch`` per Message Batch, on Claude with a typed reply; no key
+    and no base URL: the connection gives both."""
     return BatchJob(
         items=[BatchItem(item_id=f"t-{i}", payload={"text": f"ticket {i}"}) for i in range(n)],
         build_prompt=lambda item: PromptParts(
@@ -76,8 +75,6 @@ def anthropic_job(n: int = 12, per_batch: int = 4) -> BatchJob:
         provider_config=AnthropicProviderConfig(
             model="claude-haiku-4-5",
             max_tokens=256,
-            base_url=os.environ["BATCHOR_TEST_ANTHROPIC_URL"],
-            api_key=SECRET,
         ),
         structured_output=Ticket,
         limits=BatchLimits(max_requests=per_batch),
@@ -127,19 +124,25 @@ def test_a_deferrable_run_operator_completes_an_anthropic_job(
     emu = anthropic_emulator
     store, artifacts = f"sqlite:///{tmp_path}/batchor.db", str(tmp_path / "artifacts")
     with OpenAIBatchEmulator(api_key=OPENAI_SECRET) as openai_emu:
-        # The default connection, in the openai format, names the store and an OpenAI key.
-        conn = {
+        where = {"batchor_store": store, "batchor_artifacts": artifacts}
+        # The default connection names the store and an OpenAI key; the DAG's names Claude's.
+        default = {
             "conn_type": "openai",
             "host": openai_emu.base_url,
             "password": OPENAI_SECRET,
-            "extra": {"batchor_store": store, "batchor_artifacts": artifacts},
+            "extra": where,
         }
-        monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(conn))
+        claude = {
+            "conn_type": "openai",
+            "host": emu.base_url,
+            "password": SECRET,
+            "extra": {**where, "provider": "anthropic"},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_OPENAI_DEFAULT", json.dumps(default))
+        monkeypatch.setenv("AIRFLOW_CONN_CLAUDE", json.dumps(claude))
         monkeypatch.setenv("BATCHOR_TEST_RESULTS", str(tmp_path / "results"))
-        monkeypatch.setenv("BATCHOR_TEST_ANTHROPIC_URL", emu.base_url)
-        monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-        monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-        monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+        for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+            monkeypatch.delenv(name, raising=False)
 
         dag_run = load_dag(anthropic_dag, DAG_ID).test()
 
@@ -168,3 +171,28 @@ def test_a_deferrable_run_operator_completes_an_anthropic_job(
     # The task deferred to the trigger and resumed on its events.
     assert trigger_events
     assert {e["run_id"] for e in trigger_events} == {handle["run_id"]}
+
+
+def test_a_connection_says_which_provider_its_key_is_for() -> None:
+    from airflow.sdk import Connection
+    from batchor_airflow.config import resolve_config
+
+    from batchor import ConfigurationError
+
+    def conn(conn_type: str, extra: dict[str, Any] | None = None) -> Any:
+        return Connection(
+            conn_id="c", conn_type=conn_type, password="sk-hidden-7", extra=json.dumps(extra or {})
+        )
+
+    assert resolve_config(conn("openai")).provider == "openai"
+    assert resolve_config(conn("openai", {"provider": "gemini"})).provider == "gemini"
+    assert resolve_config(conn("anthropic")).provider == "anthropic"  # anthropic://:k@
+    assert resolve_config(conn("http")).provider == "openai"
+    assert resolve_config(None).provider == "openai"
+    with pytest.raises(ConfigurationError) as info:
+        resolve_config(conn("openai", {"provider": "claude"}))
+    assert str(info.value) == (
+        "connection 'c': extra 'provider' is 'claude'; the providers are openai, azure, "
+        "anthropic, gemini"
+    )
+    assert "sk-hidden-7" not in repr(resolve_config(conn("openai")))

@@ -2,9 +2,9 @@
 with real Dagster: nothing in the asset, the resource or the metadata is OpenAI-specific
 (token usage is reported under ``anthropic.<model>.*``).
 
-The resource's ``openai_*`` credentials are OpenAI settings batchor never sends to Anthropic.
-An Anthropic run reaches the API with ``ANTHROPIC_API_KEY`` (the wait rehydrates the run from
-the store, which never holds a key) and with the base URL stored with the run."""
+The resource gives Anthropic's key and base URL (``api_keys`` / ``base_urls`` by provider
+name, the key through ``EnvVar``) and they reach every step of the run, though the job sets
+neither and the store never holds a key; its OpenAI key never reaches Anthropic."""
 
 from __future__ import annotations
 
@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 from batchor_dagster import BatchorResource, batchor_asset
-from dagster import AssetExecutionContext, DagsterEventType, DagsterInstance, materialize
+from dagster import (
+    AssetExecutionContext,
+    DagsterEventType,
+    DagsterInstance,
+    EnvVar,
+    materialize,
+)
 
 from batchor import (
     AnthropicProviderConfig,
@@ -62,18 +68,16 @@ def test_a_partitioned_asset_materialises_an_anthropic_job(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     emu = anthropic_emulator
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    monkeypatch.setenv("CLAUDE_KEY_FOR_TEST", SECRET)  # read by Dagster through EnvVar
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
 
     def claude_job(context: AssetExecutionContext, **_: Any) -> BatchJob:
         """The partition's day on Claude, in batches of 5 requests, with a typed reply."""
         return BatchJob(
             items=items_for(context.partition_key),
             build_prompt=prompt,
-            provider_config=AnthropicProviderConfig(
-                model=MODEL, max_tokens=256, base_url=emu.base_url, api_key=SECRET
-            ),
+            provider_config=AnthropicProviderConfig(model=MODEL, max_tokens=256),
             structured_output=Label,
             limits=BatchLimits(max_requests=5),
         )
@@ -84,7 +88,9 @@ def test_a_partitioned_asset_materialises_an_anthropic_job(
         destination=str(tmp_path / "out" / "{partition_key}.jsonl"),
         partitions_def=DAYS,
         poll_interval=0.2,
+        kinds={"anthropic"},
     )
+    assert labels.specs_by_key[labels.key].kinds == {"batchor", "anthropic"}
     store, artifacts = f"sqlite:///{tmp_path}/state/batchor.db", str(tmp_path / "artifacts")
     with OpenAIBatchEmulator(api_key=OPENAI_SECRET) as openai_emu:
         resource = BatchorResource(
@@ -92,7 +98,10 @@ def test_a_partitioned_asset_materialises_an_anthropic_job(
             artifacts=artifacts,
             openai_api_key=OPENAI_SECRET,
             openai_base_url=openai_emu.base_url,
+            api_keys={"anthropic": EnvVar("CLAUDE_KEY_FOR_TEST")},
+            base_urls={"anthropic": emu.base_url},
         )
+        assert SECRET not in repr(resource)
         outcome = materialize(
             [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
         )
@@ -138,3 +147,15 @@ def test_a_partitioned_asset_materialises_an_anthropic_job(
     assert not any(
         SECRET in p.read_text(errors="ignore") for p in tmp_path.rglob("*") if p.is_file()
     )
+
+
+def test_resource_keys_name_known_providers_once() -> None:
+    from batchor import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="unknown provider 'claude'"):
+        BatchorResource(store="memory://", api_keys={"claude": "k"}).runner()
+    with pytest.raises(ConfigurationError, match="OpenAI credentials given twice"):
+        BatchorResource(store="memory://", openai_api_key="a", api_keys={"openai": "b"}).runner()
+    shown = repr(BatchorResource(api_keys={"gemini": "AIza-hidden-3"}))
+    assert "AIza-hidden-3" not in shown
+    assert "gemini" in shown

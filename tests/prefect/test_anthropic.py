@@ -1,13 +1,15 @@
 """The ready flow runs a job on Anthropic's Message Batches API (its emulator) end to end, on
 a real Prefect server: nothing in the flow, its tasks or the block is OpenAI-specific.
 
-The block's ``openai_*`` credentials are OpenAI settings batchor never sends to Anthropic. An
-Anthropic run reaches the API with ``ANTHROPIC_API_KEY`` (the wait and collect tasks rehydrate
-the run from the store, which never holds a key) and with the base URL stored with the run."""
+A saved block gives Anthropic's key and base URL (``api_keys`` / ``base_urls`` by provider
+name) and each task, loading the block by name, reaches the API with them: the job sets
+neither and the store never holds a key. The block's OpenAI key never reaches Anthropic, and
+the Prefect server shows no key."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,15 +49,12 @@ def test_the_ready_flow_completes_an_anthropic_job(
     anthropic_emulator: AnthropicBatchEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     emu = anthropic_emulator
-    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
-    monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
-    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    for name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_AUTH_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
     job = BatchJob(
         items=make_items(12),
         build_prompt=prompt,
-        provider_config=AnthropicProviderConfig(
-            model="claude-haiku-4-5", max_tokens=256, base_url=emu.base_url, api_key=SECRET
-        ),
+        provider_config=AnthropicProviderConfig(model="claude-haiku-4-5", max_tokens=256),
         structured_output=Sentiment,
         limits=BatchLimits(max_requests=5),
     )
@@ -67,9 +66,13 @@ def test_the_ready_flow_completes_an_anthropic_job(
             artifacts=str(tmp_path / "artifacts"),
             openai_api_key=OPENAI_SECRET,
             openai_base_url=openai_emu.base_url,
+            api_keys={"anthropic": SECRET},
+            base_urls={"anthropic": emu.base_url},
         )
+        block = f"claude-{uuid.uuid4().hex[:8]}"
+        config.save(block)
         state = run_batch_job(
-            job=job, destination=destination, run_key=key, config=config, return_state=True
+            job=job, destination=destination, run_key=key, config=block, return_state=True
         )
         assert openai_emu.stats.total_calls == 0  # nothing went to OpenAI
 
@@ -92,6 +95,12 @@ def test_the_ready_flow_completes_an_anthropic_job(
     with get_client(sync_client=True) as client:
         parameters = client.read_flow_run(flow_run_id(state)).parameters
     assert parameters["job"] == "<BatchJob model=claude-haiku-4-5 endpoint=/v1/messages>"
+    with get_client(sync_client=True) as client:
+        shown = client.read_block_document_by_name(block, "batchor-config", include_secrets=False)
+    assert shown.data["api_keys"] == {"anthropic": "********"}
+    assert SECRET not in json.dumps(shown.data)
+    assert config.describe()["api_keys"] == "anthropic"
+    assert SECRET not in repr(config)
 
     with BatchRunner(config.store, config.artifacts) as runner:
         run = runner.get_run(key, model=Sentiment)

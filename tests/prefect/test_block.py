@@ -25,8 +25,15 @@ def test_the_entry_point_registers_the_block_type() -> None:
     assert block_type.name == "Batchor Config"
     assert schema is not None
     fields = schema.fields["properties"]
-    assert set(fields) == {"store", "artifacts", "openai_api_key", "openai_base_url"}
-    assert schema.fields["secret_fields"] == ["openai_api_key"]
+    assert set(fields) == {
+        "store",
+        "artifacts",
+        "api_keys",
+        "base_urls",
+        "openai_api_key",
+        "openai_base_url",
+    }
+    assert sorted(schema.fields["secret_fields"]) == ["api_keys.*", "openai_api_key"]
 
 
 def test_a_saved_block_loads_with_its_key_secret_and_opens_its_store(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """batchor for Apache Airflow 3: retry-safe, deferrable operators, a sensor and a trigger that
-run OpenAI Batch API workloads through batchor exactly once.
+run provider batch workloads (OpenAI, Azure OpenAI, Anthropic, Gemini) through batchor
+exactly once.
 
 Importing this package does not import Airflow; the operator, sensor, trigger and hook
 classes are loaded on first access (``from batchor_airflow import BatchorRunOperator``).
@@ -48,7 +49,8 @@ def get_provider_info() -> dict[str, Any]:
     """The provider metadata Airflow reads through the ``apache_airflow_provider`` entry point.
 
     It imports nothing from Airflow. No connection type is registered: the hook reads the
-    ``openai`` connection format (password = API key, host = base URL).
+    ``openai`` connection format (password = API key, host = base URL) for any provider
+    (the ``provider`` extra names which).
     """
     return {
         "package-name": "batchor-airflow",

@@ -1,5 +1,6 @@
 """`BatchorHook`: the batchor store, artifacts and provider credentials of an Airflow
-connection in the ``openai`` format, falling back to the environment."""
+connection (the ``openai`` connection form, for any provider), falling back to the
+environment."""
 
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ from batchor_airflow.config import BatchorConfig, resolve_config
 class BatchorHook(BaseHook):
     """Opens `BatchRunner` objects from an Airflow connection.
 
-    The connection uses the ``openai`` format: **password** is the API key, **host** the API
-    base URL (when empty: the one stored with the run, else ``OPENAI_BASE_URL``, else the
-    public API). Its extras may name the batchor
-    store (``batchor_store``) and artifacts (``batchor_artifacts``). When the connection does
-    not exist, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``BATCHOR_STORE`` and
-    ``BATCHOR_ARTIFACTS`` apply. The constructor reads nothing.
+    The connection uses the ``openai`` format for any provider: **password** is the API key,
+    **host** the API base URL (for Azure, the resource endpoint; when empty: the one stored
+    with the run, else the provider's variable, else the public API). They are for the
+    provider its ``provider`` extra names (``openai``, ``azure``, ``anthropic``, ``gemini``),
+    else its connection type when that is one of these names (``anthropic://:KEY@`` in an
+    ``AIRFLOW_CONN_...`` URI), else OpenAI; runs of another provider take their key from the
+    worker's environment. Its extras may also name the batchor store (``batchor_store``) and
+    artifacts (``batchor_artifacts``). When the connection does not exist, the providers'
+    variables (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``, ...), ``BATCHOR_STORE`` and
+    ``BATCHOR_ARTIFACTS`` apply. The constructor reads nothing. Use one connection (and
+    ``conn_id``) per provider.
 
     Args:
         conn_id: The Airflow connection id.
@@ -33,7 +39,7 @@ class BatchorHook(BaseHook):
     conn_name_attr = "conn_id"
     default_conn_name = "openai_default"
     conn_type = "openai"
-    hook_name = "batchor (OpenAI Batch API)"
+    hook_name = "batchor (provider batch APIs)"
 
     def __init__(
         self,

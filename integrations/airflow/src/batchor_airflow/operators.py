@@ -60,7 +60,7 @@ class BatchorStartOperator(HookOwner, BaseOperator):
             Templated.
         artifacts: The artifacts location (else the connection's, else
             ``BATCHOR_ARTIFACTS``). Templated.
-        conn_id: Airflow connection in the ``openai`` format (key, base URL, extras).
+        conn_id: Airflow connection of the store, artifacts and provider key (see `BatchorHook`).
         job_kwargs: Keyword arguments for ``job`` (templated, and mappable with
             ``.expand(job_kwargs=[...])``).
     """
@@ -104,7 +104,7 @@ class BatchorCollectOperator(HookOwner, BaseOperator):
             (``.jsonl``, ``.csv``, ``.parquet``) picks the format. Templated.
         store: The batchor store URL. Templated.
         artifacts: The artifacts location. Templated.
-        conn_id: Airflow connection in the ``openai`` format.
+        conn_id: Airflow connection of the store, artifacts and provider key (see `BatchorHook`).
         fail_on_failed_items: Fail the task (without retry) when any item failed, after
             writing the file.
     """
@@ -165,7 +165,7 @@ class BatchorRunOperator(RunDriver, BaseOperator):
             fails the task without retry.
         store: The batchor store URL. Templated.
         artifacts: The artifacts location. Templated.
-        conn_id: Airflow connection in the ``openai`` format.
+        conn_id: Airflow connection of the store, artifacts and provider key (see `BatchorHook`).
         deferrable: Defer between steps; default ``[operators] default_deferrable``.
         poll_interval: Seconds between two steps.
         cancel_on_kill: When the task is killed (or, deferred, its trigger), cancel the

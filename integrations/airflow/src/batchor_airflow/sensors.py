@@ -28,7 +28,7 @@ class BatchorSensor(RunDriver, BaseSensorOperator):
         run_id: The run (templated).
         store: The batchor store URL. Templated.
         artifacts: The artifacts location. Templated.
-        conn_id: Airflow connection in the ``openai`` format.
+        conn_id: Airflow connection of the store, artifacts and provider key (see `BatchorHook`).
         deferrable: Defer between checks; default ``[operators] default_deferrable``.
         poll_interval: Seconds between checks (also the ``poke_interval``).
         cancel_on_kill: Cancel the run's live provider batches when the task is killed.

@@ -80,7 +80,8 @@ def batchor_asset(
         retry_policy: Dagster retries for transient errors (permanent ones, by
             `batchor.is_permanent`, never retry).
         resource_key: The key of the `BatchorResource`.
-        **asset_kwargs: Passed to ``@asset`` (``owners``, ``tags``, ``metadata``, ...).
+        **asset_kwargs: Passed to ``@asset`` (``owners``, ``tags``, ``metadata``, ...);
+            ``kinds`` add to ``{"batchor"}`` (e.g. ``kinds={"anthropic"}``).
     """
     given = locals()  # the arguments: the shared ones make the Spec
     shared = {f.name: given[f.name] for f in fields(Spec) if f.name in given}

@@ -34,7 +34,8 @@ JobFn = Callable[..., BatchJob]
 """Builds the run's `batchor.BatchJob`: called as ``job(context, **inputs)`` with the asset's
 execution context and its upstream inputs (the ``ins``)."""
 
-KINDS = frozenset({"openai", "batchor"})
+KINDS = frozenset({"batchor"})
+"""The kinds every batchor asset shows; ``kinds=`` adds to them (e.g. ``{"anthropic"}``)."""
 
 FIELDS = frozenset({"partition_key", "run_id", "asset"})
 """Placeholders a destination template may use."""
@@ -99,7 +100,8 @@ class Spec:
         self, key: AssetKey, description: str, *, checked: bool = False, **kwargs: Any
     ) -> Callable[[Callable[..., Any]], AssetsDefinition]:
         """``@asset`` for one of the factory's assets (``checked``: with the failure-rate
-        check); ``kwargs`` go to ``@asset``."""
+        check); ``kwargs`` go to ``@asset`` (their ``kinds`` add to `KINDS`)."""
+        kinds = set(KINDS) | set(kwargs.pop("kinds", None) or ())
         return asset(  # type: ignore[no-any-return]
             key=key,
             partitions_def=self.partitions_def,
@@ -107,7 +109,7 @@ class Spec:
             description=description,
             required_resource_keys={self.resource_key},
             check_specs=[AssetCheckSpec(FAILURE_RATE_CHECK, asset=key)] if checked else None,
-            kinds=set(KINDS),
+            kinds=kinds,
             retry_policy=self.retry_policy,
             **kwargs,
         )

@@ -3,25 +3,28 @@ Dagster resource. Credentials are handed to the core when a step runs and never 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from dagster import Config, ConfigurableResource
 from pydantic import Field
 
-from batchor import BatchRunner
+from batchor import BatchRunner, ProviderCredentials
 
 
 class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]  # TResValue is Self
     """Configuration shared by every batchor asset and sensor of a code location.
 
     Every field is optional: an unset field falls back to the environment variable the core
-    and the ``openai`` SDK read (``BATCHOR_STORE``, ``BATCHOR_ARTIFACTS``, ``OPENAI_API_KEY``,
-    ``OPENAI_BASE_URL``). Give secrets as ``EnvVar("...")`` so Dagster shows the variable's
-    name, never its value::
+    and the provider's SDK read (``BATCHOR_STORE``, ``BATCHOR_ARTIFACTS``, ``OPENAI_API_KEY``,
+    ``ANTHROPIC_API_KEY``, ``GEMINI_API_KEY``, ...). Keys go by provider name (``openai``,
+    ``azure``, ``anthropic``, ``gemini``) and reach every step of a run of that provider,
+    never another's. Give secrets as ``EnvVar("...")`` so Dagster shows the variable's name,
+    never its value::
 
         BatchorResource(
             store=EnvVar("BATCHOR_STORE"),
-            openai_api_key=EnvVar("OPENAI_API_KEY"),
+            api_keys={"anthropic": EnvVar("CLAUDE_KEY"), "openai": EnvVar("OPENAI_KEY")},
         )
 
     Building the resource opens nothing: the store and the provider are reached only when an
@@ -38,30 +41,60 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]  # TResVa
         description="Artifact directory or object-store URL (s3://bucket/prefix, ...); "
         "default $BATCHOR_ARTIFACTS, else .batchor/artifacts.",
     )
+    api_keys: dict[str, str] = Field(
+        default_factory=dict,
+        description="API keys by provider name (openai, azure, anthropic, gemini; use "
+        "EnvVar), for the runs of that provider whose job sets none; default the provider's "
+        "variable ($OPENAI_API_KEY, $ANTHROPIC_API_KEY, ...). Never persisted.",
+    )
+    base_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description="API base URLs by provider name (for azure, the resource endpoint); "
+        "default the job's, else the one stored with the run, else the provider's variable.",
+    )
     openai_api_key: str | None = Field(
         default=None,
-        description="OpenAI API key (use EnvVar); default $OPENAI_API_KEY. Never persisted.",
+        description="OpenAI API key (use EnvVar): the same as api_keys={'openai': ...}.",
     )
     openai_base_url: str | None = Field(
         default=None,
-        description="OpenAI-compatible API base URL; default the job's, else the one stored "
-        "with the run, else $OPENAI_BASE_URL.",
+        description="OpenAI-compatible API base URL: the same as base_urls={'openai': ...}.",
     )
 
     def runner(self) -> BatchRunner:
         """A `batchor.BatchRunner` on this resource's store and artifacts, carrying the
-        credentials for this process only. Close it (or use it as a context manager)."""
+        credentials for this process only. Close it (or use it as a context manager).
+
+        Raises:
+            batchor.ConfigurationError: a key or URL names an unknown provider, or OpenAI's
+                is given both ways.
+        """
         return BatchRunner(
             store=self.store or None,
             artifacts=self.artifacts or None,
             api_key=self.openai_api_key or None,
             base_url=self.openai_base_url or None,
+            credentials=credentials(self.api_keys, self.base_urls),
         )
 
     def __repr_args__(self) -> Any:
-        # Keep the key out of reprs, which end up in tracebacks and logs.
+        # Keep the keys out of reprs, which end up in tracebacks and logs.
         for name, value in super().__repr_args__():
-            yield name, ("***" if name == "openai_api_key" and value else value)
+            if name == "openai_api_key" and value:
+                value = "***"
+            elif name == "api_keys":
+                value = dict.fromkeys(value, "***")
+            yield name, value
+
+
+def credentials(
+    api_keys: Mapping[str, str], base_urls: Mapping[str, str]
+) -> dict[str, ProviderCredentials]:
+    """A runner's credentials from keys and base URLs by provider name."""
+    return {
+        name: ProviderCredentials(api_key=api_keys.get(name), base_url=base_urls.get(name))
+        for name in {**api_keys, **base_urls}
+    }
 
 
 class BatchorAssetConfig(Config):

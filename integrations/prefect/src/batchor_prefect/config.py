@@ -5,18 +5,21 @@ from __future__ import annotations
 from typing import ClassVar
 
 from prefect.blocks.core import Block
+from prefect.blocks.fields import SecretDict
 from pydantic import Field, SecretStr
 
-from batchor import BatchRunner
+from batchor import BatchRunner, ProviderCredentials
 
 
 class BatchorConfig(Block):
-    """Where batchor keeps its runs and how it reaches the OpenAI Batch API.
+    """Where batchor keeps its runs and how it reaches the providers' batch APIs.
 
     Every field is optional: an unset field falls back to the environment variable the core
-    reads (``BATCHOR_STORE``, ``BATCHOR_ARTIFACTS``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``),
-    then to the core's defaults (``./.batchor/``). Constructing the block opens nothing;
-    `runner` does.
+    and the provider's SDK read (``BATCHOR_STORE``, ``BATCHOR_ARTIFACTS``, ``OPENAI_API_KEY``,
+    ``ANTHROPIC_API_KEY``, ``GEMINI_API_KEY``, ...), then to the core's defaults
+    (``./.batchor/``). Keys go by provider name (``openai``, ``azure``, ``anthropic``,
+    ``gemini``) and reach every task of a run of that provider, never another's. Constructing
+    the block opens nothing; `runner` does.
 
     Example:
         ```python
@@ -25,7 +28,7 @@ class BatchorConfig(Block):
         BatchorConfig(
             store="postgresql+psycopg://batchor@db/batchor",
             artifacts="s3://my-bucket/batchor",
-            openai_api_key="sk-...",
+            api_keys={"anthropic": "sk-ant-...", "openai": "sk-..."},
         ).save("prod")
         ```
     """
@@ -33,8 +36,8 @@ class BatchorConfig(Block):
     _block_type_name: ClassVar[str] = "Batchor Config"
     _block_type_slug: ClassVar[str] = "batchor-config"
     _description: ClassVar[str] = (
-        "Store, artifact location and OpenAI credentials for batchor's durable, "
-        "exactly-once OpenAI Batch API runs."
+        "Store, artifact location and provider credentials for batchor's durable, "
+        "exactly-once batch API runs (OpenAI, Azure OpenAI, Anthropic, Gemini)."
     )
 
     store: str | None = Field(
@@ -52,37 +55,62 @@ class BatchorConfig(Block):
             ".batchor/artifacts."
         ),
     )
+    api_keys: SecretDict = Field(
+        default_factory=lambda: SecretDict({}),
+        description=(
+            "API keys by provider name (openai, azure, anthropic, gemini), for the runs of "
+            "that provider whose job sets none. Default: the provider's variable "
+            "($OPENAI_API_KEY, $ANTHROPIC_API_KEY, ...). Never persisted by batchor."
+        ),
+    )
+    base_urls: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "API base URLs by provider name (for azure, the resource endpoint). Default: the "
+            "job's, else the one stored with the run, else the provider's variable."
+        ),
+    )
     openai_api_key: SecretStr | None = Field(
         default=None,
-        description="The OpenAI API key. Default: $OPENAI_API_KEY. Never persisted by batchor.",
+        description="The OpenAI API key: the same as api_keys={'openai': ...}.",
     )
     openai_base_url: str | None = Field(
         default=None,
-        description=(
-            "An OpenAI-compatible API base URL. Default: the job's, else the one stored with "
-            "the run, else $OPENAI_BASE_URL, else the official API."
-        ),
+        description="An OpenAI-compatible API base URL: the same as base_urls={'openai': ...}.",
     )
 
     def runner(self) -> BatchRunner:
-        """A `batchor.BatchRunner` on this store and artifact location, with this key and base
-        URL for every run it drives. Close it (or use it as a context manager) when done."""
+        """A `batchor.BatchRunner` on this store and artifact location, with these keys and
+        base URLs for the runs of their providers. Close it (or use it as a context manager)
+        when done.
+
+        Raises:
+            batchor.ConfigurationError: a key or URL names an unknown provider, or OpenAI's
+                is given both ways.
+        """
         key = self.openai_api_key.get_secret_value() if self.openai_api_key else None
+        keys: dict[str, str] = self.api_keys.get_secret_value() or {}
         return BatchRunner(
             self.store or None,
             self.artifacts or None,
             api_key=key or None,
             base_url=self.openai_base_url or None,
+            credentials={
+                name: ProviderCredentials(api_key=keys.get(name), base_url=self.base_urls.get(name))
+                for name in {**keys, **self.base_urls}
+            },
         )
 
     def describe(self) -> dict[str, str | None]:
         """What the block points at, safe to log: the store URL without its password, the
-        artifact location and base URL, and whether a key is set (never the key)."""
+        artifact location and base URLs, and which keys are set (never a key)."""
         return {
             "store": redact_url(self.store) if self.store else None,
             "artifacts": self.artifacts,
             "openai_base_url": self.openai_base_url,
             "openai_api_key": "set" if self.openai_api_key else None,
+            "base_urls": ", ".join(f"{k}={v}" for k, v in sorted(self.base_urls.items())) or None,
+            "api_keys": ", ".join(sorted(self.api_keys.get_secret_value() or {})) or None,
         }
 
 
