@@ -2,72 +2,214 @@
 answering at once (in a child process, so its CPU is not batchor's).
 
 Prints wall time for ingest+submit and for collect, items/s, peak RSS of the batchor process,
-store bytes per item, and the number of batches and HTTP calls. Run by hand:
+store bytes per item, and the number of batches and HTTP calls. With ``--floor``, runs batchor
+and `floor.py` (the least work any durable runner must do for this job) alternately, each in
+a fresh process with its own emulator, and prints batchor's time as a ratio to the floor's.
+Run by hand:
 
     uv run python bench/throughput.py            # 100,000 items
     uv run python bench/throughput.py --items 20000
     uv run python bench/throughput.py --items 1000000 --store postgresql+psycopg://...
+    uv run python bench/throughput.py --floor    # 3 pairs: batchor / floor, median ratio
+    uv run python bench/throughput.py --floor --items 1000000 --repeat 5
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
+import os
 import resource
 import sqlite3
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel
+from _common import MAX_POLL_INTERVAL, POLL_INTERVAL, Emulator, Label, write_items
 
 from batchor import BatchJob, BatchRunner, JsonlItemSource, OpenAIProviderConfig, PromptParts
 
-
-class Label(BaseModel):
-    """A tiny structured output."""
-
-    label: Literal["positive", "negative", "neutral"]
-    score: float
+__all__ = ["Label", "build_prompt", "write_items"]  # what providers.py imports from here
+HERE = Path(__file__).resolve().parent
 
 
 def build_prompt(item: Any) -> PromptParts:
+    """The job's prompt: the item's text, as it is."""
     return PromptParts(prompt=item.payload["text"])
 
 
-def serve(conn: Connection) -> None:
-    """Child process: run the emulator until told to stop, then report its counters."""
-    from batchor.testing import OpenAIBatchEmulator
-
-    with OpenAIBatchEmulator() as emu:
-        conn.send((emu.base_url, emu.api_key))
-        conn.recv()
-        stats = emu.stats
-        conn.send(
-            {
-                "total_calls": stats.total_calls,
-                "batches_created": stats.batches_created,
-                "calls": {f"{m} {r}": n for (m, r), n in sorted(stats.calls.items())},
-            }
-        )
-
-
-def write_items(path: Path, n: int) -> None:
-    with open(path, "w") as fh:
-        for i in range(n):
-            fh.write(json.dumps({"id": i, "text": f"tiny review number {i}"}) + "\n")
-
-
 def store_bytes(db: Path) -> int:
+    """The SQLite store's size on disk after a checkpoint (database, WAL and shm files)."""
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
 
 
+def run_batchor(
+    source: Path, store: str | None, profile: str | None, *, read_back: bool = True
+) -> dict[str, Any]:
+    """One batchor run in this process, against the emulator in a child process."""
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+    emulator = Emulator()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        db = root / "batchor.db"
+        job = BatchJob(
+            items=JsonlItemSource(source, id_field="id"),
+            build_prompt=build_prompt,
+            provider_config=OpenAIProviderConfig(
+                model="gpt-4.1-mini", base_url=emulator.base_url, api_key=emulator.api_key
+            ),
+            structured_output=Label,
+        )
+        if profiler is not None:
+            profiler.enable()
+        t0, c0 = time.perf_counter(), time.process_time()
+        with BatchRunner(store or f"sqlite:///{db}", root / "artifacts") as runner:
+            run = runner.start(job, f"bench-{time.time_ns()}")
+            t1 = time.perf_counter()
+            summary = run.wait(poll_interval=POLL_INTERVAL, max_poll_interval=MAX_POLL_INTERVAL)
+            t2, c2 = time.perf_counter(), time.process_time()
+            if profiler is not None:  # the run only, not the reading back
+                profiler.disable()
+                profiler.dump_stats(profile)
+            results = sum(1 for _ in run.results()) if read_back else 0
+            t3 = time.perf_counter()
+        size = store_bytes(db) if store is None else 0
+    counters = emulator.stop()
+    return {
+        "runner": "batchor",
+        "status": summary.status.value,
+        "completed": summary.completed,
+        "failed": summary.failed,
+        "submit": t1 - t0,
+        "collect": t2 - t1,
+        "whole": t2 - t0,
+        "cpu": c2 - c0,
+        "read": t3 - t2,
+        "results": results,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "store_bytes": size,
+        "batches": counters["batches_created"],
+        "calls": counters["total_calls"],
+        "routes": counters["calls"],
+        "emu_cpu": counters["cpu"],
+    }
+
+
+def print_run(r: dict[str, Any], n: int) -> None:
+    """The single run's figures, as this bench has always printed them."""
+    print(f"items                      {n:,}")
+    print(
+        f"status                     {r['status']} "
+        f"({r['completed']:,} completed, {r['failed']:,} failed)"
+    )
+    print(f"ingest + submit            {r['submit']:6.2f} s")
+    print(f"poll + collect             {r['collect']:6.2f} s")
+    print(f"whole run                  {r['whole']:6.2f} s   {n / r['whole']:,.0f} items/s")
+    read = r["read"]
+    print(f"read results               {read:6.2f} s   {r['results'] / read:,.0f} results/s")
+    print(f"peak RSS (batchor process) {r['rss_mb']:6.0f} MB")
+    if r["store_bytes"]:
+        print(f"store bytes per item       {r['store_bytes'] / n:6.0f} B")
+    print(f"batches                    {r['batches']}")
+    print(f"HTTP calls                 {r['calls']}")
+    for route, count in r["routes"].items():
+        print(f"    {route:<38} {count}")
+
+
+ROW = "{:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}  {}"
+
+
+def print_row(r: dict[str, Any], n: int, pair: Any = "") -> None:
+    """One run of a side-by-side measurement."""
+    print(
+        ROW.format(
+            r["runner"],
+            pair,
+            f"{r['whole']:.2f} s",
+            f"{r['submit']:.2f} s",
+            f"{r['collect']:.2f} s",
+            f"{r['cpu']:.2f} s",
+            f"{r['emu_cpu']:.2f} s",
+            f"{r['rss_mb']:.0f} MB",
+            r["batches"],
+            r["calls"],
+            f"{r['status']} ({r['completed']:,} ok, {r['failed']:,} failed)",
+        ),
+        flush=True,
+    )
+
+
+def side_by_side(items: int, repeat: int, store: str | None) -> None:
+    """Batchor and the floor, alternately, each in a fresh process; the median ratio."""
+    print(f"{items:,} items, {repeat} pairs, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(ROW.format("runner", "pair", "whole", "ingest+", "poll+", "CPU", "emu CPU",
+                     "peak RSS", "batches", "calls", "status"))  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {"batchor": [], "floor": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        # Bytecode cached and warm, as an installed package's would be (this machine sets
+        # PYTHONDONTWRITEBYTECODE, which would make every run compile the SDKs afresh).
+        env = dict(os.environ, PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+
+        def one(runner: str, n: int, source: Path) -> dict[str, Any]:
+            script = HERE / ("floor.py" if runner == "floor" else "throughput.py")
+            cmd = [sys.executable, str(script), "--json", "--items", str(n)]
+            cmd += ["--source", str(source)]
+            if runner == "batchor" and store:
+                cmd += ["--store", store]
+            out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
+            result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+            return result
+
+        warm = Path(tmp) / "warm.jsonl"
+        write_items(warm, 200)
+        for runner in runs:
+            one(runner, 200, warm)
+        source = Path(tmp) / "items.jsonl"
+        write_items(source, items)  # once, shared: writing it is not part of a run
+        for pair in range(1, repeat + 1):
+            # Alternate who goes first, so a drift of the machine's speed falls on both.
+            order = ("floor", "batchor") if pair % 2 else ("batchor", "floor")
+            for runner in order:
+                result = one(runner, items, source)
+                runs[runner].append(result)
+                print_row(result, items, pair)
+
+    keys = ("whole", "submit", "collect", "cpu", "emu_cpu")
+    med = {r: {k: statistics.median(x[k] for x in xs) for k in keys} for r, xs in runs.items()}
+    print("\nmedians")
+    for runner, m in med.items():
+        rss = max(x["rss_mb"] for x in runs[runner])
+        print(
+            f"{runner:<8} whole {m['whole']:6.2f} s ({items / m['whole']:,.0f} items/s)  "
+            f"ingest+submit {m['submit']:5.2f} s  poll+collect {m['collect']:5.2f} s  "
+            f"CPU {m['cpu']:5.2f} s  emulator CPU {m['emu_cpu']:5.2f} s  RSS {rss:.0f} MB"
+        )
+    pairs = [b["whole"] / f["whole"] for b, f in zip(runs["batchor"], runs["floor"], strict=True)]
+    cpu = [b["cpu"] / f["cpu"] for b, f in zip(runs["batchor"], runs["floor"], strict=True)]
+    print(
+        f"\nbatchor / floor, whole run: median {statistics.median(pairs):.2f}x "
+        f"(pairs {', '.join(f'{p:.2f}' for p in pairs)}); "
+        f"ratio of medians {med['batchor']['whole'] / med['floor']['whole']:.2f}x"
+    )
+    print(
+        f"batchor / floor, CPU of the runner's process: median {statistics.median(cpu):.2f}x "
+        f"(pairs {', '.join(f'{p:.2f}' for p in cpu)})"
+    )
+
+
 def main() -> None:
+    """One run, printed; or, with ``--floor``, batchor beside the floor."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument(
@@ -77,72 +219,36 @@ def main() -> None:
     )
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the run to FILE")
     parser.add_argument("-v", "--verbose", action="store_true", help="log engine steps, timed")
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="run batchor and bench/floor.py alternately, each in a fresh process; print "
+        "batchor's time as a ratio to the floor's",
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="with --floor: pairs of runs")
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)  # set for --floor runs
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.floor:
+        if args.profile or args.verbose:
+            parser.error("--profile and -v are for a single run, not with --floor")
+        side_by_side(args.items, args.repeat, args.store)
+        return
     if args.verbose:
         import logging
 
         logging.basicConfig(format="%(relativeCreated)8.0f ms  %(message)s")
         logging.getLogger("batchor").setLevel(logging.INFO)
-    profiler = None
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
-
-    parent, child = mp.Pipe()
-    server = mp.get_context("spawn").Process(target=serve, args=(child,), daemon=True)
-    server.start()
-    base_url, api_key = parent.recv()
-
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        source = root / "items.jsonl"
-        write_items(source, args.items)
-        db = root / "batchor.db"
-        job = BatchJob(
-            items=JsonlItemSource(source, id_field="id"),
-            build_prompt=build_prompt,
-            provider_config=OpenAIProviderConfig(
-                model="gpt-4.1-mini", base_url=base_url, api_key=api_key
-            ),
-            structured_output=Label,
-        )
-        if profiler is not None:
-            profiler.enable()
-        t0 = time.perf_counter()
-        with BatchRunner(args.store or f"sqlite:///{db}", root / "artifacts") as runner:
-            run = runner.start(job, f"bench-{time.time_ns()}")
-            t1 = time.perf_counter()
-            summary = run.wait(poll_interval=0.05, max_poll_interval=0.2)
-            t2 = time.perf_counter()
-            if profiler is not None:  # the run only, not the reading back
-                profiler.disable()
-                profiler.dump_stats(args.profile)
-            results = sum(1 for _ in run.results())
-            t3 = time.perf_counter()
-        size = store_bytes(db) if args.store is None else 0
-
-    parent.send("stop")
-    emulator = parent.recv()
-    server.join(timeout=10)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    n = args.items
-    print(f"items                      {n:,}")
-    print(
-        f"status                     {summary.status.value} "
-        f"({summary.completed:,} completed, {summary.failed:,} failed)"
-    )
-    print(f"ingest + submit            {t1 - t0:6.2f} s")
-    print(f"poll + collect             {t2 - t1:6.2f} s")
-    print(f"whole run                  {t2 - t0:6.2f} s   {n / (t2 - t0):,.0f} items/s")
-    print(f"read results               {t3 - t2:6.2f} s   {results / (t3 - t2):,.0f} results/s")
-    print(f"peak RSS (batchor process) {peak_mb:6.0f} MB")
-    if size:
-        print(f"store bytes per item       {size / n:6.0f} B")
-    print(f"batches                    {emulator['batches_created']}")
-    print(f"HTTP calls                 {emulator['total_calls']}")
-    for route, count in emulator["calls"].items():
-        print(f"    {route:<38} {count}")
+        source = args.source
+        if source is None:
+            source = Path(tmp) / "items.jsonl"
+            write_items(source, args.items)
+        result = run_batchor(source, args.store, args.profile, read_back=not args.json)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print_run(result, args.items)
 
 
 if __name__ == "__main__":
