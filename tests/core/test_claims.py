@@ -42,7 +42,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock()
-    monkeypatch.setattr("batchor.stores.sql.time", c)
+    monkeypatch.setattr("batchor.stores.sql.connector.time", c)
     return c
 
 

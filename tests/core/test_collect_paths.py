@@ -40,6 +40,7 @@ from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord, ItemRow
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
+from ..stores.forge import forge_batch
 from .conftest import Sentiment, make_items, prompt
 from .contexts import emulator_transport, make_context
 
@@ -825,10 +826,10 @@ def test_a_file_not_available_yet_postpones_the_batch_with_backoff(
         assert start + ceiling / 2 <= batch.not_before <= end + ceiling
         assert emu.stats.calls[CONTENT] == failures
         # Until not_before has passed the batch is left alone: nothing is fetched.
-        runner.store.update_batch(batch.pk, BatchStatus.ENDED, not_before=time.time() + 600)
+        forge_batch(runner.store, batch.pk, not_before=time.time() + 600)
         assert collect(ctx) == 0
         assert emu.stats.calls[CONTENT] == failures
-        runner.store.update_batch(batch.pk, BatchStatus.ENDED, not_before=time.time() - 1)
+        forge_batch(runner.store, batch.pk, not_before=time.time() - 1)
     assert {(r.status, r.attempts) for r in rows(ctx).values()} == {(ItemStatus.SUBMITTED, 0)}
     postponed = [m for m in messages(logs) if "download postponed" in m]
     assert len(postponed) == 3
@@ -844,7 +845,7 @@ def test_a_batch_with_a_past_not_before_is_collected(
 ) -> None:
     ctx = ended(runner, emu, job(emu, 2), "due")
     batch = the_batch(ctx)
-    runner.store.update_batch(batch.pk, BatchStatus.ENDED, failures=2, not_before=time.time() - 1)
+    runner.store.postpone(batch.pk, BatchStatus.ENDED, failures=2, not_before=time.time() - 1)
     assert collect(ctx) == 1
     assert the_batch(ctx).status is BatchStatus.COLLECTED
 
@@ -970,7 +971,7 @@ def test_a_batch_held_back_does_not_hold_back_the_others(
 ) -> None:
     ctx = ended(runner, emu, job(emu, 10, max_requests=2), "several", batches=5)
     waiting, deleted, free, claimed, also_free = ctx.store.batches(ctx.run.pk, [BatchStatus.ENDED])
-    runner.store.update_batch(waiting.pk, BatchStatus.ENDED, not_before=time.time() + 600)
+    forge_batch(runner.store, waiting.pk, not_before=time.time() + 600)
     client = OpenAI(base_url=emu.base_url, api_key=emu.api_key, max_retries=0)
     assert deleted.output_file_id is not None
     client.files.delete(deleted.output_file_id)  # gone at the provider: 404, postponed

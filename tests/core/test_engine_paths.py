@@ -7,7 +7,6 @@ off (``max_retries=0``), so one injected HTTP fault is one failed call."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord
 from batchor.testing import OpenAIBatchEmulator
 
+from ..stores.forge import forge_batch
 from .conftest import make_items, prompt
 from .contexts import emulator_transport, make_context
 
@@ -111,7 +111,7 @@ def test_a_poll_that_fails_leaves_the_batch_submitted_for_the_next_poll(
     [after] = batches(runner, "poll-fails")
     assert after.status is BatchStatus.SUBMITTED  # polling never gives a batch up
     assert after.provider_status == seen
-    assert after.errors is None
+    assert after.errors == ()
     assert items(runner, "poll-fails") == {ItemStatus.SUBMITTED: 6}
     # The next poll reaches the provider again.
     assert poll(ctx) == 0
@@ -127,7 +127,7 @@ def test_a_poll_records_a_changed_provider_status_and_leaves_an_unchanged_one(
     ctx = context(runner, "poll-status", emu)
     remote = ctx.transport.retrieve_batch(batch.provider_batch_id or "")
     # The store still holds the status seen at create; pretend it was something else.
-    assert runner.store.update_batch(batch.pk, BatchStatus.SUBMITTED, provider_status="old")
+    assert runner.store.record_provider_status(batch.pk, "old")
     before = runner.store.get_batch(batch.pk)
     assert before is not None
     assert poll(ctx) == 0
@@ -179,7 +179,7 @@ def test_a_batch_ended_by_another_worker_meanwhile_is_counted_once(
         [after] = batches(runner, "poll-race")
         assert after.status is BatchStatus.ENDED
         assert after.provider_status == "failed"
-        assert json.loads(after.errors or "[]") == [["invalid_request", "the file is malformed"]]
+        assert after.errors == (("invalid_request", "the file is malformed"),)
         assert items(runner, "poll-race") == {ItemStatus.SUBMITTED: 6}  # collect's job
 
 
@@ -303,9 +303,9 @@ def test_cancel_keeps_a_batch_another_worker_started_creating_meanwhile(
             """While this worker looks the batch up, another one starts creating it."""
 
             def list_batches(self, created_after: float) -> Iterator[ProviderBatch]:
-                assert runner.store.update_batch(
+                assert forge_batch(
+                    runner.store,
                     batch.pk,
-                    BatchStatus.UPLOADED,
                     create_started_at=(batch.create_started_at or 0) + 1,
                     claimed_by="other-host:1:1",
                 )

@@ -21,7 +21,7 @@ from batchor import (
     RunStatus,
 )
 from batchor.states import BatchStatus
-from batchor.stores.base import ItemOutcome, NewItem
+from batchor.stores.base import BatchError, ItemOutcome, NewItem
 from batchor.stores.open import open_store
 from batchor.stores.schema import item_failures
 from batchor.stores.sql import SqlStateStore
@@ -98,7 +98,13 @@ def test_odd_text_round_trips_through_every_column(store_url: str) -> None:
         for n, v in enumerate(odd[half:], start=half)
     ]
     assert store.apply_outcomes(run_pk, batch_pk, outcomes, max_attempts=1) == len(odd)
-    assert store.update_batch(batch_pk, BatchStatus.SUBMITTED, errors='[["e", "x\x00"]]')
+    assert store.mark_ended(
+        batch_pk,
+        "failed",
+        output_file_id=None,
+        error_file_id=None,
+        errors=[BatchError("e", "x\x00")],
+    )
     store.set_run_status(run_pk, RunStatus.PAUSED, pause_reason="why\x00")
 
     run = store.get_run("r\x00un")
@@ -115,7 +121,7 @@ def test_odd_text_round_trips_through_every_column(store_url: str) -> None:
         "r\x00un/000000",
         "in\x00put",
         "batch_\x00id",
-        '[["e", "x\x00"]]',
+        (("e", "x\x00"),),
     )
     rows = store.item_rows(run_pk, 0, 100)
     streamed = [r for page in store.stream_terminal_rows(run_pk, 5) for r in page]
@@ -174,7 +180,7 @@ def test_an_unstorable_reply_fails_only_its_item(store_url: str) -> None:
     # Applying the same lines again changes nothing (the guard still holds).
     assert store.apply_outcomes(run_pk, batch_pk, outcomes, max_attempts=3) == 0
     # The batch's totals, summed from the same lines, do not stop the run either.
-    assert store.update_batch(batch_pk, BatchStatus.SUBMITTED, status=BatchStatus.ENDED)
+    assert store.mark_ended(batch_pk, "completed", output_file_id=None, error_file_id=None)
     assert store.finish_batch(run_pk, batch_pk, 10**30, 5)
     assert store.get_batch(batch_pk).status is BatchStatus.COLLECTED  # type: ignore[union-attr]
     store.close()

@@ -41,6 +41,7 @@ from batchor.engine.submit import submit
 from batchor.stores.base import BatchRecord, ItemRow
 from batchor.testing import EmulatorLimits, OpenAIBatchEmulator
 
+from ..stores.forge import forge_batch
 from .contexts import emulator_transport, make_context
 
 LIST = ("GET", "/v1/batches")
@@ -217,9 +218,9 @@ def claimed_elsewhere(ctx: RunContext, claimant: str, started: float) -> BatchRe
     """Make batch 0 look uploaded with a create started at ``started`` by ``claimant``: a
     first create attempt fails transiently, then the claim is rewritten as another worker's
     would be."""
-    assert ctx.store.update_batch(
+    assert forge_batch(
+        ctx.store,
         batch(ctx).pk,
-        BatchStatus.UPLOADED,
         create_started_at=started,
         claimed_by=claimant,
         not_before=None,
@@ -356,7 +357,7 @@ def test_a_batch_backing_off_is_passed_over_and_the_next_one_sent(
     runner: BatchRunner, emu: OpenAIBatchEmulator, clock: Clock
 ) -> None:
     ctx = prepared(runner, emu, n=4, max_requests=2)
-    assert ctx.store.update_batch(batch(ctx).pk, BatchStatus.PREPARED, not_before=T0 + 60)
+    assert forge_batch(ctx.store, batch(ctx).pk, not_before=T0 + 60)
     waiting = batch(ctx)
     clock.now = T0
     assert submit(ctx) == 1
@@ -444,7 +445,7 @@ def test_a_create_the_provider_refuses_ends_the_batch_rejected_with_its_reason(
     assert first.status is BatchStatus.ENDED
     assert first.provider_status == "rejected"
     assert first.provider_batch_id is None
-    assert json.loads(first.errors or "null") == [["create_rejected", why]]
+    assert first.errors == (("create_rejected", why),)
     assert (first.failures, first.not_before) == (0, None)
     assert second.status is BatchStatus.SUBMITTED
     assert calls(emu) == {LIST: 1, FIND: 2, UPLOAD: 2, CREATE: 2}
@@ -485,7 +486,7 @@ def test_a_file_the_provider_refuses_ends_its_batch_and_charges_its_items(
         assert ended.status is BatchStatus.ENDED
         assert ended.provider_status == "rejected"
         assert ended.file_id is None
-        assert json.loads(ended.errors or "[]")[0][0] == "upload_rejected"
+        assert ended.errors[0].code == "upload_rejected"
         assert collect(ctx) == 1
     rows = item_rows(ctx)
     assert [(r.status, r.attempts, r.error_class) for r in rows] == [
@@ -616,7 +617,7 @@ def test_a_create_claim_lost_to_another_worker_creates_nothing(
         ctx = prepared(runner, emu, n=2, max_requests=2)
         emu.faults.route_server_error_counts["POST /v1/batches"] = 1
         assert submit(ctx) == 0
-        assert ctx.store.update_batch(batch(ctx).pk, BatchStatus.UPLOADED, create_started_at=None)
+        assert forge_batch(ctx.store, batch(ctx).pk, create_started_at=None)
         stale = batch(ctx)  # what this worker read: uploaded, no create started
         # Another worker claims the create meanwhile.
         claimed = claimed_elsewhere(ctx, "elsewhere:4242:1", T0)
@@ -635,7 +636,7 @@ def test_adoption_is_not_taken_over_a_create_claimed_by_another_worker(
         ctx = prepared(runner, emu, n=2, max_requests=2)
         emu.faults.route_server_error_counts["POST /v1/batches"] = 1
         assert submit(ctx) == 0
-        assert ctx.store.update_batch(batch(ctx).pk, BatchStatus.UPLOADED, create_started_at=None)
+        assert forge_batch(ctx.store, batch(ctx).pk, create_started_at=None)
         stale = batch(ctx)  # what this worker read: uploaded, no create started
         claimed = claimed_elsewhere(ctx, "elsewhere:4242:1", T0)  # another worker's claim
         content = input_bytes(ctx, stale)
@@ -842,7 +843,7 @@ def test_a_batch_without_a_checksum_is_never_taken_for_this_one(
         # An uploaded batch whose input file and manifest are both gone: nothing to compare.
         emu.faults.route_server_error_counts["POST /v1/batches"] = 1
         assert submit(ctx) == 0
-        assert ctx.store.update_batch(batch(ctx).pk, BatchStatus.UPLOADED, create_started_at=None)
+        assert forge_batch(ctx.store, batch(ctx).pk, create_started_at=None)
         ctx.artifacts.delete(batch(ctx).input_artifact)
         ctx.artifacts.delete(manifest_key(ctx, "r/000000"))
         ctx.remote_batches = None
@@ -864,7 +865,7 @@ def test_a_batch_with_a_checksum_is_never_taken_for_one_without(
     ctx = prepared(runner, emu, n=2, max_requests=2)
     emu.faults.route_server_error_counts["POST /v1/batches"] = 1
     assert submit(ctx) == 0
-    assert ctx.store.update_batch(batch(ctx).pk, BatchStatus.UPLOADED, create_started_at=None)
+    assert forge_batch(ctx.store, batch(ctx).pk, create_started_at=None)
     content = input_bytes(ctx, batch(ctx))
     ctx.artifacts.delete(batch(ctx).input_artifact)
     ctx.artifacts.delete(manifest_key(ctx, "r/000000"))
@@ -961,9 +962,7 @@ def test_an_earlier_upload_counts_back_to_five_minutes_before_the_batch_row(
     content = input_bytes(ctx, batch(ctx))
     name = f"batchor-r-000000-{sha(content)[:16]}.jsonl"
     upload = client(emu).files.create(file=(name, content), purpose="batch")
-    assert ctx.store.update_batch(
-        batch(ctx).pk, BatchStatus.PREPARED, created_at=upload.created_at + skew
-    )
+    assert forge_batch(ctx.store, batch(ctx).pk, created_at=upload.created_at + skew)
     emu.stats.reset()
     assert submit(ctx) == 1
     assert (batch(ctx).file_id == upload.id) is found
@@ -979,9 +978,7 @@ def test_a_landed_create_counts_back_to_five_minutes_before_the_batch_row(
     assert submit(ctx) == 0
     landed = place(emu, {RUN: "r", KEY: "r/000000"})
     created_at = remote_batches(emu)[landed]["created_at"]
-    assert ctx.store.update_batch(
-        batch(ctx).pk, BatchStatus.UPLOADED, created_at=created_at + skew, not_before=None
-    )
+    assert forge_batch(ctx.store, batch(ctx).pk, created_at=created_at + skew, not_before=None)
     emu.stats.reset()
     assert submit(ctx) == 1
     assert (batch(ctx).provider_batch_id == landed) is found
@@ -1081,7 +1078,7 @@ def test_an_uploaded_batch_whose_local_files_are_gone_is_created_unchecked(
     assert submit(ctx) == 0
     ctx.artifacts.delete(batch(ctx).input_artifact)
     ctx.artifacts.delete(manifest_key(ctx, "r/000000"))
-    assert ctx.store.update_batch(batch(ctx).pk, BatchStatus.UPLOADED, not_before=None)
+    assert forge_batch(ctx.store, batch(ctx).pk, not_before=None)
     emu.stats.reset()
     assert submit(ctx) == 1
     assert calls(emu) == {LIST: 1, CREATE: 1}

@@ -43,7 +43,6 @@ from batchor import (
     PromptParts,
 )
 from batchor.providers.base import BatchTransport, ProviderBatch, ProviderConfig
-from batchor.states import BatchStatus
 from batchor.stores.base import StateStore
 from batchor.stores.open import open_store
 
@@ -201,9 +200,7 @@ class KillingStore:
 STORE_POINTS: dict[str, Callable[[StateStore], Any]] = {
     "mid-ingest": lambda s: KillingStore(s, "add_items", 2),
     "after-pack": lambda s: KillingStore(s, "record_batch"),
-    "after-upload": lambda s: KillingStore(
-        s, "update_batch", when=lambda *a, **k: k.get("status") is BatchStatus.UPLOADED
-    ),
+    "after-upload": lambda s: KillingStore(s, "record_upload"),
     "during-persist": lambda s: KillingStore(s, "apply_outcomes"),
 }
 PROVIDER_POINTS = ("upload-unrecorded", "during-create", "after-create", "during-download")

@@ -6,13 +6,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel
-
 from batchor.errors import ConfigurationError
 from batchor.items import BatchItem, PromptParts
 from batchor.structured import strict_json_schema
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from batchor.providers.registry import ProviderConfigs
     from batchor.sources.base import CheckpointedItemSource
 
@@ -130,11 +130,13 @@ class BatchJob:
         limits = self.provider_config.limits
         self.limits.check(self.provider_config.provider_name, limits.max_requests, limits.max_bytes)
         model = self.structured_output
-        if model is not None and not (isinstance(model, type) and issubclass(model, BaseModel)):
-            raise ConfigurationError(
-                f"BatchJob.structured_output must be a Pydantic model class, got {model!r}"
-            )
         if model is not None:
+            from pydantic import BaseModel  # only a job with a model needs Pydantic
+
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise ConfigurationError(
+                    f"BatchJob.structured_output must be a Pydantic model class, got {model!r}"
+                )
             # Refuse at once what the provider's strict mode would refuse or answer empty,
             # and structured output on an endpoint that has none (embeddings).
             self.provider_config.codec(strict_json_schema(model), "output")

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from bisect import bisect_right
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel
 
 from batchor.results import ItemFailure, ItemResult, Usage
 from batchor.states import ItemStatus
 from batchor.stores.base import ItemRow, RunRecord
 from batchor.structured import OutputValidationError, validate_output
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 # A result cursor packs (done_tick, seq) into one growing integer.
 _SEQ_BITS = 32
@@ -34,9 +36,8 @@ class Lineage:
     """Where each item came from: the source part and the item's position in it."""
 
     def __init__(self, run: RunRecord) -> None:
-        parts: list[list[Any]] = json.loads(run.source_parts) if run.source_parts else []
-        self._names = [str(p[0]) for p in parts]
-        self._firsts = [int(p[1]) for p in parts]
+        self._names = [p.name for p in run.source_parts]
+        self._firsts = [p.first_seq for p in run.source_parts]
 
     def locate(self, seq: int) -> tuple[str | None, int]:
         """``(source identity or None, 0-based row)`` of the item with that seq."""

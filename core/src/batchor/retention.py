@@ -9,7 +9,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -100,7 +99,7 @@ def export_artifacts(
         "run_id": ctx.run.run_id,
         "run_status": ctx.run.status.value,
         "exported_at": now,
-        "batchor_version": version("batchor"),
+        "batchor_version": _version(),
         "batches": [
             {
                 "batch_key": b.batch_key,
@@ -117,7 +116,7 @@ def export_artifacts(
     }
     with store.open_write(MANIFEST) as out:
         out.write(json.dumps(manifest, indent=2).encode())
-    ctx.store.set_run_marks(ctx.run.pk, exported_at=now)
+    ctx.store.mark_exported(ctx.run.pk, now)
     return ArtifactExport(manifest=store.uri(MANIFEST), files=len(entries), bytes=total)
 
 
@@ -271,7 +270,7 @@ def prune_artifacts(ctx: RunContext, *, include_raw_outputs: bool, force: bool) 
     for key in doomed:
         reclaimed += ctx.artifacts.size(key)
         ctx.artifacts.delete(key)
-    ctx.store.set_run_marks(run.pk, pruned_at=time.time())
+    ctx.store.mark_pruned(run.pk, time.time())
     return PruneReport(files=len(doomed), bytes=reclaimed)
 
 
@@ -283,3 +282,10 @@ def _exported_since_collected(ctx: RunContext) -> bool:
         return False
     collected = ctx.store.batches(ctx.run.pk, [BatchStatus.COLLECTED])
     return all((b.updated_at or 0.0) <= exported for b in collected)
+
+
+def _version() -> str:
+    """The installed batchor's version (its metadata is read only when an export asks)."""
+    from importlib.metadata import version
+
+    return version("batchor")

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel
 
 from batchor.artifacts.base import ArtifactStore
 from batchor.engine.cancel import wind_down
@@ -30,6 +27,8 @@ from batchor.sources.base import CheckpointedItemSource, part_locator
 from batchor.states import BatchStatus, ItemStatus, RunStatus
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from batchor.jobs import BatchJob
     from batchor.runner import BatchRunner
 
@@ -308,12 +307,12 @@ class Run:
     def collected(self) -> CollectResult | None:
         """What `batchor.steps.collect` last wrote for this run, if anything."""
         self._reload()
-        raw = self._ctx.run.collected
-        return None if raw is None else CollectResult.from_dict(json.loads(raw))
+        stored = self._ctx.run.collected
+        return None if stored is None else CollectResult.from_dict(dict(stored))
 
     def record_collected(self, result: CollectResult) -> None:
         """Remember what `batchor.steps.collect` wrote (so a repeat writes nothing)."""
-        self._ctx.store.set_run_marks(self._ctx.run.pk, collected=json.dumps(result.to_dict()))
+        self._ctx.store.record_collected(self._ctx.run.pk, result.to_dict())
 
     @property
     def model(self) -> str:

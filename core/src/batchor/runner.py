@@ -10,9 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from batchor.artifacts.base import ArtifactStore
 from batchor.artifacts.open import check_writable, is_process_local, location, open_artifacts
@@ -38,8 +36,10 @@ from batchor.run import Run
 from batchor.schema_models import output_model
 from batchor.sources.base import CheckpointedItemSource
 from batchor.stores.base import RunRecord, StateStore
-from batchor.stores.open import open_store
 from batchor.structured import model_path, schema_name, strict_json_schema
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 DEFAULT_HOME = ".batchor"
 DEFAULT_STORE = f"sqlite:///{DEFAULT_HOME}/batchor.db"
@@ -107,7 +107,12 @@ class BatchRunner:
         if store is None:
             store = os.environ.get("BATCHOR_STORE") or DEFAULT_STORE
         opened = isinstance(store, str)
-        self.store: StateStore = open_store(store) if isinstance(store, str) else store
+        if isinstance(store, str):
+            # SQLAlchemy loads with the first store opened, not with `import batchor`
+            from batchor.stores.open import open_store
+
+            store = open_store(store)
+        self.store: StateStore = store
         """The control-plane store."""
         if artifacts is None:
             artifacts = os.environ.get("BATCHOR_ARTIFACTS") or f"{DEFAULT_HOME}/artifacts"

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import keyword
 from collections.abc import Mapping
-from typing import Any, Literal, Union
-
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from batchor.errors import ConfigurationError
 from batchor.structured import import_model, strict_json_schema
+
+if TYPE_CHECKING:
+    # Pydantic loads when a model is first rebuilt, not with `import batchor`.
+    from pydantic import BaseModel
 
 _SCALARS: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool}
 
@@ -65,6 +67,8 @@ class _Builder:
         self._building: set[str] = set()
 
     def model(self, node: Mapping[str, Any], name: str) -> type[BaseModel]:
+        from pydantic import ConfigDict, Field, create_model
+
         fields: dict[str, Any] = {}
         for index, (field, sub) in enumerate(node.get("properties", {}).items()):
             annotation = self.annotation(sub, f"{name}_{_identifier(field, index)}")
@@ -128,6 +132,8 @@ class _Builder:
 def _identifier(name: str, index: int) -> str:
     """``name`` if it can be a Python field name, else a stand-in (the real name is the
     field's alias)."""
+    from pydantic import BaseModel
+
     reserved = name.startswith("_") or keyword.iskeyword(name) or hasattr(BaseModel, name)
     if name.isidentifier() and not reserved:
         return name

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, cast
-
-from pydantic import BaseModel, PydanticUserError, ValidationError
+from typing import TYPE_CHECKING, Any, cast
 
 from batchor.errors import ConfigurationError
 from batchor.loading import load_object
 from batchor.schema_check import check_strict_schema
+
+if TYPE_CHECKING:
+    # Pydantic loads with the first model a job or result uses, not with `import batchor`.
+    from pydantic import BaseModel
 
 # Keywords the provider's strict mode rejects or ignores; dropping them keeps the schema valid.
 _UNSUPPORTED_KEYWORDS = frozenset({"default", "examples", "discriminator"})
@@ -31,6 +33,8 @@ def strict_json_schema(model: type[BaseModel]) -> dict[str, Any]:
             that is not an object, a tuple or set, too large ...); see
             `batchor.schema_check`.
     """
+    from pydantic import PydanticUserError
+
     name = model.__name__
     try:
         raw = model.model_json_schema()
@@ -110,6 +114,8 @@ def import_model(path: str) -> type[BaseModel]:
     """
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
+    from pydantic import BaseModel
+
     obj = load_object(path, what="schema")
     if not (isinstance(obj, type) and issubclass(obj, BaseModel)):
         raise ConfigurationError(f"schema path {path!r} is not a Pydantic model class")
@@ -133,8 +139,13 @@ def validate_output(model: type[BaseModel], text: str) -> BaseModel:
     """
     try:
         # The validator itself: model_validate_json's wrapper costs half as much again.
-        return cast(BaseModel, model.__pydantic_validator__.validate_json(text))
-    except ValidationError as exc:
+        return cast("BaseModel", model.__pydantic_validator__.validate_json(text))
+    except Exception as exc:
+        # Imported here, off the per-reply path: the model's own import loaded Pydantic.
+        from pydantic import ValidationError
+
+        if not isinstance(exc, ValidationError):
+            raise
         errors = exc.errors(include_url=False)
         if errors and errors[0].get("type") == "json_invalid":
             raise OutputValidationError("invalid_json", f"reply is not valid JSON: {exc}") from None

@@ -47,7 +47,7 @@ def status(run_id: str, as_json: bool, store: str | None, artifacts: str | None)
 def list_runs(limit: int | None, as_json: bool, store: str | None, artifacts: str | None) -> None:
     """List the runs in the store, newest first."""
     with errors(), _reader(store, artifacts) as runner:
-        records = runner.store.list_runs()[:limit]
+        records = runner.store.list_runs(limit)
         rows = [run_row(record, runner.store.item_counts(record.pk)) for record in records]
     if as_json:
         echo_json(rows)

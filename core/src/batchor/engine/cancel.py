@@ -44,5 +44,5 @@ def wind_down(ctx: RunContext) -> None:
         except ProviderError as exc:  # e.g. it completed meanwhile: it is collected as is
             log.warning("batch %s: cancel refused: %s", batch.batch_key, exc)
             continue
-        ctx.store.update_batch(batch.pk, BatchStatus.SUBMITTED, provider_status=remote.status)
+        ctx.store.record_provider_status(batch.pk, remote.status)
         log.info("batch %s: provider batch %s", batch.batch_key, remote.status)

@@ -9,10 +9,10 @@ once, so a worker restarted after a crash does not wait out its own old lease.
 from __future__ import annotations
 
 import os
-import socket
+import platform
 import threading
 
-_HOST = socket.gethostname().replace(":", "-")
+_HOST = platform.node().replace(":", "-")
 #: How long a collect claim holds without being renewed (renewed after every chunk).
 DEFAULT_LEASE_SECONDS = 60.0
 

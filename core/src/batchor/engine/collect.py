@@ -3,7 +3,6 @@ line into item outcomes (completed, retried or failed), applied in set-based chu
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -42,7 +41,7 @@ def collect(ctx: RunContext) -> int:
         except TransientProviderError as exc:
             failures = batch.failures + 1
             delay = backoff_delay(failures)
-            ctx.store.update_batch(
+            ctx.store.postpone(
                 batch.pk, BatchStatus.ENDED, failures=failures, not_before=time.time() + delay
             )
             log.warning("batch %s: download postponed %.0f s: %s", batch.batch_key, delay, exc)
@@ -88,7 +87,7 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
         changed += _apply(ctx, batch, chunk)
     # Every item of the batch answered in this pass: none is left submitted, so the search
     # for unanswered ones (a look at each of the batch's items) is skipped.
-    verdict = ctx.codec.batch_verdict(batch.provider_status or "", _errors(batch))
+    verdict = ctx.codec.batch_verdict(batch.provider_status or "", list(batch.errors))
     if changed < batch.request_count:
         requeued = ctx.store.requeue_unanswered(
             ctx.run.pk,
@@ -125,11 +124,6 @@ def _after_capacity(ctx: RunContext, batch: BatchRecord, verdict: BatchVerdict) 
         log.warning("run %s: token limit reached; packing resumes in %.0f s", run.run_id, delay)
     elif batch.provider_status == "completed" and run.backoff_count:
         ctx.store.set_backoff(run.pk, None, 0)
-
-
-def _errors(batch: BatchRecord) -> list[tuple[str, str]]:
-    errors: list[list[str]] = json.loads(batch.errors) if batch.errors else []
-    return [(str(code), str(message)) for code, message in errors]
 
 
 def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> int:

@@ -6,14 +6,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from batchor.artifacts.base import ArtifactStore
 from batchor.providers.base import BatchTransport, ProviderBatch, ProviderLimits, RequestCodec
 from batchor.providers.registry import DEFAULT_PROVIDER
 from batchor.stores.base import RunRecord, StateStore
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
 
 log = logging.getLogger("batchor")
 

@@ -13,7 +13,7 @@ from batchor.engine.context import RunContext, log
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.providers.base import RequestCodec
-from batchor.stores.base import NewItem
+from batchor.stores.base import NewItem, SourcePart
 
 SLICE_SIZE = 5_000
 PROMPT_FINGERPRINT_ITEMS = 8
@@ -115,8 +115,8 @@ def ingest(
     checkpoint: str | None = run.source_checkpoint
     codec = ctx.codec
     frame, estimate = codec.frame, codec.estimate_tokens
-    parts: list[list[Any]] = json.loads(run.source_parts) if run.source_parts else []
-    current = parts[-1][0] if parts else None
+    parts = list(run.source_parts)
+    current = parts[-1].name if parts else None
     while not exhausted:
         parts_changed = False
         batch: list[NewItem] = []
@@ -133,7 +133,7 @@ def ingest(
             seen[item.item_id] = seq
             check_item_id(item.item_id)
             if part_of and position is not None and (part := part_of(position)) != current:
-                parts.append([part, seq])
+                parts.append(SourcePart(part, seq))
                 current, parts_changed = part, True
             prompt = prompt_parts(item, build_prompt)
             body = encoded_body(item, prompt, codec)
@@ -170,7 +170,7 @@ def ingest(
             checkpoint=checkpoint,
             complete=exhausted,
             on_progress=on_progress,
-            source_parts=json.dumps(parts) if parts_changed else None,
+            source_parts=parts if parts_changed else None,
         )
         if not recorded:
             log.info("run %s: another worker is ingesting; leaving it to them", run.run_id)
@@ -188,7 +188,7 @@ def _commit_slice(
     checkpoint: str | None,
     complete: bool,
     on_progress: Callable[[int], None] | None,
-    source_parts: str | None,
+    source_parts: list[SourcePart] | None,
 ) -> bool:
     """Record a slice's items and the source position after it, in one transaction; False
     if another worker recorded this slice first."""

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 from batchor.engine.context import RunContext, log
 from batchor.providers.base import TransientProviderError
 from batchor.states import BatchStatus
+from batchor.stores.base import BatchError
 
 
 def poll(ctx: RunContext) -> int:
@@ -23,17 +22,15 @@ def poll(ctx: RunContext) -> int:
             log.warning("batch %s: poll failed, will retry: %s", batch.batch_key, exc)
             continue
         if remote.is_terminal:
-            if ctx.store.update_batch(
+            if ctx.store.mark_ended(
                 batch.pk,
-                BatchStatus.SUBMITTED,
-                status=BatchStatus.ENDED,
-                provider_status=remote.status,
+                remote.status,
                 output_file_id=remote.output_file_id,
                 error_file_id=remote.error_file_id,
-                errors=json.dumps([list(e) for e in remote.errors]) if remote.errors else None,
+                errors=[BatchError(code, message) for code, message in remote.errors],
             ):
                 ended += 1
                 log.info("batch %s: provider batch %s", batch.batch_key, remote.status)
         elif remote.status != batch.provider_status:
-            ctx.store.update_batch(batch.pk, BatchStatus.SUBMITTED, provider_status=remote.status)
+            ctx.store.record_provider_status(batch.pk, remote.status)
     return ended

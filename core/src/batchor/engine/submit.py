@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from functools import partial
 
@@ -42,7 +41,7 @@ from batchor.engine.pack import read_manifest, rebuild_input
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError, RunStateError
 from batchor.providers.base import ProviderBatch, TransientProviderError
 from batchor.states import BatchStatus, RunStatus
-from batchor.stores.base import BatchRecord
+from batchor.stores.base import BatchError, BatchRecord
 
 # A create call gives up after 60 s (the transports' create timeout); a create claim younger
 # than this may still produce a provider batch, so nobody else creates it meanwhile.
@@ -96,7 +95,7 @@ def submit(ctx: RunContext) -> int:
         except _Postponed as postponed:
             failures = batch.failures + 1
             delay = backoff_delay(failures)
-            ctx.store.update_batch(
+            ctx.store.postpone(
                 batch.pk, postponed.status, failures=failures, not_before=time.time() + delay
             )
             log.warning(
@@ -126,12 +125,13 @@ def _submit_one(ctx: RunContext, batch: BatchRecord) -> bool:
             raise _Postponed(batch.status) from exc
         if found is not None:
             return _adopt(ctx, batch, found)
-    file_id = batch.file_id
-    if batch.status is BatchStatus.PREPARED:
-        file_id = _upload_recorded(ctx, batch, checksum)
-        if file_id is None:
-            return False
-    assert file_id is not None
+    file_id = (
+        _upload_recorded(ctx, batch, checksum)
+        if batch.status is BatchStatus.PREPARED
+        else batch.file_id  # an uploaded batch always holds its file id
+    )
+    if file_id is None:
+        return False  # not recorded: another worker recorded it first, or it was refused
     try:
         return _create(ctx, batch, file_id, checksum)
     except TransientProviderError as exc:
@@ -143,10 +143,7 @@ def _upload_recorded(ctx: RunContext, batch: BatchRecord, checksum: str | None) 
     transport that sends requests inline, only the step is recorded. ``None``: not recorded
     (another worker recorded it first, or the provider refused the file)."""
     if ctx.transport.inline_requests:
-        recorded = ctx.store.update_batch(
-            batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=INLINE_FILE_ID
-        )
-        return INLINE_FILE_ID if recorded else None
+        return INLINE_FILE_ID if ctx.store.record_upload(batch.pk, INLINE_FILE_ID) else None
     try:
         file_id, extras = _upload(ctx, batch, checksum)
     except TransientProviderError as exc:
@@ -156,9 +153,7 @@ def _upload_recorded(ctx: RunContext, batch: BatchRecord, checksum: str | None) 
     except ProviderError as exc:  # the file itself refused (too large, invalid): no retry
         _reject(ctx, batch, BatchStatus.PREPARED, "upload_rejected", exc)
         return None
-    if not ctx.store.update_batch(
-        batch.pk, BatchStatus.PREPARED, status=BatchStatus.UPLOADED, file_id=file_id
-    ):
+    if not ctx.store.record_upload(batch.pk, file_id):
         # Another worker recorded an upload first; delete ours unless it is the same file.
         winner = ctx.store.get_batch(batch.pk)
         if winner is None or winner.file_id != file_id:
@@ -191,7 +186,7 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
         if found is not None:
             log.info("batch %s: adopted provider batch %s", batch.batch_key, found.id)
             return ctx.store.mark_submitted(batch.pk, found.id, found.status)
-        if _create_in_flight(batch):
+        if _create_in_flight(batch, batch.create_started_at):
             return False  # another worker's create may still land: look again later
     if not ctx.transport.tags_batches and _another_create_uncertain(ctx, batch):
         # Where batches carry no metadata, a batch is recognised by when it was made and its
@@ -202,14 +197,7 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
     if limit is not None and not ctx.store.reserve_tokens(batch.pk, limit):
         log.info("batch %s: waiting for room under the enqueued-token limit", batch.batch_key)
         return False
-    now = time.time()
-    if not ctx.store.update_batch(
-        batch.pk,
-        BatchStatus.UPLOADED,
-        expect={"create_started_at": batch.create_started_at},
-        create_started_at=now,
-        claimed_by=owner(),
-    ):
+    if not ctx.store.claim_create(batch.pk, owner(), seen=batch.create_started_at, at=time.time()):
         return False  # another worker is creating it, or the run was cancelled
     metadata = {META_RUN_ID: ctx.run.run_id, META_BATCH_KEY: batch.batch_key}
     if checksum is not None:
@@ -241,13 +229,7 @@ def _reject(
     """The provider refused the batch's file or the batch itself (not a transient failure):
     end the batch so its items are charged an attempt and retried or failed, rather than
     loop for ever."""
-    ctx.store.update_batch(
-        batch.pk,
-        status,
-        status=BatchStatus.ENDED,
-        provider_status="rejected",
-        errors=json.dumps([[code, str(exc)]]),
-    )
+    ctx.store.reject(batch.pk, status, BatchError(code, str(exc)))
     log.error("batch %s: the provider rejected it: %s", batch.batch_key, exc)
 
 
@@ -259,16 +241,15 @@ def _another_create_uncertain(ctx: RunContext, batch: BatchRecord) -> bool:
     )
 
 
-def _create_in_flight(batch: BatchRecord) -> bool:
+def _create_in_flight(batch: BatchRecord, started: float) -> bool:
     """Whether a create another worker started may still be under way: its claim is younger
     than the longest a create call can take, unless its process is known to be gone (then a
     short grace covers a request that reached the provider just before the process died)."""
-    assert batch.create_started_at is not None
     if batch.claimed_by == owner() or (
         this_process(batch.claimed_by) and owner_gone(batch.claimed_by)
     ):
         return False  # an earlier attempt of this process, which has returned
-    age = time.time() - batch.create_started_at
+    age = time.time() - started
     if owner_gone(batch.claimed_by):
         return age < CREATE_GRACE_SECONDS
     return age < CREATE_LEASE_SECONDS
@@ -299,14 +280,8 @@ def input_checksum(ctx: RunContext, batch: BatchRecord) -> str | None:
 def _adopt(ctx: RunContext, batch: BatchRecord, remote: ProviderBatch) -> bool:
     """Record a provider batch found with this batch's key and requests as the batch's own,
     claiming its create first (as a create would), so no other worker creates it meanwhile."""
-    if not ctx.store.update_batch(
-        batch.pk,
-        batch.status,
-        expect={"create_started_at": None},
-        status=BatchStatus.UPLOADED,
-        file_id=remote.input_file_id,
-        create_started_at=time.time(),
-        claimed_by=owner(),
+    if not ctx.store.claim_adoption(
+        batch.pk, batch.status, owner(), remote.input_file_id, at=time.time()
     ):
         return False  # another worker moved it first
     limit = ctx.settings.token_limit

@@ -7,126 +7,33 @@ worker driving the same run can never submit or collect the same item twice.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.stores.records import (
+    BatchError,
+    BatchRecord,
+    ItemOutcome,
+    ItemRow,
+    NewItem,
+    OutcomeKind,
+    PendingItem,
+    RunRecord,
+    SourcePart,
+)
 
-
-@dataclass(frozen=True, slots=True)
-class RunRecord:
-    """A run's row."""
-
-    pk: int
-    run_id: str
-    status: RunStatus
-    config: Mapping[str, Any]
-    fingerprint: str
-    prompt_fingerprint: str | None
-    ingest_complete: bool
-    ingested_count: int
-    source_checkpoint: str | None
-    next_slice: int
-    pause_reason: str | None
-    input_tokens: int
-    output_tokens: int
-    created_at: float
-    backoff_until: float | None = None
-    backoff_count: int = 0
-    cancel_remote: bool = False
-    source_parts: str | None = None
-    exported_at: float | None = None
-    pruned_at: float | None = None
-    collected: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRecord:
-    """A provider batch's row."""
-
-    pk: int
-    run_pk: int
-    batch_key: str
-    status: BatchStatus
-    input_artifact: str
-    request_count: int
-    input_bytes: int
-    file_id: str | None
-    create_started_at: float | None
-    provider_batch_id: str | None
-    provider_status: str | None
-    output_file_id: str | None
-    error_file_id: str | None
-    errors: str | None
-    created_at: float
-    not_before: float | None = None
-    failures: int = 0
-    est_tokens: int | None = None
-    reserved: bool = False
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    updated_at: float | None = None
-    claimed_by: str | None = None
-    lease_until: float | None = None
-
-
-class NewItem(NamedTuple):
-    """An item accepted at ingestion, with the pointer to its request body (fields in the
-    order of the table's columns, so a row reaches the driver as it is)."""
-
-    seq: int
-    item_id: str
-    req_slice: int
-    req_offset: int
-    req_length: int
-    req_hash: str
-    est_tokens: int | None = None
-    metadata: str | None = None
-
-
-class PendingItem(NamedTuple):
-    """An item waiting to be packed, with where its request body lives."""
-
-    seq: int
-    attempts: int
-    req_slice: int
-    req_offset: int
-    req_length: int
-    est_tokens: int | None = None
-
-
-OutcomeKind = Literal["completed", "retry", "failed"]
-
-
-class ItemOutcome(NamedTuple):
-    """What one answered line means for its item (attempt charged in every case)."""
-
-    seq: int
-    kind: OutcomeKind
-    output_text: str | None = None
-    error_class: str | None = None
-    message: str | None = None
-    retryable: bool = False
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-
-
-class ItemRow(NamedTuple):
-    """An item as results read it (a tuple: results are read by the hundred thousand)."""
-
-    seq: int
-    item_id: str
-    status: ItemStatus
-    attempts: int
-    metadata: str | None
-    output_text: str | None
-    error_class: str | None
-    error_message: str | None
-    error_retryable: bool | None
-    error_attempt: int | None
-    input_tokens: int | None
-    output_tokens: int | None
-    done_tick: int | None = None
+__all__ = [
+    "BatchError",
+    "BatchRecord",
+    "ItemOutcome",
+    "ItemRow",
+    "NewItem",
+    "OutcomeKind",
+    "PendingItem",
+    "RunRecord",
+    "SourcePart",
+    "StateStore",
+]
 
 
 class StateStore(Protocol):
@@ -170,6 +77,18 @@ class StateStore(Protocol):
         """Record when packing may resume after a capacity refusal, and how many in a row."""
         ...
 
+    def mark_exported(self, run_pk: int, at: float) -> None:
+        """Record when the run's artifacts were last exported."""
+        ...
+
+    def mark_pruned(self, run_pk: int, at: float) -> None:
+        """Record when the run's artifacts were pruned."""
+        ...
+
+    def record_collected(self, run_pk: int, result: Mapping[str, Any]) -> None:
+        """Remember what `batchor.steps.collect` wrote for the run (JSON-serialisable)."""
+        ...
+
     def cancel_items(self, run_pk: int, batch_pk: int | None = None) -> int:
         """Cancel the run's items that were never sent: pending and queued ones, or only the
         queued items of ``batch_pk``. Returns how many."""
@@ -189,7 +108,7 @@ class StateStore(Protocol):
         ingested_count: int,
         checkpoint: str | None,
         complete: bool,
-        source_parts: str | None = None,
+        source_parts: Sequence[SourcePart] | None = None,
     ) -> bool:
         """Accept a slice of items and the source position after it, in one transaction
         (with where each source part starts, when that changed). False, and nothing
@@ -234,16 +153,35 @@ class StateStore(Protocol):
         """The batch with that primary key, or ``None``."""
         ...
 
-    def update_batch(
-        self,
-        batch_pk: int,
-        expected: BatchStatus,
-        *,
-        expect: Mapping[str, Any] | None = None,
-        **changes: Any,
+    # submission: each a compare-and-set on the batch's status, True if it won
+    def record_upload(self, batch_pk: int, file_id: str) -> bool:
+        """Record the uploaded input file: ``prepared`` -> ``uploaded``."""
+        ...
+
+    def claim_create(self, batch_pk: int, owner: str, *, seen: float | None, at: float) -> bool:
+        """Claim the create of an ``uploaded`` batch for ``owner``, starting ``at`` (the
+        engine's clock, which judges the claim's age), if its create claim is still the one
+        seen (``None``: no create started)."""
+        ...
+
+    def claim_adoption(
+        self, batch_pk: int, expected: BatchStatus, owner: str, file_id: str | None, *, at: float
     ) -> bool:
-        """Change a batch's columns if it is in ``expected`` and its columns equal ``expect``;
-        True if it changed."""
+        """Claim a batch found at the provider for ``owner``, as a create would: a batch in
+        ``expected`` with no create started becomes ``uploaded`` with the provider batch's
+        input file and a create claim started ``at``."""
+        ...
+
+    def postpone(
+        self, batch_pk: int, expected: BatchStatus, *, failures: int, not_before: float
+    ) -> bool:
+        """Leave a batch in ``expected`` after a transient failure: ``failures`` in a row,
+        not to be tried again before ``not_before``."""
+        ...
+
+    def reject(self, batch_pk: int, expected: BatchStatus, error: BatchError) -> bool:
+        """End a batch whose file or create the provider refused (``expected`` -> ``ended``,
+        provider status ``rejected``), so its items are charged and retried or failed."""
         ...
 
     def claim_batch(
@@ -273,7 +211,26 @@ class StateStore(Protocol):
         ...
 
     def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
-        """Record the provider batch id; the batch and its items become ``submitted``."""
+        """Record the provider batch id: a ``prepared`` or ``uploaded`` batch and its queued
+        items become ``submitted``."""
+        ...
+
+    # polling
+    def record_provider_status(self, batch_pk: int, provider_status: str) -> bool:
+        """Record a ``submitted`` batch's provider status (still running)."""
+        ...
+
+    def mark_ended(
+        self,
+        batch_pk: int,
+        provider_status: str,
+        *,
+        output_file_id: str | None,
+        error_file_id: str | None,
+        errors: Sequence[BatchError] = (),
+    ) -> bool:
+        """Record that the provider ended a ``submitted`` batch (-> ``ended``), with the files
+        to collect and its batch-level errors."""
         ...
 
     # collection
@@ -342,13 +299,8 @@ class StateStore(Protocol):
         one query, no per-page round trip)."""
         ...
 
-    def set_run_marks(self, run_pk: int, **marks: Any) -> None:
-        """Record retention and collection marks on the run (``exported_at``,
-        ``pruned_at``, ``collected``)."""
-        ...
-
-    def list_runs(self) -> list[RunRecord]:
-        """Every run, newest first."""
+    def list_runs(self, limit: int | None = None) -> list[RunRecord]:
+        """Every run (or the newest ``limit``), newest first, in one query."""
         ...
 
     def close(self) -> None:

@@ -1,0 +1,216 @@
+"""The store's ingestion and packing: items accepted slice by slice with the source position,
+pending items read for packing, a packed batch recorded with its items queued, items that can
+never be sent failed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from batchor.errors import DuplicateItemError
+from batchor.states import BatchStatus, ItemStatus
+from batchor.stores.records import BatchRecord, NewItem, PendingItem, SourcePart
+from batchor.stores.schema import batches, items, runs
+from batchor.stores.sql.bulk import bulk, driver_cursor, runs_of
+from batchor.stores.sql.connector import SqlConnector, now
+from batchor.stores.sql.failures import record_failures
+from batchor.stores.sql.rows import batch_record, parts_text
+from batchor.stores.sql.statements import (
+    CHUNK,
+    INSERT_ITEM,
+    ITEM_INSERT_KEYS,
+    QUEUE_RANGE,
+    QUEUE_RANGE_KEYS,
+    next_tick,
+)
+
+
+class _Conflict(Exception):
+    """Raised inside a transaction to roll it back when a compare-and-set lost."""
+
+
+class ItemOperations(SqlConnector):
+    """Ingestion and packing."""
+
+    def add_items(
+        self,
+        run_pk: int,
+        new_items: Sequence[NewItem],
+        *,
+        next_slice: int,
+        ingested_count: int,
+        checkpoint: str | None,
+        complete: bool,
+        source_parts: Sequence[SourcePart] | None = None,
+    ) -> bool:
+        """Accept a slice of items and the source position after it, in one transaction
+        (with where each source part starts, when that changed).
+
+        Returns False, and records nothing, if the run's position is no longer the one this
+        slice follows (another worker ingested it first).
+
+        Raises:
+            DuplicateItemError: an item_id is already in the run.
+        """
+        rows = [(run_pk, *it) for it in new_items]
+        previous = ingested_count - len(new_items)
+        parts = {} if source_parts is None else {"source_parts": parts_text(source_parts)}
+        try:
+            with self._write() as conn:
+                # First the position (a compare-and-set that also locks the run row), so a
+                # second worker ingesting the same slice stops here instead of colliding.
+                moved = conn.execute(
+                    runs.update()
+                    .where(
+                        runs.c.pk == run_pk,
+                        runs.c.ingested_count == previous,
+                        runs.c.ingest_complete == sa.false(),
+                    )
+                    .values(
+                        next_slice=next_slice,
+                        ingested_count=ingested_count,
+                        source_checkpoint=checkpoint,
+                        ingest_complete=complete,
+                        updated_at=now(),
+                        **parts,
+                    )
+                ).rowcount
+                if moved != 1:
+                    return False
+                if rows:
+                    bulk(conn, INSERT_ITEM, ITEM_INSERT_KEYS, rows)
+        except IntegrityError as exc:
+            raise self._duplicate_error(run_pk, new_items) from exc
+        return True
+
+    def _duplicate_error(self, run_pk: int, new_items: Sequence[NewItem]) -> DuplicateItemError:
+        ids = [it.item_id for it in new_items]
+        with self._read() as conn:
+            for start in range(0, len(ids), CHUNK):
+                chunk = ids[start : start + CHUNK]
+                found = conn.execute(
+                    sa.select(items.c.item_id).where(
+                        items.c.run_pk == run_pk, items.c.item_id.in_(chunk)
+                    )
+                ).first()
+                if found is not None:
+                    return DuplicateItemError(
+                        f"duplicate item_id {found.item_id!r}", item_id=found.item_id
+                    )
+        return DuplicateItemError("duplicate item_id in the source")
+
+    def pending_items(self, run_pk: int, after_seq: int, limit: int) -> list[PendingItem]:
+        """Pending items in seq order after ``after_seq``."""
+        stmt = (
+            sa.select(
+                items.c.seq,
+                items.c.attempts,
+                items.c.req_slice,
+                items.c.req_offset,
+                items.c.req_length,
+                items.c.est_tokens,
+            )
+            .where(
+                items.c.run_pk == run_pk,
+                items.c.status == ItemStatus.PENDING.value,
+                items.c.seq > after_seq,
+            )
+            .order_by(items.c.seq)
+            .limit(limit)
+        )
+        with self._read() as conn:
+            cursor = driver_cursor(conn, stmt)  # plain tuples: read by the million
+            try:
+                return list(map(PendingItem._make, cursor.fetchall()))
+            finally:
+                cursor.close()
+
+    def allocate_batch_number(self, run_pk: int) -> int:
+        """Reserve the run's next batch number (gaps after a crash are harmless)."""
+        with self._write() as conn:
+            # One atomic increment: two workers packing at once get different numbers.
+            after = conn.execute(
+                runs.update()
+                .where(runs.c.pk == run_pk)
+                .values(next_batch=runs.c.next_batch + 1)
+                .returning(runs.c.next_batch)
+            ).scalar_one()
+        return int(after) - 1
+
+    def record_batch(
+        self,
+        run_pk: int,
+        batch_key: str,
+        input_artifact: str,
+        seqs: Sequence[int],
+        input_bytes: int,
+        est_tokens: int | None = None,
+        quota_scope: str | None = None,
+    ) -> BatchRecord | None:
+        """Record a packed batch (``prepared``) and move its items pending -> queued, all or
+        nothing: ``None`` (and nothing changed) if any item was no longer pending."""
+        at = now()
+        try:
+            with self._write() as conn:
+                row = conn.execute(
+                    batches.insert()
+                    .values(
+                        run_pk=run_pk,
+                        batch_key=batch_key,
+                        status=BatchStatus.PREPARED.value,
+                        input_artifact=input_artifact,
+                        request_count=len(seqs),
+                        input_bytes=input_bytes,
+                        est_tokens=est_tokens,
+                        quota_scope=quota_scope,
+                        created_at=at,
+                        updated_at=at,
+                    )
+                    .returning(*batches.c)
+                ).one()
+                # One statement per run of consecutive seqs: a run holds no rows but these
+                # items, so the status guard and the count make it an exact compare-and-set.
+                ranges = [(run_pk, row.pk, first, last) for first, last in runs_of(seqs)]
+                if bulk(conn, QUEUE_RANGE, QUEUE_RANGE_KEYS, ranges) != len(seqs):
+                    raise _Conflict  # another worker packed some of these items: roll back
+        except _Conflict:
+            return None
+        return batch_record(row)
+
+    def fail_pending(
+        self, run_pk: int, seqs: Sequence[int], error_class: str, message: str
+    ) -> None:
+        """Fail pending items that can never be sent, charging the attempt."""
+        at = now()
+        with self._write() as conn:
+            tick = next_tick(conn, run_pk)
+            for start in range(0, len(seqs), CHUNK):
+                where = (
+                    items.c.run_pk == run_pk,
+                    items.c.seq.in_(list(seqs[start : start + CHUNK])),
+                    items.c.status == ItemStatus.PENDING.value,
+                )
+                record_failures(
+                    conn,
+                    where,
+                    error_class=error_class,
+                    message=message,
+                    retryable=False,
+                    created_at=at,
+                    with_batch=False,
+                )
+                conn.execute(
+                    items.update()
+                    .where(*where)
+                    .values(
+                        status=ItemStatus.FAILED.value,
+                        done_tick=tick,
+                        attempts=items.c.attempts + 1,
+                        error_class=error_class,
+                        error_message=message,
+                        error_retryable=False,
+                        error_attempt=items.c.attempts + 1,
+                    )
+                )

@@ -1,0 +1,183 @@
+"""The statements the store runs by the hundred thousand, compiled once at import, and the
+small statements several transactions share (the done tick, the token budget)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from batchor.states import ItemStatus
+from batchor.stores.schema import batches, items, runs, token_budget
+from batchor.stores.sql.failures import failures_from
+
+CHUNK = 900
+"""Bound parameters per IN (...) list, under every backend's limit."""
+
+
+def const(value: str | int) -> Any:
+    """A fixed value written into the SQL text rather than bound: rows of a bulk statement
+    then carry only their own values. Only for batchor's own constants (statuses, kinds)."""
+    if isinstance(value, int):
+        return sa.literal_column(str(value), sa.Integer)
+    quoted = value.replace("'", "''")
+    return sa.literal_column(f"'{quoted}'", sa.String)
+
+
+# New items: the run, then a NewItem's fields in order (status and attempts are constants).
+ITEM_INSERT_KEYS = (
+    "run_pk",
+    "seq",
+    "item_id",
+    "req_slice",
+    "req_offset",
+    "req_length",
+    "req_hash",
+    "est_tokens",
+    "metadata",
+)
+INSERT_ITEM = items.insert().values(status=const(ItemStatus.PENDING.value), attempts=const(0))
+
+# Pending items of a run with seq in [b_first, b_last] -> queued in a batch.
+QUEUE_RANGE = (
+    items.update()
+    .where(
+        items.c.run_pk == sa.bindparam("b_run_pk"),
+        items.c.seq.between(sa.bindparam("b_first"), sa.bindparam("b_last")),
+        items.c.status == const(ItemStatus.PENDING.value),
+    )
+    .values(status=const(ItemStatus.QUEUED.value), batch_pk=sa.bindparam("b_batch_pk"))
+)
+QUEUE_RANGE_KEYS = ("b_run_pk", "b_batch_pk", "b_first", "b_last")
+
+_IN_BATCH = (
+    items.c.run_pk == sa.bindparam("b_run_pk"),
+    items.c.seq == sa.bindparam("b_seq"),
+    items.c.batch_pk == sa.bindparam("b_batch_pk"),
+    items.c.status == const(ItemStatus.SUBMITTED.value),
+)
+_KIND = sa.bindparam("b_kind", type_=sa.String)
+_NEXT_ATTEMPT = items.c.attempts + const(1)
+_RETRIES = sa.and_(_KIND == const("retry"), _NEXT_ATTEMPT < sa.bindparam("b_max", type_=sa.Integer))
+# One failed or retried line applied to its item, guarded so a line applies at most once
+# (completed lines take `APPLY_COMPLETED`).
+APPLY_OUTCOME = (
+    items.update()
+    .where(*_IN_BATCH)
+    .values(
+        status=sa.case(
+            (_RETRIES, const(ItemStatus.PENDING.value)), else_=const(ItemStatus.FAILED.value)
+        ),
+        attempts=_NEXT_ATTEMPT,
+        output_text=sa.bindparam("b_output_text", type_=sa.Text),
+        error_class=sa.bindparam("b_error_class", type_=sa.String),
+        error_message=sa.bindparam("b_error_message", type_=sa.Text),
+        error_retryable=sa.bindparam("b_error_retryable", type_=sa.Boolean),
+        error_attempt=_NEXT_ATTEMPT,
+        input_tokens=sa.bindparam("b_input_tokens", type_=sa.Integer),
+        output_tokens=sa.bindparam("b_output_tokens", type_=sa.Integer),
+        done_tick=sa.case((_RETRIES, sa.null()), else_=sa.bindparam("b_tick", type_=sa.Integer)),
+    )
+)
+APPLY_OUTCOME_KEYS = (
+    "b_run_pk",
+    "b_seq",
+    "b_batch_pk",
+    "b_kind",
+    "b_max",
+    "b_output_text",
+    "b_error_class",
+    "b_error_message",
+    "b_error_retryable",
+    "b_input_tokens",
+    "b_output_tokens",
+    "b_tick",
+)
+# A completed line (nearly every line): no CASEs and 7 parameters, for about 40 % less time
+# per row than the general statement above.
+APPLY_COMPLETED = (
+    items.update()
+    .where(*_IN_BATCH)
+    .values(
+        status=const(ItemStatus.COMPLETED.value),
+        attempts=_NEXT_ATTEMPT,
+        output_text=sa.bindparam("b_output_text", type_=sa.Text),
+        error_class=sa.null(),
+        error_message=sa.null(),
+        error_retryable=sa.null(),
+        error_attempt=sa.null(),
+        input_tokens=sa.bindparam("b_input_tokens", type_=sa.Integer),
+        output_tokens=sa.bindparam("b_output_tokens", type_=sa.Integer),
+        done_tick=sa.bindparam("b_tick", type_=sa.Integer),
+    )
+)
+# In the order SQLite's compiled statement binds them, so rows reach the driver as they are.
+APPLY_COMPLETED_KEYS = (
+    "b_output_text",
+    "b_input_tokens",
+    "b_output_tokens",
+    "b_tick",
+    "b_run_pk",
+    "b_seq",
+    "b_batch_pk",
+)
+# The failed attempt of one line, recorded for audit under the same guard.
+RECORD_LINE_FAILURE = failures_from(
+    _IN_BATCH,
+    error_class=sa.bindparam("f_error_class", type_=sa.String),
+    message=sa.bindparam("f_message", type_=sa.Text),
+    retryable=sa.bindparam("f_retryable", type_=sa.Boolean),
+    created_at=sa.bindparam("f_now", type_=sa.Float),
+)
+RECORD_LINE_FAILURE_KEYS = (
+    "b_run_pk",
+    "b_seq",
+    "b_batch_pk",
+    "f_error_class",
+    "f_message",
+    "f_retryable",
+    "f_now",
+)
+
+
+def next_tick(conn: Connection, run_pk: int) -> int:
+    """Bump the run's done tick and return it. The row stays locked until the transaction
+    commits, so ticks become visible in the order they were taken."""
+    return int(
+        conn.execute(
+            runs.update()
+            .where(runs.c.pk == run_pk)
+            .values(done_tick=runs.c.done_tick + 1)
+            .returning(runs.c.done_tick)
+        ).scalar_one()
+    )
+
+
+def release(conn: Connection, batch_pk: int) -> None:
+    """Give a batch's reserved tokens back to its budget (once: reserved is cleared)."""
+    batch = conn.execute(
+        batches.update()
+        .where(batches.c.pk == batch_pk, batches.c.reserved.is_(True))
+        .values(reserved=False)
+        .returning(batches.c.est_tokens, batches.c.quota_scope)
+    ).first()
+    if batch is None:
+        return
+    conn.execute(
+        token_budget.update()
+        .where(token_budget.c.scope == (batch.quota_scope or ""))
+        .values(in_flight=token_budget.c.in_flight - int(batch.est_tokens or 0))
+    )
+
+
+def insert_budget_row(dialect: str) -> Any:
+    """INSERT a zero budget row for :scope unless one exists (both backends' ON CONFLICT)."""
+    values = {"scope": sa.bindparam("scope"), "in_flight": 0}
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(token_budget).values(values).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(token_budget).values(values).on_conflict_do_nothing()

@@ -1,0 +1,17 @@
+"""`SqlStateStore`: the `StateStore` port on SQLAlchemy Core, for SQLite (the embedded
+default) and Postgres, composed of its operations by what they touch."""
+
+from __future__ import annotations
+
+from batchor.stores.sql.batches import BatchOperations
+from batchor.stores.sql.collect import CollectOperations
+from batchor.stores.sql.items import ItemOperations
+from batchor.stores.sql.reads import ReadOperations
+from batchor.stores.sql.runs import RunOperations
+
+
+class SqlStateStore(
+    RunOperations, ItemOperations, BatchOperations, CollectOperations, ReadOperations
+):
+    """A `StateStore` on any SQLAlchemy engine (see `SqlConnector` for how each backend's
+    connections are set up, and each operations class for the transitions)."""
