@@ -11,6 +11,8 @@ import sqlalchemy as sa
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.records import BatchError, BatchRecord
 from batchor.stores.schema import batches, items, token_budget
+from batchor.stores.sql import postgres
+from batchor.stores.sql.bulk import is_postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import batch_record, errors_text
 from batchor.stores.sql.statements import insert_budget_row, next_tick, release
@@ -221,6 +223,16 @@ class BatchOperations(SqlConnector):
             .values(claimed_by=owner, lease_until=at + lease_seconds)
         )
         with self._write() as conn:
+            if is_postgres(conn):  # skips a row another transaction holds, never waits
+                return postgres.claim_batch(
+                    conn,
+                    batch_pk,
+                    expected,
+                    owner,
+                    until=at + lease_seconds,
+                    now=at,
+                    holders=holders,
+                )
             return conn.execute(stmt).rowcount == 1
 
     def _move(

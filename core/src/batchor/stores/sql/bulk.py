@@ -12,6 +12,12 @@ from typing import Any, cast
 from sqlalchemy.engine import Connection
 
 
+def is_postgres(conn: Connection) -> bool:
+    """Whether ``conn`` is on Postgres (whose bulk writes go through `postgres`'s COPY and
+    SKIP LOCKED paths instead)."""
+    return bool(conn.dialect.name == "postgresql")
+
+
 def bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> int:
     """``executemany`` straight on the driver, the statement compiled once.
 

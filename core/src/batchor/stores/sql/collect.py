@@ -10,7 +10,8 @@ import sqlalchemy as sa
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.records import ItemOutcome
 from batchor.stores.schema import batches, items, runs
-from batchor.stores.sql.bulk import bulk
+from batchor.stores.sql import postgres
+from batchor.stores.sql.bulk import bulk, is_postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
 from batchor.stores.sql.statements import (
@@ -70,6 +71,16 @@ class CollectOperations(SqlConnector):
             if o.kind != "completed"
         ]
         with self._write() as conn:
+            if is_postgres(conn):
+                return postgres.apply_outcomes(
+                    conn,
+                    run_pk,
+                    batch_pk,
+                    outcomes,
+                    max_attempts=max_attempts,
+                    take_tick=lambda: next_tick(conn, run_pk),
+                    now=at,
+                )
             tick = next_tick(conn, run_pk)
             completed = [
                 (o.output_text, o.input_tokens, o.output_tokens, tick, run_pk, o.seq, batch_pk)

@@ -13,7 +13,8 @@ from batchor.errors import DuplicateItemError
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.records import BatchRecord, NewItem, PendingItem, SourcePart
 from batchor.stores.schema import batches, items, runs
-from batchor.stores.sql.bulk import bulk, driver_cursor, runs_of
+from batchor.stores.sql import postgres
+from batchor.stores.sql.bulk import bulk, driver_cursor, is_postgres, runs_of
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
 from batchor.stores.sql.rows import batch_record, parts_text
@@ -54,7 +55,6 @@ class ItemOperations(SqlConnector):
         Raises:
             DuplicateItemError: an item_id is already in the run.
         """
-        rows = [(run_pk, *it) for it in new_items]
         previous = ingested_count - len(new_items)
         parts = {} if source_parts is None else {"source_parts": parts_text(source_parts)}
         try:
@@ -79,7 +79,10 @@ class ItemOperations(SqlConnector):
                 ).rowcount
                 if moved != 1:
                     return False
-                if rows:
+                if is_postgres(conn):
+                    postgres.copy_items(conn, run_pk, new_items)
+                elif new_items:
+                    rows = [(run_pk, *it) for it in new_items]
                     bulk(conn, INSERT_ITEM, ITEM_INSERT_KEYS, rows)
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
@@ -172,8 +175,12 @@ class ItemOperations(SqlConnector):
                 ).one()
                 # One statement per run of consecutive seqs: a run holds no rows but these
                 # items, so the status guard and the count make it an exact compare-and-set.
-                ranges = [(run_pk, row.pk, first, last) for first, last in runs_of(seqs)]
-                if bulk(conn, QUEUE_RANGE, QUEUE_RANGE_KEYS, ranges) != len(seqs):
+                if is_postgres(conn):
+                    moved = postgres.queue_ranges(conn, run_pk, row.pk, runs_of(seqs))
+                else:
+                    ranges = [(run_pk, row.pk, first, last) for first, last in runs_of(seqs)]
+                    moved = bulk(conn, QUEUE_RANGE, QUEUE_RANGE_KEYS, ranges)
+                if moved != len(seqs):
                     raise _Conflict  # another worker packed some of these items: roll back
         except _Conflict:
             return None
