@@ -93,18 +93,24 @@ class Run:
         ctx = self._ctx
         if not ctx.store.thread_safe:
             submit(ctx)  # batches left prepared or uploaded by an earlier step
-            while ctx.run.status is RunStatus.RUNNING and pack(ctx, max_batches=1):
+            while ctx.run.status is RunStatus.RUNNING and self._pack_one():
                 submit(ctx)
                 self._reload()
             return
         with ThreadPoolExecutor(1, thread_name_prefix="batchor-submit") as pool:
             sending = pool.submit(submit, ctx)
-            while ctx.run.status is RunStatus.RUNNING and pack(ctx, max_batches=1):
+            while ctx.run.status is RunStatus.RUNNING and self._pack_one():
                 sending.result()  # one batch in flight at a time; errors surface here
                 self._reload()
                 sending = pool.submit(submit, ctx)
             sending.result()
             self._reload()
+
+    def _pack_one(self) -> int:
+        """Pack one batch, unless another worker is packing the run (then 0: this step only
+        submits, polls and collects)."""
+        with self._ctx.store.packing(self._ctx.run.pk) as mine:
+            return pack(self._ctx, max_batches=1) if mine else 0
 
     def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:
         """Accept what remains of the source, when this handle has the job (from

@@ -7,6 +7,7 @@ worker driving the same run can never submit or collect the same item twice.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from batchor.states import BatchStatus, ItemStatus, RunStatus
@@ -120,6 +121,14 @@ class StateStore(Protocol):
         ...
 
     # packing
+    def packing(self, run_pk: int) -> AbstractContextManager[bool]:
+        """Whether this worker may pack the run now, held until the block ends: of several
+        workers driving one run, at most one packs at a time (the others skip packing this
+        step instead of packing the same pending items). On Postgres a session-level lock
+        the server frees if the worker dies; on SQLite always True (its write lock already
+        serialises packers)."""
+        ...
+
     def pending_items(self, run_pk: int, after_seq: int, limit: int) -> list[PendingItem]:
         """Pending items in seq order after ``after_seq``."""
         ...

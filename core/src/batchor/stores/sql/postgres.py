@@ -317,9 +317,11 @@ def queue_ranges(
     return moved
 
 
-# Session-level advisory locks, keyed (this class, run pk): held across transactions, and
-# released by the server when the session ends, so a worker that dies frees it at once.
-_PACK_LOCK_CLASS = 0x62746368
+# Session-level advisory locks, one per (schema, run): held across transactions, and released
+# by the server when the session ends, so a worker that dies frees it at once. Advisory locks
+# are shared by the whole database, so the key names the schema the store's tables are in (two
+# stores in two schemas of one database have their own run pk 1).
+_PACK_LOCK_KEY = "hashtextextended(current_schema() || ':batchor-pack:' || %s::text, 0)"
 
 
 def try_lock_packing(conn: Connection, run_pk: int) -> bool:
@@ -331,7 +333,7 @@ def try_lock_packing(conn: Connection, run_pk: int) -> bool:
     session) releases it.
     """
     with _as_sqlalchemy_errors("pg_try_advisory_lock"), _driver(conn).cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", (_PACK_LOCK_CLASS, run_pk))
+        cur.execute(f"SELECT pg_try_advisory_lock({_PACK_LOCK_KEY})", (run_pk,))
         row = cur.fetchone()
     return bool(row and row[0])
 
@@ -339,4 +341,4 @@ def try_lock_packing(conn: Connection, run_pk: int) -> bool:
 def unlock_packing(conn: Connection, run_pk: int) -> None:
     """Release the run's packing lock held by this connection's session."""
     with _as_sqlalchemy_errors("pg_advisory_unlock"), _driver(conn).cursor() as cur:
-        cur.execute("SELECT pg_advisory_unlock(%s, %s)", (_PACK_LOCK_CLASS, run_pk))
+        cur.execute(f"SELECT pg_advisory_unlock({_PACK_LOCK_KEY})", (run_pk,))

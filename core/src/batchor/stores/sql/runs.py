@@ -3,15 +3,17 @@ and marks; cancelling a run's unsent items."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from batchor.states import ItemStatus, RunStatus
 from batchor.stores.records import RunRecord
 from batchor.stores.schema import batches, item_failures, items, runs
+from batchor.stores.sql import postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import collected_text, config_text, run_record
 from batchor.stores.sql.statements import next_tick
@@ -141,6 +143,31 @@ class RunOperations(SqlConnector):
                     .values(status=ItemStatus.CANCELLED.value, done_tick=tick)
                 ).rowcount
             )
+
+    @contextmanager
+    def packing(self, run_pk: int) -> Iterator[bool]:
+        """Whether this worker may pack the run now; it keeps that right until the block ends.
+
+        On Postgres, a session-level advisory lock on a connection of its own (the server
+        frees it if the worker dies); a worker that does not get it skips packing, so several
+        workers never pack the same pending items. On SQLite the write lock already
+        serialises packers: always True.
+        """
+        if self.engine.dialect.name != "postgresql":
+            yield True
+            return
+        with self.engine.connect() as conn:
+            mine = postgres.try_lock_packing(conn, run_pk)
+            conn.commit()
+            try:
+                yield mine
+            finally:
+                if mine:
+                    try:
+                        postgres.unlock_packing(conn, run_pk)
+                        conn.commit()
+                    except DBAPIError:
+                        conn.invalidate()  # the session is gone, and the lock with it
 
     def _update_run(self, stmt: sa.Update) -> bool:
         with self._write() as conn:
