@@ -376,3 +376,21 @@ def test_jsonl_integer_ids_past_64_bits_stay_exact(tmp_path: Path) -> None:
     path.write_text('{"id": 18446744073709551617}\n{"id": -9223372036854775809}\n')
     ids = [i.item_id for i, _ in JsonlItemSource(path, id_field="id").iter_from(None)]
     assert ids == ["18446744073709551617", "-9223372036854775809"]
+
+
+def test_jsonl_lines_after_the_first_keep_every_check(tmp_path: Path) -> None:
+    """Lines after the first are read on a fast path; whatever it does not take is read again
+    by the careful one, so each refusal and oddity reads as it does on the first line."""
+    path = tmp_path / "in.jsonl"
+    path.write_text('{"id": 1, "team": "a"}\n\n  \n{"id": 2, "team": "b"}\n{"id": 3}\n')
+    source = JsonlItemSource(path, id_field="id", metadata_fields=["team"])
+    _refused(source, "in.jsonl line 5: no metadata field")
+    read = [item for item, _ in JsonlItemSource(path, id_field="id").iter_from(None)]
+    assert [item.item_id for item in read] == ["1", "2", "3"]  # blank lines skipped
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'{"id": 1}\n\xef\xbb\xbf{"id": 2}\n')
+    _refused(JsonlItemSource(bom, id_field="id"), "bom.jsonl line 2: not valid JSON")
+    big = tmp_path / "big.jsonl"
+    big.write_text('{"id": 1}\n{"id": 123456789012345678901234567890}\n')
+    ids = [item.item_id for item, _ in JsonlItemSource(big, id_field="id").iter_from(None)]
+    assert ids == ["1", "123456789012345678901234567890"]

@@ -3,8 +3,9 @@ line into item outcomes (completed, retried or failed), applied in set-based chu
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import orjson
 
@@ -133,12 +134,13 @@ def _apply(ctx: RunContext, batch: BatchRecord, chunk: list[ItemOutcome]) -> int
     return changed
 
 
-def _validate(ctx: RunContext, text: str) -> None:
-    if ctx.output_model is not None:
-        validate_output(ctx.output_model, text)
-        return
-    # The model class cannot be imported in this process: the provider's strict mode already
-    # enforced the schema, so check that the reply is a JSON object.
+def _json_object(text: str) -> None:
+    """The check of a reply when the model class cannot be imported in this process: the
+    provider's strict mode already enforced the schema, so check that it is a JSON object.
+
+    Raises:
+        OutputValidationError: the reply is not JSON, or not an object.
+    """
     try:
         value = orjson.loads(text)
     except ValueError as exc:
@@ -149,47 +151,57 @@ def _validate(ctx: RunContext, text: str) -> None:
 
 def _outcomes(ctx: RunContext, key: str) -> Iterator[ItemOutcome]:
     decode = ctx.codec.decode
-    check = ctx.settings.structured and ctx.codec.output_kind == "text"
+    check: Callable[[str], object] | None = None
+    if ctx.settings.structured and ctx.codec.output_kind == "text":
+        model = ctx.output_model
+        check = _json_object if model is None else functools.partial(validate_output, model)
+    new = tuple.__new__  # an ItemOutcome without its __new__ wrapper's call (every field)
     with ctx.artifacts.open_read(key) as fh:
         for raw in fh:
-            if not raw.strip():
+            if not raw or raw.isspace():
                 continue
             decoded = decode(raw)
             if decoded is None:
                 log.warning("%s: skipped a line that is not a batch result", key)
                 continue
             seq, reply = decoded
-            if reply is not None:  # None: never run; stays submitted, requeued without charge
-                yield _outcome(ctx, seq, reply, check)
-
-
-def _outcome(ctx: RunContext, seq: int, reply: Reply, check: bool) -> ItemOutcome:
-    tokens_in, tokens_out = reply.usage or (None, None)
-    if reply.error_class is not None:
-        return ItemOutcome(
-            seq,
-            "retry" if reply.retryable else "failed",
-            error_class=reply.error_class,
-            message=reply.message,
-            retryable=reply.retryable,
-            input_tokens=tokens_in,
-            output_tokens=tokens_out,
-        )
-    assert reply.text is not None
-    if check:
-        try:
-            _validate(ctx, reply.text)
-        except OutputValidationError as exc:
-            return ItemOutcome(
-                seq,
-                "retry",
-                output_text=reply.text,
-                error_class=exc.error_class,
-                message=str(exc)[:2000],
-                retryable=True,
-                input_tokens=tokens_in,
-                output_tokens=tokens_out,
+            if reply is None:  # never run; stays submitted, requeued without charge
+                continue
+            if reply.error_class is not None:
+                yield _failure(seq, reply)
+                continue
+            text = reply.text
+            assert text is not None
+            tokens_in, tokens_out = reply.usage or (None, None)
+            if check is not None:
+                try:
+                    check(text)
+                except OutputValidationError as exc:
+                    yield ItemOutcome(
+                        seq,
+                        "retry",
+                        output_text=text,
+                        error_class=exc.error_class,
+                        message=str(exc)[:2000],
+                        retryable=True,
+                        input_tokens=tokens_in,
+                        output_tokens=tokens_out,
+                    )
+                    continue
+            yield new(
+                ItemOutcome, (seq, "completed", text, None, None, False, tokens_in, tokens_out)
             )
+
+
+def _failure(seq: int, reply: Reply) -> ItemOutcome:
+    """The outcome of a line that answered with an error."""
+    tokens_in, tokens_out = reply.usage or (None, None)
     return ItemOutcome(
-        seq, "completed", output_text=reply.text, input_tokens=tokens_in, output_tokens=tokens_out
+        seq,
+        "retry" if reply.retryable else "failed",
+        error_class=reply.error_class,
+        message=reply.message,
+        retryable=reply.retryable,
+        input_tokens=tokens_in,
+        output_tokens=tokens_out,
     )

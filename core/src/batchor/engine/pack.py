@@ -162,17 +162,22 @@ class _BatchBuilder:
         self.tokens = 0
         self.ranges: list[tuple[int, int, int]] = []
         self._digest = hashlib.sha256()
+        # The limits, read once: `fits` is asked for every item.
+        limits = ctx.settings
+        self._max_requests = limits.max_requests
+        self._max_bytes = limits.max_bytes
+        self._token_limit = limits.token_limit
 
     def _write(self, chunk: bytes) -> None:
         self._digest.update(chunk)
         self._writer.write(chunk)
 
     def fits(self, length: int, tokens: int) -> bool:
-        limits = self._ctx.settings
+        token_limit = self._token_limit
         return (
-            len(self.seqs) < limits.max_requests
-            and self.size + length <= limits.max_bytes
-            and (limits.token_limit is None or self.tokens + tokens <= limits.token_limit)
+            len(self.seqs) < self._max_requests
+            and self.size + length <= self._max_bytes
+            and (token_limit is None or self.tokens + tokens <= token_limit)
         )
 
     def add(self, item: PendingItem, tokens: int) -> None:

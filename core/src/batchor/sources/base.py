@@ -111,13 +111,30 @@ class FileSource:
             if name not in record:
                 raise SourceError(f"{self.path.name} {where}: no metadata field {name!r}")
             metadata[name] = record[name]
-        return BatchItem(item_id=str(raw_id), payload=record, metadata=metadata)
+        return trusted_item(str(raw_id), record, metadata)
 
     def _unknown_field(self, fields: Sequence[str], what: str) -> SourceError:
         shown = shorten(", ".join(fields[:20]), 200) or "none"
         return SourceError(
             f"{what} {self.id_field!r} not found in {self.path.name} (fields: {shown})"
         )
+
+
+_new = object.__new__
+# The slots' own setters: they bypass the frozen class's __setattr__, as its __init__ does.
+_set_id = vars(BatchItem)["item_id"].__set__
+_set_payload = vars(BatchItem)["payload"].__set__
+_set_metadata = vars(BatchItem)["metadata"].__set__
+
+
+def trusted_item(item_id: str, payload: dict[str, Any], metadata: dict[str, Any]) -> BatchItem:
+    """``BatchItem(item_id, payload, metadata)`` for an id already known to be a non-empty
+    string, without the frozen dataclass's checked ``__init__`` (half the cost, per item)."""
+    item: BatchItem = _new(BatchItem)
+    _set_id(item, item_id)
+    _set_payload(item, payload)
+    _set_metadata(item, metadata)
+    return item
 
 
 def shorten(text: str, limit: int = 80) -> str:

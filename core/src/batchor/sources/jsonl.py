@@ -16,6 +16,7 @@ from batchor.sources.base import (
     codec_name,
     line_decode_error,
     shorten,
+    trusted_item,
 )
 
 _JSON_WHITESPACE = " \t\r\n"
@@ -63,6 +64,11 @@ class JsonlItemSource(FileSource):
     def iter_from(self, checkpoint: str | None) -> Iterator[tuple[BatchItem, str]]:
         """Items after the byte offset in ``checkpoint``."""
         offset = int(checkpoint) if checkpoint else 0
+        # UTF-8 lines go to orjson as bytes, with no error text built: orjson refuses every
+        # line the careful path below refuses, so any line it does not take (and the first
+        # line, which may carry a byte-order mark) is read again by that path.
+        fast = self._codec == "utf-8"
+        loads, id_field, metadata_fields = orjson.loads, self.id_field, self.metadata_fields
         with open(self.path, "rb") as fh:
             line_no = 0
             if offset:
@@ -73,30 +79,56 @@ class JsonlItemSource(FileSource):
                 offset += len(raw)
                 if line_no >= 0:
                     line_no += 1
-                where = f"line {line_no}" if line_no >= 0 else f"at byte {start}"
-                try:
-                    text = raw.decode(self._codec)
-                except UnicodeError as exc:
-                    raise line_decode_error(self.path, where, start, self.encoding, exc) from None
-                if start == 0 and self._codec == "utf-8":
-                    text = text.removeprefix("\ufeff")
-                if not text.strip(_JSON_WHITESPACE):
-                    continue
-                try:
-                    record = orjson.loads(text)
-                except ValueError as exc:
-                    raise SourceError(
-                        f"{self.path.name} {where}: not valid JSON ({shorten(str(exc))})"
-                    ) from None
-                if not isinstance(record, dict):
-                    raise SourceError(f"{self.path.name} {where}: not a JSON object")
-                if isinstance(record.get(self.id_field), float):
-                    record = json.loads(text)  # orjson reads integers past 64 bits as floats
-                if self.id_field not in record:
-                    if start == 0:
-                        raise self._unknown_field(list(record), "id field")
-                    raise SourceError(f"{self.path.name} {where}: no {self.id_field!r} field")
-                yield self._item(record, where), str(offset)
+                if fast and start:
+                    try:
+                        record = loads(raw)
+                    except ValueError:
+                        record = None
+                    if type(record) is dict:
+                        raw_id = record.get(id_field)
+                        kind = type(raw_id)
+                        if (kind is str and raw_id) or kind is int:
+                            try:
+                                metadata = (
+                                    {name: record[name] for name in metadata_fields}
+                                    if metadata_fields
+                                    else {}
+                                )
+                            except KeyError:
+                                pass  # the careful path names the missing field
+                            else:
+                                yield trusted_item(str(raw_id), record, metadata), str(offset)
+                                continue
+                item = self._careful_item(raw, start, line_no)
+                if item is not None:
+                    yield item, str(offset)
+
+    def _careful_item(self, raw: bytes, start: int, line_no: int) -> BatchItem | None:
+        """The item of one line (``None`` for a blank line), or the error naming the line."""
+        where = f"line {line_no}" if line_no >= 0 else f"at byte {start}"
+        try:
+            text = raw.decode(self._codec)
+        except UnicodeError as exc:
+            raise line_decode_error(self.path, where, start, self.encoding, exc) from None
+        if start == 0 and self._codec == "utf-8":
+            text = text.removeprefix("\ufeff")
+        if not text.strip(_JSON_WHITESPACE):
+            return None
+        try:
+            record = orjson.loads(text)
+        except ValueError as exc:
+            raise SourceError(
+                f"{self.path.name} {where}: not valid JSON ({shorten(str(exc))})"
+            ) from None
+        if not isinstance(record, dict):
+            raise SourceError(f"{self.path.name} {where}: not a JSON object")
+        if isinstance(record.get(self.id_field), float):
+            record = json.loads(text)  # orjson reads integers past 64 bits as floats
+        if self.id_field not in record:
+            if start == 0:
+                raise self._unknown_field(list(record), "id field")
+            raise SourceError(f"{self.path.name} {where}: no {self.id_field!r} field")
+        return self._item(record, where)
 
 
 def _ascii_compatible(codec: str) -> bool:

@@ -12,13 +12,16 @@ from batchor.errors import ConfigurationError
 from batchor.items import PromptParts
 from batchor.providers.base import BatchVerdict, Reply
 from batchor.providers.openai.endpoints import endpoint_kind
-from batchor.providers.openai.replies import read_reply
+from batchor.providers.openai.replies import read_reply, single_text, usage_of
 from batchor.providers.openai.tokens import estimate_tokens
 
 # Error codes of lines the provider never ran: the item goes back without an attempt charged.
 _NOT_RUN_CODES = frozenset({"batch_expired", "batch_cancelled"})
 # Whole-batch failures that say nothing about the items: requeue without charge.
 _UNCHARGED_BATCH_ERRORS = frozenset({"token_limit_exceeded", "insufficient_quota"})
+
+# A Reply built without its __new__ wrapper's call (a tuple of all five fields).
+_new_reply = tuple.__new__
 
 
 def _dumps(value: Any) -> bytes:
@@ -121,6 +124,18 @@ class OpenAICodec:
         except (ValueError, KeyError, TypeError):
             return None
         response = parsed.get("response")
+        if (
+            self.kind == "responses"
+            and type(response) is dict
+            and response.get("status_code") == 200
+        ):
+            # The usual line, a completed reply: read here, as read_reply would read it.
+            body = response.get("body")
+            if type(body) is dict and body.get("status") == "completed":
+                text = single_text(body)
+                if text is not None:
+                    usage = usage_of(body.get("usage"), "input_tokens", "output_tokens")
+                    return seq, _new_reply(Reply, (text, usage, None, "", False))
         if not isinstance(response, dict):
             error = parsed.get("error") or {}
             code = str(error.get("code") or "provider_error") if isinstance(error, dict) else ""

@@ -37,14 +37,32 @@ def _http_failure(status_code: int, body: Any) -> Reply:
     return Reply(None, None, "invalid_request", message, False)
 
 
-def _usage(raw: Any, input_key: str, output_key: str) -> tuple[int, int] | None:
+def single_text(body: dict[str, Any]) -> str | None:
+    """The text of a Responses reply made of one message with one text part (the usual
+    reply, read without the general walk of `read_reply`); ``None`` for any other shape."""
+    output = body.get("output")
+    if type(output) is list and len(output) == 1:
+        message = output[0]
+        if type(message) is dict and message.get("type") == "message":
+            content = message.get("content")
+            if type(content) is list and len(content) == 1:
+                part = content[0]
+                if type(part) is dict and part.get("type") == "output_text":
+                    text = part.get("text")
+                    if type(text) is str:
+                        return text
+    return None
+
+
+def usage_of(raw: Any, input_key: str, output_key: str) -> tuple[int, int] | None:
+    """``(input, output)`` tokens from a reply's usage object; ``None`` if there is none."""
     if not isinstance(raw, dict):
         return None
     return int(raw.get(input_key) or 0), int(raw.get(output_key) or 0)
 
 
 def _chat_reply(body: dict[str, Any]) -> Reply:
-    usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
+    usage = usage_of(body.get("usage"), "prompt_tokens", "completion_tokens")
     choices = body.get("choices") or []
     if not choices or not isinstance(choices[0], dict):
         return Reply(None, usage, "invalid_response", "reply has no choices", True)
@@ -61,21 +79,12 @@ def _chat_reply(body: dict[str, Any]) -> Reply:
 
 
 def _responses_reply(body: dict[str, Any]) -> Reply:
-    usage = _usage(body.get("usage"), "input_tokens", "output_tokens")
+    usage = usage_of(body.get("usage"), "input_tokens", "output_tokens")
     status = body.get("status")
     if status == "completed":
-        # The usual reply, read without the general walk below: one message, one text part.
-        output = body.get("output")
-        if type(output) is list and len(output) == 1:
-            message = output[0]
-            if type(message) is dict and message.get("type") == "message":
-                content = message.get("content")
-                if type(content) is list and len(content) == 1:
-                    part = content[0]
-                    if type(part) is dict and part.get("type") == "output_text":
-                        text = part.get("text")
-                        if type(text) is str:
-                            return Reply(text, usage)
+        text = single_text(body)
+        if text is not None:
+            return Reply(text, usage)
     if status == "incomplete":
         details = body.get("incomplete_details") or {}
         reason = details.get("reason", "unknown") if isinstance(details, dict) else "unknown"
@@ -102,7 +111,7 @@ def _responses_reply(body: dict[str, Any]) -> Reply:
 
 def _embedding_reply(body: dict[str, Any]) -> Reply:
     """The one vector of an embeddings reply, as a JSON array of floats."""
-    usage = _usage(body.get("usage"), "prompt_tokens", "completion_tokens")
+    usage = usage_of(body.get("usage"), "prompt_tokens", "completion_tokens")
     data = body.get("data")
     if type(data) is list and len(data) == 1 and type(data[0]) is dict:
         vector = data[0].get("embedding")
