@@ -36,9 +36,23 @@ pytest_plugins = ["batchor.testing.pytest_plugin", "tests.s3_server", "tests.pos
 
 # An integration's tests need its orchestrator: in an environment without it (the core-only
 # CI run), its folder is not collected at all.
-collect_ignore = [
-    name for name in ("airflow", "dagster", "prefect") if importlib.util.find_spec(name) is None
-]
+_ORCHESTRATORS = ("airflow", "dagster", "prefect")
+collect_ignore = [name for name in _ORCHESTRATORS if importlib.util.find_spec(name) is None]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each orchestrator's tests on one pytest-xdist worker (``--dist loadgroup`` in the
+    pytest options): its session fixtures (the Prefect test server, the Airflow metadata DB)
+    then start once, not once per worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(tests):
+            folder = item.path.relative_to(tests).parts[0]
+            if folder in _ORCHESTRATORS:
+                item.add_marker(pytest.mark.xdist_group(folder))
+
 
 # Any call that escapes the emulator fails at once instead of reaching a real service.
 _NOWHERE = "http://127.0.0.1:9/v1"

@@ -16,6 +16,9 @@ import pytest
 
 from tests.airflow.helpers import jsonl_ids, store_runs
 
+# Airflow in child processes (one SIGKILLed, `airflow dags test`): the slow tier.
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("airflow")
 
 EXAMPLE_CSV = Path(__file__).parents[2] / "examples" / "airflow" / "tickets.csv"

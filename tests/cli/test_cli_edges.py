@@ -213,6 +213,7 @@ def _stopped(args: list[str], signum: int) -> tuple[int, str]:
     return code, tail.rstrip("\n")
 
 
+@pytest.mark.slow  # a CLI child process signalled mid-run, then resumed
 @pytest.mark.parametrize(
     ("signum", "code", "said"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
@@ -239,6 +240,7 @@ def test_a_stopped_run_says_how_to_resume_and_resumes(
     assert len(slow.batches()) == 1  # resumed, not bought again
 
 
+@pytest.mark.slow  # a CLI child process signalled mid-wait, then resumed
 def test_a_terminated_wait_says_how_to_resume(
     tmp_path: Path, invoke: Invoke, slow: OpenAIBatchEmulator
 ) -> None:

@@ -4,7 +4,10 @@ results then show it, and one-line state errors (exit 2)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from batchor.testing import OpenAIBatchEmulator
 from tests.cli.conftest import Invoke
@@ -62,9 +65,20 @@ def test_cancel_marks_the_items_never_sent_cancelled(
     assert invoke("wait", "c1").exit_code == 1  # a cancelled run is not a success
 
 
+@pytest.fixture
+def slower_emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[OpenAIBatchEmulator]:
+    """Batch phases of 2 s: the batch is still live when the cancel reaches it, even on a
+    loaded machine (0.3 s phases can end before the CLI's next process starts)."""
+    with OpenAIBatchEmulator(phase_seconds=2.0) as emu:
+        monkeypatch.setenv("OPENAI_BASE_URL", emu.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", emu.api_key)
+        yield emu
+
+
 def test_cancel_remote_stops_the_batch_at_the_provider(
-    tmp_path: Path, invoke: Invoke, slow_emulator: OpenAIBatchEmulator
+    tmp_path: Path, invoke: Invoke, slower_emulator: OpenAIBatchEmulator
 ) -> None:
+    slow_emulator = slower_emulator
     write_csv(tmp_path / "in.csv", ["r0", "r1"])
     assert invoke("start", "in.csv", *JOB, "--run-id", "c2").exit_code == 0
     cancelling = invoke("cancel", "c2", "--remote", "--json")

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from batchor import (
     BatchJob,
     BatchLimits,
@@ -20,6 +22,9 @@ from batchor import (
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
 from ..core.conftest import Sentiment
+
+# Fresh processes on a real Postgres server and S3 server: the slow tier.
+pytestmark = pytest.mark.slow
 
 _REPO = str(Path(__file__).resolve().parents[2])
 _FRESH = """

@@ -59,6 +59,7 @@ def _items(path: Path, n: int) -> None:
     )
 
 
+@pytest.mark.slow  # a child process crashes mid-ingest of 40,000 items, another resumes
 def test_a_crash_mid_ingest_resumes_from_the_last_durable_slice(tmp_path: Path) -> None:
     n = 40_000
     _items(tmp_path / "items.jsonl", n)

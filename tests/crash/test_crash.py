@@ -32,6 +32,9 @@ import pytest
 from tests.crash import harness
 from tests.crash.harness import Job
 
+# Every case SIGKILLs a child process and resumes it in a fresh one: the slow tier.
+pytestmark = pytest.mark.slow
+
 # The slow tier's cases: (job, kill point, repetitions).
 _SLOW = [
     (Job("embeddings", 100_000), "during-download", 1),

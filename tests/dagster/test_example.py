@@ -56,6 +56,7 @@ def _metadata_of(instance: DagsterInstance, run_id: str, asset: str) -> dict[str
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow  # `dagster asset materialize` in a child process
 def test_documented_cli_command_materialises_the_example(tmp_path: Path) -> None:
     home = tmp_path / "dagster_home"
     home.mkdir()

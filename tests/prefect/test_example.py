@@ -8,7 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .helpers import EXAMPLE, ROOT
+
+# The example script in a fresh process against the session's Prefect server: the slow tier.
+pytestmark = pytest.mark.slow
 
 
 def test_the_example_script_runs_as_documented(tmp_path: Path, prefect_server: str) -> None:

@@ -268,7 +268,9 @@ def test_the_flow_class_survives_with_options_and_stores_no_secret() -> None:
         provider_config=OpenAIProviderConfig(model="gpt-4.1-mini", api_key="sk-in-the-job"),
     )
     config = BatchorConfig(
-        store="postgresql+psycopg://batchor:hunter2@db/batchor", openai_api_key="sk-in-the-block"
+        store="postgresql+psycopg://batchor:hunter2@db/batchor",
+        openai_api_key="sk-in-the-block",
+        api_keys={"gemini": "AIza-in-the-block"},
     )
     stored = nightly.serialize_parameters(
         {"job": job, "destination": "x.jsonl", "run_key": None, "config": config}
@@ -282,8 +284,11 @@ def test_the_flow_class_survives_with_options_and_stores_no_secret() -> None:
             "artifacts": None,
             "openai_base_url": None,
             "openai_api_key": "set",
+            "base_urls": None,
+            "api_keys": "gemini",
         },
     }
+    assert "AIza-in-the-block" not in str(stored)
     assert nightly.serialize_parameters({"job": prompt})["job"] == (
         "<callable tests.prefect.conftest:prompt>"
     )

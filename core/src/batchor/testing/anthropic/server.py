@@ -215,6 +215,9 @@ class AnthropicRequestHandler(BaseHTTPRequestHandler):
     """Serves one connection: routes each request, authenticates it and renders its errors."""
 
     protocol_version = "HTTP/1.1"
+    # Replies go out at once: with Nagle's algorithm on, a keep-alive client waits ~40 ms for
+    # the delayed ACK of every reply written in two parts (headers, then body).
+    disable_nagle_algorithm = True
     server_version = "batchor-anthropic-emulator"
     sys_version = ""
     server: AnthropicHTTPServer

@@ -108,6 +108,9 @@ class GeminiRequestHandler(BaseHTTPRequestHandler):
     """Serves one connection: routes each request, authenticates it, renders its errors."""
 
     protocol_version = "HTTP/1.1"
+    # Replies go out at once: with Nagle's algorithm on, a keep-alive client waits ~40 ms for
+    # the delayed ACK of every reply written in two parts (headers, then body).
+    disable_nagle_algorithm = True
     server_version = "batchor-emulator"
     sys_version = ""
     server: GeminiHTTPServer
