@@ -54,7 +54,7 @@ class InlineUntagged(InProcessBatchTransport):
         with content() as fh:
             file_id = super().upload_file(fh, "inline.jsonl")
         self.sent_metadata.append(metadata)
-        batch = _bare(super().create_batch(file_id, endpoint, {}))
+        batch = self._counted(_bare(super().create_batch(file_id, endpoint, {})))
         self.created.append(batch)
         if self.lose > 0:
             self.lose -= 1
@@ -65,13 +65,20 @@ class InlineUntagged(InProcessBatchTransport):
         """A batch another client made at the same moment with as many requests (once both
         have been counted: the emulator counts a batch's requests as it validates it)."""
         assert like.input_file_id is not None
-        theirs = _bare(super().create_batch(like.input_file_id, "/v1/responses", {}))
+        return self._counted(_bare(super().create_batch(like.input_file_id, "/v1/responses", {})))
+
+    def _counted(self, batch: ProviderBatch) -> ProviderBatch:
+        """``batch`` once the emulator has counted its requests (it counts them as it
+        validates the batch, on its own thread): an inline API such as Anthropic's reports
+        a batch's request count from its creation, so a lookup right after a lost create
+        answer must see it. On a loaded machine the count can otherwise lag."""
         deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(
-            not self.retrieve_batch(b.id).request_count for b in (like, theirs)
-        ):
+        while time.monotonic() < deadline:
+            counted = self.retrieve_batch(batch.id)
+            if counted.request_count:
+                return counted
             time.sleep(0.005)
-        return theirs
+        raise AssertionError(f"the emulator never counted the requests of {batch.id}")
 
     def retrieve_batch(self, batch_id: str) -> ProviderBatch:
         return _bare(super().retrieve_batch(batch_id))
