@@ -212,16 +212,6 @@ class BatchOperations(SqlConnector):
         is in ``expected`` and unclaimed, expired, already ``owner``'s or ``steal_from``'s."""
         at = now()
         holders = [owner] if steal_from is None else [owner, steal_from]
-        free = sa.or_(
-            batches.c.lease_until.is_(None),
-            batches.c.lease_until < at,
-            batches.c.claimed_by.in_(holders),
-        )
-        stmt = (
-            batches.update()
-            .where(batches.c.pk == batch_pk, batches.c.status == expected.value, free)
-            .values(claimed_by=owner, lease_until=at + lease_seconds)
-        )
         with self._write() as conn:
             if is_postgres(conn):  # skips a row another transaction holds, never waits
                 return postgres.claim_batch(
@@ -233,6 +223,16 @@ class BatchOperations(SqlConnector):
                     now=at,
                     holders=holders,
                 )
+            free = sa.or_(
+                batches.c.lease_until.is_(None),
+                batches.c.lease_until < at,
+                batches.c.claimed_by.in_(holders),
+            )
+            stmt = (
+                batches.update()
+                .where(batches.c.pk == batch_pk, batches.c.status == expected.value, free)
+                .values(claimed_by=owner, lease_until=at + lease_seconds)
+            )
             return conn.execute(stmt).rowcount == 1
 
     def _move(

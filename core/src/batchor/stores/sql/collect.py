@@ -65,11 +65,6 @@ class CollectOperations(SqlConnector):
         self, run_pk: int, batch_pk: int, outcomes: Sequence[ItemOutcome], max_attempts: int
     ) -> int:
         at = now()
-        failures = [
-            (run_pk, o.seq, batch_pk, o.error_class or "unknown", o.message or "", o.retryable, at)
-            for o in outcomes
-            if o.kind != "completed"
-        ]
         with self._write() as conn:
             if is_postgres(conn):
                 return postgres.apply_outcomes(
@@ -82,6 +77,19 @@ class CollectOperations(SqlConnector):
                     now=at,
                 )
             tick = next_tick(conn, run_pk)
+            failures = [
+                (
+                    run_pk,
+                    o.seq,
+                    batch_pk,
+                    o.error_class or "unknown",
+                    o.message or "",
+                    o.retryable,
+                    at,
+                )
+                for o in outcomes
+                if o.kind != "completed"
+            ]
             completed = [
                 (o.output_text, o.input_tokens, o.output_tokens, tick, run_pk, o.seq, batch_pk)
                 for o in outcomes
