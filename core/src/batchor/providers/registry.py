@@ -110,3 +110,15 @@ def credentials_by_provider(
             )
         result["openai"] = ProviderCredentials(api_key=api_key or None, base_url=base_url or None)
     return result
+
+
+def credentials_from(
+    api_keys: Mapping[str, str], base_urls: Mapping[str, str]
+) -> dict[str, ProviderCredentials]:
+    """Credentials by provider name from keys and base URLs kept apart by provider name (as
+    orchestrators' settings keep them: the keys secret, the URLs not); names are checked by
+    `credentials_by_provider` when a runner takes them."""
+    return {
+        name: ProviderCredentials(api_key=api_keys.get(name), base_url=base_urls.get(name))
+        for name in {**api_keys, **base_urls}
+    }

@@ -3,13 +3,13 @@ Dagster resource. Credentials are handed to the core when a step runs and never 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from dagster import Config, ConfigurableResource
 from pydantic import Field
 
-from batchor import BatchRunner, ProviderCredentials
+from batchor import BatchRunner
+from batchor.providers.registry import credentials_from
 
 
 class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]  # TResValue is Self
@@ -74,7 +74,7 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]  # TResVa
             artifacts=self.artifacts or None,
             api_key=self.openai_api_key or None,
             base_url=self.openai_base_url or None,
-            credentials=credentials(self.api_keys, self.base_urls),
+            credentials=credentials_from(self.api_keys, self.base_urls),
         )
 
     def __repr_args__(self) -> Any:
@@ -85,16 +85,6 @@ class BatchorResource(ConfigurableResource):  # type: ignore[type-arg]  # TResVa
             elif name == "api_keys":
                 value = dict.fromkeys(value, "***")
             yield name, value
-
-
-def credentials(
-    api_keys: Mapping[str, str], base_urls: Mapping[str, str]
-) -> dict[str, ProviderCredentials]:
-    """A runner's credentials from keys and base URLs by provider name."""
-    return {
-        name: ProviderCredentials(api_key=api_keys.get(name), base_url=base_urls.get(name))
-        for name in {**api_keys, **base_urls}
-    }
 
 
 class BatchorAssetConfig(Config):

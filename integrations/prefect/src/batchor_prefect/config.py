@@ -8,7 +8,8 @@ from prefect.blocks.core import Block
 from prefect.blocks.fields import SecretDict
 from pydantic import Field, SecretStr
 
-from batchor import BatchRunner, ProviderCredentials
+from batchor import BatchRunner
+from batchor.providers.registry import credentials_from
 
 
 class BatchorConfig(Block):
@@ -95,10 +96,7 @@ class BatchorConfig(Block):
             self.artifacts or None,
             api_key=key or None,
             base_url=self.openai_base_url or None,
-            credentials={
-                name: ProviderCredentials(api_key=keys.get(name), base_url=self.base_urls.get(name))
-                for name in {**keys, **self.base_urls}
-            },
+            credentials=credentials_from(keys, self.base_urls),
         )
 
     def describe(self) -> dict[str, str | None]:
