@@ -137,7 +137,9 @@ def test_a_batch_with_another_checksum_is_not_adopted_and_nothing_is_created(
 ) -> None:
     store = sqlite_store(tmp_path)
     artifacts = tmp_path / "artifacts"
-    with OpenAIBatchEmulator(phase_seconds=5.0) as emu:
+    # Long enough phases that the first life's batch is still live when the second life
+    # finds it (it must be cancellable), short enough that the batch bought after it ends soon.
+    with OpenAIBatchEmulator(phase_seconds=2.5) as emu:
         with BatchRunner(store.url, artifacts) as first:
             first.start(job_for(emu, n=5), "tr2")
         store.lose()
@@ -163,7 +165,7 @@ def test_a_batch_with_another_checksum_is_not_adopted_and_nothing_is_created(
             while client.batches.retrieve(remote_id).status != "cancelled":
                 pass
             run.resume()
-            final = run.wait(poll_interval=0.05)
+            final = run.wait(poll_interval=0.05, max_poll_interval=0.25)
             assert final.status is RunStatus.COMPLETED
             assert final.completed == 5
         assert per_key(emu) == {"tr2/000000": 2}
