@@ -125,7 +125,10 @@ def test_a_partitioned_asset_materialises_an_anthropic_job(
         == tokens[f"anthropic.{MODEL}.prompt_tokens"]
         + tokens[f"anthropic.{MODEL}.completion_tokens"]
     )
-    [check] = outcome.get_asset_check_evaluations()
+    checks = {c.check_name: c for c in outcome.get_asset_check_evaluations()}
+    assert set(checks) == {"batchor_failure_rate", "batchor_limits"}
+    assert checks["batchor_limits"].passed  # no deadline, no cap: nothing stopped the run
+    check = checks["batchor_failure_rate"]
     assert check.passed
     out = tmp_path / "out" / "2026-11-23.jsonl"
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -53,7 +53,10 @@ def test_partitioned_asset_materialises_results_and_metadata(
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert sorted(r["item_id"] for r in rows) == sorted(f"2026-11-23-{i}" for i in range(12))
     assert all(r["status"] == "completed" and r["output"]["label"] for r in rows)
-    [check] = outcome.get_asset_check_evaluations()
+    checks = {c.check_name: c for c in outcome.get_asset_check_evaluations()}
+    assert set(checks) == {"batchor_failure_rate", "batchor_limits"}
+    assert checks["batchor_limits"].passed  # no deadline, no cap: nothing stopped the run
+    check = checks["batchor_failure_rate"]
     assert check.passed
     assert check.check_name == "batchor_failure_rate"
     assert emulator.stats.batches_created == 3  # 12 items, 5 per batch

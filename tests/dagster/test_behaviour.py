@@ -51,7 +51,10 @@ def test_failure_rate_check_fails_when_items_fail(
     assert meta["batchor/run_status"] == "completed_with_failures"
     assert meta["batchor/failed"] == 1
     assert meta["batchor/completed"] == 11
-    [check] = outcome.get_asset_check_evaluations()
+    checks = {c.check_name: c for c in outcome.get_asset_check_evaluations()}
+    assert set(checks) == {"batchor_failure_rate", "batchor_limits"}
+    assert checks["batchor_limits"].passed  # no deadline, no cap: nothing stopped the run
+    check = checks["batchor_failure_rate"]
     assert not check.passed
     assert check.metadata["failure_rate"].value == pytest.approx(1 / 12, abs=1e-6)
     assert len((tmp_path / "2026-11-23.csv").read_text().splitlines()) == 13  # header + 12

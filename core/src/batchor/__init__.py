@@ -40,7 +40,7 @@ from batchor.sources.composite import CompositeItemSource
 from batchor.sources.csv import CsvItemSource
 from batchor.sources.jsonl import JsonlItemSource
 from batchor.sources.parquet import ParquetItemSource
-from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.states import BatchStatus, ItemStatus, PauseCode, RunStatus
 from batchor.steps import run_id_from
 
 __version__ = "0.1.0"
@@ -74,6 +74,7 @@ __all__ = [
     "ModelPrice",
     "OpenAIProviderConfig",
     "ParquetItemSource",
+    "PauseCode",
     "PriceTable",
     "PromptParts",
     "ProviderAuthError",

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from batchor.engine.budget import output_cap
 from batchor.engine.ingest import encoded_body, positions, prompt_parts
 from batchor.items import BatchItem
 from batchor.jobs import BatchJob
@@ -14,9 +15,6 @@ from batchor.results import Usage
 from batchor.runner import job_codec
 from batchor.sources.base import CheckpointedItemSource
 from batchor.structured import strict_json_schema
-
-# Request parameters that cap a reply's tokens, by endpoint family.
-_OUTPUT_CAPS = ("max_output_tokens", "max_completion_tokens", "max_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +101,8 @@ def estimate_job(
         in_batch += 1
         batch_bytes += size
         batch_tokens += tokens
-    cap = next(
-        (int(settings.request_params[k]) for k in _OUTPUT_CAPS if k in settings.request_params),
-        getattr(settings, "max_tokens", None),  # a provider whose config carries the cap
-    )
-    if codec.output_kind == "vector":
-        cap = 0  # an embedding bills input tokens only
+    # The same reading of the cap as the spending cap's projection makes of a run's config.
+    cap = output_cap(settings.record(), vector=codec.output_kind == "vector")
     table = price_table(prices)
     input_cost = table.cost(settings.model, Usage(total_tokens, 0))
     max_cost = None

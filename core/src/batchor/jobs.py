@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from batchor.errors import ConfigurationError
@@ -45,12 +47,25 @@ class BatchLimits:
             50,000, Azure OpenAI 100,000).
         max_bytes: Bytes per batch input file (OpenAI and Azure allow 200 MB; the default
             keeps a margin).
+        batch_timeout: The longest one provider batch may run. A batch still running after
+            it is cancelled at the provider: its answered lines are kept and its unanswered
+            items go back to be sent again, without charging an attempt (or end ``failed``
+            with class ``deadline`` once the run's deadline has passed). ``None`` (default):
+            the provider's own window (OpenAI 24 h; Azure batches never expire).
     """
 
     max_requests: int | None = None
     max_bytes: int = 190_000_000
+    batch_timeout: timedelta | None = None
 
     def __post_init__(self) -> None:
+        if self.batch_timeout is not None and (
+            not isinstance(self.batch_timeout, timedelta) or self.batch_timeout.total_seconds() <= 0
+        ):
+            raise ConfigurationError(
+                "BatchLimits.batch_timeout must be a positive timedelta, got "
+                f"{self.batch_timeout!r}"
+            )
         if self.max_requests is not None and self.max_requests < 1:
             raise ConfigurationError(
                 f"BatchLimits.max_requests must be at least 1, got {self.max_requests}"
@@ -109,8 +124,18 @@ class BatchJob:
             be one the provider's strict mode accepts (see `batchor.schema_check`), or
             construction raises `ConfigurationError` naming the field.
         retry_policy: Attempts per item.
-        limits: How full each provider batch is packed.
+        limits: How full each provider batch is packed, and how long one may run.
         artifact_policy: What is kept of the run's files.
+        deadline: When the whole run must end: a ``timedelta`` from the run's creation, or
+            a timezone-aware ``datetime``. Past it nothing more is sent, live batches are
+            cancelled at the provider (their answered lines kept) and every item still open
+            ends ``failed`` with class ``deadline``.
+        max_cost_usd: The most the run may cost. Before each provider batch is created, its
+            projected cost (the price table's price of its estimated input tokens plus
+            expected output tokens) and the cost of the run's other batches must fit;
+            otherwise nothing more is sent and the run pauses with reason ``budget``, to be
+            resumed with a higher cap (``Run.resume(max_cost_usd=...)``). The model must be
+            in the runner's price table.
     """
 
     items: CheckpointedItemSource | Iterable[BatchItem]
@@ -120,8 +145,12 @@ class BatchJob:
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     limits: BatchLimits = field(default_factory=BatchLimits)
     artifact_policy: ArtifactPolicy = field(default_factory=ArtifactPolicy)
+    deadline: timedelta | datetime | None = None
+    max_cost_usd: float | None = None
 
     def __post_init__(self) -> None:
+        check_deadline("BatchJob.deadline", self.deadline)
+        check_cost_cap("BatchJob.max_cost_usd", self.max_cost_usd)
         if not callable(self.build_prompt):
             raise ConfigurationError("BatchJob.build_prompt must be callable")
         from batchor.providers.registry import check_config
@@ -140,3 +169,46 @@ class BatchJob:
             # Refuse at once what the provider's strict mode would refuse or answer empty,
             # and structured output on an endpoint that has none (embeddings).
             self.provider_config.codec(strict_json_schema(model), "output")
+
+
+def check_deadline(name: str, deadline: object) -> None:
+    """Refuse a deadline that is not a positive ``timedelta`` or an aware ``datetime``.
+
+    Raises:
+        ConfigurationError: names the setting and the value.
+    """
+    if deadline is None:
+        return
+    if isinstance(deadline, datetime):
+        if deadline.tzinfo is None or deadline.utcoffset() is None:
+            raise ConfigurationError(
+                f"{name} must be timezone-aware (e.g. datetime(..., tzinfo=timezone.utc)), "
+                f"got {deadline!r}"
+            )
+    elif not isinstance(deadline, timedelta) or deadline.total_seconds() <= 0:
+        raise ConfigurationError(
+            f"{name} must be a positive timedelta or an aware datetime, got {deadline!r}"
+        )
+
+
+def check_cost_cap(name: str, cap: object) -> None:
+    """Refuse a spending cap that is not a positive, finite number of USD.
+
+    Raises:
+        ConfigurationError: names the setting and the value.
+    """
+    if cap is None:
+        return
+    if isinstance(cap, bool) or not isinstance(cap, int | float) or not math.isfinite(cap):
+        raise ConfigurationError(f"{name} must be a number of USD, got {cap!r}")
+    if cap <= 0:
+        raise ConfigurationError(f"{name} must be more than 0, got {cap!r}")
+
+
+def deadline_at(deadline: timedelta | datetime | None, created_at: float) -> float | None:
+    """A deadline as epoch seconds: a ``timedelta`` counts from ``created_at``."""
+    if deadline is None:
+        return None
+    if isinstance(deadline, timedelta):
+        return created_at + deadline.total_seconds()
+    return deadline.timestamp()

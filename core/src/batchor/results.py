@@ -36,7 +36,8 @@ class ItemFailure:
             ``invalid_request``, ``invalid_json``, ``schema_validation``, ``refusal``,
             ``incomplete``, ``missing_output``, ``request_too_large``, ``batch_failed``,
             ``provider_error``, ``invalid_response``, ``unstorable`` (a reply the store could
-            not hold; not retried).
+            not hold; not retried), ``deadline`` (the run's deadline passed before the item
+            was answered; no attempt charged).
         message: The provider's or validator's message.
         retryable: Whether the failure is of a kind that is retried.
         attempt: Which attempt (1-based) it ended.
@@ -144,6 +145,19 @@ class RunSummary:
         pause_reason: Why the run is paused, when it is.
         cost_usd: The estimated cost of ``usage`` in USD from the runner's price table;
             ``None`` when the table does not know the model.
+        pause_code: Why the run is paused, as a code: ``budget`` (its spending cap),
+            ``quota``, ``refused``, ``request`` (paused by a user) ...; ``None`` when it is
+            not paused.
+        deadline_at: When the run must end (epoch seconds), if it has a deadline.
+        max_cost_usd: The run's spending cap in USD, if it has one.
+        committed_cost_usd: With a spending cap, what counts against it in USD: the cost
+            its collected batches billed plus the projected cost reserved by batches not
+            collected yet (``None`` without a cap).
+        deadline_failed: Items the run's deadline ended (``failed``, class ``deadline``).
+        timed_out_batches: Provider batches cancelled for running past
+            ``BatchLimits.batch_timeout``.
+        timeout_requeued: Unanswered items of those batches sent again (no attempt
+            charged).
     """
 
     run_id: str
@@ -154,6 +168,13 @@ class RunSummary:
     usage: Usage
     pause_reason: str | None = None
     cost_usd: float | None = None
+    pause_code: str | None = None
+    deadline_at: float | None = None
+    max_cost_usd: float | None = None
+    committed_cost_usd: float | None = None
+    deadline_failed: int = 0
+    timed_out_batches: int = 0
+    timeout_requeued: int = 0
 
     @property
     def total(self) -> int:
@@ -206,6 +227,13 @@ class RunSummary:
             },
             "pause_reason": self.pause_reason,
             "cost_usd": self.cost_usd,
+            "pause_code": self.pause_code,
+            "deadline_at": self.deadline_at,
+            "max_cost_usd": self.max_cost_usd,
+            "committed_cost_usd": self.committed_cost_usd,
+            "deadline_failed": self.deadline_failed,
+            "timed_out_batches": self.timed_out_batches,
+            "timeout_requeued": self.timeout_requeued,
         }
 
 

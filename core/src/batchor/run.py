@@ -2,41 +2,38 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from batchor.artifacts.base import ArtifactStore
+from batchor.engine.budget import committed_cost
 from batchor.engine.cancel import wind_down
 from batchor.engine.collect import collect
 from batchor.engine.context import RunContext, RunSettings, log
+from batchor.engine.deadline import deadline_passed, enforce_deadline
 from batchor.engine.ingest import ingest, positions
 from batchor.engine.pack import pack
 from batchor.engine.poll import poll
 from batchor.engine.submit import submit
-from batchor.errors import RunNotFoundError, RunStateError, WaitTimeout
-from batchor.exports import export_rows
+from batchor.errors import RunStateError, WaitTimeout
 from batchor.handles import CollectResult
 from batchor.items import BatchItem
-from batchor.reading import ResultBuilder, cursor_of, cursor_position
-from batchor.results import BatchInfo, ItemResult, ResultPage, RunSummary, Usage
-from batchor.retention import ArtifactExport, PruneReport, export_artifacts, prune_artifacts
+from batchor.jobs import check_cost_cap
+from batchor.results import BatchInfo, RunSummary, Usage
+from batchor.run_outputs import RunOutputs
 from batchor.sources.base import CheckpointedItemSource, part_locator
-from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.states import BatchStatus, ItemStatus, PauseCode, RunStatus
 
 if TYPE_CHECKING:
-    from pydantic import BaseModel
-
     from batchor.jobs import BatchJob
     from batchor.runner import BatchRunner
+    from batchor.stores.base import RunRecord
 
-_RESULT_PAGE = 2_000
 _OPEN = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.SUBMITTED)
 
 
-class Run:
+class Run(RunOutputs):
     """A handle on one durable run. Get one from `BatchRunner.start` or
     `BatchRunner.get_run`; any number of handles, in any processes, may drive the same
     run."""
@@ -53,22 +50,12 @@ class Run:
         self._job = job
         self._items = items
 
-    @property
-    def run_id(self) -> str:
-        """The run's id."""
-        return self._ctx.run.run_id
-
-    def _reload(self) -> None:
-        record = self._ctx.store.get_run(self.run_id)
-        if record is None:
-            raise RunNotFoundError(f"run {self.run_id!r} no longer exists in the store")
-        self._ctx.run = record
-
     # ---- driving ---------------------------------------------------------------------
     def refresh(self) -> RunSummary:
         """One reconcile step: ingest what remains (when the job is at hand), poll live
-        batches, collect ended ones, pack pending items and submit new batches. Returns the
-        summary after it."""
+        batches (stopping those past the run's deadline or their timeout), collect ended
+        ones, end what the deadline leaves unsent, pack pending items and submit new
+        batches. Returns the summary after it."""
         self._reload()
         status = self._ctx.run.status
         if status.is_terminal:
@@ -78,8 +65,9 @@ class Run:
         poll(self._ctx)
         collect(self._ctx)
         self._reload()
+        late = enforce_deadline(self._ctx)  # past the deadline: nothing more is sent
         status = self._ctx.run.status
-        if status is RunStatus.RUNNING:
+        if status is RunStatus.RUNNING and not late:
             self._pack_and_submit()
         elif status is RunStatus.CANCELLING:
             wind_down(self._ctx)
@@ -108,7 +96,9 @@ class Run:
 
     def _pack_one(self) -> int:
         """Pack one batch, unless another worker is packing the run (then 0: this step only
-        submits, polls and collects)."""
+        submits, polls and collects), or once the run's deadline has passed."""
+        if deadline_passed(self._ctx.run):
+            return 0
         with self._ctx.store.packing(self._ctx.run.pk) as mine:
             return pack(self._ctx, max_batches=1) if mine else 0
 
@@ -173,12 +163,15 @@ class Run:
         """Refresh until the run is terminal; returns its final summary.
 
         The pause between refreshes starts at ``poll_interval`` and doubles up to
-        ``max_poll_interval`` while nothing changes.
+        ``max_poll_interval`` while nothing changes. While webhooks flow (a provider
+        webhook drove the run in the last 15 minutes, see `batchor.webhooks`), every pause
+        is ``max_poll_interval``: the webhooks move the run on, polling is only the fallback.
 
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
             RunStateError: the run is paused and nothing is in flight any more.
         """
+        webhooks_flow_for = 900.0  # seconds since the last webhook that still count
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll_interval
         previous: dict[str, Any] | None = None
@@ -196,6 +189,9 @@ class Run:
             state = summary.to_dict()
             interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)
             previous = state
+            heard = self._ctx.run.webhook_at
+            if heard is not None and time.time() - heard < webhooks_flow_for:
+                interval = max_poll_interval
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -217,22 +213,39 @@ class Run:
         if self._ctx.run.status is RunStatus.PAUSED:
             return self.summary()
         if not self._ctx.store.set_run_status(
-            self._ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=reason
+            self._ctx.run.pk,
+            RunStatus.PAUSED,
+            expected=[RunStatus.RUNNING],
+            pause_reason=reason,
+            pause_code=PauseCode.REQUEST,
         ):
             raise RunStateError(f"cannot pause run {self.run_id!r}: it is {self._status()}")
         return self.summary()
 
-    def resume(self) -> RunSummary:
-        """Continue a paused run (also one paused by the provider's ``insufficient_quota``),
-        then take one reconcile step.
+    def resume(self, *, max_cost_usd: float | None = None) -> RunSummary:
+        """Continue a paused run (also one paused by the provider's ``insufficient_quota``
+        or by its spending cap), then take one reconcile step.
 
         On a running run it only takes the step.
 
+        Args:
+            max_cost_usd: The run's new spending cap in USD (it replaces the cap, the
+                deadline is kept). A run paused by its cap goes on only once the cap leaves
+                room for its next batch; resumed without raising it, it pauses again there.
+
         Raises:
+            ConfigurationError: ``max_cost_usd`` is not a positive number (nothing changed).
             RunStateError: the run is cancelling or has ended.
         """
+        check_cost_cap("max_cost_usd", max_cost_usd)
         self._reload()
         run = self._ctx.run
+        if max_cost_usd is not None:
+            if run.status not in (RunStatus.RUNNING, RunStatus.PAUSED):
+                raise RunStateError(f"cannot resume run {self.run_id!r}: it is {self._status()}")
+            self._ctx.store.set_run_limits(
+                run.pk, deadline_at=run.deadline_at, max_cost_usd=float(max_cost_usd)
+            )
         if run.status is not RunStatus.RUNNING:
             if not self._ctx.store.set_run_status(
                 run.pk, RunStatus.RUNNING, expected=[RunStatus.PAUSED]
@@ -270,6 +283,7 @@ class Run:
         self._reload()
         run = self._ctx.run
         usage = Usage(run.input_tokens, run.output_tokens)
+        failed, timed_out, requeued = self._stop_counts(run)
         return RunSummary(
             run_id=run.run_id,
             status=run.status,
@@ -279,7 +293,24 @@ class Run:
             usage=usage,
             pause_reason=run.pause_reason,
             cost_usd=self._cost(usage),
+            pause_code=run.pause_code,
+            deadline_at=run.deadline_at,
+            max_cost_usd=run.max_cost_usd,
+            deadline_failed=failed,
+            timed_out_batches=timed_out,
+            timeout_requeued=requeued,
+            committed_cost_usd=None
+            if run.max_cost_usd is None
+            else committed_cost(self._ctx.store.batches(run.pk, list(BatchStatus))),
         )
+
+    def _stop_counts(self, run: RunRecord) -> tuple[int, int, int]:
+        """Items the deadline failed, batches stopped for their timeout and the items those
+        handed back: one query, none for a run with neither limit (items are counted only
+        once the deadline has passed)."""
+        if run.deadline_at is None and self._ctx.settings.batch_timeout is None:
+            return 0, 0, 0
+        return self._ctx.store.stop_counts(run.pk, deadline_items=deadline_passed(run))
 
     def batches(self) -> list[BatchInfo]:
         """The run's provider batches, oldest first, with the tokens each billed and its
@@ -329,105 +360,6 @@ class Run:
     def settings(self) -> RunSettings:
         """The run's stored settings."""
         return self._ctx.settings
-
-    def results(
-        self, *, model: type[BaseModel] | None = None, include_pending: bool = False
-    ) -> Iterator[ItemResult]:
-        """Terminal results in item order, streamed page by page from the store.
-
-        Args:
-            model: The Pydantic model to validate structured outputs into; defaults to the
-                job's model, else the one stored with the run (imported by path). When none
-                can be had, ``output`` is the parsed JSON.
-            include_pending: Also yield items that are not terminal yet.
-        """
-        self._reload()
-        builder = self._builder(model)
-        statuses = (
-            None
-            if include_pending
-            else (ItemStatus.COMPLETED, ItemStatus.FAILED, ItemStatus.CANCELLED)
-        )
-        after = 0
-        while rows := self._ctx.store.item_rows(self._ctx.run.pk, after, _RESULT_PAGE, statuses):
-            for row in rows:
-                yield builder.result(row)
-            after = rows[-1].seq
-
-    def read_results(
-        self, *, after: int = 0, limit: int = 1_000, model: type[BaseModel] | None = None
-    ) -> ResultPage:
-        """One page of terminal results in the order items ended, for reading a run while it
-        is still going: start with ``after=0`` and pass each page's ``next_cursor`` on. Each
-        terminal item is returned exactly once across pages.
-
-        Args:
-            after: The cursor of the previous page (0 for the first).
-            limit: The most results in a page.
-            model: As for `results`.
-        """
-        if limit < 1:
-            raise ValueError(f"limit must be at least 1, got {limit}")
-        self._reload()  # before reading rows: a terminal run has every item ended
-        terminal = self._ctx.run.status.is_terminal
-        rows = self._ctx.store.terminal_rows(self._ctx.run.pk, cursor_position(after), limit)
-        builder = self._builder(model)
-        return ResultPage(
-            results=[builder.result(row) for row in rows],
-            next_cursor=cursor_of(rows[-1]) if rows else after,
-            complete=terminal and len(rows) < limit,
-        )
-
-    def export_results(self, path: str | os.PathLike[str]) -> int:
-        """Write every terminal result to ``path`` as JSONL, CSV or Parquet (by extension),
-        streamed page by page and renamed into place when complete. Returns how many.
-
-        JSONL lines are `ItemResult.to_dict` objects. CSV and Parquet have one column
-        per field (``item_id, status, output, output_text, error_class, error_message,
-        error_retryable, error_attempt, attempts, input_tokens, output_tokens, source, row,
-        metadata``), with a structured ``output`` and the ``metadata`` as JSON text. An
-        embeddings run's ``output`` is a JSON array in JSONL, its JSON text in CSV, a
-        ``list<double>`` column in Parquet.
-        """
-        self._reload()
-        structured, vectors = self._ctx.settings.structured, self._vectors
-        return export_rows(self._ctx.store, self._ctx.run, structured, path, vectors=vectors)
-
-    def export_artifacts(
-        self, dest: str | os.PathLike[str] | ArtifactStore, *, force: bool = False
-    ) -> ArtifactExport:
-        """Copy the run's request files, batch inputs and raw outputs to ``dest`` (a new or
-        empty directory or artifact store; ``force`` allows a non-empty one, where only files
-        batchor wrote are replaced, else `ConfigurationError`), with a ``manifest.json``
-        listing every file's kind, size and SHA-256 and every batch's usage, for audit."""
-        self._reload()
-        return export_artifacts(self._ctx, dest, force=force)
-
-    def prune_artifacts(
-        self, *, include_raw_outputs: bool = False, force: bool = False
-    ) -> PruneReport:
-        """Delete the files of a terminal run to reclaim space: request files and batch
-        inputs, and with ``include_raw_outputs`` the raw output and error files too. Results
-        stay readable (they are in the store).
-
-        Raises:
-            RunStateError: The run is not terminal; or raw outputs would be deleted that no
-                `export_artifacts` made since they were collected holds (pass
-                ``force=True`` to delete them anyway).
-        """
-        self._reload()
-        return prune_artifacts(self._ctx, include_raw_outputs=include_raw_outputs, force=force)
-
-    @property
-    def _vectors(self) -> bool:
-        """Whether outputs are embedding vectors (the codec's rule, built from the stored
-        config, so a run read back by `BatchRunner.get_run` knows it too)."""
-        return self._ctx.codec.output_kind == "vector"
-
-    def _builder(self, model: type[BaseModel] | None) -> ResultBuilder:
-        output_model = model or self._ctx.output_model
-        structured = self._ctx.settings.structured
-        return ResultBuilder(self._ctx.run, structured, output_model, vectors=self._vectors)
 
 
 def _live_batches(summary: RunSummary) -> int:

@@ -22,7 +22,7 @@ from batchor.errors import (
     RunNotFoundError,
 )
 from batchor.items import BatchItem
-from batchor.jobs import BatchJob
+from batchor.jobs import BatchJob, deadline_at
 from batchor.pricing import ModelPrice, PriceTable, price_table
 from batchor.providers.base import (
     BatchTransport,
@@ -55,6 +55,7 @@ _NOT_FINGERPRINTED = frozenset(
         "enqueued_token_limit",
         "quota_scope",
         "keep_raw_outputs",
+        "batch_timeout",
     }
 )
 
@@ -170,6 +171,7 @@ class BatchRunner:
         """
         run_id = run_id or new_run_id()
         _check_run_id(run_id)
+        self._check_priced(job)
         config = job_config(job)
         fingerprint = _fingerprint(config)
         codec = job_codec(job)
@@ -186,6 +188,7 @@ class BatchRunner:
         record, created = self.store.create_run(run_id, config, fingerprint)
         if not created and record.fingerprint != fingerprint:
             raise JobMismatchError(_mismatch(run_id, record.config, config))
+        record = self._apply_limits(record, job, created)
         if record.prompt_fingerprint is None:
             self.store.set_prompt_fingerprint(record.pk, prompts)
         elif record.prompt_fingerprint != prompts:
@@ -253,6 +256,39 @@ class BatchRunner:
         reach = self._reach(config.provider_name)
         return config.transport(api_key=reach.api_key, base_url=reach.base_url)
 
+    def _check_priced(self, job: BatchJob) -> None:
+        """Refuse a spending cap on a model the price table does not know (its cost could
+        not be projected), before anything is created.
+
+        Raises:
+            ConfigurationError: names the model and how to price it.
+        """
+        if job.max_cost_usd is None:
+            return
+        model = getattr(job.provider_config, "price_model", None) or job.provider_config.model
+        if self.prices.price(model) is None:
+            raise ConfigurationError(
+                f"BatchJob.max_cost_usd is set but the price table has no price for model "
+                f"{model!r}: add it (BatchRunner(prices={{{model!r}: ModelPrice(input, "
+                "output)}})) or set price_model to a priced model"
+            )
+
+    def _apply_limits(self, record: RunRecord, job: BatchJob, created: bool) -> RunRecord:
+        """Store the job's deadline and spending cap with a new run. A job attached to an
+        existing run may raise its cap (never lower or remove it: a cap raised by
+        `Run.resume` stays) and set a deadline the run has not got; a deadline already
+        set is kept."""
+        deadline = record.deadline_at
+        if created or deadline is None:
+            deadline = deadline_at(job.deadline, record.created_at)
+        cap = record.max_cost_usd
+        if job.max_cost_usd is not None and (created or cap is None or job.max_cost_usd > cap):
+            cap = job.max_cost_usd
+        if (deadline, cap) == (record.deadline_at, record.max_cost_usd):
+            return record
+        self.store.set_run_limits(record.pk, deadline_at=deadline, max_cost_usd=cap)
+        return self.store.get_run(record.run_id) or record
+
     def _reach(self, provider_name: str) -> ProviderCredentials:
         """This runner's credentials for one provider (empty when it was given none)."""
         return self._credentials.get(provider_name) or ProviderCredentials()
@@ -274,6 +310,7 @@ class BatchRunner:
             codec=codec,
             limits=provider.limits,
             output_model=model,
+            prices=self.prices,
         )
 
 
@@ -314,6 +351,9 @@ def job_config(job: BatchJob) -> dict[str, Any]:
         "max_requests": job.limits.max_requests or provider.limits.max_requests,
         "max_bytes": job.limits.max_bytes,
         "keep_raw_outputs": job.artifact_policy.keep_raw_outputs,
+        "batch_timeout": (
+            job.limits.batch_timeout.total_seconds() if job.limits.batch_timeout else None
+        ),
         "source": _source_record(job.items),
     }
 

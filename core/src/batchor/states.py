@@ -64,3 +64,17 @@ class BatchStatus(StrEnum):
     def is_live(self) -> bool:
         """Whether the batch still needs work (submission, polling or collection)."""
         return self is not BatchStatus.COLLECTED
+
+
+class PauseCode(StrEnum):
+    """Why a run is paused, as a code (`RunSummary.pause_code`); the pause reason says it
+    in words."""
+
+    REQUEST = "request"
+    """Paused by a user (`Run.pause`, ``batchor pause``)."""
+    BUDGET = "budget"
+    """The next batch's projected cost would take the run past its spending cap."""
+    QUOTA = "quota"
+    """The provider account is out of quota (``insufficient_quota``)."""
+    CONFLICT = "conflict"
+    """The provider holds a batch under one of the run's keys with other requests."""

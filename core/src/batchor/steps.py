@@ -10,9 +10,11 @@ JSON-serialisable, so it can travel through XCom, Dagster metadata or Prefect re
     result = steps.collect(runner, handle.run_id, "results/2026-11-23.jsonl")
 
 This module is the one layer the Airflow, Dagster and Prefect integrations share: the job
-specs they accept (`build_job`, `load_object`), the run ids they derive (`run_id_from`), the
-wait loop with its progress reports (`wait`), and the rule that decides what a retry can fix
-(`batchor.errors.is_permanent`). It sits above `Run` and `BatchRunner`, which never import it.
+specs they accept (`build_job`, `load_object`) and the time and money limits they set on them
+(`with_limits`), the run ids they derive (`run_id_from`), the wait loop with its progress
+reports (`wait`), what a run's limits did to it (`limit_stop`), and the rule that decides
+what a retry can fix (`batchor.errors.is_permanent`). It sits above `Run` and `BatchRunner`,
+which never import it.
 """
 
 from __future__ import annotations
@@ -22,33 +24,41 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 from batchor.artifacts.fsspec import url_is_file
 from batchor.artifacts.open import is_url, local_path
 from batchor.errors import ConfigurationError, RunNotReady, RunStateError
 from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.jobs import BatchJob
-from batchor.jobspec import JobSpec, build_job, describe_job, load_object
+from batchor.jobspec import DeadlineSpec, JobSpec, build_job, describe_job, load_object, with_limits
 from batchor.progress import DEFAULT_PROGRESS_EVERY, Progress, throttled
 from batchor.results import RunSummary
 from batchor.runner import BatchRunner
+from batchor.states import PauseCode
 
 __all__ = [
     "CollectResult",
+    "DeadlineSpec",
     "JobSpec",
+    "LimitStop",
     "Progress",
     "RunHandle",
     "StartedRun",
     "build_job",
     "collect",
     "describe_job",
+    "limit_stop",
     "load_object",
     "poll",
     "results_location",
     "run_id_from",
     "start",
     "wait",
+    "with_limits",
 ]
 
 _CLEAN = re.compile(r"^[A-Za-z0-9_:@+=-]+$")
@@ -118,14 +128,23 @@ def wait(
     Raises:
         WaitTimeout: ``timeout`` seconds passed first (a `RunNotReady`: the run goes on).
         RunStateError: The run is paused with nothing in flight: only a resume continues it.
+            Stopped at its spending cap, the message is the `LimitStop` reason, with the
+            command that raises the cap.
     """
     report = None if on_progress is None else throttled(on_progress, progress_every)
-    return runner.get_run(run_id).wait(
-        timeout,
-        poll_interval=poll_interval,
-        max_poll_interval=max_poll_interval,
-        on_progress=report,
-    )
+    run = runner.get_run(run_id)
+    try:
+        return run.wait(
+            timeout,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            on_progress=report,
+        )
+    except RunStateError as exc:
+        stop = limit_stop(run.summary())
+        if stop is None:
+            raise
+        raise RunStateError(stop.reason) from exc
 
 
 def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str]) -> CollectResult:
@@ -140,15 +159,22 @@ def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str
 
     Raises:
         RunNotReady: The run has not ended yet; collect again later (a retry can succeed).
-        RunStateError: The run is paused with nothing in flight; waiting cannot end it.
+        RunStateError: The run is paused with nothing in flight; waiting cannot end it
+            (stopped at its spending cap, the message is the `LimitStop` reason).
+
+    A run whose deadline failed items is collected like any other (the failed items'
+    results are in the file); `limit_stop` of its summary says so.
     """
     run = runner.get_run(run_id)
     summary = run.summary()
     if not summary.is_terminal:
         summary = run.refresh()
     if summary.is_stalled:
+        stop = limit_stop(summary)
         raise RunStateError(
-            f"run {run_id!r} is paused ({summary.pause_reason}) with nothing in flight; "
+            f"{stop.reason}; then collect"
+            if stop is not None
+            else f"run {run_id!r} is paused ({summary.pause_reason}) with nothing in flight; "
             f"resume it (`batchor resume {run_id}`) before collecting"
         )
     if not summary.is_terminal:
@@ -174,6 +200,90 @@ def collect(runner: BatchRunner, run_id: str, destination: str | os.PathLike[str
     )
     run.record_collected(result)
     return result
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStop:
+    """What a run's time or money limit did to it, for an orchestrator to report natively
+    (see `limit_stop`).
+
+    Attributes:
+        kind: ``"budget"``: the run is paused at its spending cap (`PauseCode.BUDGET`) with
+            nothing in flight, so no wait can end it: raise the cap and resume it
+            (``batchor resume RUN --max-cost-usd N``, ``Run.resume(max_cost_usd=N)``).
+            ``"deadline"``: the run ended, and its deadline failed some of its items (error
+            class ``deadline``); its results can be collected as usual.
+        run_id: The run.
+        reason: One line saying what happened, with the numbers (and, for ``budget``, how
+            to go on); for a task's failure message.
+        pause_code: The run's pause code (``"budget"``), ``None`` for a deadline.
+        cost_usd: The run's billed cost so far (``None`` if the model is not priced).
+        max_cost_usd: The run's spending cap, if it has one.
+        deadline_at: The run's deadline (epoch seconds), if it has one.
+        deadline_failed: Items its deadline failed.
+        items: The run's items.
+    """
+
+    kind: Literal["budget", "deadline"]
+    run_id: str
+    reason: str
+    pause_code: str | None
+    cost_usd: float | None
+    max_cost_usd: float | None
+    deadline_at: float | None
+    deadline_failed: int
+    items: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict."""
+        return asdict(self)
+
+
+def limit_stop(summary: RunSummary) -> LimitStop | None:
+    """How the run's limits stopped it, or ``None`` when they did not (or not yet): the run
+    is paused at its spending cap with nothing in flight (``budget``: waiting cannot end it),
+    or it has ended and its deadline failed some items (``deadline``). A run paused at its
+    cap while batches are still in flight is not stopped yet: those batches are collected
+    first. The rule every integration applies to fail its task natively."""
+    common: dict[str, Any] = {
+        "run_id": summary.run_id,
+        "cost_usd": summary.cost_usd,
+        "max_cost_usd": summary.max_cost_usd,
+        "deadline_at": summary.deadline_at,
+        "deadline_failed": summary.deadline_failed,
+        "items": summary.total,
+    }
+    run = summary.run_id
+    if summary.is_stalled and summary.pause_code == PauseCode.BUDGET:
+        why = summary.pause_reason or "its next batch would cost more than the cap allows"
+        reason = (
+            f"run {run!r} stopped at its spending cap of {_usd(summary.max_cost_usd)} "
+            f"({_usd(summary.cost_usd)} billed so far): {why}"
+        )
+        if "batchor resume" not in why:
+            reason += f"; raise the cap to go on: `batchor resume {run} --max-cost-usd AMOUNT`"
+        return LimitStop(kind="budget", reason=reason, pause_code=PauseCode.BUDGET.value, **common)
+    if summary.is_terminal and summary.deadline_failed:
+        when = (
+            "its deadline"
+            if summary.deadline_at is None
+            else "its deadline "
+            + datetime.fromtimestamp(summary.deadline_at, UTC).isoformat(timespec="seconds")
+        )
+        reason = (
+            f"run {run!r} passed {when}: {summary.deadline_failed} of {summary.total} items "
+            "failed with error class 'deadline'"
+        )
+        return LimitStop(kind="deadline", reason=reason, pause_code=None, **common)
+    return None
+
+
+def _usd(amount: float | None) -> str:
+    if amount is None:
+        return "an unknown amount"
+    if amount >= 0.1:
+        return f"${amount:,.2f}"
+    return "$" + (f"{amount:.6f}".rstrip("0").rstrip(".") or "0")
 
 
 def results_location(destination: str | os.PathLike[str]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from batchor.cli.exits import errors
+from batchor.cli.limits import max_cost_option
 from batchor.cli.options import json_option, store_options
 from batchor.cli.output import show_summary
 from batchor.errors import RunStateError
@@ -31,17 +32,27 @@ def pause(
 
 @click.command()
 @click.argument("run_id")
+@max_cost_option(
+    "Set the run's spending cap to this many USD first (a run paused for its budget goes "
+    "on once the cap leaves room for its next batch)."
+)
 @json_option
 @store_options
-def resume(run_id: str, as_json: bool, store: str | None, artifacts: str | None) -> None:
-    """Resume the paused run RUN_ID (also one paused for quota) and take one step of it;
-    needs the API key. Follow it with `batchor wait RUN_ID`.
+def resume(
+    run_id: str,
+    max_cost_usd: float | None,
+    as_json: bool,
+    store: str | None,
+    artifacts: str | None,
+) -> None:
+    """Resume the paused run RUN_ID (also one paused for quota or for its spending cap) and
+    take one step of it; needs the API key. Follow it with `batchor wait RUN_ID`.
 
     A run that is neither paused nor running is an error (exit 2); a running run only
-    takes the step.
+    takes the step (after taking a new --max-cost-usd).
     """
     with errors(RunStateError), BatchRunner(store, artifacts) as runner:
-        show_summary(runner.get_run(run_id).resume(), as_json)
+        show_summary(runner.get_run(run_id).resume(max_cost_usd=max_cost_usd), as_json)
 
 
 @click.command()

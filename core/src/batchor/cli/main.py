@@ -1,5 +1,5 @@
 """The ``batchor`` command group: wires the command modules together (``runs``, ``controls``,
-``inspect``, ``db``, ``emulator``, ``demo``) and documents the exit codes."""
+``inspect``, ``db``, ``emulator``, ``demo``, ``webhooks``) and documents the exit codes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from batchor.cli.estimate import estimate
 from batchor.cli.exits import EXIT_CODES_HELP, OneLineErrorGroup
 from batchor.cli.inspect import list_runs, results, status
 from batchor.cli.runs import run, start, wait
+from batchor.cli.webhooks import webhooks
 
 
 @click.group(
@@ -61,6 +62,7 @@ for _command in (
     db,
     emulator,
     demo,
+    webhooks,
 ):
     cli.add_command(_command)
 

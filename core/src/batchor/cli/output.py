@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from batchor.cli.limits import time_left
+from batchor.engine.budget import usd
 from batchor.results import RunSummary
 from batchor.states import ItemStatus
 from batchor.stores.base import RunRecord
@@ -93,7 +96,10 @@ def show_summary(
     with ``extra`` keys added; with ``provider`` (see `provider_fields`), where the run's
     requests go too."""
     if as_json:
-        echo_json({**summary.to_dict(), **(provider or {}), **(extra or {})})
+        left = {}
+        if summary.deadline_at is not None:  # how long until it, as of now
+            left["time_left_seconds"] = round(max(summary.deadline_at - time.time(), 0.0), 3)
+        echo_json({**summary.to_dict(), **left, **(provider or {}), **(extra or {})})
         return
     console.print(summary_table(summary, provider))
     if note:
@@ -133,6 +139,8 @@ def summary_table(summary: RunSummary, provider: Mapping[str, Any] | None = None
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("status", summary.status.value)
+    if summary.pause_code:
+        table.add_row("pause code", summary.pause_code)
     if summary.pause_reason:
         table.add_row("paused because", summary.pause_reason)
     shown = dict(provider or {})
@@ -151,7 +159,27 @@ def summary_table(summary: RunSummary, provider: Mapping[str, Any] | None = None
     table.add_row("output tokens", f"{summary.usage.output_tokens:,}")
     if summary.cost_usd is not None:
         table.add_row("estimated cost", f"${summary.cost_usd:,.4f}")
+    for label, value in limit_rows(summary):
+        table.add_row(label, value)
     return table
+
+
+def limit_rows(summary: RunSummary, now: float | None = None) -> list[tuple[str, str]]:
+    """The rows of a run's deadline (when it is, time left) and spending cap (the cap, what
+    is committed against it, what is left)."""
+    rows = []
+    if summary.deadline_at is not None:
+        when = datetime.fromtimestamp(summary.deadline_at).astimezone()
+        left = summary.deadline_at - (time.time() if now is None else now)
+        rows.append(("deadline", when.isoformat(timespec="seconds")))
+        rows.append(("time left", time_left(left) if left > 0 else "none (passed)"))
+    cap = summary.max_cost_usd
+    if cap is not None:
+        committed = summary.committed_cost_usd or 0.0
+        rows.append(("spending cap", usd(cap)))
+        rows.append(("committed cost", f"{usd(committed)} (billed + batches in flight)"))
+        rows.append(("cap left", usd(max(cap - committed, 0.0))))
+    return rows
 
 
 def key_value_table(title: str, rows: Mapping[str, Any]) -> Table:

@@ -12,6 +12,7 @@ import click
 from batchor.cli.emulator import emulated
 from batchor.cli.exits import EXIT_ERROR, RESUME, DeadlinePassed, deadline, errors, exit_code
 from batchor.cli.filejobs import JobSpec, build_job, env_setting
+from batchor.cli.limits import JobLimits, limit_options
 from batchor.cli.options import job_options, json_option, poll_interval_option, store_options
 from batchor.cli.output import fail, run_progress, show_summary
 from batchor.errors import ConfigurationError, ProviderAuthError, WaitTimeout
@@ -23,6 +24,7 @@ from batchor.runner import BatchRunner, new_run_id
 
 @click.command()
 @job_options
+@limit_options
 @click.option(
     "--output",
     help="Results file, a path or an object-store URL (s3://...): .jsonl, .csv or .parquet "
@@ -39,6 +41,7 @@ from batchor.runner import BatchRunner, new_run_id
 @store_options
 def run(
     spec: JobSpec,
+    limits: JobLimits,
     output: str | None,
     timeout: float | None,
     poll_interval: float,
@@ -57,7 +60,7 @@ def run(
     run_id = spec.run_id or new_run_id()
     resume = resume_hint(run_id, given=spec.run_id is not None)
     with errors(resume=resume), emulated(spec.emulate, spec.provider) as emulator:
-        job = build_job(spec, emulator=emulator)
+        job = limits.apply(build_job(spec, emulator=emulator))
         require_credentials(spec, job.provider_config, emulated=emulator is not None, command="run")
         with BatchRunner(store, artifacts) as runner:
             code = run_to_end(
@@ -199,9 +202,12 @@ def _stored_summary(runner: BatchRunner, run_id: str) -> RunSummary | None:
 
 @click.command()
 @job_options
+@limit_options
 @json_option
 @store_options
-def start(spec: JobSpec, as_json: bool, store: str | None, artifacts: str | None) -> None:
+def start(
+    spec: JobSpec, limits: JobLimits, as_json: bool, store: str | None, artifacts: str | None
+) -> None:
     """Start a run of input files and return once its batches are submitted.
 
     Takes the same INPUT files and options as run (without --emulate, whose emulator would
@@ -216,7 +222,7 @@ def start(spec: JobSpec, as_json: bool, store: str | None, artifacts: str | None
                 "returns; serve one with `batchor emulator` and set the environment it prints "
                 "instead"
             )
-        job = build_job(spec)
+        job = limits.apply(build_job(spec))
         require_credentials(spec, job.provider_config, emulated=False, command="start")
         with BatchRunner(store, artifacts) as runner:
             with run_progress(results=False) as progress:

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterator
 import orjson
 
 from batchor.engine.backoff import backoff_delay
+from batchor.engine.budget import billed_cost
 from batchor.engine.claims import lease_seconds, owner, owner_gone
 from batchor.engine.context import RunContext, log
+from batchor.engine.deadline import settle_unanswered
 from batchor.providers.base import BatchVerdict, Reply, TransientProviderError
-from batchor.states import BatchStatus, RunStatus
+from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output
 
@@ -90,15 +92,15 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     # for unanswered ones (a look at each of the batch's items) is skipped.
     verdict = ctx.codec.batch_verdict(batch.provider_status or "", list(batch.errors))
     if changed < batch.request_count:
-        requeued = ctx.store.requeue_unanswered(
-            ctx.run.pk,
-            batch.pk,
-            charge=verdict.charge,
-            max_attempts=ctx.settings.max_attempts,
-        )
-        if requeued:
-            log.info("batch %s: %d unanswered items back to pending", batch.batch_key, requeued)
-    if ctx.store.finish_batch(ctx.run.pk, batch.pk, tokens_in, tokens_out):
+        # Back to pending (free for a batch batchor stopped), or failed past the deadline.
+        settle_unanswered(ctx, batch, verdict.charge)
+    if ctx.store.finish_batch(
+        ctx.run.pk,
+        batch.pk,
+        tokens_in,
+        tokens_out,
+        cost_usd=billed_cost(ctx, tokens_in, tokens_out),
+    ):
         log.info("batch %s: collected", batch.batch_key)
         _after_capacity(ctx, batch, verdict)
     if not ctx.settings.keep_raw_outputs:
@@ -116,6 +118,7 @@ def _after_capacity(ctx: RunContext, batch: BatchRecord, verdict: BatchVerdict) 
             RunStatus.PAUSED,
             expected=[RunStatus.RUNNING],
             pause_reason=verdict.pause_reason,
+            pause_code=PauseCode.QUOTA,
         )
         log.warning("run %s paused: %s", run.run_id, verdict.pause_reason)
     elif verdict.capacity:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchor.artifacts.base import ArtifactStore
+from batchor.pricing import PriceTable
 from batchor.providers.base import BatchTransport, ProviderBatch, ProviderLimits, RequestCodec
 from batchor.providers.registry import DEFAULT_PROVIDER
 from batchor.stores.base import RunRecord, StateStore
@@ -30,6 +31,10 @@ class RunSettings:
     token_limit: int | None = None
     quota_scope: str = ""
     keep_raw_outputs: bool = True
+    batch_timeout: float | None = None
+    """The longest one provider batch may run, in seconds (``None``: the provider's)."""
+    price_model: str = ""
+    """The model whose price the run's cost is reckoned at."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -42,6 +47,8 @@ class RunSettings:
             token_limit=config.get("enqueued_token_limit"),
             quota_scope=_quota_key(config),
             keep_raw_outputs=bool(config.get("keep_raw_outputs", True)),
+            batch_timeout=config.get("batch_timeout"),
+            price_model=str(config.get("price_model") or config.get("model") or ""),
         )
 
 
@@ -65,6 +72,8 @@ class RunContext:
     codec: RequestCodec
     limits: ProviderLimits
     output_model: type[BaseModel] | None
+    prices: PriceTable | None = None
+    """The runner's price table (what the spending cap reckons with)."""
     remote_batches: dict[str, list[ProviderBatch]] | None = None
     """The provider's batches of this run by batch key, from the one listing this context
     takes before it first creates a batch (``None`` until then); see `engine.submit`."""

@@ -1,8 +1,12 @@
-"""Poll: provider batch statuses -> local batch states."""
+"""Poll: provider batch statuses -> local batch states; a live batch past the run's
+deadline or its own timeout is stopped (see `batchor.engine.deadline`)."""
 
 from __future__ import annotations
 
+import time
+
 from batchor.engine.context import RunContext, log
+from batchor.engine.deadline import stop_if_due
 from batchor.providers.base import TransientProviderError
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchError
@@ -12,6 +16,8 @@ def poll(ctx: RunContext) -> int:
     """Refresh every submitted batch from the provider; returns how many have ended.
 
     A transient error skips that batch until the next poll: polling never gives up a batch.
+    A batch still running past the run's deadline or ``BatchLimits.batch_timeout`` is
+    cancelled at the provider (by exactly one worker); it is collected once it ends.
     """
     ended = 0
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.SUBMITTED]):
@@ -31,6 +37,8 @@ def poll(ctx: RunContext) -> int:
             ):
                 ended += 1
                 log.info("batch %s: provider batch %s", batch.batch_key, remote.status)
-        elif remote.status != batch.provider_status:
+            continue
+        if remote.status != batch.provider_status:
             ctx.store.record_provider_status(batch.pk, remote.status)
+        stop_if_due(ctx, batch, remote.status, time.time())
     return ended

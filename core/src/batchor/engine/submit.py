@@ -26,6 +26,7 @@ import time
 from functools import partial
 
 from batchor.engine.backoff import backoff_delay
+from batchor.engine.budget import OverBudget, admit, reserve_adopted
 from batchor.engine.claims import owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
 from batchor.engine.lookup import (
@@ -40,7 +41,7 @@ from batchor.engine.lookup import (
 from batchor.engine.pack import read_manifest, rebuild_input
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError, RunStateError
 from batchor.providers.base import ProviderBatch, TransientProviderError
-from batchor.states import BatchStatus, RunStatus
+from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import BatchError, BatchRecord
 
 # A create call gives up after 60 s (the transports' create timeout); a create claim younger
@@ -79,16 +80,26 @@ def submit(ctx: RunContext) -> int:
                 submitted += 1
         except ProviderQuotaError as exc:
             ctx.store.set_run_status(
-                ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=str(exc)
+                ctx.run.pk,
+                RunStatus.PAUSED,
+                expected=[RunStatus.RUNNING],
+                pause_reason=str(exc),
+                pause_code=PauseCode.QUOTA,
             )
             log.warning("run %s paused: %s", ctx.run.run_id, exc)
             break
         except Refused as exc:
             ctx.remote_batches = None  # look again when resumed: the user may cancel it
             ctx.store.set_run_status(
-                ctx.run.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING], pause_reason=str(exc)
+                ctx.run.pk,
+                RunStatus.PAUSED,
+                expected=[RunStatus.RUNNING],
+                pause_reason=str(exc),
+                pause_code=PauseCode.CONFLICT,
             )
             log.error("run %s paused: %s", ctx.run.run_id, exc)
+            break
+        except OverBudget:  # the run is paused: nothing more is sent
             break
         except RunStateError as exc:  # its input is lost: the other batches still go
             stuck = stuck or exc
@@ -186,13 +197,17 @@ def _create(ctx: RunContext, batch: BatchRecord, file_id: str, checksum: str | N
         if found is not None:
             log.info("batch %s: adopted provider batch %s", batch.batch_key, found.id)
             return ctx.store.mark_submitted(batch.pk, found.id, found.status)
-        if _create_in_flight(batch, batch.create_started_at):
+        if create_in_flight(batch, batch.create_started_at):
             return False  # another worker's create may still land: look again later
     if not ctx.transport.tags_batches and _another_create_uncertain(ctx, batch):
         # Where batches carry no metadata, a batch is recognised by when it was made and its
         # size: one create of the run at a time may be unanswered, so no two can be confused.
         log.info("batch %s: waits until the run's other create is settled", batch.batch_key)
         return False
+    deadline = ctx.run.deadline_at
+    if deadline is not None and time.time() >= deadline:
+        return False  # past the run's deadline nothing is created (engine.deadline ends it)
+    admit(ctx, batch)  # under the run's spending cap, or OverBudget (the run is paused)
     limit = ctx.settings.token_limit
     if limit is not None and not ctx.store.reserve_tokens(batch.pk, limit):
         log.info("batch %s: waiting for room under the enqueued-token limit", batch.batch_key)
@@ -241,7 +256,7 @@ def _another_create_uncertain(ctx: RunContext, batch: BatchRecord) -> bool:
     )
 
 
-def _create_in_flight(batch: BatchRecord, started: float) -> bool:
+def create_in_flight(batch: BatchRecord, started: float) -> bool:
     """Whether a create another worker started may still be under way: its claim is younger
     than the longest a create call can take, unless its process is known to be gone (then a
     short grace covers a request that reached the provider just before the process died)."""
@@ -287,6 +302,7 @@ def _adopt(ctx: RunContext, batch: BatchRecord, remote: ProviderBatch) -> bool:
     limit = ctx.settings.token_limit
     if limit is not None:
         ctx.store.reserve_tokens(batch.pk, limit)  # best effort: it is in flight regardless
+    reserve_adopted(ctx, batch)  # likewise its projected cost, under a spending cap
     if not ctx.store.mark_submitted(batch.pk, remote.id, remote.status):
         return False
     log.warning(

@@ -24,6 +24,8 @@ from batchor.stores.records import (
 )
 
 __all__ = [
+    "BATCH_TIMEOUT",
+    "DEADLINE",
     "BatchError",
     "BatchRecord",
     "ItemOutcome",
@@ -35,6 +37,12 @@ __all__ = [
     "SourcePart",
     "StateStore",
 ]
+
+DEADLINE = "deadline"
+"""Why batchor stopped a batch at the run's deadline (`BatchRecord.stop_reason`), and the
+error class of an item the deadline ended."""
+BATCH_TIMEOUT = "batch_timeout"
+"""Why batchor stopped a batch that ran past `BatchLimits.batch_timeout`."""
 
 
 class StateStore(Protocol):
@@ -66,8 +74,20 @@ class StateStore(Protocol):
         *,
         expected: Collection[RunStatus] | None = None,
         pause_reason: str | None = None,
+        pause_code: str | None = None,
     ) -> bool:
-        """Move the run to ``status`` if it is in one of ``expected``; True if it moved."""
+        """Move the run to ``status`` if it is in one of ``expected``; True if it moved.
+        ``pause_reason`` says why in words, ``pause_code`` as a code (``budget``...)."""
+        ...
+
+    def set_run_limits(
+        self, run_pk: int, *, deadline_at: float | None, max_cost_usd: float | None
+    ) -> None:
+        """Record the run's deadline (epoch seconds) and spending cap (USD)."""
+        ...
+
+    def note_webhook(self, run_pk: int, at: float) -> None:
+        """Record that a provider webhook drove the run ``at`` (polling backs off)."""
         ...
 
     def request_cancel(self, run_pk: int, *, remote: bool) -> bool:
@@ -252,10 +272,17 @@ class StateStore(Protocol):
         ...
 
     def finish_batch(
-        self, run_pk: int, batch_pk: int, input_tokens: int, output_tokens: int
+        self,
+        run_pk: int,
+        batch_pk: int,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cost_usd: float | None = None,
     ) -> bool:
-        """Mark an ended batch collected and add the tokens it billed to the run, in one
-        transaction; False if it was not ended (another worker finished it)."""
+        """Mark an ended batch collected and add the tokens it billed to the run (recording
+        its cost, when priced), in one transaction; False if it was not ended (another worker
+        finished it)."""
         ...
 
     def requeue_unanswered(
@@ -278,6 +305,47 @@ class StateStore(Protocol):
         self, run_pk: int, seqs: Sequence[int], error_class: str, message: str
     ) -> None:
         """Fail pending items that can never be sent (e.g. a request over the size limit)."""
+        ...
+
+    # time and money controls
+    def reserve_cost(self, run_pk: int, batch_pk: int, est_cost_usd: float, cap: float) -> bool:
+        """Reserve a batch's projected cost under the run's spending cap before its create:
+        True if the batch holds a reservation (it did already, or the run's other batches'
+        cost (billed once collected, else reserved) plus ``est_cost_usd`` fits under
+        ``cap``). Serialised per run, so two workers never both pass the cap."""
+        ...
+
+    def claim_stop(self, batch_pk: int, reason: str, at: float) -> bool:
+        """Claim the cancel of a ``submitted`` batch batchor stops (``reason``:
+        ``batch_timeout`` or ``deadline``) for exactly one caller: True if this call
+        recorded the stop."""
+        ...
+
+    def retry_stop(self, batch_pk: int, seen: float, at: float) -> bool:
+        """Claim sending a stopped batch's cancel again, for exactly one caller: True if the
+        batch is still ``submitted`` and its stop was last claimed at ``seen``."""
+        ...
+
+    def fail_open(self, run_pk: int, message: str, *, batch_pk: int | None = None) -> int:
+        """End items the run's deadline leaves unsent (``failed``, class ``deadline``, no
+        attempt charged): the run's pending items, or ``batch_pk``'s unanswered ones.
+        Returns how many."""
+        ...
+
+    def drop_unsent(
+        self,
+        batch_pk: int,
+        expected: BatchStatus,
+        create_started_at: float | None,
+        message: str,
+    ) -> bool:
+        """As `drop_batch`, once the run's deadline has passed: its queued items end
+        ``failed``, class ``deadline``, instead of cancelled."""
+        ...
+
+    def stop_counts(self, run_pk: int, *, deadline_items: bool) -> tuple[int, int, int]:
+        """``(deadline_failed, timed_out_batches, timeout_requeued)`` in one query (items
+        failed ``deadline`` counted only with ``deadline_items``)."""
         ...
 
     # reading
@@ -306,6 +374,10 @@ class StateStore(Protocol):
     def stream_terminal_rows(self, run_pk: int, page: int) -> Iterator[list[ItemRow]]:
         """Every terminal item in seq order, in pages, read from one snapshot (for exports:
         one query, no per-page round trip)."""
+        ...
+
+    def run_of_provider_batch(self, provider_batch_id: str) -> str | None:
+        """The id of the run that holds the provider batch ``provider_batch_id``, if any."""
         ...
 
     def list_runs(self, limit: int | None = None) -> list[RunRecord]:

@@ -54,6 +54,15 @@ class RunRecord:
     pruned_at: float | None = None
     collected: Mapping[str, Any] | None = None
     """What `batchor.steps.collect` last wrote for the run, decoded."""
+    deadline_at: float | None = None
+    """When the run must end (epoch seconds), if it has a deadline."""
+    max_cost_usd: float | None = None
+    """The run's spending cap in USD, if it has one."""
+    pause_code: str | None = None
+    """Why the run is paused, as a code (``budget``, ``deadline``...); ``pause_reason`` says
+    it in words."""
+    webhook_at: float | None = None
+    """When a provider webhook last drove the run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +94,18 @@ class BatchRecord:
     updated_at: float | None = None
     claimed_by: str | None = None
     lease_until: float | None = None
+    submitted_at: float | None = None
+    """When the provider batch was created (recorded)."""
+    est_cost_usd: float | None = None
+    """The projected cost reserved under the run's spending cap before the create."""
+    cost_usd: float | None = None
+    """The cost the batch billed, once collected (``None`` for a model without a price)."""
+    stop_reason: str | None = None
+    """Why batchor cancelled the provider batch: ``batch_timeout`` or ``deadline``."""
+    stop_requested_at: float | None = None
+    """When that cancel was claimed."""
+    requeued: int | None = None
+    """Unanswered items its collection returned to pending."""
 
 
 class NewItem(NamedTuple):

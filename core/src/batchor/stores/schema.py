@@ -55,6 +55,13 @@ runs = Table(
     Column("pruned_at", Float, nullable=True),
     # The result of steps.collect (JSON), so calling it again writes nothing.
     Column("collected", Text, nullable=True),
+    # Time and money controls: when the run must end (epoch seconds), the most it may cost
+    # (USD), a machine-readable pause reason ("budget", "deadline", "quota"...), and when a
+    # provider webhook last drove the run (polling backs off while they flow).
+    Column("deadline_at", Float, nullable=True),
+    Column("max_cost_usd", Float, nullable=True),
+    Column("pause_code", String(32), nullable=True),
+    Column("webhook_at", Float, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -94,9 +101,23 @@ batches = Table(
     # Tokens the batch billed, summed over its output and error files when collected.
     Column("input_tokens", BigInteger, nullable=True),
     Column("output_tokens", BigInteger, nullable=True),
+    # When the provider batch was created (its timeout counts from here); the projected cost
+    # reserved under the run's spending cap before it was created, and the cost it billed
+    # once collected.
+    Column("submitted_at", Float, nullable=True),
+    Column("est_cost_usd", Float, nullable=True),
+    Column("cost_usd", Float, nullable=True),
+    # Why batchor stopped the provider batch ("batch_timeout", "deadline") and when the
+    # cancel was claimed (exactly one worker sends it); how many unanswered items its
+    # collection returned to pending.
+    Column("stop_reason", String(32), nullable=True),
+    Column("stop_requested_at", Float, nullable=True),
+    Column("requeued", Integer, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_batchor_batches_run_status", "run_pk", "status"),
+    # Webhooks name the provider batch: find its run with one probe.
+    Index("ix_batchor_batches_provider_batch", "provider_batch_id"),
 )
 
 items = Table(

@@ -1,5 +1,6 @@
 """The batchor operators: start a run, collect its results, or do all three steps in one
-retry-safe, deferrable task."""
+retry-safe, deferrable task. Each starting operator takes the run's deadline and spending
+cap; a run stopped by either fails its task without retry (`batchor.steps.limit_stop`)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,19 @@ _DEFAULT_CONN = BatchorHook.default_conn_name
 
 
 def start_run(
-    task: HookOwner, job: steps.JobSpec, job_kwargs: Mapping[str, Any] | None, run_id: str
+    task: HookOwner,
+    job: steps.JobSpec,
+    job_kwargs: Mapping[str, Any] | None,
+    run_id: str,
+    *,
+    deadline: steps.DeadlineSpec | None = None,
+    max_cost_usd: float | str | None = None,
 ) -> StartedRun:
-    """Build the job (`batchor.steps.build_job`, never at parse time) and
-    `batchor.steps.start` it as ``run_id``, logging its progress."""
+    """Build the job (`batchor.steps.build_job`, never at parse time) with the task's
+    ``deadline`` and ``max_cost_usd`` over its own, and `batchor.steps.start` it as
+    ``run_id``, logging its progress. Invalid limits fail without retry."""
     with fail_permanent_errors():
-        built = steps.build_job(job, job_kwargs)
+        built = steps.build_job(job, job_kwargs, deadline=deadline, max_cost_usd=max_cost_usd)
         with task.get_hook().get_runner() as runner:
             started = steps.start(runner, built, run_id)
     task.report(steps.Progress.of(started.summary))
@@ -34,10 +42,13 @@ def collect_results(
     hook: BatchorHook, run_id: str, destination: str, *, fail_on_failed_items: bool
 ) -> dict[str, Any]:
     """`batchor.steps.collect` as a task step: write the results file, return the
-    `CollectResult` as a dict, and fail without retry on failed items when asked (the file
-    is written first)."""
+    `CollectResult` as a dict; fail without retry (the file is written first) when the run's
+    deadline failed items, and on any failed item when asked."""
     with fail_permanent_errors(), hook.get_runner(credentials=False) as runner:
         result = steps.collect(runner, run_id, destination)
+        stop = steps.limit_stop(runner.get_run(run_id).summary())
+    if stop is not None:  # a deadline: the run has ended and its results are written
+        raise AirflowFailException(f"{stop.reason}; results written to {result.uri}")
     failed = result.counts.get("failed", 0)
     if fail_on_failed_items and failed:
         raise AirflowFailException(
@@ -63,9 +74,22 @@ class BatchorStartOperator(HookOwner, BaseOperator):
         conn_id: Airflow connection of the store, artifacts and provider key (see `BatchorHook`).
         job_kwargs: Keyword arguments for ``job`` (templated, and mappable with
             ``.expand(job_kwargs=[...])``).
+        deadline: When the run must end, over the job's own (`batchor.BatchJob.deadline`):
+            a ``timedelta`` from the run's creation, an aware ``datetime``, seconds, or an
+            ISO 8601 datetime with offset (templated: ``"{{ data_interval_end +
+            macros.timedelta(hours=6) }}"``). Set when the run is created.
+        max_cost_usd: The run's spending cap in USD, over the job's own (templated). An
+            existing run's cap is only ever raised.
     """
 
-    template_fields: Sequence[str] = ("run_id", "store", "artifacts", "job_kwargs")
+    template_fields: Sequence[str] = (
+        "run_id",
+        "store",
+        "artifacts",
+        "job_kwargs",
+        "deadline",
+        "max_cost_usd",
+    )
     ui_color = "#dbeafe"
 
     def __init__(
@@ -77,17 +101,28 @@ class BatchorStartOperator(HookOwner, BaseOperator):
         artifacts: str | None = None,
         conn_id: str = _DEFAULT_CONN,
         job_kwargs: Mapping[str, Any] | None = None,
+        deadline: steps.DeadlineSpec | None = None,
+        max_cost_usd: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)
         self.job = job
         self.run_id = run_id
         self.job_kwargs = job_kwargs
+        self.deadline = deadline
+        self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Build the job, then `batchor.steps.start` under the task's run id."""
         self.check_rendered()
-        started = start_run(self, self.job, self.job_kwargs, self.run_id or default_run_id(context))
+        started = start_run(
+            self,
+            self.job,
+            self.job_kwargs,
+            self.run_id or default_run_id(context),
+            deadline=self.deadline,
+            max_cost_usd=self.max_cost_usd,
+        )
         return {**summary_handle(started.summary), "fingerprint": started.handle.fingerprint}
 
 
@@ -106,7 +141,8 @@ class BatchorCollectOperator(HookOwner, BaseOperator):
         artifacts: The artifacts location. Templated.
         conn_id: Airflow connection of the store, artifacts and provider key (see `BatchorHook`).
         fail_on_failed_items: Fail the task (without retry) when any item failed, after
-            writing the file.
+            writing the file. Items the run's deadline failed always fail the task (after
+            writing the file), naming the deadline and their count.
     """
 
     template_fields: Sequence[str] = ("run_id", "destination", "store", "artifacts")
@@ -151,6 +187,11 @@ class BatchorRunOperator(RunDriver, BaseOperator):
     A retried, cleared or re-run task instance attaches to the same run: nothing is
     submitted twice.
 
+    Limits: a run paused at its spending cap fails the task without retry once nothing is
+    in flight, naming the cap and ``batchor resume RUN --max-cost-usd N`` (then clear the
+    task: it attaches to the resumed run). A run whose deadline failed items fails the task
+    without retry after its results file is written, naming the deadline and the count.
+
     Returns (XCom) the `batchor.CollectResult` as a dict (see `BatchorCollectOperator`).
 
     Args:
@@ -172,9 +213,20 @@ class BatchorRunOperator(RunDriver, BaseOperator):
             run's live provider batches. Off by default: cancelling is irreversible.
         fail_on_failed_items: Fail without retry when any item failed (after writing the file).
         job_kwargs: Keyword arguments for ``job`` (templated and mappable).
+        deadline: When the run must end, over the job's own (see `BatchorStartOperator`).
+            Templated.
+        max_cost_usd: The run's spending cap in USD, over the job's own. Templated.
     """
 
-    template_fields: Sequence[str] = ("run_id", "destination", "store", "artifacts", "job_kwargs")
+    template_fields: Sequence[str] = (
+        "run_id",
+        "destination",
+        "store",
+        "artifacts",
+        "job_kwargs",
+        "deadline",
+        "max_cost_usd",
+    )
     ui_color = "#e0e7ff"
 
     def __init__(
@@ -191,6 +243,8 @@ class BatchorRunOperator(RunDriver, BaseOperator):
         cancel_on_kill: bool = False,
         fail_on_failed_items: bool = False,
         job_kwargs: Mapping[str, Any] | None = None,
+        deadline: steps.DeadlineSpec | None = None,
+        max_cost_usd: float | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)
@@ -200,13 +254,22 @@ class BatchorRunOperator(RunDriver, BaseOperator):
         self.drive_with(deferrable, poll_interval, cancel_on_kill)
         self.fail_on_failed_items = fail_on_failed_items
         self.job_kwargs = job_kwargs
+        self.deadline = deadline
+        self.max_cost_usd = max_cost_usd
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Build the job and `batchor.steps.start` it, then wait and collect."""
         self.check_rendered()
         run_id = self.run_id or default_run_id(context)
         self._live_run_id = run_id
-        summary = start_run(self, self.job, self.job_kwargs, run_id).summary
+        summary = start_run(
+            self,
+            self.job,
+            self.job_kwargs,
+            run_id,
+            deadline=self.deadline,
+            max_cost_usd=self.max_cost_usd,
+        ).summary
         return self._finish(run_id, summary)
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dagster import (
     RetryPolicy,
 )
 
+from batchor.steps import DeadlineSpec
+
 from .driving import JobFn, Spec
 from .identity import RunKeyFn
 from .resource import BatchorAssetConfig
@@ -41,6 +43,8 @@ def batchor_asset(
     progress_interval: float = 60.0,
     retry_policy: RetryPolicy | None = None,
     resource_key: str = "batchor",
+    deadline: DeadlineSpec | None = None,
+    max_cost_usd: float | None = None,
     **asset_kwargs: Any,
 ) -> AssetsDefinition:
     """An asset whose materialisation runs a batch job to the end.
@@ -49,7 +53,8 @@ def batchor_asset(
     twice), waits for it, writes its results to ``destination`` and returns a
     `MaterializeResult` with the run id, counts by status, token usage
     (``openai.<model>.prompt_tokens`` / ``completion_tokens`` / ``total_tokens``), the
-    estimated cost and the results' location, plus the ``batchor_failure_rate`` check.
+    estimated cost and the results' location, plus the ``batchor_failure_rate`` check and
+    the ``batchor_limits`` check (see ``deadline`` and ``max_cost_usd``).
 
     Which run: ``run_key(context)`` when given; else the run an unfinished earlier attempt on
     the same partition started (a crash, a failure, a timeout), unless it was cancelled;
@@ -80,6 +85,16 @@ def batchor_asset(
         retry_policy: Dagster retries for transient errors (permanent ones, by
             `batchor.is_permanent`, never retry).
         resource_key: The key of the `BatchorResource`.
+        deadline: When each run must end, over the job's own (`batchor.BatchJob.deadline`):
+            a ``timedelta`` from the run's creation (the usual choice: per partition), an
+            aware ``datetime``, or seconds. Items it fails make the ``batchor_limits``
+            check fail (severity ERROR; the asset still materialises with every result),
+            with ``batchor/deadline_failed`` in the metadata.
+        max_cost_usd: Each run's spending cap in USD, over the job's own (the model must be
+            priced). A run paused at its cap with nothing in flight fails the step without
+            retry, logging a failed ``batchor_limits`` check with the pause code, the cost
+            and the cap; raise the cap (``batchor resume RUN --max-cost-usd N``) and
+            materialise again: the attempt attaches to the run.
         **asset_kwargs: Passed to ``@asset`` (``owners``, ``tags``, ``metadata``, ...);
             ``kinds`` add to ``{"batchor"}`` (e.g. ``kinds={"anthropic"}``).
     """

@@ -1,18 +1,34 @@
 """What a materialisation reports to Dagster: run id, counts by status, token usage under
 ``<provider>.<model>.*`` keys (``openai.<model>.*`` for OpenAI runs, as Dagster's OpenAI
-integration names them), estimated cost, the results URI, and the failure-rate check."""
+integration names them), estimated cost, the results URI, the failure-rate check, and the
+limits check with the run's deadline and spending cap."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
+from dagster import (
+    AssetCheckEvaluation,
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetKey,
+    MetadataValue,
+)
 
 from batchor import CollectResult, RunSummary
 from batchor.providers.registry import DEFAULT_PROVIDER
+from batchor.steps import LimitStop, limit_stop
 
 FAILURE_RATE_CHECK = "batchor_failure_rate"
 """Name of the asset check on the share of items that failed."""
+
+LIMITS_CHECK = "batchor_limits"
+"""Name of the asset check that fails when the run's limits stopped it: paused at its
+spending cap (``budget``) or with items failed by its deadline (``deadline``)."""
+
+LIMITS_SEVERITY = AssetCheckSeverity.ERROR
+"""The limits check's severity when it fails."""
 
 REUSED_RUN_KEY = "batchor/reused_run_id"
 """Metadata key naming the run a materialisation reused instead of buying a new one."""
@@ -74,6 +90,63 @@ def failure_rate_check(
             "items": MetadataValue.int(total),
         },
     )
+
+
+def limit_metadata(summary: RunSummary) -> dict[str, Any]:
+    """The run's limits and what they did, for a run that has any (else empty):
+    ``batchor/deadline`` and ``batchor/deadline_failed``, ``batchor/max_cost_usd`` and
+    ``batchor/pause_code``."""
+    metadata: dict[str, Any] = {}
+    if summary.deadline_at is not None:
+        when = datetime.fromtimestamp(summary.deadline_at, UTC).isoformat(timespec="seconds")
+        metadata["batchor/deadline"] = MetadataValue.text(when)
+    if summary.deadline_at is not None or summary.deadline_failed:
+        metadata["batchor/deadline_failed"] = MetadataValue.int(summary.deadline_failed)
+    if summary.max_cost_usd is not None:
+        metadata["batchor/max_cost_usd"] = MetadataValue.float(summary.max_cost_usd)
+    if summary.pause_code is not None:
+        metadata["batchor/pause_code"] = MetadataValue.text(summary.pause_code)
+    return metadata
+
+
+def limits_check(summary: RunSummary) -> AssetCheckResult:
+    """Passes unless the run's limits stopped it (`batchor.steps.limit_stop`); when they
+    did, its description is the reason and its metadata says which limit and the figures."""
+    stop = limit_stop(summary)
+    return AssetCheckResult(
+        check_name=LIMITS_CHECK,
+        passed=stop is None,
+        severity=LIMITS_SEVERITY,
+        description=None if stop is None else stop.reason,
+        metadata=_stop_metadata(stop, summary),
+    )
+
+
+def limits_evaluation(
+    asset_key: AssetKey, stop: LimitStop, summary: RunSummary
+) -> AssetCheckEvaluation:
+    """The failed limits check of an asset whose step fails on ``stop`` (the run stalled at
+    its cap), to log before raising: a failed step reports no check result of its own."""
+    return AssetCheckEvaluation(
+        asset_key=asset_key,
+        check_name=LIMITS_CHECK,
+        passed=False,
+        severity=LIMITS_SEVERITY,
+        description=stop.reason,
+        metadata=_stop_metadata(stop, summary),
+    )
+
+
+def _stop_metadata(stop: LimitStop | None, summary: RunSummary) -> dict[str, Any]:
+    metadata = {
+        key.removeprefix("batchor/"): value for key, value in limit_metadata(summary).items()
+    }
+    if summary.cost_usd is not None:
+        metadata["cost_usd"] = MetadataValue.float(round(summary.cost_usd, 6))
+    if stop is not None:
+        metadata["limit"] = MetadataValue.text(stop.kind)
+        metadata["reason"] = MetadataValue.text(stop.reason)
+    return metadata
 
 
 def _run(run_id: str, status: str, items: dict[str, int], reused: bool) -> dict[str, Any]:

@@ -75,6 +75,8 @@ class BatchorAssetOptions(TypedDict, total=False):
     progress_interval: float
     retry_policy: RetryPolicy | None
     resource_key: str
+    deadline: steps.DeadlineSpec | None
+    max_cost_usd: float | None
 
 
 def batchor_sensor_assets(
@@ -225,7 +227,9 @@ class _Cursor:
                 tags = {RUN_ID_KEY: run_id}
                 requests.append(RunRequest(run_key=run_id, partition_key=partition_key, tags=tags))
                 continue
-            if summary.status is RunStatus.PAUSED:
+            if (stop := steps.limit_stop(summary)) is not None:
+                context.log.warning(f"batchor {stop.reason}")
+            elif summary.status is RunStatus.PAUSED:
                 context.log.warning(
                     f"batchor run {run_id} is paused ({summary.pause_reason}); "
                     f"resume it with `batchor resume {run_id}`"

@@ -36,7 +36,11 @@ _CACHED: dict[str, Any] = {"persist_result": True, "result_serializer": "json", 
     **_CACHED,
 )
 def start_batch_run(
-    job: JobSpec, run_key: str, config: BatchorConfig | str | None = None
+    job: JobSpec,
+    run_key: str,
+    config: BatchorConfig | str | None = None,
+    deadline: steps.DeadlineSpec | None = None,
+    max_cost_usd: float | str | None = None,
 ) -> steps.RunHandle:
     """Create the batchor run ``run_key`` for ``job``, or attach to it; read the input and
     submit what is ready (`batchor.steps.start`). Never submits a batch twice, whatever
@@ -52,11 +56,21 @@ def start_batch_run(
             ``prefect.utilities.annotations.quote`` so Prefect does not walk its items.
         run_key: The run id (see `batchor.run_id_from` and `flow_run_key`).
         config: A `BatchorConfig`, the name of a saved one, or ``None`` for the environment.
+        deadline: When the run must end, over the job's own (`batchor.BatchJob.deadline`):
+            a ``timedelta`` from the run's creation, an aware ``datetime``, seconds, or an
+            ISO 8601 datetime with offset (the forms a deployment's JSON parameters carry).
+        max_cost_usd: The run's spending cap in USD, over the job's own. An existing run's
+            cap is only ever raised; and a cached start does not reach the run at all:
+            raise a stopped run's cap with ``batchor resume RUN --max-cost-usd N``.
+
+    Raises:
+        ConfigurationError: An invalid limit, among others (not retried).
     """
     logger = get_run_logger()
     block = resolve_config(config)
+    built = build_job(job, deadline=deadline, max_cost_usd=max_cost_usd)
     with block.runner() as runner:
-        started = steps.start(runner, build_job(job), run_key)
+        started = steps.start(runner, built, run_key)
     logger.info("started from %s: %s", describe_job(job), Progress.of(started.summary).describe())
     return started.handle
 
@@ -95,7 +109,8 @@ def wait_for_batch_run(
         The run's final `batchor.RunSummary`.
 
     Raises:
-        RunStateError: The run is paused with nothing in flight (resume it first).
+        RunStateError: The run is paused with nothing in flight (resume it first); at its
+            spending cap, the message says so and how to raise it (not retried).
     """
     logger = get_run_logger()
     with resolve_config(config).runner() as runner:
@@ -141,6 +156,16 @@ def collect_batch_run(
         "run %s: %d results written to %s (%s)", run_id, result.results, result.uri, result.counts
     )
     return result
+
+
+def run_summary(run_id: str, config: BatchorConfig | str | None = None) -> RunSummary:
+    """The run's current summary, from the store alone (no provider call, no key needed).
+
+    Raises:
+        RunNotFoundError: The store has no such run.
+    """
+    with resolve_config(config).runner() as runner:
+        return runner.get_run(run_id).summary()
 
 
 def run_exists(run_id: str, config: BatchorConfig | str | None = None) -> bool:

@@ -107,6 +107,7 @@ class BatchOperations(SqlConnector):
                 provider_status=provider_status,
                 failures=0,
                 not_before=None,
+                submitted_at=now(),
             ):
                 return False
             conn.execute(

@@ -123,10 +123,17 @@ class CollectOperations(SqlConnector):
         return changed
 
     def finish_batch(
-        self, run_pk: int, batch_pk: int, input_tokens: int, output_tokens: int
+        self,
+        run_pk: int,
+        batch_pk: int,
+        input_tokens: int,
+        output_tokens: int,
+        *,
+        cost_usd: float | None = None,
     ) -> bool:
-        """Mark an ended batch collected and add the tokens it billed to the run, in one
-        transaction; False if it was not ended (another worker finished it)."""
+        """Mark an ended batch collected and add the tokens it billed to the run (and record
+        its cost), in one transaction; False if it was not ended (another worker finished
+        it)."""
         # Counts a provider reports past any integer column would stop the run for good.
         input_tokens = min(max(input_tokens, 0), _TOKENS_MAX)
         output_tokens = min(max(output_tokens, 0), _TOKENS_MAX)
@@ -139,6 +146,7 @@ class CollectOperations(SqlConnector):
                     status=BatchStatus.COLLECTED.value,
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
+                    cost_usd=cost_usd,
                     updated_at=at,
                 )
             ).rowcount
@@ -171,11 +179,13 @@ class CollectOperations(SqlConnector):
         where = (items.c.batch_pk == batch_pk, items.c.status.in_(unanswered))
         with self._write() as conn:
             if charge is None:
-                return int(
+                moved = int(
                     conn.execute(
                         items.update().where(*where).values(status=ItemStatus.PENDING.value)
                     ).rowcount
                 )
+                _count_requeued(conn, batch_pk, moved)
+                return moved
             error_class, message = charge
             tick = next_tick(conn, run_pk)
             record_failures(
@@ -187,7 +197,7 @@ class CollectOperations(SqlConnector):
                 created_at=now(),
             )
             out_of_attempts = items.c.attempts + 1 >= max_attempts
-            return int(
+            moved = int(
                 conn.execute(
                     items.update()
                     .where(*where)
@@ -205,3 +215,15 @@ class CollectOperations(SqlConnector):
                     )
                 ).rowcount
             )
+            _count_requeued(conn, batch_pk, moved)
+            return moved
+
+
+def _count_requeued(conn: sa.Connection, batch_pk: int, moved: int) -> None:
+    """Add to the batch's count of unanswered items its collection handed back."""
+    if moved:
+        conn.execute(
+            batches.update()
+            .where(batches.c.pk == batch_pk)
+            .values(requeued=sa.func.coalesce(batches.c.requeued, 0) + moved)
+        )

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from batchor.states import ItemStatus
 from batchor.stores.records import ItemRow
-from batchor.stores.schema import batches, items
+from batchor.stores.schema import batches, items, runs
 from batchor.stores.sql.bulk import driver_cursor
 from batchor.stores.sql.connector import SqlConnector
 from batchor.stores.sql.rows import ITEM_ROW, item_row
@@ -30,6 +30,17 @@ class ReadOperations(SqlConnector):
             for status, n in conn.execute(stmt):
                 counts[ItemStatus(status)] = int(n)
         return counts
+
+    def run_of_provider_batch(self, provider_batch_id: str) -> str | None:
+        """The id of the run that holds the provider batch ``provider_batch_id``, if any."""
+        stmt = (
+            sa.select(runs.c.run_id)
+            .join(batches, batches.c.run_pk == runs.c.pk)
+            .where(batches.c.provider_batch_id == provider_batch_id)
+            .limit(1)
+        )
+        with self._read() as conn:
+            return conn.execute(stmt).scalar()
 
     def batch_counts(self, run_pk: int) -> dict[str, int]:
         """Batches by status."""

@@ -65,6 +65,10 @@ def run_record(row: Any) -> RunRecord:
         exported_at=row.exported_at,
         pruned_at=row.pruned_at,
         collected=_loads(row.collected, None),
+        deadline_at=row.deadline_at,
+        max_cost_usd=row.max_cost_usd,
+        pause_code=row.pause_code,
+        webhook_at=row.webhook_at,
     )
 
 
@@ -95,6 +99,12 @@ def batch_record(row: Any) -> BatchRecord:
         updated_at=row.updated_at,
         claimed_by=row.claimed_by,
         lease_until=row.lease_until,
+        submitted_at=row.submitted_at,
+        est_cost_usd=row.est_cost_usd,
+        cost_usd=row.cost_usd,
+        stop_reason=row.stop_reason,
+        stop_requested_at=row.stop_requested_at,
+        requeued=row.requeued,
     )
 
 

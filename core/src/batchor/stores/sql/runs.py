@@ -79,14 +79,30 @@ class RunOperations(SqlConnector):
         *,
         expected: Collection[RunStatus] | None = None,
         pause_reason: str | None = None,
+        pause_code: str | None = None,
     ) -> bool:
         """Move the run to ``status`` if it is in one of ``expected``; True if it moved."""
         stmt = runs.update().where(runs.c.pk == run_pk)
         if expected is not None:
             stmt = stmt.where(runs.c.status.in_([s.value for s in expected]))
         return self._update_run(
-            stmt.values(status=status.value, pause_reason=pause_reason, updated_at=now())
+            stmt.values(
+                status=status.value,
+                pause_reason=pause_reason,
+                pause_code=pause_code,
+                updated_at=now(),
+            )
         )
+
+    def set_run_limits(
+        self, run_pk: int, *, deadline_at: float | None, max_cost_usd: float | None
+    ) -> None:
+        """Record the run's deadline (epoch seconds) and spending cap (USD)."""
+        self._set_run(run_pk, deadline_at=deadline_at, max_cost_usd=max_cost_usd)
+
+    def note_webhook(self, run_pk: int, at: float) -> None:
+        """Record that a provider webhook drove the run ``at``."""
+        self._set_run(run_pk, webhook_at=at)
 
     def request_cancel(self, run_pk: int, *, remote: bool) -> bool:
         """Move a running or paused run to ``cancelling``; True if it moved."""
@@ -100,6 +116,7 @@ class RunOperations(SqlConnector):
                 status=RunStatus.CANCELLING.value,
                 cancel_remote=remote,
                 pause_reason=None,
+                pause_code=None,
                 updated_at=now(),
             )
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -199,10 +199,12 @@ def parse_batch_request(payload: Any, files: FileStore) -> BatchRequest:
 class BatchStore:
     """Thread-safe registry of batches, oldest first."""
 
-    def __init__(self) -> None:
-        """Start with no batches."""
+    def __init__(self, on_end: Callable[[dict[str, Any]], None] | None = None) -> None:
+        """Start with no batches; ``on_end`` is called with a batch's API dict each time one
+        reaches a terminal status (outside the lock)."""
         self._lock = threading.Lock()
         self._records: dict[str, BatchRecord] = {}
+        self._on_end = on_end
 
     def create(self, request: BatchRequest, outcome: BatchOutcome | None) -> BatchRecord:
         """Record a new batch in status ``validating``."""
@@ -251,6 +253,7 @@ class BatchStore:
         Return ``False`` (changing nothing) if that would move a ``cancelling`` batch to any
         status other than ``cancelled``.
         """
+        ended = None
         with self._lock:
             new_status = changes.get("status")
             if (
@@ -259,9 +262,14 @@ class BatchStore:
                 and new_status not in ("cancelling", "cancelled")
             ):
                 return False
+            was = record.status
             for name, value in changes.items():
                 setattr(record, name, value)
-            return True
+            if record.status != was and record.status in TERMINAL_STATUSES:
+                ended = record.to_dict()
+        if ended is not None and self._on_end is not None:
+            self._on_end(ended)
+        return True
 
     def add_counts(self, record: BatchRecord, **deltas: int) -> None:
         """Add ``deltas`` to integer counters of ``record`` atomically."""

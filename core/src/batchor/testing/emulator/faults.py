@@ -23,7 +23,7 @@ file) on every endpoint. ``invalid_json`` answers 200 with reply text that is no
 ``/v1/embeddings``: ``data`` entries without their ``embedding``).
 """
 
-BatchOutcome = Literal["token_limit", "fail", "expire"]
+BatchOutcome = Literal["token_limit", "fail", "expire", "hold"]
 """A fault that decides the fate of a whole batch at creation time."""
 
 LINE_FAULTS: frozenset[str] = frozenset(get_args(LineFault))
@@ -73,6 +73,14 @@ class EmulatorFaults:
     """The next N created batches fail with ``token_limit_exceeded``."""
     expire_count: int = 0
     """The next N created batches expire with only the first half of their lines answered."""
+    hold_count: int = 0
+    """The next N created batches answer only the first `hold_fraction` of their lines, then
+    stay ``in_progress`` until they are cancelled (a batch past its timeout); cancelled, they
+    end ``cancelled`` with the answered lines in their output file, as OpenAI's do (after
+    `expire_count`)."""
+    hold_fraction: float = 0.5
+    """The fraction of its lines a batch held by `hold_count` answers (rounded down), read
+    when the batch starts answering."""
     fail_batch_count: int = 0
     """The next N created batches end ``failed`` during validation with `fail_batch_errors`
     (after `fail_token_limit_count`, before `expire_count`)."""
@@ -117,12 +125,16 @@ class EmulatorFaults:
     _shuffle_rng: random.Random = field(
         default_factory=random.Random, init=False, repr=False, compare=False
     )
+    _sync_rng: random.Random = field(
+        default_factory=random.Random, init=False, repr=False, compare=False
+    )
 
     def _reseed_locked(self) -> None:
         if self._seeded != self.seed:
             self._line_rng.seed(f"line:{self.seed}")
             self._http_rng.seed(f"http:{self.seed}")
             self._shuffle_rng.seed(f"shuffle:{self.seed}")
+            self._sync_rng.seed(f"sync:{self.seed}")
             self._seeded = self.seed
 
     def take_http_server_error(self) -> bool:
@@ -182,6 +194,9 @@ class EmulatorFaults:
             if self.expire_count > 0:
                 self.expire_count -= 1
                 return "expire"
+            if self.hold_count > 0:
+                self.hold_count -= 1
+                return "hold"
             return None
 
     def rewrite_lines(self, outputs: list[str], errors: list[str]) -> None:
@@ -214,6 +229,18 @@ class EmulatorFaults:
             self._reseed_locked()
         return LineFaultSampler(self, self._line_rng)
 
+    def pick_sync_fault(self, request_id: str, body: dict[str, Any]) -> LineFault | None:
+        """Pick the fault of one synchronous request, as the line knobs pick a batch line's.
+
+        ``request_id`` stands for the line's custom_id (the client's ``X-Client-Request-Id``
+        header, or ``""``). Draws come from a generator of their own, so synchronous requests
+        do not change which batch lines are faulted.
+        """
+        with self._lock:
+            self._reseed_locked()
+            draw = self._sync_rng.random()
+        return LineFaultSampler(self, self._sync_rng).choose(draw, request_id, body)
+
 
 class LineFaultSampler:
     """The line knobs of `EmulatorFaults`, snapshotted for one slice of a batch's lines.
@@ -244,7 +271,10 @@ class LineFaultSampler:
 
     def pick(self, custom_id: str, body: dict[str, Any] | None) -> LineFault | None:
         """Draw for one line and pick its fault (pass its body if `wants_body`)."""
-        draw = self._random()
+        return self.choose(self._random(), custom_id, body)
+
+    def choose(self, draw: float, custom_id: str, body: dict[str, Any] | None) -> LineFault | None:
+        """Pick the fault of one line given its ``draw`` (uniform in ``[0, 1)``)."""
         callback = self._callback
         if callback is not None:
             chosen = callback(custom_id, body if body is not None else {})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from batchor.errors import ConfigurationError
+
 MIB = 1024 * 1024
 
 
@@ -24,6 +26,24 @@ class EmulatorLimits:
     """Largest JSON request body accepted by the JSON endpoints."""
     max_validation_errors: int = 100
     """Most entries reported in a failed batch's ``errors.data``."""
+    requests_per_minute: int = 10_000
+    """Requests per model per `rate_window` the synchronous endpoints (``POST
+    /v1/responses``, ``/v1/chat/completions``, ``/v1/embeddings``) accept before answering
+    429 ``rate_limit_exceeded``."""
+    tokens_per_minute: int = 10_000_000
+    """Estimated tokens per model per `rate_window` the synchronous endpoints accept: each
+    request counts the larger of its prompt's estimate (a token per four characters) and
+    its ``max_output_tokens`` (``max_completion_tokens``, ``max_tokens``)."""
+    rate_window: float = 60.0
+    """Seconds over which the rate limits refill in full; shrink it in tests so a
+    rate-limited request may be retried within milliseconds."""
+
+    def __post_init__(self) -> None:
+        """Refuse rate limits that are not positive."""
+        for name in ("requests_per_minute", "tokens_per_minute", "rate_window"):
+            value = getattr(self, name)
+            if not value > 0:
+                raise ConfigurationError(f"EmulatorLimits.{name} must be positive, got {value!r}")
 
     @classmethod
     def azure(cls) -> EmulatorLimits:

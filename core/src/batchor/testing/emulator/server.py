@@ -38,6 +38,12 @@ from batchor.testing.emulator.files import FileStore
 from batchor.testing.emulator.limits import EmulatorLimits
 from batchor.testing.emulator.multipart import MultipartError
 from batchor.testing.emulator.stats import EmulatorStats
+from batchor.testing.emulator.sync import (
+    SyncService,
+    create_chat_completion,
+    create_embeddings,
+    create_response,
+)
 from batchor.testing.emulator.worker import BatchWorker
 
 _log = logging.getLogger(__name__)
@@ -55,6 +61,8 @@ class ServerState:
     faults: Callable[[], EmulatorFaults]
     api_key: str | None
     """The only accepted key, or ``None`` to accept any (bearer token or Azure ``api-key``)."""
+    sync: SyncService | None = None
+    """Answers the synchronous endpoints (404 without one)."""
 
 
 Handler = Callable[["RequestHandler", str, Mapping[str, list[str]]], None]
@@ -80,6 +88,13 @@ _ENDPOINTS: list[tuple[str, str, Handler]] = [
     ("POST", "/batches/{id}/cancel", routes.cancel_batch),
 ]
 _PREFIXES = [("/v1", OPENAI), ("/openai", AZURE), ("/openai/v1", AZURE_V1)]
+_SYNC_ENDPOINTS: list[tuple[str, str, Handler]] = [
+    ("POST", "/responses", create_response),
+    ("POST", "/chat/completions", create_chat_completion),
+    ("POST", "/embeddings", create_embeddings),
+]
+"""Served in OpenAI's and Azure's v1 URL shapes (classic Azure names a deployment instead)."""
+_SYNC_PREFIXES = [("/v1", OPENAI), ("/openai/v1", AZURE_V1)]
 
 
 @dataclass(frozen=True)
@@ -115,8 +130,9 @@ _ROUTE_TABLE = [
         handler,
         dialect,
     )
-    for prefix, dialect in _PREFIXES
-    for method, suffix, handler in _ENDPOINTS
+    for prefixes, endpoints in ((_PREFIXES, _ENDPOINTS), (_SYNC_PREFIXES, _SYNC_ENDPOINTS))
+    for prefix, dialect in prefixes
+    for method, suffix, handler in endpoints
 ]
 
 

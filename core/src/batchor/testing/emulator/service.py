@@ -12,6 +12,8 @@ from batchor.testing.emulator.files import FileStore
 from batchor.testing.emulator.limits import EmulatorLimits
 from batchor.testing.emulator.server import EmulatorHTTPServer, ServerState
 from batchor.testing.emulator.stats import EmulatorStats
+from batchor.testing.emulator.sync import SyncService
+from batchor.testing.emulator.webhooks import WebhookSender, new_webhook_secret
 from batchor.testing.emulator.worker import BatchWorker
 from batchor.testing.loopback import LoopbackEmulator, LoopbackServer, LoopbackWorker
 
@@ -21,6 +23,10 @@ DEFAULT_API_KEY = "sk-emulator"
 
 class OpenAIBatchEmulator(LoopbackEmulator):
     """A local, loopback HTTP emulator of the OpenAI Files and Batches API.
+
+    It also answers ``POST /v1/responses``, ``/v1/chat/completions`` and ``/v1/embeddings``
+    synchronously, each request as a batch line with the same body would be answered, under
+    the per-model rate limits of `limits` (read live, so tests may replace `limits`).
 
     Point the official SDK at it with ``OpenAI(base_url=emu.base_url, api_key=emu.api_key)``.
     The same server also speaks Azure OpenAI's URL shape: ``AzureOpenAI(azure_endpoint=
@@ -41,6 +47,13 @@ class OpenAIBatchEmulator(LoopbackEmulator):
             ``"sk-emulator"``.
         host: Interface to bind, loopback by default.
         limits: Size and count limits; the real service's limits by default.
+        webhook_url: If given, each batch that ends is announced there as OpenAI does: a
+            signed ``batch.completed``, ``batch.failed``, ``batch.expired`` or
+            ``batch.cancelled`` event POSTed from a background thread, retried with backoff
+            until answered 2xx (see `batchor.testing.emulator.webhooks`; counted in
+            `EmulatorStats.webhooks_sent` and `EmulatorStats.webhooks_delivered`).
+        webhook_secret: The ``whsec_...`` secret the events are signed with; a new one (see
+            `webhook_secret`) when ``webhook_url`` is given without it.
     """
 
     def __init__(
@@ -53,6 +66,8 @@ class OpenAIBatchEmulator(LoopbackEmulator):
         *,
         host: str = "127.0.0.1",
         limits: EmulatorLimits | None = None,
+        webhook_url: str | None = None,
+        webhook_secret: str | None = None,
     ) -> None:
         """Configure the emulator; nothing runs until `start`."""
         super().__init__(port, data_dir, host)
@@ -69,6 +84,13 @@ class OpenAIBatchEmulator(LoopbackEmulator):
         self._required_key = api_key
         self._file_store: FileStore | None = None
         self._batch_store: BatchStore | None = None
+        self.webhook_url = webhook_url
+        """Where batch events are POSTed, if anywhere (read on `start`)."""
+        if webhook_url is not None and webhook_secret is None:
+            webhook_secret = new_webhook_secret()
+        self.webhook_secret: str | None = webhook_secret
+        """The secret batch events are signed with (give it to the receiver)."""
+        self._webhooks: WebhookSender | None = None
 
     @property
     def base_url(self) -> str:
@@ -105,7 +127,10 @@ class OpenAIBatchEmulator(LoopbackEmulator):
     def _open(self, root: Path) -> tuple[LoopbackServer, LoopbackWorker]:
         """Build the file and batch stores, the worker and the server over ``root``."""
         self._file_store = files = FileStore(root)
-        self._batch_store = batches = BatchStore()
+        if self.webhook_url is not None and self.webhook_secret is not None:
+            self._webhooks = WebhookSender(self.webhook_url, self.webhook_secret, self.stats)
+        on_end = self._webhooks.batch_ended if self._webhooks is not None else None
+        self._batch_store = batches = BatchStore(on_end=on_end)
         worker = BatchWorker(
             store=batches,
             files=files,
@@ -122,8 +147,20 @@ class OpenAIBatchEmulator(LoopbackEmulator):
             limits=self.limits,
             faults=lambda: self.faults,
             api_key=self._required_key,
+            sync=SyncService(self.stats, lambda: self.faults, lambda: self.limits),
         )
         return EmulatorHTTPServer((self.host, self._requested_port), state), worker
+
+    def _bound(self) -> None:
+        """Start sending webhook events, if asked to."""
+        if self._webhooks is not None:
+            self._webhooks.start()
+
+    def _worker_stopped(self) -> None:
+        """Stop sending webhook events (no batch ends any more)."""
+        if self._webhooks is not None:
+            self._webhooks.stop()
+            self._webhooks = None
 
     def batches(self) -> list[dict[str, Any]]:
         """Every batch as its API JSON dict, oldest first."""

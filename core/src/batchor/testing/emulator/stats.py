@@ -16,6 +16,11 @@ class EmulatorStats:
         self._calls: Counter[tuple[str, str]] = Counter()
         self._batch_metadata: list[dict[str, str]] = []
         self._lines_answered: Counter[str] = Counter()
+        self._webhooks_sent: Counter[str] = Counter()
+        self._webhooks_delivered: Counter[str] = Counter()
+        self._sync_answered: Counter[str] = Counter()
+        self._sync_tokens = [0, 0]
+        self._sync_rate_limited = 0
 
     @property
     def calls(self) -> Counter[tuple[str, str]]:
@@ -57,12 +62,54 @@ class EmulatorStats:
         with self._lock:
             return Counter(self._lines_answered)
 
+    @property
+    def sync_answered(self) -> Counter[str]:
+        """Synchronous requests answered, keyed by endpoint (e.g. ``"/v1/responses"``).
+
+        A request counts once the model answers it, successfully or with a faulted error;
+        requests refused before (401, 400, a 429 for the rate limits, injected HTTP faults)
+        do not.
+        """
+        with self._lock:
+            return Counter(self._sync_answered)
+
+    @property
+    def sync_tokens(self) -> tuple[int, int]:
+        """``(input, output)`` tokens billed for successful synchronous answers (at the
+        synchronous price, unlike a batch's)."""
+        with self._lock:
+            return self._sync_tokens[0], self._sync_tokens[1]
+
+    @property
+    def sync_rate_limited(self) -> int:
+        """Synchronous requests refused 429 because they exceeded the rate limits."""
+        with self._lock:
+            return self._sync_rate_limited
+
+    @property
+    def webhooks_sent(self) -> Counter[str]:
+        """Webhook deliveries attempted, by event type (``"batch.completed"``, ...); each
+        retry of an event counts again."""
+        with self._lock:
+            return Counter(self._webhooks_sent)
+
+    @property
+    def webhooks_delivered(self) -> Counter[str]:
+        """Webhook events answered 2xx by the receiver, by event type."""
+        with self._lock:
+            return Counter(self._webhooks_delivered)
+
     def reset(self) -> None:
         """Set every counter back to zero."""
         with self._lock:
+            self._webhooks_sent.clear()
+            self._webhooks_delivered.clear()
             self._calls.clear()
             self._batch_metadata.clear()
             self._lines_answered.clear()
+            self._sync_answered.clear()
+            self._sync_tokens = [0, 0]
+            self._sync_rate_limited = 0
 
     def record_call(self, method: str, route: str) -> None:
         """Count one HTTP call (used by the emulator)."""
@@ -78,3 +125,24 @@ class EmulatorStats:
         """Count answered lines (used by the emulator)."""
         with self._lock:
             self._lines_answered.update(custom_ids)
+
+    def record_sync(self, endpoint: str, input_tokens: int, output_tokens: int) -> None:
+        """Count one answered synchronous request and its billed tokens (used by the
+        emulator)."""
+        with self._lock:
+            self._sync_answered[endpoint] += 1
+            self._sync_tokens[0] += input_tokens
+            self._sync_tokens[1] += output_tokens
+
+    def record_sync_rate_limited(self) -> None:
+        """Count one synchronous request refused for the rate limits (used by the emulator)."""
+        with self._lock:
+            self._sync_rate_limited += 1
+
+    def record_webhook(self, event_type: str, delivered: bool) -> None:
+        """Count one webhook delivery attempt, and the event if it was answered 2xx (used by
+        the emulator)."""
+        with self._lock:
+            self._webhooks_sent[event_type] += 1
+            if delivered:
+                self._webhooks_delivered[event_type] += 1

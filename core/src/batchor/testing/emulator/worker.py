@@ -60,6 +60,7 @@ class _Job:
     out_lines: int = 0
     err_lines: int = 0
     done: int = 0
+    cap: int = 0  # lines it answers: all of them, unless expiring or held
     registered: bool = False
 
     def close(self) -> None:
@@ -275,12 +276,24 @@ class BatchWorker:
             job.prepared = None
             self._schedule(job, "finalize", job.phase_start)
             return
+        job.cap = self._answer_cap(job.record)
         self._step_progress(job)
+
+    def _answer_cap(self, record: BatchRecord) -> int:
+        """How many of its lines a batch answers: half of an expiring batch's, the
+        `EmulatorFaults.hold_fraction` of a held one's, else all."""
+        total = record.total
+        if record.outcome == "expire":
+            return total // 2
+        if record.outcome == "hold":
+            fraction = min(max(self._faults().hold_fraction, 0.0), 1.0)
+            return math.floor(total * fraction)
+        return total
 
     def _step_progress(self, job: _Job) -> None:
         record = job.record
         total = record.total
-        cap = total // 2 if record.outcome == "expire" else total
+        cap = job.cap
         if self._phase > 0:
             elapsed = time.monotonic() - job.phase_start
             target = min(cap, math.ceil(total * elapsed / self._phase))
@@ -299,6 +312,8 @@ class BatchWorker:
                 "This request could not be executed before the completion window expired.",
             )
             self._schedule(job, "expire", job.phase_start + self._phase)
+        elif record.outcome == "hold":
+            return  # stays in_progress until a cancel winds it down (see `_step_cancel`)
         else:
             self._schedule(job, "finalize", job.phase_start + self._phase)
 
