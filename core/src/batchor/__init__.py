@@ -24,7 +24,7 @@ from batchor.errors import (
 from batchor.estimate import JobEstimate, estimate_job
 from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.items import BatchItem, PromptParts
-from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, RetryPolicy
+from batchor.jobs import ArtifactPolicy, BatchJob, BatchLimits, FinishSync, RetryPolicy
 from batchor.pricing import ModelPrice, PriceTable
 from batchor.providers.anthropic.config import AnthropicProviderConfig
 from batchor.providers.azure.config import AzureOpenAIProviderConfig
@@ -64,6 +64,7 @@ __all__ = [
     "ConfigurationError",
     "CsvItemSource",
     "DuplicateItemError",
+    "FinishSync",
     "GeminiProviderConfig",
     "ItemFailure",
     "ItemResult",

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchor.errors import ConfigurationError
 from batchor.items import BatchItem, PromptParts
@@ -108,6 +108,84 @@ class ArtifactPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class FinishSync:
+    """Finishing the stragglers: once a run has few items left in live batches for a while,
+    they are taken out of their batches and sent through the provider's ordinary
+    synchronous API instead (OpenAI and Azure OpenAI; not Anthropic or Gemini yet).
+
+    When at most ``when_remaining_at_most`` items are left in live batches (and none waits
+    to be packed) for longer than ``after``, every live batch is cancelled at the provider
+    (the lines it answered are kept) and its unanswered items are sent synchronously, at
+    most ``max_concurrency`` requests at once, honouring the provider's rate-limit headers,
+    each item answered exactly once. A stopped batch the provider has not ended within
+    ``cancel_grace`` has its unanswered items sent synchronously too; a line it answers
+    later for one of them is a duplicate answer (billed, not applied, counted in
+    `RunSummary.duplicate_answers`).
+
+    Synchronous requests cost the provider's standard price, twice the Batch API's at
+    OpenAI (`batchor.engine.finish.SYNC_PRICE_FACTOR`).
+
+    Attributes:
+        when_remaining_at_most: At most this many items left in live batches (at least 1).
+        after: How long that must hold first (a positive ``timedelta``).
+        max_cost_usd: The most the synchronous requests may cost in USD: before each, the
+            synchronous cost so far plus its projected cost must fit; once one does not,
+            synchronous sending stops for good and the rest goes in a normal batch.
+            ``None``: no cap of its own. The model must be in the runner's price table.
+        max_concurrency: Synchronous requests in flight at once (1 to 64).
+        cancel_grace: How long a stopped batch may take to end before its unanswered
+            items are sent synchronously anyway.
+    """
+
+    when_remaining_at_most: int
+    after: timedelta
+    max_cost_usd: float | None = None
+    max_concurrency: int = 8
+    cancel_grace: timedelta = timedelta(seconds=60)
+
+    def __post_init__(self) -> None:
+        n = self.when_remaining_at_most
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigurationError(
+                f"FinishSync.when_remaining_at_most must be a whole number of at least 1, got {n!r}"
+            )
+        for name in ("after", "cancel_grace"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or value.total_seconds() <= 0:
+                raise ConfigurationError(
+                    f"FinishSync.{name} must be a positive timedelta, got {value!r}"
+                )
+        check_cost_cap("FinishSync.max_cost_usd", self.max_cost_usd)
+        c = self.max_concurrency
+        if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 64:
+            raise ConfigurationError(
+                f"FinishSync.max_concurrency must be between 1 and 64, got {c!r}"
+            )
+
+    def record(self) -> dict[str, float | int | None]:
+        """The settings as stored with a run (durations in seconds)."""
+        return {
+            "when_remaining_at_most": self.when_remaining_at_most,
+            "after": self.after.total_seconds(),
+            "max_cost_usd": self.max_cost_usd,
+            "max_concurrency": self.max_concurrency,
+            "cancel_grace": self.cancel_grace.total_seconds(),
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> FinishSync:
+        """The settings from what `record` stored."""
+        cap = record.get("max_cost_usd")
+        return cls(
+            when_remaining_at_most=int(record["when_remaining_at_most"]),
+            after=timedelta(seconds=float(record["after"])),
+            max_cost_usd=None if cap is None else float(cap),
+            max_concurrency=int(record.get("max_concurrency") or 8),
+            cancel_grace=timedelta(seconds=float(record.get("cancel_grace") or 60.0)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class BatchJob:
     """Everything a run needs to turn items into provider requests.
 
@@ -136,6 +214,8 @@ class BatchJob:
             otherwise nothing more is sent and the run pauses with reason ``budget``, to be
             resumed with a higher cap (``Run.resume(max_cost_usd=...)``). The model must be
             in the runner's price table.
+        finish_sync: Finish the stragglers synchronously (`FinishSync`); ``None`` (default):
+            every item is answered by a batch.
     """
 
     items: CheckpointedItemSource | Iterable[BatchItem]
@@ -147,10 +227,15 @@ class BatchJob:
     artifact_policy: ArtifactPolicy = field(default_factory=ArtifactPolicy)
     deadline: timedelta | datetime | None = None
     max_cost_usd: float | None = None
+    finish_sync: FinishSync | None = None
 
     def __post_init__(self) -> None:
         check_deadline("BatchJob.deadline", self.deadline)
         check_cost_cap("BatchJob.max_cost_usd", self.max_cost_usd)
+        if self.finish_sync is not None and not isinstance(self.finish_sync, FinishSync):
+            raise ConfigurationError(
+                f"BatchJob.finish_sync must be a FinishSync, got {self.finish_sync!r}"
+            )
         if not callable(self.build_prompt):
             raise ConfigurationError("BatchJob.build_prompt must be callable")
         from batchor.providers.registry import check_config

@@ -141,10 +141,12 @@ class RunSummary:
         items: Item counts by status (every status present, zero included).
         batches: Provider batches by batchor batch status.
         ingest_complete: Whether every item of the source has been accepted.
-        usage: Tokens billed so far.
+        usage: Tokens billed so far by the run's batches (synchronous requests are in
+            ``sync_usage``).
         pause_reason: Why the run is paused, when it is.
-        cost_usd: The estimated cost of ``usage`` in USD from the runner's price table;
-            ``None`` when the table does not know the model.
+        cost_usd: The estimated cost of ``usage`` (the batches) in USD from the runner's
+            price table; ``None`` when the table does not know the model. Synchronous
+            requests are in ``sync_cost_usd``: the run's whole cost is the sum of the two.
         pause_code: Why the run is paused, as a code: ``budget`` (its spending cap),
             ``quota``, ``refused``, ``request`` (paused by a user) ...; ``None`` when it is
             not paused.
@@ -158,6 +160,12 @@ class RunSummary:
             ``BatchLimits.batch_timeout``.
         timeout_requeued: Unanswered items of those batches sent again (no attempt
             charged).
+        sync_answered: Items completed by a synchronous request (`FinishSync`).
+        sync_usage: Tokens the synchronous requests billed.
+        sync_cost_usd: Their cost in USD at the provider's standard price (twice the
+            table's Batch API price); ``None`` when the table does not know the model.
+        duplicate_answers: Lines a stopped batch answered for items answered
+            synchronously meanwhile: billed (in ``usage``), not applied.
     """
 
     run_id: str
@@ -175,6 +183,10 @@ class RunSummary:
     deadline_failed: int = 0
     timed_out_batches: int = 0
     timeout_requeued: int = 0
+    sync_answered: int = 0
+    sync_usage: Usage = field(default_factory=Usage)
+    sync_cost_usd: float | None = 0.0
+    duplicate_answers: int = 0
 
     @property
     def total(self) -> int:
@@ -234,6 +246,13 @@ class RunSummary:
             "deadline_failed": self.deadline_failed,
             "timed_out_batches": self.timed_out_batches,
             "timeout_requeued": self.timeout_requeued,
+            "sync_answered": self.sync_answered,
+            "sync_usage": {
+                "input_tokens": self.sync_usage.input_tokens,
+                "output_tokens": self.sync_usage.output_tokens,
+            },
+            "sync_cost_usd": self.sync_cost_usd,
+            "duplicate_answers": self.duplicate_answers,
         }
 
 

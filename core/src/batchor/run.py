@@ -12,6 +12,7 @@ from batchor.engine.cancel import wind_down
 from batchor.engine.collect import collect
 from batchor.engine.context import RunContext, RunSettings, log
 from batchor.engine.deadline import deadline_passed, enforce_deadline
+from batchor.engine.finish import SYNC_PRICE_FACTOR, finish_stragglers, reclaim_abandoned
 from batchor.engine.ingest import ingest, positions
 from batchor.engine.pack import pack
 from batchor.engine.poll import poll
@@ -24,6 +25,7 @@ from batchor.results import BatchInfo, RunSummary, Usage
 from batchor.run_outputs import RunOutputs
 from batchor.sources.base import CheckpointedItemSource, part_locator
 from batchor.states import BatchStatus, ItemStatus, PauseCode, RunStatus
+from batchor.stores.base import FINISH_MODE_SYNC
 
 if TYPE_CHECKING:
     from batchor.jobs import BatchJob
@@ -54,8 +56,9 @@ class Run(RunOutputs):
     def refresh(self) -> RunSummary:
         """One reconcile step: ingest what remains (when the job is at hand), poll live
         batches (stopping those past the run's deadline or their timeout), collect ended
-        ones, end what the deadline leaves unsent, pack pending items and submit new
-        batches. Returns the summary after it."""
+        ones, end what the deadline leaves unsent, finish the stragglers synchronously when
+        due (`FinishSync`), else pack pending items and submit new batches. Returns the
+        summary after it."""
         self._reload()
         status = self._ctx.run.status
         if status.is_terminal:
@@ -68,8 +71,13 @@ class Run(RunOutputs):
         late = enforce_deadline(self._ctx)  # past the deadline: nothing more is sent
         status = self._ctx.run.status
         if status is RunStatus.RUNNING and not late:
-            self._pack_and_submit()
-        elif status is RunStatus.CANCELLING:
+            if finish_stragglers(self._ctx):  # the last items go synchronously
+                submit(self._ctx)  # a batch packed just before, stopped at the next step
+            else:
+                self._pack_and_submit()
+        elif late:
+            reclaim_abandoned(self._ctx)
+        if status is RunStatus.CANCELLING:
             wind_down(self._ctx)
         return self._finish_if_done()
 
@@ -97,7 +105,7 @@ class Run(RunOutputs):
     def _pack_one(self) -> int:
         """Pack one batch, unless another worker is packing the run (then 0: this step only
         submits, polls and collects), or once the run's deadline has passed."""
-        if deadline_passed(self._ctx.run):
+        if deadline_passed(self._ctx.run) or self._ctx.run.finish_mode == FINISH_MODE_SYNC:
             return 0
         with self._ctx.store.packing(self._ctx.run.pk) as mine:
             return pack(self._ctx, max_batches=1) if mine else 0
@@ -283,6 +291,8 @@ class Run(RunOutputs):
         self._reload()
         run = self._ctx.run
         usage = Usage(run.input_tokens, run.output_tokens)
+        sync_usage = Usage(run.sync_input_tokens, run.sync_output_tokens)
+        sync_cost = self._cost(sync_usage)
         failed, timed_out, requeued = self._stop_counts(run)
         return RunSummary(
             run_id=run.run_id,
@@ -302,6 +312,12 @@ class Run(RunOutputs):
             committed_cost_usd=None
             if run.max_cost_usd is None
             else committed_cost(self._ctx.store.batches(run.pk, list(BatchStatus))),
+            sync_answered=run.sync_answered,
+            sync_usage=sync_usage,
+            sync_cost_usd=None if sync_cost is None else SYNC_PRICE_FACTOR * sync_cost,
+            duplicate_answers=0
+            if run.finish_mode is None
+            else self._ctx.store.duplicate_count(run.pk),
         )
 
     def _stop_counts(self, run: RunRecord) -> tuple[int, int, int]:

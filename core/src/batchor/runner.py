@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from batchor.artifacts.base import ArtifactStore
 from batchor.artifacts.open import check_writable, is_process_local, location, open_artifacts
 from batchor.engine.context import RunContext, RunSettings, log
+from batchor.engine.finish import check_sync_transport
 from batchor.engine.ingest import PROMPT_FINGERPRINT_ITEMS, prompt_fingerprint
 from batchor.errors import (
     ConfigurationError,
@@ -22,7 +23,8 @@ from batchor.errors import (
     RunNotFoundError,
 )
 from batchor.items import BatchItem
-from batchor.jobs import BatchJob, deadline_at
+from batchor.jobs import BatchJob
+from batchor.limits import apply_limits, check_priced
 from batchor.pricing import ModelPrice, PriceTable, price_table
 from batchor.providers.base import (
     BatchTransport,
@@ -56,6 +58,7 @@ _NOT_FINGERPRINTED = frozenset(
         "quota_scope",
         "keep_raw_outputs",
         "batch_timeout",
+        "finish_sync",
     }
 )
 
@@ -171,11 +174,12 @@ class BatchRunner:
         """
         run_id = run_id or new_run_id()
         _check_run_id(run_id)
-        self._check_priced(job)
+        check_priced(job, self.prices)
         config = job_config(job)
         fingerprint = _fingerprint(config)
         codec = job_codec(job)
         transport = self._transport_for(job.provider_config)
+        check_sync_transport(job.finish_sync, job.provider_config.provider_name, transport)
         existing = self.store.get_run(run_id)
         if existing is None or not existing.status.is_terminal:
             transport.check_credentials()  # fails at once without an API key
@@ -188,7 +192,7 @@ class BatchRunner:
         record, created = self.store.create_run(run_id, config, fingerprint)
         if not created and record.fingerprint != fingerprint:
             raise JobMismatchError(_mismatch(run_id, record.config, config))
-        record = self._apply_limits(record, job, created)
+        record = apply_limits(self.store, record, job, created)
         if record.prompt_fingerprint is None:
             self.store.set_prompt_fingerprint(record.pk, prompts)
         elif record.prompt_fingerprint != prompts:
@@ -256,39 +260,6 @@ class BatchRunner:
         reach = self._reach(config.provider_name)
         return config.transport(api_key=reach.api_key, base_url=reach.base_url)
 
-    def _check_priced(self, job: BatchJob) -> None:
-        """Refuse a spending cap on a model the price table does not know (its cost could
-        not be projected), before anything is created.
-
-        Raises:
-            ConfigurationError: names the model and how to price it.
-        """
-        if job.max_cost_usd is None:
-            return
-        model = getattr(job.provider_config, "price_model", None) or job.provider_config.model
-        if self.prices.price(model) is None:
-            raise ConfigurationError(
-                f"BatchJob.max_cost_usd is set but the price table has no price for model "
-                f"{model!r}: add it (BatchRunner(prices={{{model!r}: ModelPrice(input, "
-                "output)}})) or set price_model to a priced model"
-            )
-
-    def _apply_limits(self, record: RunRecord, job: BatchJob, created: bool) -> RunRecord:
-        """Store the job's deadline and spending cap with a new run. A job attached to an
-        existing run may raise its cap (never lower or remove it: a cap raised by
-        `Run.resume` stays) and set a deadline the run has not got; a deadline already
-        set is kept."""
-        deadline = record.deadline_at
-        if created or deadline is None:
-            deadline = deadline_at(job.deadline, record.created_at)
-        cap = record.max_cost_usd
-        if job.max_cost_usd is not None and (created or cap is None or job.max_cost_usd > cap):
-            cap = job.max_cost_usd
-        if (deadline, cap) == (record.deadline_at, record.max_cost_usd):
-            return record
-        self.store.set_run_limits(record.pk, deadline_at=deadline, max_cost_usd=cap)
-        return self.store.get_run(record.run_id) or record
-
     def _reach(self, provider_name: str) -> ProviderCredentials:
         """This runner's credentials for one provider (empty when it was given none)."""
         return self._credentials.get(provider_name) or ProviderCredentials()
@@ -354,6 +325,7 @@ def job_config(job: BatchJob) -> dict[str, Any]:
         "batch_timeout": (
             job.limits.batch_timeout.total_seconds() if job.limits.batch_timeout else None
         ),
+        "finish_sync": None if job.finish_sync is None else job.finish_sync.record(),
         "source": _source_record(job.items),
     }
 

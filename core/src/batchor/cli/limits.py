@@ -1,6 +1,7 @@
-"""The time and money options: ``--max-cost-usd``, ``--deadline`` and ``--batch-timeout`` of
-``run`` and ``start`` (they become `BatchJob.max_cost_usd`, `BatchJob.deadline` and
-`BatchLimits.batch_timeout`), ``--max-cost-usd`` of ``resume``; their value types, and how
+"""The time and money options: ``--max-cost-usd``, ``--deadline``, ``--batch-timeout``,
+``--finish-sync-at`` and ``--finish-sync-after`` of ``run`` and ``start`` (they become
+`BatchJob.max_cost_usd`, `BatchJob.deadline`, `BatchLimits.batch_timeout` and
+`BatchJob.finish_sync`), ``--max-cost-usd`` of ``resume``; their value types, and how
 ``status`` words the time left."""
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from typing import Any
 import click
 
 from batchor.errors import ConfigurationError
-from batchor.jobs import BatchJob
+from batchor.jobs import BatchJob, FinishSync
 from batchor.pricing import PriceTable
 
 _UNITS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
 _PART = r"(\d+(?:\.\d+)?)\s*([smhdw])"
 _DURATION = re.compile(rf"(?:{_PART}\s*)+")
+#: How long few enough items must be left before ``--finish-sync-at`` starts, by default.
+DEFAULT_FINISH_SYNC_AFTER = timedelta(minutes=15)
 #: How a duration is written, for messages.
 DURATION_HELP = "a duration such as 45s, 90m, 2h, 1d or 1h30m"
 
@@ -114,6 +117,8 @@ class JobLimits:
     max_cost_usd: float | None = None
     deadline: timedelta | datetime | None = None
     batch_timeout: timedelta | None = None
+    finish_sync_at: int | None = None
+    finish_sync_after: timedelta | None = None
 
     def apply(self, job: BatchJob) -> BatchJob:
         """``job`` with these limits (the job's own where an option was not given).
@@ -139,6 +144,30 @@ class JobLimits:
             max_cost_usd=self.max_cost_usd if self.max_cost_usd is not None else job.max_cost_usd,
             deadline=self.deadline if self.deadline is not None else job.deadline,
             limits=limits,
+            finish_sync=self._finish_sync(job.finish_sync),
+        )
+
+    def _finish_sync(self, current: FinishSync | None) -> FinishSync | None:
+        """The job's `FinishSync` with ``--finish-sync-at`` / ``--finish-sync-after``.
+
+        Raises:
+            ConfigurationError: ``--finish-sync-after`` without ``--finish-sync-at`` (and a
+                job that has none).
+        """
+        if self.finish_sync_at is None and self.finish_sync_after is None:
+            return current
+        if self.finish_sync_at is None and current is None:
+            raise ConfigurationError(
+                "--finish-sync-after needs --finish-sync-at N (how few items left start it)"
+            )
+        at = self.finish_sync_at
+        if current is None:
+            assert at is not None
+            return FinishSync(at, self.finish_sync_after or DEFAULT_FINISH_SYNC_AFTER)
+        return dataclasses.replace(
+            current,
+            when_remaining_at_most=current.when_remaining_at_most if at is None else at,
+            after=self.finish_sync_after or current.after,
         )
 
 
@@ -165,6 +194,41 @@ _OPTIONS: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         callback=_parsed(parse_duration),
         help="The longest one provider batch may run (a duration: 30m, 2h); past it, it is "
         "cancelled and its unanswered items sent again.",
+    ),
+]
+
+
+def _positive_count(text: str) -> int:
+    """A whole number of at least 1.
+
+    Raises:
+        ValueError: it is not one.
+    """
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number, such as 50") from None
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1")
+    return value
+
+
+_OPTIONS += [
+    click.option(
+        "--finish-sync-at",
+        metavar="N",
+        callback=_parsed(_positive_count),
+        help="Finish the stragglers: once at most N items are left in live batches for "
+        "--finish-sync-after, those batches are cancelled and their unanswered items sent "
+        "through the synchronous API (at the standard price, twice the batch price). "
+        "OpenAI and Azure OpenAI only.",
+    ),
+    click.option(
+        "--finish-sync-after",
+        metavar="DURATION",
+        callback=_parsed(parse_duration),
+        help="How long at most --finish-sync-at items must be left first (a duration: 10m, "
+        "1h; default 15m).",
     ),
 ]
 

@@ -16,7 +16,7 @@ from batchor.engine.context import RunContext, log
 from batchor.engine.deadline import settle_unanswered
 from batchor.providers.base import BatchVerdict, Reply, TransientProviderError
 from batchor.states import BatchStatus, PauseCode, RunStatus
-from batchor.stores.base import BatchRecord, ItemOutcome
+from batchor.stores.base import FINISH_SYNC, BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output
 
 _CHUNK = 5_000
@@ -72,6 +72,8 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     folder = ctx.batch_dir(batch.batch_key)
     tokens_in = tokens_out = 0
     changed = 0  # items this collection moved out of "submitted"
+    # A batch stopped to finish synchronously may answer items taken out of it meanwhile.
+    answered: list[int] | None = [] if batch.stop_reason == FINISH_SYNC else None
     for file_id, name in zip((batch.output_file_id, batch.error_file_id), RAW_OUTPUTS, strict=True):
         if file_id is None:
             continue
@@ -84,12 +86,20 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
             tokens_in += outcome.input_tokens or 0
             tokens_out += outcome.output_tokens or 0
             chunk.append(outcome)
+            if answered is not None:
+                answered.append(outcome.seq)
             if len(chunk) >= _CHUNK:
                 changed += _apply(ctx, batch, chunk)
                 chunk = []
         changed += _apply(ctx, batch, chunk)
     # Every item of the batch answered in this pass: none is left submitted, so the search
     # for unanswered ones (a look at each of the batch's items) is skipped.
+    if answered:
+        duplicates = ctx.store.record_duplicates(ctx.run.pk, batch.pk, answered)
+        if duplicates:
+            log.info(
+                "batch %s: %d duplicate answers (billed, not applied)", batch.batch_key, duplicates
+            )
     verdict = ctx.codec.batch_verdict(batch.provider_status or "", list(batch.errors))
     if changed < batch.request_count:
         # Back to pending (free for a batch batchor stopped), or failed past the deadline.
@@ -154,11 +164,7 @@ def _json_object(text: str) -> None:
 
 def _outcomes(ctx: RunContext, key: str) -> Iterator[ItemOutcome]:
     decode = ctx.codec.decode
-    check: Callable[[str], object] | None = None
-    if ctx.settings.structured and ctx.codec.output_kind == "text":
-        model = ctx.output_model
-        check = _json_object if model is None else functools.partial(validate_output, model)
-    new = tuple.__new__  # an ItemOutcome without its __new__ wrapper's call (every field)
+    judge = reply_judge(ctx)
     with ctx.artifacts.open_read(key) as fh:
         for raw in fh:
             if not raw or raw.isspace():
@@ -170,30 +176,42 @@ def _outcomes(ctx: RunContext, key: str) -> Iterator[ItemOutcome]:
             seq, reply = decoded
             if reply is None:  # never run; stays submitted, requeued without charge
                 continue
-            if reply.error_class is not None:
-                yield _failure(seq, reply)
-                continue
-            text = reply.text
-            assert text is not None
-            tokens_in, tokens_out = reply.usage or (None, None)
-            if check is not None:
-                try:
-                    check(text)
-                except OutputValidationError as exc:
-                    yield ItemOutcome(
-                        seq,
-                        "retry",
-                        output_text=text,
-                        error_class=exc.error_class,
-                        message=str(exc)[:2000],
-                        retryable=True,
-                        input_tokens=tokens_in,
-                        output_tokens=tokens_out,
-                    )
-                    continue
-            yield new(
-                ItemOutcome, (seq, "completed", text, None, None, False, tokens_in, tokens_out)
-            )
+            yield judge(seq, reply)
+
+
+def reply_judge(ctx: RunContext) -> Callable[[int, Reply], ItemOutcome]:
+    """What an answered line means for its item, as collection judges it (a synchronous
+    answer is judged by the same function): an error line fails or retries it; a text
+    reply of a structured job is validated first (a reply that fails retries it)."""
+    check: Callable[[str], object] | None = None
+    if ctx.settings.structured and ctx.codec.output_kind == "text":
+        model = ctx.output_model
+        check = _json_object if model is None else functools.partial(validate_output, model)
+    new = tuple.__new__  # an ItemOutcome without its __new__ wrapper's call (every field)
+
+    def judge(seq: int, reply: Reply) -> ItemOutcome:
+        if reply.error_class is not None:
+            return _failure(seq, reply)
+        text = reply.text
+        assert text is not None
+        tokens_in, tokens_out = reply.usage or (None, None)
+        if check is not None:
+            try:
+                check(text)
+            except OutputValidationError as exc:
+                return ItemOutcome(
+                    seq,
+                    "retry",
+                    output_text=text,
+                    error_class=exc.error_class,
+                    message=str(exc)[:2000],
+                    retryable=True,
+                    input_tokens=tokens_in,
+                    output_tokens=tokens_out,
+                )
+        return new(ItemOutcome, (seq, "completed", text, None, None, False, tokens_in, tokens_out))
+
+    return judge
 
 
 def _failure(seq: int, reply: Reply) -> ItemOutcome:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from batchor.artifacts.base import ArtifactStore
+from batchor.jobs import FinishSync
 from batchor.pricing import PriceTable
 from batchor.providers.base import BatchTransport, ProviderBatch, ProviderLimits, RequestCodec
 from batchor.providers.registry import DEFAULT_PROVIDER
@@ -35,6 +36,8 @@ class RunSettings:
     """The longest one provider batch may run, in seconds (``None``: the provider's)."""
     price_model: str = ""
     """The model whose price the run's cost is reckoned at."""
+    finish_sync: FinishSync | None = None
+    """How the run finishes its stragglers synchronously, if it does."""
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> RunSettings:
@@ -49,6 +52,9 @@ class RunSettings:
             keep_raw_outputs=bool(config.get("keep_raw_outputs", True)),
             batch_timeout=config.get("batch_timeout"),
             price_model=str(config.get("price_model") or config.get("model") or ""),
+            finish_sync=None
+            if config.get("finish_sync") is None
+            else FinishSync.from_record(config["finish_sync"]),
         )
 
 

@@ -22,6 +22,20 @@ class TransientProviderError(ProviderError):
     """A provider call failed in a way that may succeed later (timeout, 5xx, 429, network)."""
 
 
+class SyncResult(NamedTuple):
+    """A request sent synchronously (`BatchTransport.send_sync`), answered.
+
+    Attributes:
+        line: The answer as a line of the batch's output file would carry it for that
+            request (so the codec judges it exactly as a batch line).
+        wait: Seconds the provider's rate-limit headers ask to hold off before the next
+            request (none left until they reset); ``0.0`` when there is room.
+    """
+
+    line: bytes
+    wait: float = 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class ProviderBatch:
     """A provider batch as the engine needs it.
@@ -75,6 +89,25 @@ class BatchTransport(Protocol):
         was made and how many requests it holds (see `batchor.engine.lookup`)."""
         ...
 
+    @property
+    def sync_requests(self) -> bool:
+        """Whether `send_sync` can send a batch's request through the provider's ordinary
+        synchronous API (what `FinishSync` needs)."""
+        ...
+
+    def send_sync(self, request_line: bytes) -> SyncResult:
+        """Send the request one batch input line carries (as the codec framed it) through
+        the provider's synchronous API, at its standard price; rate-limit answers (429) are
+        retried a bounded number of times, waiting as the provider's ``retry-after`` says.
+        An HTTP error answer comes back as the error line a batch would hold for it.
+
+        Raises:
+            TransientProviderError: no answer (timeout, connection); a retry may fix it.
+            ProviderAuthError: the key was refused.
+            ProviderError: the transport cannot send synchronously.
+        """
+        ...
+
     def check_credentials(self) -> None:
         """Raise `ProviderAuthError` at once if no credentials are configured (no call is
         made); used before a run is created."""
@@ -121,6 +154,12 @@ class BatchTransport(Protocol):
     def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file (missing files are ignored)."""
         ...
+
+
+def sends_sync(transport: object) -> bool:
+    """Whether a transport can send requests synchronously (one without the attribute, a
+    test double of the batch API alone, cannot)."""
+    return bool(getattr(transport, "sync_requests", False))
 
 
 class Reply(NamedTuple):

@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from batchor.states import BatchStatus, ItemStatus, RunStatus
+from batchor.stores.finishing import FinishStore
 from batchor.stores.records import (
     BatchError,
     BatchRecord,
@@ -26,6 +27,9 @@ from batchor.stores.records import (
 __all__ = [
     "BATCH_TIMEOUT",
     "DEADLINE",
+    "FINISH_MODE_CAPPED",
+    "FINISH_MODE_SYNC",
+    "FINISH_SYNC",
     "BatchError",
     "BatchRecord",
     "ItemOutcome",
@@ -43,9 +47,15 @@ DEADLINE = "deadline"
 error class of an item the deadline ended."""
 BATCH_TIMEOUT = "batch_timeout"
 """Why batchor stopped a batch that ran past `BatchLimits.batch_timeout`."""
+FINISH_SYNC = "finish_sync"
+"""Why batchor stopped a batch to send its last items synchronously (`FinishSync`)."""
+FINISH_MODE_SYNC = "sync"
+"""`RunRecord.finish_mode` while a run's last items are sent synchronously."""
+FINISH_MODE_CAPPED = "capped"
+"""`RunRecord.finish_mode` once the synchronous cap ended that (the rest goes in batches)."""
 
 
-class StateStore(Protocol):
+class StateStore(FinishStore, Protocol):
     """The control plane batchor keeps runs, items and batches in."""
 
     thread_safe: bool

@@ -63,6 +63,21 @@ class RunRecord:
     it in words."""
     webhook_at: float | None = None
     """When a provider webhook last drove the run."""
+    finish_since: float | None = None
+    """Since when few enough items were left in live batches to finish synchronously."""
+    finish_mode: str | None = None
+    """``sync`` once the stragglers are sent synchronously, ``capped`` once the synchronous
+    cap stopped that (see `batchor.engine.finish`)."""
+    sync_owner: str | None = None
+    """The worker sending the run's items synchronously, while one is."""
+    sync_lease_until: float | None = None
+    """Until when that worker's claim holds unless renewed."""
+    sync_answered: int = 0
+    """Items answered synchronously."""
+    sync_input_tokens: int = 0
+    """Input tokens the synchronous requests billed."""
+    sync_output_tokens: int = 0
+    """Output tokens the synchronous requests billed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +121,8 @@ class BatchRecord:
     """When that cancel was claimed."""
     requeued: int | None = None
     """Unanswered items its collection returned to pending."""
+    duplicates: int | None = None
+    """Lines it answered for items answered synchronously meanwhile (billed, not applied)."""
 
 
 class NewItem(NamedTuple):

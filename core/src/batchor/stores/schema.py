@@ -62,6 +62,17 @@ runs = Table(
     Column("max_cost_usd", Float, nullable=True),
     Column("pause_code", String(32), nullable=True),
     Column("webhook_at", Float, nullable=True),
+    # Finishing the stragglers (FinishSync): since when few enough items were left in live
+    # batches, the finish mode ("sync": stragglers sent synchronously; "capped": its cap was
+    # reached, back to batches), the one worker sending synchronously and until when its
+    # claim holds, and what the synchronous answers applied and billed.
+    Column("finish_since", Float, nullable=True),
+    Column("finish_mode", String(16), nullable=True),
+    Column("sync_owner", String(200), nullable=True),
+    Column("sync_lease_until", Float, nullable=True),
+    Column("sync_answered", Integer, nullable=False, server_default="0"),
+    Column("sync_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("sync_output_tokens", BigInteger, nullable=False, server_default="0"),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
 )
@@ -113,6 +124,9 @@ batches = Table(
     Column("stop_reason", String(32), nullable=True),
     Column("stop_requested_at", Float, nullable=True),
     Column("requeued", Integer, nullable=True),
+    # Lines of a batch stopped to finish synchronously for items answered synchronously
+    # meanwhile: billed, not applied.
+    Column("duplicates", Integer, nullable=True),
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),
     Index("ix_batchor_batches_run_status", "run_pk", "status"),

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError, ProviderQuotaError
-from batchor.providers.base import ProviderBatch, TransientProviderError
+from batchor.providers.base import ProviderBatch, SyncResult, TransientProviderError
 
 if TYPE_CHECKING:
     from anthropic import Anthropic
@@ -85,6 +85,8 @@ class AnthropicTransport:
     #: Requests go in the create call; batches keep no metadata.
     inline_requests = True
     tags_batches = False
+    #: Synchronous sending (`FinishSync`) is not supported for Anthropic yet.
+    sync_requests = False
 
     #: What a missing key is reported as.
     missing_key = MISSING_KEY
@@ -127,6 +129,14 @@ class AnthropicTransport:
                 timeout=self._timeout,
             )
         return self._client
+
+    def send_sync(self, request_line: bytes) -> SyncResult:
+        """Not supported for Anthropic yet (`sync_requests` is False).
+
+        Raises:
+            ProviderError: always.
+        """
+        raise ProviderError("Anthropic requests cannot be sent synchronously by batchor yet")
 
     def check_credentials(self) -> None:
         """Raise at once (making no call) if the SDK is missing (`ConfigurationError`) or no

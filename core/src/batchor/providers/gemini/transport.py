@@ -19,7 +19,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlencode
 
 from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError
-from batchor.providers.base import TERMINAL_PROVIDER_STATUSES, ProviderBatch, TransientProviderError
+from batchor.providers.base import (
+    TERMINAL_PROVIDER_STATUSES,
+    ProviderBatch,
+    SyncResult,
+    TransientProviderError,
+)
 from batchor.providers.gemini.errors import retrying, status_of, translated
 from batchor.providers.gemini.operations import STATES, created_at, to_batch
 from batchor.providers.gemini.tags import KeyDigest, display_name, read_display_name, resolve
@@ -101,6 +106,8 @@ class GeminiTransport:
     inline_requests = False
     tags_batches = True
     missing_key = MISSING_KEY
+    #: Synchronous sending (`FinishSync`) is not supported for Gemini yet.
+    sync_requests = False
 
     def __init__(
         self,
@@ -139,6 +146,14 @@ class GeminiTransport:
             )
             self._client = genai.Client(vertexai=False, api_key=key, http_options=options)
         return self._client
+
+    def send_sync(self, request_line: bytes) -> SyncResult:
+        """Not supported for Gemini yet (`sync_requests` is False).
+
+        Raises:
+            ProviderError: always.
+        """
+        raise ProviderError("Gemini requests cannot be sent synchronously by batchor yet")
 
     def check_credentials(self) -> None:
         """Raise at once (making no call) if the SDK is missing (`ConfigurationError`) or no

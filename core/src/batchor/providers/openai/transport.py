@@ -9,7 +9,8 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
-from batchor.providers.base import ProviderBatch, TransientProviderError
+from batchor.providers.base import ProviderBatch, SyncResult, TransientProviderError
+from batchor.providers.openai.sync import parse_request, rate_limit_wait, result_line, sync_path
 
 if TYPE_CHECKING:
     from openai import OpenAI
@@ -17,6 +18,10 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _DOWNLOAD_CHUNK = 1 << 20
+# The header that makes the SDK hand back the raw response (status, headers) of a call.
+RAW_RESPONSE = "X-Stainless-Raw-Response"
+# Names a synchronous request by its batch line's custom id, as OpenAI's request logs show it.
+CLIENT_REQUEST_ID = "X-Client-Request-Id"
 
 
 class OpenAITransport:
@@ -37,9 +42,11 @@ class OpenAITransport:
             by its metadata on the next attempt).
     """
 
-    #: Requests are uploaded as a file first; batches keep their metadata.
+    #: Requests are uploaded as a file first; batches keep their metadata; a batch's
+    #: request can be sent synchronously too (`send_sync`).
     inline_requests = False
     tags_batches = True
+    sync_requests = True
 
     #: What a missing key is reported as.
     missing_key = (
@@ -93,6 +100,42 @@ class OpenAITransport:
     def check_credentials(self) -> None:
         """Raise `ProviderAuthError` if no key is configured (makes no call)."""
         self.client  # noqa: B018 - making the client is the check
+
+    def send_sync(self, request_line: bytes) -> SyncResult:
+        """Send the request a batch input line carries to its endpoint synchronously (at the
+        standard price). The SDK retries a 429 or 5xx up to ``max_retries`` times, waiting
+        as ``retry-after`` says; the answer, error answers included, comes back as the
+        output line a batch would hold for the request, with the wait the rate-limit
+        headers ask for before the next request.
+
+        Raises:
+            TransientProviderError: no answer (timeout, connection).
+            ProviderAuthError: the key was refused.
+        """
+        import openai
+
+        custom_id, url, body = parse_request(request_line)
+        raw: Any  # the SDK's raw response (status, headers, parse()) under RAW_RESPONSE
+        try:
+            raw = self.client.post(
+                sync_path(url),
+                cast_to=object,
+                body=body,
+                options={"headers": {RAW_RESPONSE: "true", CLIENT_REQUEST_ID: custom_id}},
+            )
+        except openai.AuthenticationError as exc:
+            raise ProviderAuthError(f"the provider refused the API key: {exc.message}") from exc
+        except (openai.APITimeoutError, openai.APIConnectionError) as exc:
+            raise TransientProviderError(f"provider unreachable: {exc}") from exc
+        except openai.APIStatusError as exc:
+            try:
+                answer = exc.response.json()
+            except ValueError:
+                answer = {"error": {"message": exc.message, "type": "server_error"}}
+            line = result_line(custom_id, exc.status_code, answer)
+            return SyncResult(line, rate_limit_wait(exc.response.headers))
+        line = result_line(custom_id, raw.status_code, raw.parse())
+        return SyncResult(line, rate_limit_wait(raw.headers))
 
     def upload_file(self, content: BinaryIO, filename: str) -> str:
         """Upload a batch input file, streamed; retried from the start on transient errors."""

@@ -69,6 +69,13 @@ def run_record(row: Any) -> RunRecord:
         max_cost_usd=row.max_cost_usd,
         pause_code=row.pause_code,
         webhook_at=row.webhook_at,
+        finish_since=row.finish_since,
+        finish_mode=row.finish_mode,
+        sync_owner=row.sync_owner,
+        sync_lease_until=row.sync_lease_until,
+        sync_answered=row.sync_answered or 0,
+        sync_input_tokens=row.sync_input_tokens or 0,
+        sync_output_tokens=row.sync_output_tokens or 0,
     )
 
 
@@ -105,6 +112,7 @@ def batch_record(row: Any) -> BatchRecord:
         stop_reason=row.stop_reason,
         stop_requested_at=row.stop_requested_at,
         requeued=row.requeued,
+        duplicates=row.duplicates,
     )
 
 

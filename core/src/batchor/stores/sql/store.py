@@ -6,6 +6,7 @@ from __future__ import annotations
 from batchor.stores.sql.batches import BatchOperations
 from batchor.stores.sql.budget import BudgetOperations
 from batchor.stores.sql.collect import CollectOperations
+from batchor.stores.sql.finish import FinishOperations
 from batchor.stores.sql.items import ItemOperations
 from batchor.stores.sql.reads import ReadOperations
 from batchor.stores.sql.runs import RunOperations
@@ -20,6 +21,7 @@ class SqlStateStore(
     ReadOperations,
     StopOperations,
     BudgetOperations,
+    FinishOperations,
 ):
     """A `StateStore` on any SQLAlchemy engine (see `SqlConnector` for how each backend's
     connections are set up, and each operations class for the transitions)."""
