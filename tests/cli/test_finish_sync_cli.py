@@ -57,6 +57,10 @@ def test_run_finishes_a_held_batch_synchronously(
     assert summary["status"] == "completed"
     assert summary["sync_answered"] == len(IDS) // 2
     assert sum(emulator.stats.sync_answered.values()) == len(IDS) // 2
+    table = invoke("status", "f3").stdout
+    assert "answered synchronously" in table
+    assert "synchronous cost" in table
+    assert "failed at the deadline" not in table  # rows only for what applies
 
 
 @pytest.mark.parametrize(

@@ -6,17 +6,11 @@ The same holds driven from a fresh process and by two worker processes at once."
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -35,6 +29,7 @@ from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
 from .conftest import make_items, prompt
 from .contexts import emulator_transport, make_context
+from .drivers import drive_in_processes
 
 CANCEL = ("POST", "/v1/batches/{id}/cancel")
 ITEMS, PER_BATCH = 30, 10
@@ -83,40 +78,6 @@ def _billed(emu: OpenAIBatchEmulator) -> tuple[int, int]:
         sum(b["usage"]["input_tokens"] for b in batches),
         sum(b["usage"]["output_tokens"] for b in batches),
     )
-
-
-def _workers(
-    emu: OpenAIBatchEmulator, store: str, tmp_path: Path, run_id: str, count: int
-) -> list[dict[str, Any]]:
-    """``count`` fresh processes, each `BatchRunner.get_run(run_id).wait()`, at once; their
-    final summaries."""
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from batchor import BatchRunner
-        store, artifacts, run_id = sys.argv[1:4]
-        with BatchRunner(store, artifacts) as runner:
-            summary = runner.get_run(run_id).wait(poll_interval=0.05, max_poll_interval=0.25,
-                                                  timeout=60)
-        print(json.dumps(summary.to_dict()))
-        """
-    )
-    env = dict(
-        os.environ,
-        OPENAI_API_KEY=emu.api_key,
-        PYTHONPATH=str(Path(__file__).parents[2]),
-    )
-    args = [sys.executable, "-c", script, store, str(tmp_path / "artifacts"), run_id]
-    procs = [
-        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
-    summaries = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-3000:]
-        summaries.append(json.loads(out.splitlines()[-1]))
-    return summaries
 
 
 # ---- batch timeout --------------------------------------------------------------------------
@@ -171,7 +132,7 @@ def test_a_timeout_is_handled_once_from_fresh_processes(
     ):
         runner.start(_job(emu, batch_timeout=1.0), "timeout")  # created and submitted here
         assert emu.stats.calls[CANCEL] == 0
-        finals = _workers(emu, store_url, tmp_path, "timeout", workers)
+        finals = drive_in_processes(emu, store_url, tmp_path, "timeout", workers)
         assert {s["status"] for s in finals} == {"completed"}
         assert {s["timed_out_batches"] for s in finals} == {1}
         _check_timed_out(emu, runner, runner.get_run("timeout").summary())
@@ -275,7 +236,7 @@ def test_a_deadline_is_enforced_once_from_fresh_processes(
         BatchRunner(store_url, tmp_path / "artifacts") as runner,
     ):
         runner.start(_job(emu, deadline=2.5), "deadline")
-        finals = _workers(emu, store_url, tmp_path, "deadline", workers)
+        finals = drive_in_processes(emu, store_url, tmp_path, "deadline", workers)
         assert {s["status"] for s in finals} == {"completed_with_failures"}
         summary = runner.get_run("deadline").summary()
         _check_deadline(emu, runner, summary, completed=2 * PER_BATCH + HELD_ANSWERED)

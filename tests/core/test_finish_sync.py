@@ -8,11 +8,6 @@ normal batch; a low rate limit is waited out."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -42,6 +37,7 @@ from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 from batchor.testing.emulator.limits import EmulatorLimits
 
 from .conftest import make_items, prompt
+from .drivers import drive_in_processes
 
 CANCEL = ("POST", "/v1/batches/{id}/cancel")
 MODEL = "gpt-4.1-mini"
@@ -160,37 +156,6 @@ def test_the_stragglers_of_a_held_batch_are_answered_synchronously_once(
         assert {b.status for b in run.batches()} == {"collected"}
 
 
-def _workers(
-    emu: OpenAIBatchEmulator, store: str, tmp_path: Path, run_id: str, count: int
-) -> list[dict[str, Any]]:
-    """``count`` fresh processes, each `BatchRunner.get_run(run_id).wait()`, at once; their
-    final summaries."""
-    script = textwrap.dedent(
-        """
-        import json, sys
-        from batchor import BatchRunner, ModelPrice
-        store, artifacts, run_id, model = sys.argv[1:5]
-        prices = {model: ModelPrice(10.0, 20.0)}
-        with BatchRunner(store, artifacts, prices=prices) as runner:
-            summary = runner.get_run(run_id).wait(poll_interval=0.05, max_poll_interval=0.25,
-                                                  timeout=60)
-        print(json.dumps(summary.to_dict()))
-        """
-    )
-    env = dict(os.environ, OPENAI_API_KEY=emu.api_key, PYTHONPATH=str(Path(__file__).parents[2]))
-    args = [sys.executable, "-c", script, store, str(tmp_path / "artifacts"), run_id, MODEL]
-    procs = [
-        subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(count)
-    ]
-    summaries = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err[-3000:]
-        summaries.append(json.loads(out.splitlines()[-1]))
-    return summaries
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [1, 2], ids=["fresh-process", "two-workers"])
 def test_the_stragglers_are_finished_once_from_fresh_processes(
@@ -202,7 +167,9 @@ def test_the_stragglers_are_finished_once_from_fresh_processes(
         _runner(store_url, tmp_path) as runner,
     ):
         runner.start(_job(emu), "finish")  # created and submitted here
-        finals = _workers(emu, store_url, tmp_path, "finish", workers)
+        finals = drive_in_processes(
+            emu, store_url, tmp_path, "finish", workers, prices={MODEL: (10.0, 20.0)}
+        )
         assert {s["status"] for s in finals} == {"completed"}
         assert {s["sync_answered"] for s in finals} == {STRAGGLERS}
         # Each straggler was sent once: the endpoint answered exactly that many requests.

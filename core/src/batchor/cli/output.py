@@ -165,8 +165,9 @@ def summary_table(summary: RunSummary, provider: Mapping[str, Any] | None = None
 
 
 def limit_rows(summary: RunSummary, now: float | None = None) -> list[tuple[str, str]]:
-    """The rows of a run's deadline (when it is, time left) and spending cap (the cap, what
-    is committed against it, what is left)."""
+    """The rows of a run's deadline (when it is, time left, what it ended), spending cap
+    (the cap, what is committed against it, what is left), batch timeouts and synchronous
+    finish (items answered, their cost, duplicate answers), each shown when it applies."""
     rows = []
     if summary.deadline_at is not None:
         when = datetime.fromtimestamp(summary.deadline_at).astimezone()
@@ -179,6 +180,17 @@ def limit_rows(summary: RunSummary, now: float | None = None) -> list[tuple[str,
         rows.append(("spending cap", usd(cap)))
         rows.append(("committed cost", f"{usd(committed)} (billed + batches in flight)"))
         rows.append(("cap left", usd(max(cap - committed, 0.0))))
+    if summary.deadline_failed:
+        rows.append(("failed at the deadline", f"{summary.deadline_failed:,}"))
+    if summary.timed_out_batches:
+        again = f"{summary.timeout_requeued:,} items sent again"
+        rows.append(("batches timed out", f"{summary.timed_out_batches} ({again})"))
+    if summary.sync_answered:
+        rows.append(("answered synchronously", f"{summary.sync_answered:,}"))
+        if summary.sync_cost_usd is not None:
+            rows.append(("synchronous cost", usd(summary.sync_cost_usd)))
+    if summary.duplicate_answers:
+        rows.append(("duplicate answers", f"{summary.duplicate_answers:,} (billed, not applied)"))
     return rows
 
 
