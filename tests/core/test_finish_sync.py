@@ -288,10 +288,16 @@ def test_finish_sync_settings_are_checked() -> None:
 
 
 def test_finish_sync_is_refused_for_a_provider_that_cannot_send_synchronously(
-    runner: BatchRunner,
+    tmp_path: Path,
 ) -> None:
     from batchor import AnthropicProviderConfig
+    from batchor.providers.anthropic.transport import AnthropicTransport
 
+    class _BatchOnly(AnthropicTransport):
+        sync_requests = False  # a transport of the Message Batches API alone
+
+    transport = _BatchOnly(api_key="k", base_url="http://127.0.0.1:9")
+    runner = BatchRunner(f"sqlite:///{tmp_path}/store/batchor.db", tmp_path, provider=transport)
     job = BatchJob(
         items=make_items(3),
         build_prompt=prompt,
@@ -300,7 +306,7 @@ def test_finish_sync_is_refused_for_a_provider_that_cannot_send_synchronously(
         ),
         finish_sync=FinishSync(10, timedelta(minutes=1)),
     )
-    with pytest.raises(ConfigurationError, match="finish_sync") as info:
+    with runner, pytest.raises(ConfigurationError, match="finish_sync") as info:
         runner.start(job, "anthropic")
     assert "\n" not in str(info.value)
     assert runner.store.get_run("anthropic") is None

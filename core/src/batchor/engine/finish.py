@@ -27,13 +27,13 @@ several at once) does the same, and each provider call happens once in the norma
   collection's own rules (`batchor.engine.collect.reply_judge`): a completed reply completes
   the item, a retryable failure (or no answer at all) charges an attempt and sends it
   again, up to ``max_attempts``; every answer is applied only while its item is still in
-  flight synchronously, so an item is answered exactly once. The SDK retries 429s as
-  ``retry-after`` says, and the sender holds off new requests while the provider's
-  ``x-ratelimit-*`` headers say nothing is left. One step sends for at most half a lease,
-  then the next step goes on.
+  flight synchronously, so an item is answered exactly once. The transport retries 429s as
+  the provider says to wait, and the sender holds off new requests for as long as the
+  provider's rate-limit headers say nothing is left (`SyncResult.wait`). One step sends
+  for at most half a lease, then the next step goes on.
 - **Cost.** Synchronous requests bill the provider's standard price, which is
-  `SYNC_PRICE_FACTOR` times the Batch API price the price table holds (OpenAI's batch
-  prices are half its standard ones). With ``FinishSync.max_cost_usd``, before each request
+  `SYNC_PRICE_FACTOR` times the Batch API price the price table holds (each provider's
+  batch prices are half its standard ones). With ``FinishSync.max_cost_usd``, before each request
   the synchronous cost so far (with the projected cost of the requests in flight) plus the
   request's projected cost (its estimated input tokens and its expected output tokens, as
   the spending cap projects them, at the standard price) must fit under it; once one does
@@ -65,7 +65,7 @@ from batchor.stores.base import FINISH_SYNC, BatchRecord, ItemOutcome, PendingIt
 
 SYNC_PRICE_FACTOR = 2.0
 """The standard (synchronous) price as a multiple of the Batch API price the price table
-holds: OpenAI's Batch API bills half its standard price."""
+holds: OpenAI, Anthropic and Google each bill their batch APIs at half the standard price."""
 _NO_ANSWER = "server_error"  # the failure class of a request that got no answer at all
 
 
@@ -81,7 +81,8 @@ def check_sync_transport(
     if finish_sync is not None and not sends_sync(transport):
         raise ConfigurationError(
             f"BatchJob.finish_sync is set but provider {provider} cannot send requests "
-            "synchronously (only OpenAI and Azure OpenAI can): leave finish_sync out"
+            "synchronously (only OpenAI, Azure OpenAI, Anthropic and Gemini can): leave "
+            "finish_sync out"
         )
 
 

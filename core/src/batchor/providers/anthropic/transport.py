@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError, ProviderQuotaError
+from batchor.providers.anthropic.sync import NO_CREDIT, send_message
 from batchor.providers.base import ProviderBatch, SyncResult, TransientProviderError
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ _BATCHES = "/v1/messages/batches"
 _CHUNK = 1 << 20
 _PREFIX = b'{"requests":['
 _SUFFIX = b"]}"
-# What a 400 says when the account has no credit left (the run pauses rather than fails).
-_NO_CREDIT = "credit balance is too low"
 _CONNECT_TIMEOUT = 10.0
 
 
@@ -82,11 +81,11 @@ class AnthropicTransport:
             35 Mbit/s.
     """
 
-    #: Requests go in the create call; batches keep no metadata.
+    #: Requests go in the create call; batches keep no metadata; a batch's request can be
+    #: sent synchronously too (`send_sync`).
     inline_requests = True
     tags_batches = False
-    #: Synchronous sending (`FinishSync`) is not supported for Anthropic yet.
-    sync_requests = False
+    sync_requests = True
 
     #: What a missing key is reported as.
     missing_key = MISSING_KEY
@@ -131,12 +130,19 @@ class AnthropicTransport:
         return self._client
 
     def send_sync(self, request_line: bytes) -> SyncResult:
-        """Not supported for Anthropic yet (`sync_requests` is False).
+        """Send the ``params`` a batch request line carries to ``POST /v1/messages``
+        synchronously (at the standard price). The SDK retries a 429, 5xx or 529 up to
+        ``max_retries`` times, waiting as ``retry-after`` says; the answer, error answers
+        included, comes back as the results line a batch would hold for the request, with
+        the wait the ``anthropic-ratelimit-*`` headers ask for before the next request
+        (`batchor.providers.anthropic.sync`).
 
         Raises:
-            ProviderError: always.
+            TransientProviderError: no answer (timeout, connection).
+            ProviderAuthError: the key was refused.
+            ProviderQuotaError: the account has no credit left.
         """
-        raise ProviderError("Anthropic requests cannot be sent synchronously by batchor yet")
+        return send_message(self.client, request_line)
 
     def check_credentials(self) -> None:
         """Raise at once (making no call) if the SDK is missing (`ConfigurationError`) or no
@@ -344,7 +350,7 @@ def _translated(call: Callable[[], T]) -> T:
         text = f"provider answered HTTP {code}: {_message(exc)}"
         if code in (408, 409, 429) or code >= 500:
             raise TransientProviderError(text) from exc
-        if code == 402 or exc.type == "billing_error" or _NO_CREDIT in _message(exc).lower():
+        if code == 402 or exc.type == "billing_error" or NO_CREDIT in _message(exc).lower():
             raise ProviderQuotaError(text) from exc
         raise ProviderError(text) from exc
     except anthropic.AnthropicError as exc:

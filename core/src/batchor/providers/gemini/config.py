@@ -176,7 +176,11 @@ class GeminiProviderConfig:
     ) -> GeminiTransport:
         """The transport over the ``google-genai`` SDK (imported on first use), with the
         config's key and base URL, else the given ones (the runner's for ``gemini``), else
-        the environment's."""
+        the environment's, and the config's model (for synchronous requests)."""
         from batchor.providers.gemini.transport import GeminiTransport
 
-        return GeminiTransport(api_key=self.api_key or api_key, base_url=self.base_url or base_url)
+        return GeminiTransport(
+            api_key=self.api_key or api_key,
+            base_url=self.base_url or base_url,
+            model=self.model,
+        )

@@ -32,7 +32,7 @@ def status_of(exc: BaseException | None) -> int | None:
 
 
 @functools.cache
-def _connection_errors() -> tuple[type[BaseException], ...]:
+def connection_errors() -> tuple[type[BaseException], ...]:
     """The HTTP clients' transport errors (connection, timeout, protocol): google-genai uses
     ``httpx2`` where it is installed, else ``httpx``."""
     found: list[type[BaseException]] = []
@@ -56,6 +56,14 @@ def _reasons(details: Any) -> set[str]:
     }
 
 
+def refused_key(exc: Any) -> bool:
+    """Whether an SDK ``APIError`` says the API key was refused (401, a 403 for a caller
+    without a key, or an ``API_KEY_*`` reason)."""
+    code = status_of(exc) or 0
+    unregistered = code == 403 and "unregistered callers" in (exc.message or "")
+    return code == 401 or unregistered or bool(_reasons(exc.details) & _KEY_REASONS)
+
+
 def translated(call: Callable[[], T]) -> T:
     """Run an SDK call, re-raising its errors as batchor's provider errors."""
     from google.genai import errors as genai_errors
@@ -67,13 +75,12 @@ def translated(call: Callable[[], T]) -> T:
         message = exc.message or ""
         status = f" {exc.status}" if exc.status else ""
         text = f"provider answered HTTP {code}{status}: {message}"
-        unregistered = code == 403 and "unregistered callers" in message
-        if code == 401 or unregistered or _reasons(exc.details) & _KEY_REASONS:
+        if refused_key(exc):
             raise ProviderAuthError(f"the provider refused the API key: {message}") from exc
         if code in (408, 429) or code >= 500:
             raise TransientProviderError(text) from exc
         raise ProviderError(text) from exc
-    except _connection_errors() as exc:
+    except connection_errors() as exc:
         raise TransientProviderError(f"provider unreachable: {type(exc).__name__}: {exc}") from exc
 
 

@@ -12,6 +12,7 @@ import inspect
 import io
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -27,6 +28,8 @@ from batchor.providers.base import (
 )
 from batchor.providers.gemini.errors import retrying, status_of, translated
 from batchor.providers.gemini.operations import STATES, created_at, to_batch
+from batchor.providers.gemini.streams import Counter, Reader
+from batchor.providers.gemini.sync import generate_path, parse_request, send_request
 from batchor.providers.gemini.tags import KeyDigest, display_name, read_display_name, resolve
 
 if TYPE_CHECKING:
@@ -92,22 +95,26 @@ class GeminiTransport:
     your plan and billing details"), so it cannot tell an account out of credit from a busy
     minute; the engine backs off, up to its cap, and tries again.
 
+    A transport made with a ``model`` can also send a batch's request synchronously
+    (`send_sync`, what `FinishSync` uses), to ``models/{model}:generateContent``.
+
     Args:
         api_key: The key; ``None`` reads ``GEMINI_API_KEY``, else ``GOOGLE_API_KEY``.
         base_url: The API base URL; ``None`` reads ``GOOGLE_GEMINI_BASE_URL``, else the
             public API.
-        max_retries: Retries of idempotent calls on transient errors (never of a create).
+        max_retries: Retries of idempotent calls on transient errors (never of a create),
+            and of a synchronous request answered 408, 429 or 5xx.
         timeout: Seconds per call.
         create_timeout: Seconds a batch create may take before it is given up (and looked up
             by its display name on the next attempt).
+        model: The model synchronous requests go to (a batch line names none);
+            `GeminiProviderConfig.transport` passes the config's.
     """
 
     #: Requests are uploaded as a file first; batches keep their display name.
     inline_requests = False
     tags_batches = True
     missing_key = MISSING_KEY
-    #: Synchronous sending (`FinishSync`) is not supported for Gemini yet.
-    sync_requests = False
 
     def __init__(
         self,
@@ -117,13 +124,16 @@ class GeminiTransport:
         max_retries: int = 4,
         timeout: float = 600.0,
         create_timeout: float = 60.0,
+        model: str | None = None,
     ) -> None:
         self._api_key = api_key
         self._base_url = base_url
         self._max_retries = max_retries
         self._timeout = timeout
         self._create_timeout = create_timeout
+        self._model = model
         self._client: Client | None = None
+        self._client_lock = threading.Lock()  # synchronous requests come from many threads
         # Metadata read from an input file's name (files never change), by file name.
         self._resolved: dict[str, dict[str, str]] = {}
 
@@ -135,25 +145,46 @@ class GeminiTransport:
             ConfigurationError: the ``google-genai`` SDK is not installed.
             ProviderAuthError: no key is configured.
         """
-        if self._client is None:
-            genai = load_sdk()
-            key = _setting(self._api_key, KEY_VARIABLES)
-            if key is None:
-                raise ProviderAuthError(self.missing_key)
-            options = genai.types.HttpOptions(
-                base_url=_setting(self._base_url, (BASE_URL_VARIABLE,)),
-                timeout=int(self._timeout * 1000),
-            )
-            self._client = genai.Client(vertexai=False, api_key=key, http_options=options)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                genai = load_sdk()
+                key = _setting(self._api_key, KEY_VARIABLES)
+                if key is None:
+                    raise ProviderAuthError(self.missing_key)
+                options = genai.types.HttpOptions(
+                    base_url=_setting(self._base_url, (BASE_URL_VARIABLE,)),
+                    timeout=int(self._timeout * 1000),
+                )
+                self._client = genai.Client(vertexai=False, api_key=key, http_options=options)
+            return self._client
+
+    @property
+    def sync_requests(self) -> bool:
+        """Whether `send_sync` can send requests: the transport knows their model."""
+        return self._model is not None
 
     def send_sync(self, request_line: bytes) -> SyncResult:
-        """Not supported for Gemini yet (`sync_requests` is False).
+        """Send the ``GenerateContentRequest`` a batch input line carries to
+        ``models/{model}:generateContent`` (at the standard price). An answer of 408, 429 or
+        5xx is sent again up to ``max_retries`` times, waiting as its ``RetryInfo`` says
+        (else backing off exponentially; at most a minute; a per-day quota is not waited
+        for); the answer, error answers included, comes back as the results line a batch
+        would hold for the request (`batchor.providers.gemini.sync`), with, for a 429, its
+        retry delay as the wait before the next request (the API sends no rate-limit
+        headers, so a successful answer asks for none).
 
         Raises:
-            ProviderError: always.
+            TransientProviderError: no answer (timeout, connection) or one that is not JSON.
+            ProviderAuthError: the key was refused.
+            ProviderError: the transport was made without a model.
         """
-        raise ProviderError("Gemini requests cannot be sent synchronously by batchor yet")
+        if self._model is None:
+            raise ProviderError("this Gemini transport has no model to send requests to")
+        key, request = parse_request(request_line)
+        path = generate_path(self._model)
+        api = self.client._api_client
+        post = lambda: api.request("post", path, dict(request))  # noqa: E731
+        return send_request(post, key, self._max_retries)
 
     def check_credentials(self) -> None:
         """Raise at once (making no call) if the SDK is missing (`ConfigurationError`) or no
@@ -165,7 +196,7 @@ class GeminiTransport:
     def upload_file(self, content: BinaryIO, filename: str) -> str:
         """Upload a batch input file (resumable, in 8 MiB chunks) under ``filename`` as its
         display name; retried from the start on transient errors. Returns ``files/...``."""
-        reader = content if isinstance(content, io.IOBase) else _Reader(content)
+        reader = content if isinstance(content, io.IOBase) else Reader(content)
 
         def call() -> str:
             reader.seek(0)
@@ -204,7 +235,7 @@ class GeminiTransport:
         """Stream a file's content into ``dest``. A batch's output file the API does not
         serve yet (it answers 403 or 404 for a moment after the batch ends) is reported as
         transient, to be downloaded again later."""
-        counter = _Counter(dest)
+        counter = Counter(dest)
         files = self.client.files
         streams = "destination" in inspect.signature(files.download).parameters
 
@@ -342,49 +373,3 @@ class GeminiTransport:
                 return {}  # the input file is gone: the batch cannot be recognised
             self._resolved[input_file] = resolve(tag, stored.display_name) or {}
         return self._resolved[input_file]
-
-
-class _Counter(io.RawIOBase):
-    """A write-only stream counting the bytes written through it into ``dest``."""
-
-    def __init__(self, dest: BinaryIO) -> None:
-        super().__init__()
-        self._dest = dest
-        self.written = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self._dest.write(data)
-        self.written += len(data)
-        return len(data)
-
-
-class _Reader(io.RawIOBase):
-    """A seekable binary stream over any object with ``read``, ``seek`` and ``tell`` (the SDK
-    uploads ``io.IOBase`` streams only)."""
-
-    def __init__(self, source: BinaryIO) -> None:
-        super().__init__()
-        self._source = source
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._source.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def read(self, size: int = -1) -> bytes:
-        return self._source.read(size)
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        return self._source.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self._source.tell()

@@ -94,6 +94,9 @@ class BatchRecord:
     """Where the worker writes the results, one JSON line each."""
     expire: bool = False
     """Whether the batch was picked to expire part-way (`AnthropicEmulatorFaults.expire_count`)."""
+    hold: bool = False
+    """Whether the batch was picked to stay in progress until cancelled
+    (`AnthropicEmulatorFaults.hold_count`)."""
     processing_status: str = "in_progress"
     ended_at: float | None = None
     cancel_initiated_at: float | None = None
@@ -239,8 +242,9 @@ class BatchStore:
         self._lock = threading.Lock()
         self._records: dict[str, BatchRecord] = {}
 
-    def create(self, lines: list[str], *, expire: bool) -> BatchRecord:
-        """Record a new ``in_progress`` batch holding the requests ``lines`` (spooled to disk)."""
+    def create(self, lines: list[str], *, expire: bool, hold: bool = False) -> BatchRecord:
+        """Record a new ``in_progress`` batch holding the requests ``lines`` (spooled to disk);
+        ``expire`` and ``hold`` are its forced outcome (see `BatchRecord`)."""
         batch_id = new_id("msgbatch")
         record = BatchRecord(
             id=batch_id,
@@ -249,6 +253,7 @@ class BatchStore:
             spool=self._root / f"{batch_id}.requests.jsonl",
             results=self._root / f"{batch_id}.results.jsonl",
             expire=expire,
+            hold=hold,
         )
         write_spool(record.spool, lines)
         with self._lock:

@@ -93,6 +93,13 @@ class AnthropicEmulatorFaults:
     answered; the rest are ``expired``."""
     expire_fraction: float = 0.5
     """Share of its requests an expiring batch answers before it expires."""
+    hold_count: int = 0
+    """The next N created batches (not picked by `expire_count`) answer only the first
+    `hold_fraction` of their requests, then stay ``in_progress`` until they are cancelled
+    (a batch the provider is slow to finish); cancelled, they end with those answers in
+    their results and the rest ``canceled``."""
+    hold_fraction: float = 0.5
+    """Share of its requests (rounded down) a batch held by `hold_count` answers."""
     latency: float = 0.0
     """Seconds added to every HTTP call."""
     shuffle_output: bool = False
@@ -109,11 +116,15 @@ class AnthropicEmulatorFaults:
     _http_rng: random.Random = field(
         default_factory=random.Random, init=False, repr=False, compare=False
     )
+    _sync_rng: random.Random = field(
+        default_factory=random.Random, init=False, repr=False, compare=False
+    )
 
     def _reseed_locked(self) -> None:
         if self._seeded != self.seed:
             self._line_rng.seed(f"anthropic-line:{self.seed}")
             self._http_rng.seed(f"anthropic-http:{self.seed}")
+            self._sync_rng.seed(f"anthropic-sync:{self.seed}")
             self._seeded = self.seed
 
     def _take_locked(self, name: str) -> bool:
@@ -164,6 +175,22 @@ class AnthropicEmulatorFaults:
         with self._lock:
             return self._take_locked("expire_count")
 
+    def take_hold(self) -> bool:
+        """Decide whether the batch being created is held (consumes the count)."""
+        with self._lock:
+            return self._take_locked("hold_count")
+
+    def pick_sync_fault(self, custom_id: str, params: dict[str, Any]) -> LineFault | None:
+        """The fault of one synchronous request (``POST /v1/messages``), picked as the line
+        knobs pick a batch request's (``custom_id`` is ``""``: a synchronous request has
+        none). Draws come from a generator of their own, so synchronous requests do not
+        change which batch requests are faulted."""
+        with self._lock:
+            self._reseed_locked()
+            draw = self._sync_rng.random()
+            sampler = FaultSampler(self, self._sync_rng)
+        return sampler.choose(draw, custom_id, params)
+
     def shuffle(self, lines: list[str]) -> None:
         """Shuffle ``lines`` in place if `shuffle_output` is on."""
         if self.shuffle_output and len(lines) > 1:
@@ -212,7 +239,12 @@ class FaultSampler:
     def pick(self, custom_id: str, params: dict[str, Any] | None) -> LineFault | None:
         """Draw for one request and pick its fault, if any (``params`` may be ``None`` unless
         `wants_params`)."""
-        draw = self._random()
+        return self.choose(self._random(), custom_id, params)
+
+    def choose(
+        self, draw: float, custom_id: str, params: dict[str, Any] | None
+    ) -> LineFault | None:
+        """The fault of one request given its draw (see `pick`)."""
         if self._callback is not None:
             assert params is not None
             chosen = self._callback(custom_id, params)

@@ -1,5 +1,6 @@
 """The Anthropic emulator's HTTP layer: routing, authentication, fault injection and the
-handlers of the Message Batches endpoints.
+handlers of the Message Batches endpoints (the synchronous ``POST /v1/messages`` is
+`sync`'s).
 
 Errors are answered in Anthropic's shape (`errors`). A request is authenticated by an
 ``x-api-key`` header or an ``Authorization: Bearer`` token (the ``anthropic`` SDK sends its
@@ -33,6 +34,7 @@ from batchor.testing.anthropic.errors import (
 )
 from batchor.testing.anthropic.faults import AnthropicEmulatorFaults
 from batchor.testing.anthropic.limits import AnthropicEmulatorLimits
+from batchor.testing.anthropic.sync import MESSAGES, AnthropicSyncService, create_message
 from batchor.testing.anthropic.worker import AnthropicBatchWorker
 from batchor.testing.emulator.bodies import BodyError, BodyReader
 from batchor.testing.emulator.server import LoopbackHTTPServer
@@ -54,6 +56,8 @@ class AnthropicState:
     faults: Callable[[], AnthropicEmulatorFaults]
     api_key: str | None
     """The only accepted key, or ``None`` to accept any."""
+    sync: AnthropicSyncService
+    """Answers the synchronous ``POST /v1/messages``."""
 
 
 class AnthropicHTTPServer(LoopbackHTTPServer):
@@ -90,7 +94,8 @@ def create_batch(handler: AnthropicRequestHandler, _: str, __: Query) -> None:
     lines = read_create(raw, state.limits)
     del raw
     faults = state.faults()
-    record = state.batches.create(lines, expire=faults.take_expire())
+    expire = faults.take_expire()
+    record = state.batches.create(lines, expire=expire, hold=not expire and faults.take_hold())
     del lines
     state.stats.record_batch(None)
     answer = state.batches.snapshot(record)
@@ -175,6 +180,7 @@ Handler = Callable[["AnthropicRequestHandler", str, Query], None]
 
 _PREFIX = "/v1/messages/batches"
 _ENDPOINTS: list[tuple[str, str, Handler]] = [
+    ("POST", MESSAGES, create_message),
     ("POST", _PREFIX, create_batch),
     ("GET", _PREFIX, list_batches),
     ("GET", _PREFIX + "/{id}", retrieve_batch),

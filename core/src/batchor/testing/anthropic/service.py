@@ -12,6 +12,7 @@ from batchor.testing.anthropic.faults import AnthropicEmulatorFaults
 from batchor.testing.anthropic.limits import AnthropicEmulatorLimits
 from batchor.testing.anthropic.replies import Replier
 from batchor.testing.anthropic.server import AnthropicHTTPServer, AnthropicState
+from batchor.testing.anthropic.sync import AnthropicSyncService
 from batchor.testing.anthropic.worker import AnthropicBatchWorker
 from batchor.testing.emulator.stats import EmulatorStats
 from batchor.testing.loopback import LoopbackEmulator, LoopbackServer, LoopbackWorker
@@ -21,7 +22,9 @@ DEFAULT_API_KEY = "sk-ant-emulator"
 
 
 class AnthropicBatchEmulator(LoopbackEmulator):
-    """A local, loopback HTTP emulator of the Anthropic Message Batches API.
+    """A local, loopback HTTP emulator of the Anthropic Message Batches API, and of the
+    synchronous ``POST /v1/messages`` (answered as a batch answers the same request, under
+    the per-minute rate limits of `limits`).
 
     Point the official SDK at it with ``Anthropic(base_url=emu.base_url,
     api_key=emu.api_key)``. Use it as a context manager, or call `start` and `stop`.
@@ -38,7 +41,8 @@ class AnthropicBatchEmulator(LoopbackEmulator):
             header or a bearer token; otherwise any key is accepted and `api_key` is
             ``"sk-ant-emulator"``.
         host: Interface to bind, loopback by default.
-        limits: Size and count limits; the real service's limits by default.
+        limits: Size, count and rate limits; the real service's limits by default. Kept live
+            as `limits`: the synchronous endpoint's rate limits follow a change.
     """
 
     def __init__(
@@ -59,8 +63,9 @@ class AnthropicBatchEmulator(LoopbackEmulator):
         )
         """The live fault knobs."""
         self.stats = EmulatorStats()
-        """Counters of calls (keyed like ``("POST", "/v1/messages/batches")``), batches and
-        answered requests."""
+        """Counters of calls (keyed like ``("POST", "/v1/messages/batches")``), batches,
+        answered batch requests and synchronous requests (``sync_answered`` keyed
+        ``"/v1/messages"``, ``sync_tokens``, ``sync_rate_limited``)."""
         self.api_key: str = api_key if api_key is not None else DEFAULT_API_KEY
         """The API key clients should use."""
         self.phase_seconds = phase_seconds
@@ -108,6 +113,7 @@ class AnthropicBatchEmulator(LoopbackEmulator):
             limits=self.limits,
             faults=lambda: self.faults,
             api_key=self._required_key,
+            sync=AnthropicSyncService(self.stats, lambda: self.faults, lambda: self.limits),
         )
         return AnthropicHTTPServer((self.host, self._requested_port), state), worker
 

@@ -6,8 +6,9 @@ slices of `_SLICE` (spread over ``phase_seconds``, or all at once), their result
 appended to the batch's results file; then it ends (no sooner than ``phase_seconds`` after
 it started). A canceled batch stops answering, stays ``canceling`` for ``phase_seconds``,
 then ends with every unanswered request ``canceled``; an expiring one answers only part of
-its requests and ends with the rest ``expired``. As the API documents, ``request_counts``
-move from ``processing`` to their result types only when the batch ends.
+its requests and ends with the rest ``expired``; a held one answers only part of its
+requests and stays ``in_progress`` until it is canceled. As the API documents,
+``request_counts`` move from ``processing`` to their result types only when the batch ends.
 
 Request lines are read through their shapes (`shapes.ShapeReader`) and answered from
 per-shape templates (`plans.ShapePlan`); a line no shape or template covers, or every line
@@ -177,6 +178,8 @@ class AnthropicBatchWorker:
         cap = total
         if record.expire:
             cap = min(total, max(0, math.floor(total * self._faults().expire_fraction)))
+        elif record.hold:
+            cap = min(total, max(0, math.floor(total * self._faults().hold_fraction)))
         target = cap
         if self._phase > 0:
             elapsed = time.monotonic() - job.started
@@ -187,7 +190,7 @@ class AnthropicBatchWorker:
         now = time.monotonic()
         if job.done < cap:
             self._schedule(job, "progress", now if count == _SLICE else now + _TICK)
-        else:
+        elif not record.hold:  # a held batch stays in progress until a cancel ends it
             self._schedule(job, "end", job.started + self._phase)
 
     def _answer(self, job: _Job, count: int) -> None:

@@ -49,6 +49,33 @@ class _Buckets:
     at: float
 
 
+class BucketSet:
+    """Each model's request and token buckets, refilled continuously over the rate window,
+    under limits that may change between calls (new limits: every bucket starts full). The
+    emulators' rate limiters keep one under their own lock."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """Buckets timed by ``clock``."""
+        self._clock = clock
+        self._buckets: dict[str, _Buckets] = {}
+        self._config: tuple[int, int, float] | None = None
+
+    def refilled(self, model: str, rpm: int, tpm: int, window: float) -> _Buckets:
+        """``model``'s buckets, refilled up to now under these limits."""
+        if self._config != (rpm, tpm, window):
+            self._config = (rpm, tpm, window)
+            self._buckets.clear()
+        now = self._clock()
+        buckets = self._buckets.get(model)
+        if buckets is None:
+            buckets = self._buckets[model] = _Buckets(float(rpm), float(tpm), now)
+        elapsed = max(now - buckets.at, 0.0)
+        buckets.requests = min(float(rpm), buckets.requests + elapsed * rpm / window)
+        buckets.tokens = min(float(tpm), buckets.tokens + elapsed * tpm / window)
+        buckets.at = now
+        return buckets
+
+
 class RateLimiter:
     """Per-model request and token buckets under the live `EmulatorLimits`."""
 
@@ -57,10 +84,8 @@ class RateLimiter:
     ) -> None:
         """Enforce the limits ``limits()`` returns, timed by ``clock``."""
         self._limits = limits
-        self._clock = clock
         self._lock = threading.Lock()
-        self._buckets: dict[str, _Buckets] = {}
-        self._config: tuple[int, int, float] | None = None
+        self._buckets = BucketSet(clock)
 
     def acquire(self, model: str, tokens: int) -> dict[str, str]:
         """Take one request and ``tokens`` tokens of ``model``'s limits; return the
@@ -74,17 +99,7 @@ class RateLimiter:
         rpm, tpm = limits.requests_per_minute, limits.tokens_per_minute
         window = limits.rate_window
         with self._lock:
-            if self._config != (rpm, tpm, window):  # new limits: every bucket starts full
-                self._config = (rpm, tpm, window)
-                self._buckets.clear()
-            now = self._clock()
-            buckets = self._buckets.get(model)
-            if buckets is None:
-                buckets = self._buckets[model] = _Buckets(float(rpm), float(tpm), now)
-            elapsed = max(now - buckets.at, 0.0)
-            buckets.requests = min(float(rpm), buckets.requests + elapsed * rpm / window)
-            buckets.tokens = min(float(tpm), buckets.tokens + elapsed * tpm / window)
-            buckets.at = now
+            buckets = self._buckets.refilled(model, rpm, tpm, window)
             error: ApiError | None = None
             if tokens > tpm:
                 error = _too_large(model, tpm, tokens)

@@ -44,6 +44,11 @@ class GeminiFaults(EmulatorFaults):
       `fail_batch_status` (``fail_batch_errors`` is OpenAI's and is not used).
     * ``expire_count``: the next batches answer the first half of their lines, then end
       ``BATCH_STATE_EXPIRED`` (without an output file unless `expire_keeps_output`).
+    * ``hold_count``: the next batches answer the first `hold_fraction` of their lines, then
+      stay ``BATCH_STATE_RUNNING`` until they are cancelled; cancelled, they end
+      ``BATCH_STATE_CANCELLED`` with the lines they answered in their output file.
+    * ``line_fault`` also picks the fault of a synchronous ``generateContent`` request
+      (called with ``("", request)``: it carries no key).
     * ``create_response_delay``: the create sleeps after recording the batch, before answering.
     * ``output_file_delay``: a finished batch's output file answers 403 for that many seconds.
     * ``line_rewrite``: called with every output line (parsed); returns the line to write

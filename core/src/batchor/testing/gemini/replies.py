@@ -18,7 +18,7 @@ from batchor.testing.emulator.faults import LineFault
 from batchor.testing.emulator.schema_text import SchemaCache
 from batchor.testing.emulator.schemas import Entropy
 from batchor.testing.gemini.errors import rpc_status
-from batchor.testing.gemini.lines import Plan
+from batchor.testing.gemini.lines import LineRefused, Plan, plan_request
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _CHARS_PER_TOKEN = 4
@@ -117,3 +117,18 @@ def output_line(key: str | None, **payload: Any) -> dict[str, Any]:
 def error_line(key: str | None, status: str, message: str) -> dict[str, Any]:
     """An output line answering a request with an error."""
     return output_line(key, error=rpc_status(status, message))
+
+
+def answer(
+    replier: Replier, key: str | None, request: Any, fault: LineFault | None
+) -> dict[str, Any]:
+    """The output line answering one ``GenerateContentRequest`` under ``fault``: an
+    ``INVALID_ARGUMENT`` error for a request the API refuses, the fault's error, or the
+    reply (a batch line and a synchronous request are answered alike)."""
+    try:
+        plan = plan_request(request)
+    except LineRefused as exc:
+        return error_line(key, "INVALID_ARGUMENT", str(exc))
+    if fault is not None and fault in LINE_ERRORS:
+        return error_line(key, *LINE_ERRORS[fault])
+    return output_line(key, response=replier.response(plan, fault))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from batchor.testing.gemini import batch_routes, file_routes
+from batchor.testing.gemini import batch_routes, file_routes, sync
 
 if TYPE_CHECKING:
     from batchor.testing.gemini.server import GeminiRequestHandler
@@ -31,6 +31,8 @@ DOWNLOAD_LEGACY: Final = "/download/{version}/files/{name}:download"
 """``GET ...?alt=media``: the same, at the path the REST docs and older SDKs use."""
 CREATE: Final = "/{version}/models/{model}:batchGenerateContent"
 """``POST``: create a batch."""
+GENERATE: Final = sync.GENERATE
+"""``POST``: answer one ``GenerateContentRequest`` synchronously."""
 BATCHES: Final = "/{version}/batches"
 """``GET``: list batches."""
 BATCH: Final = "/{version}/batches/{name}"
@@ -49,6 +51,7 @@ _ENDPOINTS: list[tuple[str, str, Handler]] = [
     ("GET", DOWNLOAD, file_routes.download_file),
     ("GET", DOWNLOAD_LEGACY, file_routes.download_file),
     ("POST", CREATE, batch_routes.create_batch),
+    ("POST", GENERATE, sync.generate_content),
     ("GET", BATCHES, batch_routes.list_batches),
     ("GET", BATCH, batch_routes.get_batch),
     ("DELETE", BATCH, batch_routes.delete_batch),

@@ -38,6 +38,7 @@ from batchor.testing.gemini.errors import (
 )
 from batchor.testing.gemini.faults import GeminiFaults
 from batchor.testing.gemini.files import GeminiFileStore
+from batchor.testing.gemini.sync import GeminiSyncService
 from batchor.testing.gemini.worker import GeminiWorker
 
 _log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class GeminiState:
     """The only accepted key, or ``None`` to accept any non-empty key."""
     model_prefixes: tuple[str, ...]
     """Model ids (without ``models/``) start with one of these, or the create is a 404."""
+    sync: GeminiSyncService
+    """Answers the synchronous ``generateContent`` endpoint."""
 
 
 class GeminiHTTPServer(ThreadingHTTPServer):

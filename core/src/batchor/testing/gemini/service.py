@@ -12,6 +12,7 @@ from batchor.testing.gemini.batches import GeminiBatchStore
 from batchor.testing.gemini.faults import GeminiFaults
 from batchor.testing.gemini.files import GeminiFileStore
 from batchor.testing.gemini.server import GeminiHTTPServer, GeminiState
+from batchor.testing.gemini.sync import GeminiSyncService
 from batchor.testing.gemini.worker import GeminiWorker
 from batchor.testing.loopback import LoopbackEmulator, LoopbackServer, LoopbackWorker
 
@@ -37,7 +38,9 @@ def gemini_limits(**overrides: int) -> EmulatorLimits:
 
 
 class GeminiBatchEmulator(LoopbackEmulator):
-    """A local, loopback HTTP emulator of the Gemini API's Batch Mode and Files API.
+    """A local, loopback HTTP emulator of the Gemini API's Batch Mode and Files API, and of
+    its synchronous ``generateContent`` (each request answered as a batch line carrying it,
+    under per-model rate limits: `batchor.testing.gemini.sync`).
 
     Point the official SDK at it with ``genai.Client(api_key=emu.api_key,
     http_options=genai.types.HttpOptions(base_url=emu.base_url))`` (or set the environment
@@ -57,6 +60,8 @@ class GeminiBatchEmulator(LoopbackEmulator):
             ``"gemini-emulator-key"``.
         host: Interface to bind, loopback by default.
         limits: Size and count limits; the Gemini API's by default (`gemini_limits`).
+            ``requests_per_minute`` and ``tokens_per_minute`` (input tokens) are the
+            per-model rate limits of ``generateContent``, refilled over ``rate_window``.
         model_prefixes: A batch's model id must start with one of these, or creating it is a
             404 (the API's answer to an unknown model).
     """
@@ -78,7 +83,8 @@ class GeminiBatchEmulator(LoopbackEmulator):
         self.faults: GeminiFaults = faults if faults is not None else GeminiFaults()
         """The live fault knobs."""
         self.stats = EmulatorStats()
-        """Counters of calls, batches (by ``display_name`` and ``model``) and answered keys."""
+        """Counters of calls, batches (by ``display_name`` and ``model``), answered keys and
+        synchronous requests (keyed by `batchor.testing.gemini.sync.GENERATE`)."""
         self.api_key: str = api_key if api_key is not None else DEFAULT_API_KEY
         """The API key clients should use."""
         self.phase_seconds = phase_seconds
@@ -129,6 +135,7 @@ class GeminiBatchEmulator(LoopbackEmulator):
             faults=lambda: self.faults,
             api_key=self._required_key,
             model_prefixes=self.model_prefixes,
+            sync=GeminiSyncService(self.stats, lambda: self.faults, lambda: self.limits),
         )
         return GeminiHTTPServer((self.host, self._requested_port), state), worker
 

@@ -28,8 +28,8 @@ from batchor.testing.gemini.batches import GeminiBatch, GeminiBatchStore
 from batchor.testing.gemini.errors import rpc_status
 from batchor.testing.gemini.faults import GeminiFaults
 from batchor.testing.gemini.files import GeminiFileStore, sha256_field
-from batchor.testing.gemini.lines import LineRefused, plan_request, split_line
-from batchor.testing.gemini.replies import LINE_ERRORS, Replier, error_line, output_line
+from batchor.testing.gemini.lines import LineRefused, split_line
+from batchor.testing.gemini.replies import Replier, answer, error_line
 
 _log = logging.getLogger(__name__)
 _SLICE = 2_000  # lines answered per step before other batches get a turn
@@ -47,6 +47,8 @@ class _Job:
     next_step: str | None = "validate"
     cancel_requested: bool = False
     total: int = 0
+    cap: int = 0
+    """How many lines the batch answers (fewer than `total` if it expires or is held)."""
     done: int = 0
     lines: Iterator[str] | None = None
     handle: TextIO | None = None
@@ -242,11 +244,22 @@ class GeminiWorker:
         if not self._store.update(job.batch, state=states.RUNNING):
             return
         job.phase_start = time.monotonic()
+        job.cap = self._answer_cap(job)
         self._step_progress(job)
+
+    def _answer_cap(self, job: _Job) -> int:
+        """How many of its lines a batch answers: half of an expiring batch's, the
+        `GeminiFaults.hold_fraction` of a held one's, else all."""
+        if job.batch.outcome == "expire":
+            return job.total // 2
+        if job.batch.outcome == "hold":
+            fraction = min(max(self._faults().hold_fraction, 0.0), 1.0)
+            return math.floor(job.total * fraction)
+        return job.total
 
     def _step_progress(self, job: _Job) -> None:
         total = job.total
-        cap = total // 2 if job.batch.outcome == "expire" else total
+        cap = job.cap
         if self._phase > 0:
             elapsed = time.monotonic() - job.phase_start
             target = min(cap, math.ceil(total * elapsed / self._phase))
@@ -258,6 +271,8 @@ class GeminiWorker:
         now = time.monotonic()
         if job.done < cap:
             self._schedule(job, "progress", now if count == _SLICE else now + _TICK)
+        elif job.batch.outcome == "hold":
+            return  # stays BATCH_STATE_RUNNING until a cancel winds it down (`_step_cancel`)
         else:
             end = "expire" if job.batch.outcome == "expire" else "finish"
             self._schedule(job, end, job.phase_start + self._phase)
@@ -275,15 +290,7 @@ class GeminiWorker:
                 answered.append(error_line(None, "INVALID_ARGUMENT", str(exc)))
                 continue
             fault = None if sampler.idle else sampler.pick(key or "", request)
-            try:
-                plan = plan_request(request)
-            except LineRefused as exc:
-                answered.append(error_line(key, "INVALID_ARGUMENT", str(exc)))
-                continue
-            if fault is not None and fault in LINE_ERRORS:
-                answered.append(error_line(key, *LINE_ERRORS[fault]))
-            else:
-                answered.append(output_line(key, response=job.replier.response(plan, fault)))
+            answered.append(answer(job.replier, key, request, fault))
         if sampler.idle:
             sampler.skip(len(answered))
         job.done += len(answered)
