@@ -315,11 +315,11 @@ def test_finish_sync_is_refused_for_a_provider_that_cannot_send_synchronously(
 def test_a_stopped_batch_slow_to_end_is_taken_over_and_its_late_lines_are_duplicates(
     runner: BatchRunner,
 ) -> None:
-    # Each phase (cancelling included) takes 0.5 s: the held batch is still cancelling when
-    # the 0.1 s grace has passed, so all its items go synchronously, and the lines it had
-    # answered arrive afterwards: duplicates, billed but not applied.
-    faults = EmulatorFaults(hold_count=1)
-    with OpenAIBatchEmulator(phase_seconds=0.5, faults=faults) as emu:
+    # The held batch stays cancelling for 3 s: still cancelling when the 0.1 s grace has
+    # passed, so all its items go synchronously, and the lines it had answered arrive
+    # afterwards: duplicates, billed but not applied.
+    faults = EmulatorFaults(hold_count=1, cancelling_seconds=3.0)
+    with OpenAIBatchEmulator(phase_seconds=0.05, faults=faults) as emu:
         summary = _wait(runner.start(_job(emu, grace=0.1), "slow-cancel"))
         assert summary.status is RunStatus.COMPLETED
         assert emu.stats.calls[CANCEL] == 1

@@ -7,10 +7,13 @@ starts and stops those; a subclass builds its own stores, worker and server in `
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import socket
 import tempfile
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Protocol, Self
@@ -155,3 +158,41 @@ class LoopbackEmulator:
         """Show where the emulator serves."""
         where = self.base_url if self._server is not None else "not running"
         return f"<{type(self).__name__} {where}>"
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """A threading HTTP server that can drop every open connection when it stops.
+
+    Provider-neutral: each emulator passes its own request handler class.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        """Bind to ``address`` (IPv4 or IPv6) and serve each connection with ``handler``."""
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Track the connection, then serve it on its own thread."""
+        with self._connections_lock:
+            self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        """Forget the connection and close it."""
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """Shut down every open (e.g. idle keep-alive) connection."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)

@@ -37,8 +37,8 @@ from batchor.testing.anthropic.limits import AnthropicEmulatorLimits
 from batchor.testing.anthropic.sync import MESSAGES, AnthropicSyncService, create_message
 from batchor.testing.anthropic.worker import AnthropicBatchWorker
 from batchor.testing.emulator.bodies import BodyError, BodyReader
-from batchor.testing.emulator.server import LoopbackHTTPServer
 from batchor.testing.emulator.stats import EmulatorStats
+from batchor.testing.loopback import LoopbackHTTPServer
 
 _log = logging.getLogger(__name__)
 _VERSION = re.compile(r"^\d{4}-\d{2}-\d{2}$")

@@ -81,6 +81,9 @@ class EmulatorFaults:
     hold_fraction: float = 0.5
     """The fraction of its lines a batch held by `hold_count` answers (rounded down), read
     when the batch starts answering."""
+    cancelling_seconds: float | None = None
+    """How long a cancelled batch stays ``cancelling`` before it ends ``cancelled`` (OpenAI
+    takes up to 10 minutes); ``None``: one ``phase_seconds``."""
     fail_batch_count: int = 0
     """The next N created batches end ``failed`` during validation with `fail_batch_errors`
     (after `fail_token_limit_count`, before `expire_count`)."""

@@ -6,18 +6,15 @@ classic ``/openai/...?api-version=...`` and Azure OpenAI's v1 ``/openai/v1/...``
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -45,6 +42,7 @@ from batchor.testing.emulator.sync import (
     create_response,
 )
 from batchor.testing.emulator.worker import BatchWorker
+from batchor.testing.loopback import LoopbackHTTPServer
 
 _log = logging.getLogger(__name__)
 
@@ -175,44 +173,6 @@ def check_api_version(dialect: str, query: Mapping[str, list[str]]) -> None:
         raise azure_resource_not_found()
     if _API_VERSION.match(values[-1]) is None:
         raise azure_unsupported_api_version()
-
-
-class LoopbackHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can drop every open connection when it stops.
-
-    Provider-neutral: each emulator passes its own request handler class.
-    """
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
-        """Bind to ``address`` (IPv4 or IPv6) and serve each connection with ``handler``."""
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection, then serve it on its own thread."""
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection and close it."""
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open (e.g. idle keep-alive) connection."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class EmulatorHTTPServer(LoopbackHTTPServer):

@@ -20,14 +20,12 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
 
 from batchor.testing.emulator.answering import Answerer, Tally
 from batchor.testing.emulator.batches import BatchRecord, BatchStore, canonical_endpoint
 from batchor.testing.emulator.faults import EmulatorFaults
 from batchor.testing.emulator.files import FileStore
+from batchor.testing.emulator.job import Job, open_output
 from batchor.testing.emulator.limits import EmulatorLimits
 from batchor.testing.emulator.lines import RequestLine, iter_requests
 from batchor.testing.emulator.replies import ReplyFactory
@@ -39,36 +37,6 @@ _SLICE = 2_000  # lines answered per step before other batches get a turn
 _TICK = 0.02  # seconds between progress steps while a phase is spread over time
 _CANCEL_STEPS = frozenset({"cancel", "cancelled"})
 _WRITE_BUFFER = 1 << 20
-
-
-@dataclass
-class _Job:
-    record: BatchRecord
-    phase_start: float
-    next_step: str | None = "validate"
-    cancel_requested: bool = False
-    valid: bool = False
-    fail_errors: list[dict[str, Any]] = field(default_factory=list)
-    handle: TextIO | None = None
-    requests: Iterator[RequestLine] | None = None
-    answerer: Answerer | None = None
-    prepared: Tally | None = None  # answered while validating, not released yet
-    out: TextIO | None = None
-    err: TextIO | None = None
-    out_path: Path | None = None
-    err_path: Path | None = None
-    out_lines: int = 0
-    err_lines: int = 0
-    done: int = 0
-    cap: int = 0  # lines it answers: all of them, unless expiring or held
-    registered: bool = False
-
-    def close(self) -> None:
-        for stream in (self.handle, self.out, self.err):
-            if stream is not None:
-                stream.close()
-        self.handle = self.out = self.err = None
-        self.requests = None
 
 
 class BatchWorker:
@@ -95,7 +63,7 @@ class BatchWorker:
         self._cond = threading.Condition()
         self._heap: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="batch-emulator-worker", daemon=True)
 
@@ -115,7 +83,7 @@ class BatchWorker:
 
     def submit(self, record: BatchRecord) -> None:
         """Start the lifecycle of a freshly created batch."""
-        job = _Job(record=record, phase_start=time.monotonic())
+        job = Job(record=record, phase_start=time.monotonic())
         with self._cond:
             self._jobs[record.id] = job
             self._push(job, "validate", job.phase_start)
@@ -131,18 +99,18 @@ class BatchWorker:
 
     # -- scheduling -------------------------------------------------------------------------
 
-    def _push(self, job: _Job, step: str, due: float) -> None:
+    def _push(self, job: Job, step: str, due: float) -> None:
         job.next_step = step
         heapq.heappush(self._heap, (due, next(self._seq), job.record.id, step))
         self._cond.notify()
 
-    def _schedule(self, job: _Job, step: str, due: float) -> None:
+    def _schedule(self, job: Job, step: str, due: float) -> None:
         with self._cond:
             if job.cancel_requested and step not in _CANCEL_STEPS:
                 return  # the pending cancel step takes over
             self._push(job, step, due)
 
-    def _next(self) -> tuple[_Job, str] | None:
+    def _next(self) -> tuple[Job, str] | None:
         with self._cond:
             while not self._stopping:
                 if not self._heap:
@@ -168,7 +136,7 @@ class BatchWorker:
                 _log.exception("batch emulator step %s failed for %s", step, job.record.id)
                 self._abort(job)
 
-    def _abort(self, job: _Job) -> None:
+    def _abort(self, job: Job) -> None:
         """End a batch whose step raised: ``failed``, or ``cancelled`` if it was cancelling."""
         job.close()
         self._discard_outputs(job)
@@ -178,14 +146,14 @@ class BatchWorker:
             self._store.update(job.record, status="cancelled", cancelled_at=now)
         self._finish(job)
 
-    def _finish(self, job: _Job) -> None:
+    def _finish(self, job: Job) -> None:
         job.close()
         with self._cond:
             self._jobs.pop(job.record.id, None)
 
     # -- lifecycle steps --------------------------------------------------------------------
 
-    def _step_validate(self, job: _Job) -> None:
+    def _step_validate(self, job: Job) -> None:
         record = job.record
         stored = self._files.get(record.input_file_id)
         if stored is None:
@@ -220,12 +188,12 @@ class BatchWorker:
         due = job.phase_start + self._phase
         self._schedule(job, "start" if job.valid else "fail", due)
 
-    def _step_fail(self, job: _Job) -> None:
+    def _step_fail(self, job: Job) -> None:
         now = int(time.time())
         if self._store.update(job.record, status="failed", failed_at=now, errors=job.fail_errors):
             self._finish(job)
 
-    def _open(self, job: _Job) -> None:
+    def _open(self, job: Job) -> None:
         stored = self._files.get(job.record.input_file_id)
         if stored is None:
             raise FileNotFoundError(job.record.input_file_id)
@@ -233,15 +201,15 @@ class BatchWorker:
         job.requests = iter_requests(job.handle, canonical_endpoint(job.record.endpoint))
         self._open_outputs(job)
 
-    def _open_outputs(self, job: _Job) -> None:
+    def _open_outputs(self, job: Job) -> None:
         job.out_path = self._files.scratch_path(f"{job.record.id}-out")
         job.err_path = self._files.scratch_path(f"{job.record.id}-err")
-        job.out = _open_output(job.out_path)
-        job.err = _open_output(job.err_path)
+        job.out = open_output(job.out_path)
+        job.err = open_output(job.err_path)
         endpoint = canonical_endpoint(job.record.endpoint)
         job.answerer = Answerer(self._replies, endpoint, job.out, job.err)
 
-    def _prepare(self, job: _Job, requests: Iterator[RequestLine]) -> None:
+    def _prepare(self, job: Job, requests: Iterator[RequestLine]) -> None:
         """Answer the lines of ``requests`` as they are validated, to release them later."""
         self._open_outputs(job)
         assert job.answerer is not None
@@ -252,7 +220,7 @@ class BatchWorker:
                 return
             job.prepared.add(part)
 
-    def _discard_outputs(self, job: _Job) -> None:
+    def _discard_outputs(self, job: Job) -> None:
         """Throw away whatever was written to the output files (and any prepared answers)."""
         for stream, path in ((job.out, job.out_path), (job.err, job.err_path)):
             if stream is not None:
@@ -263,7 +231,7 @@ class BatchWorker:
         job.out_path = job.err_path = None
         job.out_lines = job.err_lines = 0
 
-    def _step_start(self, job: _Job) -> None:
+    def _step_start(self, job: Job) -> None:
         if job.prepared is None:
             self._open(job)
         if not self._store.update(
@@ -290,7 +258,7 @@ class BatchWorker:
             return math.floor(total * fraction)
         return total
 
-    def _step_progress(self, job: _Job) -> None:
+    def _step_progress(self, job: Job) -> None:
         record = job.record
         total = record.total
         cap = job.cap
@@ -317,13 +285,13 @@ class BatchWorker:
         else:
             self._schedule(job, "finalize", job.phase_start + self._phase)
 
-    def _answer(self, job: _Job, count: int) -> None:
+    def _answer(self, job: Job, count: int) -> None:
         assert job.requests is not None
         assert job.answerer is not None
         tally = job.answerer.answer(itertools.islice(job.requests, count), self._faults())
         self._record(job, tally)
 
-    def _record(self, job: _Job, tally: Tally) -> None:
+    def _record(self, job: Job, tally: Tally) -> None:
         """Count answered lines: in the batch's counts and in the emulator's stats."""
         job.done += len(tally.answered)
         job.out_lines += tally.completed
@@ -337,28 +305,28 @@ class BatchWorker:
             output_tokens=tally.output_tokens,
         )
 
-    def _write_unexecuted(self, job: _Job, code: str, message: str) -> None:
+    def _write_unexecuted(self, job: Job, code: str, message: str) -> None:
         if job.requests is not None and job.answerer is not None:
             job.err_lines += job.answerer.unexecuted(job.requests, code, message)
 
-    def _step_finalize(self, job: _Job) -> None:
+    def _step_finalize(self, job: Job) -> None:
         if not self._store.update(job.record, status="finalizing", finalizing_at=int(time.time())):
             return
         self._close_outputs(job)
         job.phase_start = time.monotonic()
         self._schedule(job, "complete", job.phase_start + self._phase)
 
-    def _step_complete(self, job: _Job) -> None:
+    def _step_complete(self, job: Job) -> None:
         self._register(job)
         if self._store.update(job.record, status="completed", completed_at=int(time.time())):
             self._finish(job)
 
-    def _step_expire(self, job: _Job) -> None:
+    def _step_expire(self, job: Job) -> None:
         self._register(job)
         if self._store.update(job.record, status="expired", expired_at=int(time.time())):
             self._finish(job)
 
-    def _step_cancel(self, job: _Job) -> None:
+    def _step_cancel(self, job: Job) -> None:
         if job.prepared is not None:  # cancelled before going in_progress: nothing answered
             self._discard_outputs(job)
         if job.valid and job.out is None and not job.registered:
@@ -366,20 +334,23 @@ class BatchWorker:
         self._write_unexecuted(
             job, "batch_cancelled", "This request was not executed because the batch was cancelled."
         )
-        self._push_locked(job, "cancelled", time.monotonic() + self._phase)
+        delay = self._faults().cancelling_seconds
+        self._push_locked(
+            job, "cancelled", time.monotonic() + (self._phase if delay is None else delay)
+        )
 
-    def _push_locked(self, job: _Job, step: str, due: float) -> None:
+    def _push_locked(self, job: Job, step: str, due: float) -> None:
         with self._cond:
             self._push(job, step, due)
 
-    def _step_cancelled(self, job: _Job) -> None:
+    def _step_cancelled(self, job: Job) -> None:
         self._register(job)
         self._store.update(job.record, status="cancelled", cancelled_at=int(time.time()))
         self._finish(job)
 
     # -- output files -----------------------------------------------------------------------
 
-    def _close_outputs(self, job: _Job) -> None:
+    def _close_outputs(self, job: Job) -> None:
         for stream in (job.out, job.err):
             if stream is not None and not stream.closed:
                 stream.close()
@@ -388,7 +359,7 @@ class BatchWorker:
         job.handle = None
         job.requests = None
 
-    def _register(self, job: _Job) -> None:
+    def _register(self, job: Job) -> None:
         if job.registered:
             return
         self._close_outputs(job)
@@ -415,7 +386,3 @@ class BatchWorker:
                     path.unlink()
         job.out = job.err = None
         self._store.update(record, **ids)
-
-
-def _open_output(path: Path) -> TextIO:
-    return path.open("w", encoding="utf-8", newline="\n", buffering=_WRITE_BUFFER)
