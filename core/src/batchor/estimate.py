@@ -9,10 +9,10 @@ from typing import Any
 from batchor.engine.budget import output_cap
 from batchor.engine.ingest import encoded_body, positions, prompt_parts
 from batchor.items import BatchItem
+from batchor.jobrecord import job_codec
 from batchor.jobs import BatchJob
 from batchor.pricing import ModelPrice, PriceTable, price_table
 from batchor.results import Usage
-from batchor.runner import job_codec
 from batchor.sources.base import CheckpointedItemSource
 from batchor.structured import strict_json_schema
 

@@ -9,6 +9,7 @@ A model not in the table has no cost (``None``), never a guessed one.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -138,3 +139,13 @@ def price_table(
     if isinstance(prices, PriceTable):
         return prices
     return PriceTable(prices)
+
+
+def usd(amount: float) -> str:
+    """An amount of USD for people: cents from a dollar up (``$1,234.50``), four
+    significant digits below (``$0.0118``, ``$0.00001``)."""
+    if amount == 0 or abs(amount) >= 1:
+        return f"${amount:,.2f}"
+    digits = min(3 - math.floor(math.log10(abs(amount))), 12)
+    whole, _, cents = f"{amount:.{digits}f}".rstrip("0").partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from batchor.artifacts.base import ArtifactStore
 from batchor.artifacts.open import check_writable, is_process_local, location, open_artifacts
@@ -23,6 +21,7 @@ from batchor.errors import (
     RunNotFoundError,
 )
 from batchor.items import BatchItem
+from batchor.jobrecord import fingerprint_of, job_codec, job_config, mismatch_message
 from batchor.jobs import BatchJob
 from batchor.limits import apply_limits, check_priced
 from batchor.pricing import ModelPrice, PriceTable, price_table
@@ -38,7 +37,6 @@ from batchor.run import Run
 from batchor.schema_models import output_model
 from batchor.sources.base import CheckpointedItemSource
 from batchor.stores.base import RunRecord, StateStore
-from batchor.structured import model_path, schema_name, strict_json_schema
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -47,20 +45,6 @@ DEFAULT_HOME = ".batchor"
 DEFAULT_STORE = f"sqlite:///{DEFAULT_HOME}/batchor.db"
 """The store a runner opens when it is given none and ``BATCHOR_STORE`` is unset."""
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+=-]{0,199}$")
-# Settings that may change between processes without making it a different job.
-_NOT_FINGERPRINTED = frozenset(
-    {
-        "base_url",
-        "api_version",
-        "price_model",
-        "schema_model",
-        "enqueued_token_limit",
-        "quota_scope",
-        "keep_raw_outputs",
-        "batch_timeout",
-        "finish_sync",
-    }
-)
 
 
 class BatchRunner:
@@ -176,7 +160,7 @@ class BatchRunner:
         _check_run_id(run_id)
         check_priced(job, self.prices)
         config = job_config(job)
-        fingerprint = _fingerprint(config)
+        fingerprint = fingerprint_of(config)
         codec = job_codec(job)
         transport = self._transport_for(job.provider_config)
         check_sync_transport(job.finish_sync, job.provider_config.provider_name, transport)
@@ -191,7 +175,7 @@ class BatchRunner:
             check_writable(self.artifacts, f"runs/{run_id}")
         record, created = self.store.create_run(run_id, config, fingerprint)
         if not created and record.fingerprint != fingerprint:
-            raise JobMismatchError(_mismatch(run_id, record.config, config))
+            raise JobMismatchError(mismatch_message(run_id, record.config, config))
         record = apply_limits(self.store, record, job, created)
         if record.prompt_fingerprint is None:
             self.store.set_prompt_fingerprint(record.pk, prompts)
@@ -307,79 +291,6 @@ def _outlives_process(store: StateStore) -> bool:
     if url is None:
         return True  # a store object of the user's own: assume it is durable
     return not (url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"))
-
-
-def job_config(job: BatchJob) -> dict[str, Any]:
-    """The job's definition as stored with the run (never the API key)."""
-    provider = job.provider_config
-    model = job.structured_output
-    return {
-        **provider.record(),
-        "schema": strict_json_schema(model) if model is not None else None,
-        "schema_name": schema_name(model) if model is not None else None,
-        "schema_model": model_path(model) if model is not None else None,
-        "max_attempts": job.retry_policy.max_attempts,
-        "max_requests": job.limits.max_requests or provider.limits.max_requests,
-        "max_bytes": job.limits.max_bytes,
-        "keep_raw_outputs": job.artifact_policy.keep_raw_outputs,
-        "batch_timeout": (
-            job.limits.batch_timeout.total_seconds() if job.limits.batch_timeout else None
-        ),
-        "finish_sync": None if job.finish_sync is None else job.finish_sync.record(),
-        "source": _source_record(job.items),
-    }
-
-
-def _source_record(items: object) -> dict[str, str] | None:
-    """A checkpointed source's identity and content fingerprint (None for a plain iterable,
-    which is resumable only once fully ingested)."""
-    if not isinstance(items, CheckpointedItemSource):
-        return None
-    return {"identity": items.identity, "fingerprint": items.fingerprint()}
-
-
-def job_codec(job: BatchJob) -> RequestCodec:
-    """The wire format of a job's requests (model, endpoint, params, schema)."""
-    model = job.structured_output
-    if model is None:
-        return job.provider_config.codec(None, "output")
-    return job.provider_config.codec(strict_json_schema(model), schema_name(model))
-
-
-def _fingerprinted(value: Any) -> Any:
-    """The part of a config value that identifies the job (a source by content, not path)."""
-    if isinstance(value, dict) and "fingerprint" in value:
-        return value["fingerprint"]
-    return value
-
-
-def _fingerprint(config: Mapping[str, Any]) -> str:
-    material = {k: _fingerprinted(v) for k, v in config.items() if k not in _NOT_FINGERPRINTED}
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
-
-
-def _mismatch(run_id: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
-    changed = sorted(
-        k
-        for k in set(old) | set(new)
-        if k not in _NOT_FINGERPRINTED and _fingerprinted(old.get(k)) != _fingerprinted(new.get(k))
-    )
-    was_on, now_on = old.get("provider") or "openai", new.get("provider") or "openai"
-    if was_on != now_on:
-        return (
-            f"run {run_id!r} was started on provider {was_on}, and this job is for {now_on}: "
-            f"attach with a {was_on} config, or use a new run_id for the {now_on} job"
-        )
-    if changed == ["source"]:
-        was = (old.get("source") or {}).get("identity", "a plain iterable")
-        return (
-            f"run {run_id!r} was started from a different input: the content or order of "
-            f"{was} has changed since; resume with the same input or use a new run_id"
-        )
-    return (
-        f"run {run_id!r} exists with a different job definition ({', '.join(changed)} "
-        "changed); use a new run_id for a different job"
-    )
 
 
 def _head(

@@ -35,6 +35,7 @@ from batchor.errors import ConfigurationError, RunNotReady, RunStateError
 from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.jobs import BatchJob
 from batchor.jobspec import DeadlineSpec, JobSpec, build_job, describe_job, load_object, with_limits
+from batchor.pricing import usd
 from batchor.progress import DEFAULT_PROGRESS_EVERY, Progress, throttled
 from batchor.results import RunSummary
 from batchor.runner import BatchRunner
@@ -279,11 +280,7 @@ def limit_stop(summary: RunSummary) -> LimitStop | None:
 
 
 def _usd(amount: float | None) -> str:
-    if amount is None:
-        return "an unknown amount"
-    if amount >= 0.1:
-        return f"${amount:,.2f}"
-    return "$" + (f"{amount:.6f}".rstrip("0").rstrip(".") or "0")
+    return "an unknown amount" if amount is None else usd(amount)
 
 
 def results_location(destination: str | os.PathLike[str]) -> str:

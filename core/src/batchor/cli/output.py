@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from batchor.cli.limits import time_left
-from batchor.engine.budget import usd
+from batchor.pricing import usd
 from batchor.results import RunSummary
 from batchor.states import ItemStatus
 from batchor.stores.base import RunRecord

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from batchor.engine.context import RunContext, log
+from batchor.pricing import usd
 from batchor.results import Usage
 from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import BatchRecord
@@ -141,16 +142,6 @@ def reserve_adopted(ctx: RunContext, batch: BatchRecord) -> None:
     projected = projected_cost(ctx, batch)
     if projected is not None:
         ctx.store.reserve_cost(ctx.run.pk, batch.pk, projected, math.inf)
-
-
-def usd(amount: float) -> str:
-    """An amount of USD for people: cents from a dollar up (``$1,234.50``), four
-    significant digits below (``$0.0118``, ``$0.00001``)."""
-    if amount == 0 or abs(amount) >= 1:
-        return f"${amount:,.2f}"
-    digits = min(3 - math.floor(math.log10(abs(amount))), 12)
-    whole, _, cents = f"{amount:.{digits}f}".rstrip("0").partition(".")
-    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _pause(ctx: RunContext, reason: str) -> None:

@@ -12,11 +12,10 @@ import json
 import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, cast
 from urllib.parse import parse_qs, urlsplit
 
@@ -40,6 +39,7 @@ from batchor.testing.gemini.faults import GeminiFaults
 from batchor.testing.gemini.files import GeminiFileStore
 from batchor.testing.gemini.sync import GeminiSyncService
 from batchor.testing.gemini.worker import GeminiWorker
+from batchor.testing.loopback import LoopbackHTTPServer
 
 _log = logging.getLogger(__name__)
 _JSON = "application/json; charset=UTF-8"
@@ -63,40 +63,13 @@ class GeminiState:
     """Answers the synchronous ``generateContent`` endpoint."""
 
 
-class GeminiHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server that can drop every open connection when it stops."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class GeminiHTTPServer(LoopbackHTTPServer):
+    """The Gemini emulator's server: its handlers share ``state``."""
 
     def __init__(self, address: tuple[str, int], state: GeminiState) -> None:
         """Bind to ``address`` and serve the emulator described by ``state``."""
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
         self.gemini = state
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, GeminiRequestHandler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """Track the connection, then serve it on its own thread."""
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        """Forget the connection and close it."""
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Shut down every open (e.g. idle keep-alive) connection."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 def _route_error(fault: str) -> GoogleApiError:
