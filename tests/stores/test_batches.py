@@ -97,6 +97,32 @@ def test_a_batch_is_submitted_once_with_its_items(
     assert statuses(store, pk) == {ItemStatus.SUBMITTED: 2, ItemStatus.PENDING: 2}
 
 
+def test_items_read_as_submitted_while_their_batch_is_at_the_provider(
+    store: SqlStateStore,
+) -> None:
+    pk = make_run(store, n=5)
+    prepared = make_batch(store, pk, [1])
+    sent = submitted(store, pk, [2, 3])
+    done_batch = ended(store, pk, [4])
+    assert statuses(store, pk) == {
+        ItemStatus.PENDING: 1,
+        ItemStatus.QUEUED: 1,
+        ItemStatus.SUBMITTED: 3,
+    }
+    rows = store.item_rows(pk, 0, 10)
+    assert [r.status for r in rows] == [
+        ItemStatus.QUEUED,
+        ItemStatus.SUBMITTED,
+        ItemStatus.SUBMITTED,
+        ItemStatus.SUBMITTED,
+        ItemStatus.PENDING,
+    ]
+    only = store.item_rows(pk, 0, 10, [ItemStatus.SUBMITTED])
+    assert [r.seq for r in only] == [2, 3, 4]
+    assert [r.seq for r in store.item_rows(pk, 0, 10, [ItemStatus.QUEUED])] == [1]
+    assert prepared.pk != sent.pk != done_batch.pk
+
+
 def test_submitting_clears_the_backoff(store: SqlStateStore) -> None:
     batch = make_batch(store, make_run(store), [1])
     assert store.postpone(batch.pk, BatchStatus.PREPARED, failures=3, not_before=1e12)

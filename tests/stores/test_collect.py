@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.base import ItemOutcome
-from batchor.stores.schema import item_failures
+from batchor.stores.schema import item_failures, items
 from batchor.stores.sql import SqlStateStore
 
 from .helpers import done, ended, fetch, item_states, make_batch, make_run, race, submitted
@@ -82,6 +82,29 @@ def test_a_line_applies_once_whoever_applies_it(store: SqlStateStore, rival: Sql
     assert sorted(changed) == [0, 4]
     assert [a for _, a in item_states(store, pk)] == [1, 1, 1, 1]
     assert _failures(store) == [(3, 1, "e", False)]
+
+
+def test_items_an_earlier_version_wrote_submitted_still_take_their_answers(
+    store: SqlStateStore,
+) -> None:
+    # batchor once rewrote every item of a batch to "submitted" when the batch was created;
+    # a run caught mid-flight by the upgrade collects them as it does its queued items.
+    pk = make_run(store, n=3)
+    batch = submitted(store, pk, [1, 2, 3])
+    with store.engine.begin() as conn:
+        conn.execute(
+            items.update()
+            .where(items.c.batch_pk == batch.pk, items.c.seq < 3)
+            .values(status=ItemStatus.SUBMITTED.value)
+        )
+    retry = ItemOutcome(2, "retry", None, "server_error", "500")
+    assert store.apply_outcomes(pk, batch.pk, [done(1), retry, done(3)], max_attempts=3) == 3
+    assert item_states(store, pk) == [
+        (ItemStatus.COMPLETED, 1),
+        (ItemStatus.PENDING, 1),
+        (ItemStatus.COMPLETED, 1),
+    ]
+    assert store.apply_outcomes(pk, batch.pk, [done(1), done(3)], max_attempts=3) == 0
 
 
 def test_lines_of_another_batch_or_an_unknown_item_change_nothing(store: SqlStateStore) -> None:

@@ -11,7 +11,7 @@ from batchor.states import ItemStatus, RunStatus
 from batchor.stores.base import SourcePart
 from batchor.stores.sql import SqlStateStore
 
-from .helpers import CONFIG, make_batch, make_run, new_item, race, statuses
+from .helpers import CONFIG, make_batch, make_run, new_item, race, statuses, submitted
 
 
 def test_a_run_is_created_once_and_read_back_typed(store: SqlStateStore) -> None:
@@ -177,6 +177,15 @@ def test_cancelling_items_takes_only_those_never_sent(store: SqlStateStore) -> N
     assert store.cancel_items(pk) == 4  # the run's: pending and queued alike
     assert statuses(store, pk) == {ItemStatus.CANCELLED: 6}
     assert all(r.done_tick for r in store.item_rows(pk, 0, 10))
+
+
+def test_cancelling_items_leaves_those_the_provider_holds(store: SqlStateStore) -> None:
+    pk = make_run(store, n=5)
+    sent = submitted(store, pk, [1, 2])
+    make_batch(store, pk, [3, 4])
+    assert store.cancel_items(pk, sent.pk) == 0
+    assert store.cancel_items(pk) == 3
+    assert statuses(store, pk) == {ItemStatus.CANCELLED: 3, ItemStatus.SUBMITTED: 2}
 
 
 def test_a_deleted_run_leaves_nothing(store: SqlStateStore) -> None:

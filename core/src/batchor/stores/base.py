@@ -121,8 +121,9 @@ class StateStore(FinishStore, Protocol):
         ...
 
     def cancel_items(self, run_pk: int, batch_pk: int | None = None) -> int:
-        """Cancel the run's items that were never sent: pending and queued ones, or only the
-        queued items of ``batch_pk``. Returns how many."""
+        """Cancel the run's items that were never sent: pending ones and those queued in a
+        batch not yet created, or only the unsent queued items of ``batch_pk``. Returns how
+        many."""
         ...
 
     # ingestion
@@ -250,8 +251,8 @@ class StateStore(FinishStore, Protocol):
         ...
 
     def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
-        """Record the provider batch id: a ``prepared`` or ``uploaded`` batch and its queued
-        items become ``submitted``."""
+        """Record the provider batch id: a ``prepared`` or ``uploaded`` batch becomes
+        ``submitted``, and its queued items read as ``submitted`` from then on."""
         ...
 
     # polling

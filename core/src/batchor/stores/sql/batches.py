@@ -94,28 +94,19 @@ class BatchOperations(SqlConnector):
         )
 
     def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
-        """Record the provider batch id; the batch and its queued items become
-        ``submitted``."""
-        with self._write() as conn:
-            if not _moved(
-                conn,
-                batch_pk,
-                _SENDABLE,
-                (),
-                status=BatchStatus.SUBMITTED.value,
-                provider_batch_id=provider_batch_id,
-                provider_status=provider_status,
-                failures=0,
-                not_before=None,
-                submitted_at=now(),
-            ):
-                return False
-            conn.execute(
-                items.update()
-                .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
-                .values(status=ItemStatus.SUBMITTED.value)
-            )
-        return True
+        """Record the provider batch id: the batch becomes ``submitted``, and so, as read
+        through it, do its queued items (their rows are not rewritten: see `item_counts`)."""
+        return self._move(
+            batch_pk,
+            _SENDABLE,
+            (),
+            status=BatchStatus.SUBMITTED.value,
+            provider_batch_id=provider_batch_id,
+            provider_status=provider_status,
+            failures=0,
+            not_before=None,
+            submitted_at=now(),
+        )
 
     def drop_batch(
         self, batch_pk: int, expected: BatchStatus, create_started_at: float | None

@@ -19,6 +19,7 @@ from batchor.stores.sql.statements import (
     APPLY_COMPLETED_KEYS,
     APPLY_OUTCOME,
     APPLY_OUTCOME_KEYS,
+    AWAITING,
     RECORD_LINE_FAILURE,
     RECORD_LINE_FAILURE_KEYS,
     next_tick,
@@ -175,8 +176,7 @@ class CollectOperations(SqlConnector):
         """Return the batch's unanswered items to ``pending`` (charging if asked): those still
         ``submitted``, and those still ``queued`` in a batch the provider refused to create.
         Returns how many moved."""
-        unanswered = (ItemStatus.SUBMITTED.value, ItemStatus.QUEUED.value)
-        where = (items.c.batch_pk == batch_pk, items.c.status.in_(unanswered))
+        where = (items.c.batch_pk == batch_pk, items.c.status.in_(AWAITING))
         with self._write() as conn:
             if charge is None:
                 moved = int(

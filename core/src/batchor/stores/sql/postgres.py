@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from batchor.states import BatchStatus, ItemStatus
+from batchor.stores.sql.statements import AWAITING
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -26,9 +27,9 @@ if TYPE_CHECKING:
 
 _PENDING = ItemStatus.PENDING.value
 _QUEUED = ItemStatus.QUEUED.value
-_SUBMITTED = ItemStatus.SUBMITTED.value
 _COMPLETED = ItemStatus.COMPLETED.value
 _FAILED = ItemStatus.FAILED.value
+_AWAITING = "(" + ", ".join(f"'{s}'" for s in AWAITING) + ")"
 
 # New items: status and attempts first, so a row is one tuple concatenation of a NewItem.
 _COPY_ITEMS = (
@@ -61,7 +62,7 @@ _COPY_STAGE = (
 )
 # With it, every join order the planner may pick probes an index on either side.
 _INDEX_STAGE = f"CREATE INDEX ON {_STAGE} (seq)"
-# The items a chunk touches, and the guard of every write (still submitted in this batch,
+# The items a chunk touches, and the guard of every write (still awaiting in this batch,
 # so a line applies at most once). Written so that every plan reads only the chunk's items
 # by the primary key, whatever the statistics say (a table filled since its last ANALYZE has
 # none that fit): the chunk's seq range bounds the index scan, and the batch is compared with
@@ -71,7 +72,7 @@ _INDEX_STAGE = f"CREATE INDEX ON {_STAGE} (seq)"
 _ITEMS = (
     "i.run_pk = %(run_pk)s AND i.seq BETWEEN %(first)s AND %(last)s"
     " AND i.seq = ANY(%(seqs)s::integer[]) AND i.seq = s.seq"
-    f" AND i.batch_pk IS NOT DISTINCT FROM %(batch_pk)s AND i.status = '{_SUBMITTED}'"
+    f" AND i.batch_pk IS NOT DISTINCT FROM %(batch_pk)s AND i.status IN {_AWAITING}"
 )
 # Failed attempts, recorded before the updates (they read the attempt the updates bump), in
 # the order of the lines, as the executemany path inserts them.

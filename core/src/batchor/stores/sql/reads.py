@@ -13,22 +13,29 @@ from batchor.stores.schema import batches, items, runs
 from batchor.stores.sql.bulk import driver_cursor
 from batchor.stores.sql.connector import SqlConnector
 from batchor.stores.sql.rows import ITEM_ROW, item_row
+from batchor.stores.sql.statements import SENT, held
 
 
 class ReadOperations(SqlConnector):
     """Reading (results, summaries, exports)."""
 
     def item_counts(self, run_pk: int) -> dict[ItemStatus, int]:
-        """Items by status (every status present)."""
+        """Items by status (every status present). An item queued in a batch the provider
+        holds counts as ``submitted``: creating a batch rewrites its row, not its items'."""
         counts = dict.fromkeys(ItemStatus, 0)
         stmt = (
-            sa.select(items.c.status, sa.func.count())
+            sa.select(items.c.status, items.c.batch_pk, sa.func.count())
             .where(items.c.run_pk == run_pk)
-            .group_by(items.c.status)
+            .group_by(items.c.status, items.c.batch_pk)
         )
+        sent = sa.select(batches.c.pk).where(batches.c.run_pk == run_pk, batches.c.status.in_(SENT))
         with self._read() as conn:
-            for status, n in conn.execute(stmt):
-                counts[ItemStatus(status)] = int(n)
+            rows = conn.execute(stmt).all()
+            held = set(conn.execute(sent).scalars())
+        for status, batch_pk, n in rows:
+            if status == _QUEUED and batch_pk in held:
+                status = _SUBMITTED
+            counts[ItemStatus(status)] += int(n)
         return counts
 
     def run_of_provider_batch(self, provider_batch_id: str) -> str | None:
@@ -60,9 +67,12 @@ class ReadOperations(SqlConnector):
         statuses: Collection[ItemStatus] | None = None,
     ) -> list[ItemRow]:
         """Items in seq order after ``after_seq``, optionally only in ``statuses``."""
-        stmt = sa.select(*ITEM_ROW).where(items.c.run_pk == run_pk, items.c.seq > after_seq)
+        status = _status_read()
+        stmt = sa.select(*ITEM_ROW[:2], status, *ITEM_ROW[3:]).where(
+            items.c.run_pk == run_pk, items.c.seq > after_seq
+        )
         if statuses is not None:
-            stmt = stmt.where(items.c.status.in_([s.value for s in statuses]))
+            stmt = stmt.where(status.in_([s.value for s in statuses]))
         stmt = stmt.order_by(items.c.seq).limit(limit)
         with self._read() as conn:
             return [item_row(r) for r in conn.execute(stmt).all()]
@@ -102,3 +112,16 @@ class ReadOperations(SqlConnector):
                     yield [item_row(r) for r in rows]
             finally:
                 cursor.close()
+
+
+_QUEUED = ItemStatus.QUEUED.value
+_SUBMITTED = ItemStatus.SUBMITTED.value
+
+
+def _status_read() -> sa.ColumnElement[str]:
+    """An item's status as users see it: ``submitted`` while it is queued in a batch the
+    provider holds (the row keeps ``queued``: see `ReadOperations.item_counts`)."""
+    return sa.case(
+        (sa.and_(items.c.status == _QUEUED, held()), sa.literal(_SUBMITTED)),
+        else_=items.c.status,
+    )

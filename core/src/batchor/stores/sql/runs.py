@@ -16,7 +16,7 @@ from batchor.stores.schema import batches, item_failures, items, runs
 from batchor.stores.sql import postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import collected_text, config_text, run_record
-from batchor.stores.sql.statements import next_tick
+from batchor.stores.sql.statements import held, next_tick
 
 
 class RunOperations(SqlConnector):
@@ -142,15 +142,17 @@ class RunOperations(SqlConnector):
         self._set_run(run_pk, collected=collected_text(result))
 
     def cancel_items(self, run_pk: int, batch_pk: int | None = None) -> int:
-        """Cancel items that were never sent (pending and queued, or a batch's queued)."""
+        """Cancel items that were never sent (pending and queued, or a batch's queued; not
+        those queued in a batch the provider holds)."""
+        unsent = sa.and_(items.c.status == ItemStatus.QUEUED.value, ~held())
         where: tuple[sa.ColumnElement[bool], ...]
         if batch_pk is None:
             where = (
                 items.c.run_pk == run_pk,
-                items.c.status.in_([ItemStatus.PENDING.value, ItemStatus.QUEUED.value]),
+                sa.or_(items.c.status == ItemStatus.PENDING.value, unsent),
             )
         else:
-            where = (items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
+            where = (items.c.batch_pk == batch_pk, unsent)
         with self._write() as conn:
             tick = next_tick(conn, run_pk)
             return int(

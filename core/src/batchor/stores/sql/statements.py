@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from batchor.states import ItemStatus
+from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.schema import batches, items, runs, token_budget
 from batchor.stores.sql.failures import failures_from
 
@@ -51,11 +51,29 @@ QUEUE_RANGE = (
 )
 QUEUE_RANGE_KEYS = ("b_run_pk", "b_batch_pk", "b_first", "b_last")
 
+# An item in a batch keeps the row status ``queued`` once the batch is created (the batch's
+# status says it was sent: see `ReadOperations.item_counts`); rows an earlier batchor wrote
+# ``submitted`` in a batch, and items sent synchronously (no batch), are ``submitted``.
+AWAITING = (ItemStatus.QUEUED.value, ItemStatus.SUBMITTED.value)
+"""Row statuses of an item waiting for its answer (or for its batch to be sent)."""
+SENT = (BatchStatus.SUBMITTED.value, BatchStatus.ENDED.value)
+"""Batch statuses whose queued items the provider holds: read as ``submitted``."""
+
+
+def held() -> sa.Exists:
+    """The item's batch is one the provider holds (``SENT``): its queued item was sent."""
+    return (
+        sa.select(batches.c.pk)
+        .where(batches.c.pk == items.c.batch_pk, batches.c.status.in_(SENT))
+        .exists()
+    )
+
+
 _IN_BATCH = (
     items.c.run_pk == sa.bindparam("b_run_pk"),
     items.c.seq == sa.bindparam("b_seq"),
     items.c.batch_pk == sa.bindparam("b_batch_pk"),
-    items.c.status == const(ItemStatus.SUBMITTED.value),
+    items.c.status.in_([const(s) for s in AWAITING]),
 )
 _KIND = sa.bindparam("b_kind", type_=sa.String)
 _NEXT_ATTEMPT = items.c.attempts + const(1)
