@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -423,38 +424,29 @@ def test_workers_claim_different_ended_batches(pg: Any):
     assert claim_next("w3", now + 61) == pks[0]  # every lease expired
 
 
-def test_packing_skips_items_another_packer_holds(pg: Any):
+def test_packing_waits_for_a_row_another_transaction_changes_and_then_takes_nothing(pg: Any):
+    # Packing is a plain UPDATE (one packer per run holds the packing lock): a row another
+    # transaction holds is waited for, and once that transaction has moved the item out of
+    # pending the batch is refused whole.
     run_pk = _start(pg, _new_items(100, ["x"]))
-    with pg.engine.begin() as conn:
-        batch_pk = conn.execute(
-            batches.insert()
-            .values(
-                run_pk=run_pk,
-                batch_key="r/000000",
-                status=BatchStatus.PREPARED.value,
-                input_artifact="in.jsonl",
-                request_count=100,
-                input_bytes=1,
-                created_at=0.0,
-                updated_at=0.0,
-            )
-            .returning(batches.c.pk)
-        ).scalar_one()
     holder = _locked(pg, "SELECT seq FROM batchor_items WHERE seq = 50 FOR UPDATE")
+    made: list[Any] = []
     try:
-        with pg.engine.connect() as conn:
-            conn.begin()
-            conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
-            assert pg_copy.queue_ranges(conn, run_pk, batch_pk, [(1, 60), (70, 100)]) == 90
-            conn.rollback()
+        packer = threading.Thread(
+            target=lambda: made.append(pg.record_batch(run_pk, "r/1", "in", list(range(1, 61)), 1))
+        )
+        packer.start()
+        packer.join(0.5)
+        assert packer.is_alive()  # waiting on the held row, not skipping it
+        holder.exec_driver_sql("UPDATE batchor_items SET status = 'cancelled' WHERE seq = 50")
+        holder.commit()
+        packer.join(30)
     finally:
-        holder.rollback()
         holder.close()
-    with pg.engine.begin() as conn:
-        assert pg_copy.queue_ranges(conn, run_pk, batch_pk, [(1, 60), (70, 100)]) == 91
-    statuses = {row[0]: row[STATUS] for row in _item_rows(pg, run_pk)}
-    assert statuses[50] == "queued"
-    assert statuses[65] == "pending"
+    assert made == [None]
+    statuses = [row[STATUS] for row in _item_rows(pg, run_pk)]
+    assert statuses.count("pending") == 99
+    assert pg.batches(run_pk, list(BatchStatus)) == []
 
 
 def test_one_session_at_a_time_holds_a_runs_packing_lock(pg: Any):

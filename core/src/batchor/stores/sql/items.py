@@ -175,11 +175,10 @@ class ItemOperations(SqlConnector):
                 ).one()
                 # One statement per run of consecutive seqs: a run holds no rows but these
                 # items, so the status guard and the count make it an exact compare-and-set.
-                if is_postgres(conn):
-                    moved = postgres.queue_ranges(conn, run_pk, row.pk, runs_of(seqs))
-                else:
-                    ranges = [(run_pk, row.pk, first, last) for first, last in runs_of(seqs)]
-                    moved = bulk(conn, QUEUE_RANGE, QUEUE_RANGE_KEYS, ranges)
+                # (A plain UPDATE: on Postgres, locking the rows first with FOR UPDATE SKIP
+                # LOCKED wrote every row twice, and packers do not contend: see `packing`.)
+                ranges = [(run_pk, row.pk, first, last) for first, last in runs_of(seqs)]
+                moved = bulk(conn, QUEUE_RANGE, QUEUE_RANGE_KEYS, ranges)
                 if moved != len(seqs):
                     raise _Conflict  # another worker packed some of these items: roll back
         except _Conflict:

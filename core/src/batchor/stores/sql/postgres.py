@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from batchor.stores.base import ItemOutcome, NewItem
 
 _PENDING = ItemStatus.PENDING.value
-_QUEUED = ItemStatus.QUEUED.value
 _COMPLETED = ItemStatus.COMPLETED.value
 _FAILED = ItemStatus.FAILED.value
 _AWAITING = "(" + ", ".join(f"'{s}'" for s in AWAITING) + ")"
@@ -143,18 +142,6 @@ WHERE pk = (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING pk
-"""
-# Packing: a range of pending items moved to a batch, skipping rows another packer holds (it
-# moves fewer rows than asked, so the caller's count check rolls back at once, not after
-# waiting for the other packer's transaction).
-_QUEUE_RANGE = f"""
-UPDATE batchor_items SET status = '{_QUEUED}', batch_pk = %(batch_pk)s
-WHERE run_pk = %(run_pk)s AND seq IN (
-    SELECT seq FROM batchor_items
-    WHERE run_pk = %(run_pk)s AND seq BETWEEN %(first)s AND %(last)s
-      AND status = '{_PENDING}'
-    FOR UPDATE SKIP LOCKED
-)
 """
 
 
@@ -300,22 +287,6 @@ def claim_next_ended(
         cur.execute(_CLAIM_NEXT_ENDED, params)
         row = cur.fetchone()
     return None if row is None else int(row[0])
-
-
-def queue_ranges(
-    conn: Connection, run_pk: int, batch_pk: int, ranges: Sequence[tuple[int, int]]
-) -> int:
-    """Move the pending items of each ``(first, last)`` seq range to ``queued`` in the
-    batch, skipping rows another transaction holds; returns how many moved."""
-    moved = 0
-    with _as_sqlalchemy_errors(_QUEUE_RANGE), _driver(conn).cursor() as cur:
-        for first, last in ranges:
-            cur.execute(
-                _QUEUE_RANGE,
-                {"run_pk": run_pk, "batch_pk": batch_pk, "first": first, "last": last},
-            )
-            moved += cur.rowcount
-    return moved
 
 
 # Session-level advisory locks, one per (schema, run): held across transactions, and released
