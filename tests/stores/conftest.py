@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from batchor.stores.open import open_store
-from batchor.stores.schema import batches, item_failures, items, runs, token_budget
+from batchor.stores.schema import batches, completions, item_failures, items, runs, token_budget
 from batchor.stores.sql import SqlStateStore
 from tests.postgres import PG_URL, _ensure_postgres
 
 # Children first, so foreign keys hold while the rows go.
-_TABLES = (item_failures, items, batches, runs, token_budget)
+_TABLES = (item_failures, completions, items, batches, runs, token_budget)
 
 
 @dataclass

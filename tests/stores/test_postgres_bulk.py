@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from batchor.states import BatchStatus
 from batchor.stores.base import ItemOutcome, NewItem
 from batchor.stores.open import open_store
-from batchor.stores.schema import batches, item_failures, items, runs
+from batchor.stores.schema import batches, completions, item_failures, items, runs
 from batchor.stores.sql import postgres as pg_copy
 
 N_ITEMS = 3_000
@@ -134,13 +134,36 @@ ATTEMPTS = [c.name for c in ITEM_COLUMNS].index("attempts")
 OUTPUT = [c.name for c in ITEM_COLUMNS].index("output_text")
 
 
+_COMPLETION = ("attempts", "output_text", "input_tokens", "output_tokens", "done_tick")
+
+
 def _item_rows(store: Any, run_pk: int) -> list[tuple[Any, ...]]:
-    columns = ITEM_COLUMNS
+    """Every column of the run's items as the item is: a completed one's row (left queued
+    in its batch) overlaid with its completion."""
+    names = [c.name for c in ITEM_COLUMNS]
+    joined = items.outerjoin(
+        completions,
+        sa.and_(completions.c.run_pk == items.c.run_pk, completions.c.seq == items.c.seq),
+    )
+    stmt = (
+        sa.select(*ITEM_COLUMNS, completions.c.seq, *(completions.c[n] for n in _COMPLETION))
+        .select_from(joined)
+        .where(items.c.run_pk == run_pk)
+        .order_by(items.c.seq)
+    )
     with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(*columns).where(items.c.run_pk == run_pk).order_by(items.c.seq)
-        ).all()
-    return [tuple(r) for r in rows]
+        rows = conn.execute(stmt).all()
+    out = []
+    for r in rows:
+        row = list(r[: len(names)])
+        if r[len(names)] is not None:  # completed: its completion holds the outcome
+            done = dict(zip(_COMPLETION, r[len(names) + 1 :], strict=True))
+            for name in ("error_class", "error_message", "error_retryable", "error_attempt"):
+                done[name] = None
+            row = [done.get(n, v) for n, v in zip(names, row, strict=True)]
+            row[STATUS] = "completed"
+        out.append(tuple(row))
+    return out
 
 
 def _failure_rows(store: Any, run_pk: int) -> list[tuple[Any, ...]]:

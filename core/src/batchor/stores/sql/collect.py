@@ -19,9 +19,10 @@ from batchor.stores.sql.statements import (
     APPLY_COMPLETED_KEYS,
     APPLY_OUTCOME,
     APPLY_OUTCOME_KEYS,
-    AWAITING,
     RECORD_LINE_FAILURE,
     RECORD_LINE_FAILURE_KEYS,
+    awaiting,
+    count_completed,
     next_tick,
     release,
 )
@@ -118,7 +119,9 @@ class CollectOperations(SqlConnector):
                 bulk(conn, RECORD_LINE_FAILURE, RECORD_LINE_FAILURE_KEYS, failures)
             changed = 0
             if completed:
-                changed += bulk(conn, APPLY_COMPLETED, APPLY_COMPLETED_KEYS, completed)
+                added = bulk(conn, APPLY_COMPLETED, APPLY_COMPLETED_KEYS, completed)
+                count_completed(conn, batch_pk, added)
+                changed += added
             if others:
                 changed += bulk(conn, APPLY_OUTCOME, APPLY_OUTCOME_KEYS, others)
         return changed
@@ -176,7 +179,7 @@ class CollectOperations(SqlConnector):
         """Return the batch's unanswered items to ``pending`` (charging if asked): those still
         ``submitted``, and those still ``queued`` in a batch the provider refused to create.
         Returns how many moved."""
-        where = (items.c.batch_pk == batch_pk, items.c.status.in_(AWAITING))
+        where = (items.c.batch_pk == batch_pk, awaiting())
         with self._write() as conn:
             if charge is None:
                 moved = int(

@@ -20,7 +20,7 @@ from batchor.stores.records import ItemOutcome, PendingItem
 from batchor.stores.schema import batches, items, runs
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
-from batchor.stores.sql.statements import AWAITING, CHUNK, next_tick
+from batchor.stores.sql.statements import CHUNK, awaiting, next_tick
 
 _SUBMITTED = ItemStatus.SUBMITTED.value
 _PENDING = ItemStatus.PENDING.value
@@ -233,7 +233,7 @@ class FinishOperations(SqlConnector):
             .where(
                 items.c.run_pk == run_pk,
                 items.c.batch_pk == batch_pk,
-                items.c.status.in_(AWAITING),
+                awaiting(),
             )
             .values(status=_PENDING, batch_pk=None)
         )

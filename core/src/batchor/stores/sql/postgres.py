@@ -1,14 +1,15 @@
 """Postgres bulk paths on psycopg 3: new items are written with ``COPY`` straight into their
-table, and a collected chunk's outcomes with ``COPY`` into a temporary staging table merged
-into the items by one statement per kind. Where several workers contend, nobody waits for
-another's transaction: claims use ``FOR UPDATE SKIP LOCKED``, and packing a run takes an
-advisory lock that a second worker skips.
+table, and a collected chunk's outcomes with ``COPY`` into a temporary staging table, merged
+by one statement per kind (completions appended to their table, other lines into the
+items). Where several workers contend, nobody waits for another's transaction: claims use
+``FOR UPDATE SKIP LOCKED``, and packing a run takes an advisory lock that a second worker
+skips.
 
 Each function takes a SQLAlchemy ``Connection`` inside the store's transaction and writes
 exactly what the ``executemany`` path writes (same rows, same values, same order of the
 failure rows). Strings go through the connection's adapters (`batchor.stores.values`), so
 NUL and lone surrogates are escaped here as everywhere else. The SQL store imports this
-module only on Postgres; psycopg and SQLAlchemy are imported inside the functions.
+module only on Postgres; psycopg is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from batchor.states import BatchStatus, ItemStatus
-from batchor.stores.sql.statements import AWAITING
+from batchor.stores.sql.statements import AWAITING, count_completed
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -68,10 +69,15 @@ _INDEX_STAGE = f"CREATE INDEX ON {_STAGE} (seq)"
 # IS NOT DISTINCT FROM (the same test for a batch key, which is never NULL) because that
 # cannot use ix_batchor_items_batch, through which the planner would otherwise read the
 # whole batch for every chunk, believing it holds one row.
-_ITEMS = (
+_IN_BATCH = (
     "i.run_pk = %(run_pk)s AND i.seq BETWEEN %(first)s AND %(last)s"
     " AND i.seq = ANY(%(seqs)s::integer[]) AND i.seq = s.seq"
     f" AND i.batch_pk IS NOT DISTINCT FROM %(batch_pk)s AND i.status IN {_AWAITING}"
+)
+# ... and not completed (a completion is kept from a second one by its key instead).
+_ITEMS = (
+    _IN_BATCH + " AND NOT EXISTS (SELECT 1 FROM batchor_completions AS c"
+    " WHERE c.run_pk = i.run_pk AND c.seq = i.seq)"
 )
 # Failed attempts, recorded before the updates (they read the attempt the updates bump), in
 # the order of the lines, as the executemany path inserts them.
@@ -85,21 +91,16 @@ FROM {_STAGE} AS s, batchor_items AS i
 WHERE {_ITEMS} AND s.kind <> '{_COMPLETED}'
 ORDER BY s.n
 """
-# Completed lines apply before the others, as in the executemany path.
+# Completed lines apply before the others, as in the executemany path: appended to
+# batchor_completions, the items' rows left as they are.
 _APPLY_COMPLETED = f"""
-UPDATE batchor_items AS i SET
-    status = '{_COMPLETED}',
-    attempts = i.attempts + 1,
-    output_text = s.output_text,
-    error_class = NULL,
-    error_message = NULL,
-    error_retryable = NULL,
-    error_attempt = NULL,
-    input_tokens = s.input_tokens,
-    output_tokens = s.output_tokens,
-    done_tick = %(tick)s
-FROM {_STAGE} AS s
-WHERE {_ITEMS} AND s.applies AND s.kind = '{_COMPLETED}'
+INSERT INTO batchor_completions
+    (run_pk, seq, batch_pk, attempts, output_text, input_tokens, output_tokens, done_tick)
+SELECT i.run_pk, i.seq, i.batch_pk, i.attempts + 1, s.output_text, s.input_tokens,
+       s.output_tokens, %(tick)s
+FROM {_STAGE} AS s, batchor_items AS i
+WHERE {_IN_BATCH} AND s.applies AND s.kind = '{_COMPLETED}'
+ON CONFLICT DO NOTHING
 """
 _RETRIED = "s.kind = 'retry' AND i.attempts + 1 < %(max_attempts)s"
 _APPLY_OTHERS = f"""
@@ -195,8 +196,9 @@ def apply_outcomes(
     take_tick: Callable[[], int],
     now: float,
 ) -> int:
-    """Apply answered lines to the items still submitted in the batch: ``COPY`` into a
-    temporary table, then one INSERT of the failed attempts and one UPDATE per kind.
+    """Apply answered lines to the items still waiting in the batch: ``COPY`` into a
+    temporary table, then one INSERT of the failed attempts, one INSERT of the completions
+    and one UPDATE of the items the other lines retry or fail.
 
     ``take_tick`` bumps and returns the run's done tick; it is called once the lines are
     staged, so the run row it locks is held only while the items change (workers collecting
@@ -243,11 +245,14 @@ def apply_outcomes(
             cur.execute(_RECORD_FAILURES, params)
         if done:
             cur.execute(_APPLY_COMPLETED, params)
-            changed += cur.rowcount
+            added = cur.rowcount
+            changed += added
         if other:
             cur.execute(_APPLY_OTHERS, params)
             changed += cur.rowcount
         cur.execute(f"DROP TABLE {_STAGE}")
+    if done:
+        count_completed(conn, batch_pk, added)
     return changed
 
 

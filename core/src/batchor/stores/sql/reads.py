@@ -4,38 +4,50 @@ every terminal row streamed from one snapshot for exports."""
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from typing import Any
 
 import sqlalchemy as sa
 
 from batchor.states import ItemStatus
 from batchor.stores.records import ItemRow
-from batchor.stores.schema import batches, items, runs
+from batchor.stores.schema import batches, completions, items, runs
 from batchor.stores.sql.bulk import driver_cursor
 from batchor.stores.sql.connector import SqlConnector
 from batchor.stores.sql.rows import ITEM_ROW, item_row
-from batchor.stores.sql.statements import SENT, held
+from batchor.stores.sql.statements import AWAITING, SENT, held
 
 
 class ReadOperations(SqlConnector):
     """Reading (results, summaries, exports)."""
 
     def item_counts(self, run_pk: int) -> dict[ItemStatus, int]:
-        """Items by status (every status present). An item queued in a batch the provider
-        holds counts as ``submitted``: creating a batch rewrites its row, not its items'."""
+        """Items by status (every status present), read in one statement. An item with a
+        completion counts as ``completed`` (its batch counts them); one still queued in a
+        batch the provider holds counts as ``submitted``."""
         counts = dict.fromkeys(ItemStatus, 0)
-        stmt = (
-            sa.select(items.c.status, items.c.batch_pk, sa.func.count())
-            .where(items.c.run_pk == run_pk)
-            .group_by(items.c.status, items.c.batch_pk)
-        )
-        sent = sa.select(batches.c.pk).where(batches.c.run_pk == run_pk, batches.c.status.in_(SENT))
+        by_row = sa.select(
+            sa.literal("i"), items.c.status, items.c.batch_pk, sa.func.count()
+        ).where(items.c.run_pk == run_pk)
+        by_row = by_row.group_by(items.c.status, items.c.batch_pk)
+        by_batch = sa.select(
+            sa.literal("b"), batches.c.status, batches.c.pk, batches.c.completed
+        ).where(batches.c.run_pk == run_pk)
         with self._read() as conn:
-            rows = conn.execute(stmt).all()
-            held = set(conn.execute(sent).scalars())
-        for status, batch_pk, n in rows:
-            if status == _QUEUED and batch_pk in held:
+            rows = conn.execute(sa.union_all(by_row, by_batch)).all()
+        status_of = {pk: status for kind, status, pk, _ in rows if kind == "b"}
+        done = {pk: int(n) for kind, _, pk, n in rows if kind == "b" and n}
+        for kind, status, batch_pk, n in rows:
+            if kind == "b":
+                continue
+            n = int(n)
+            if status in _AWAITING and batch_pk in done:  # its completed items first
+                taken = min(n, done[batch_pk])
+                done[batch_pk] -= taken
+                counts[ItemStatus.COMPLETED] += taken
+                n -= taken
+            if status == _QUEUED and status_of.get(batch_pk) in SENT:
                 status = _SUBMITTED
-            counts[ItemStatus(status)] += int(n)
+            counts[ItemStatus(status)] += n
         return counts
 
     def run_of_provider_batch(self, provider_batch_id: str) -> str | None:
@@ -67,32 +79,51 @@ class ReadOperations(SqlConnector):
         statuses: Collection[ItemStatus] | None = None,
     ) -> list[ItemRow]:
         """Items in seq order after ``after_seq``, optionally only in ``statuses``."""
-        status = _status_read()
-        stmt = sa.select(*ITEM_ROW[:2], status, *ITEM_ROW[3:]).where(
-            items.c.run_pk == run_pk, items.c.seq > after_seq
+        stmt = (
+            sa.select(*_EFFECTIVE_ROW)
+            .select_from(_WITH_COMPLETION)
+            .where(items.c.run_pk == run_pk, items.c.seq > after_seq)
         )
         if statuses is not None:
-            stmt = stmt.where(status.in_([s.value for s in statuses]))
+            stmt = stmt.where(_EFFECTIVE_ROW[2].in_([s.value for s in statuses]))
         stmt = stmt.order_by(items.c.seq).limit(limit)
         with self._read() as conn:
             return [item_row(r) for r in conn.execute(stmt).all()]
 
     def terminal_rows(self, run_pk: int, after: tuple[int, int], limit: int) -> list[ItemRow]:
-        """Terminal items in the order they ended, ``(done_tick, seq)`` after ``after``."""
+        """Terminal items in the order they ended, ``(done_tick, seq)`` after ``after``: the
+        items ended in their own rows and those with a completion, merged in one statement
+        (one snapshot), each side read in that order from its index."""
         tick, seq = after
-        stmt = (
+
+        def later(columns: tuple[sa.ColumnElement[int], sa.ColumnElement[int]]) -> Any:
+            done_tick, item_seq = columns
+            return sa.or_(done_tick > tick, sa.and_(done_tick == tick, item_seq > seq))
+
+        ended = (
             sa.select(*ITEM_ROW)
             .where(
                 items.c.run_pk == run_pk,
                 items.c.done_tick.is_not(None),
-                sa.or_(
-                    items.c.done_tick > tick,
-                    sa.and_(items.c.done_tick == tick, items.c.seq > seq),
-                ),
+                later((items.c.done_tick, items.c.seq)),
             )
             .order_by(items.c.done_tick, items.c.seq)
             .limit(limit)
+            .subquery()
         )
+        completed = (
+            sa.select(*_COMPLETED_ROW)
+            .select_from(_COMPLETED_ITEMS)
+            .where(
+                completions.c.run_pk == run_pk,
+                later((completions.c.done_tick, completions.c.seq)),
+            )
+            .order_by(completions.c.done_tick, completions.c.seq)
+            .limit(limit)
+            .subquery()
+        )
+        both = sa.union_all(sa.select(ended), sa.select(completed)).subquery()
+        stmt = sa.select(both).order_by(both.c[12], both.c[0]).limit(limit)
         with self._read() as conn:
             return [item_row(r) for r in conn.execute(stmt).all()]
 
@@ -101,8 +132,12 @@ class ReadOperations(SqlConnector):
         one query, no per-page round trip). The rows come straight from the driver's cursor,
         which streams them (SQLite) or is a server-side cursor (Postgres)."""
         stmt = (
-            sa.select(*ITEM_ROW)
-            .where(items.c.run_pk == run_pk, items.c.done_tick.is_not(None))
+            sa.select(*_EFFECTIVE_ROW)
+            .select_from(_WITH_COMPLETION)
+            .where(
+                items.c.run_pk == run_pk,
+                sa.or_(items.c.done_tick.is_not(None), completions.c.seq.is_not(None)),
+            )
             .order_by(items.c.seq)
         )
         with self._read() as conn:
@@ -116,12 +151,53 @@ class ReadOperations(SqlConnector):
 
 _QUEUED = ItemStatus.QUEUED.value
 _SUBMITTED = ItemStatus.SUBMITTED.value
+_AWAITING = frozenset(AWAITING)
+
+_WITH_COMPLETION = items.outerjoin(
+    completions,
+    sa.and_(completions.c.run_pk == items.c.run_pk, completions.c.seq == items.c.seq),
+)
+_COMPLETED_ITEMS = completions.join(
+    items, sa.and_(items.c.run_pk == completions.c.run_pk, items.c.seq == completions.c.seq)
+)
+_COMPLETED_ROW = (
+    items.c.seq,
+    items.c.item_id,
+    sa.literal(ItemStatus.COMPLETED.value, sa.String).label("status"),
+    completions.c.attempts,
+    items.c.metadata,
+    completions.c.output_text,
+    *(
+        sa.cast(sa.null(), column.type).label(column.name)
+        for column in (
+            items.c.error_class,
+            items.c.error_message,
+            items.c.error_retryable,
+            items.c.error_attempt,
+        )
+    ),
+    completions.c.input_tokens,
+    completions.c.output_tokens,
+    completions.c.done_tick,
+)
+"""`ITEM_ROW` of an item with a completion (from the completion and the item's own row)."""
 
 
-def _status_read() -> sa.ColumnElement[str]:
-    """An item's status as users see it: ``submitted`` while it is queued in a batch the
-    provider holds (the row keeps ``queued``: see `ReadOperations.item_counts`)."""
-    return sa.case(
-        (sa.and_(items.c.status == _QUEUED, held()), sa.literal(_SUBMITTED)),
+def _effective_row() -> tuple[sa.ColumnElement[Any], ...]:
+    """`ITEM_ROW` over ``_WITH_COMPLETION``: an item's completion where it has one, else its
+    own row, with its status as users see it."""
+    done = completions.c.seq.is_not(None)
+    sent = sa.and_(items.c.status == _QUEUED, held())
+    status = sa.case(
+        (done, sa.literal(ItemStatus.COMPLETED.value)),
+        (sent, sa.literal(_SUBMITTED)),
         else_=items.c.status,
     )
+    picked = [
+        sa.case((done, mine), else_=theirs)
+        for mine, theirs in zip(_COMPLETED_ROW[3:], ITEM_ROW[3:], strict=True)
+    ]
+    return (ITEM_ROW[0], ITEM_ROW[1], status, *picked)
+
+
+_EFFECTIVE_ROW = _effective_row()

@@ -12,11 +12,11 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from batchor.states import ItemStatus, RunStatus
 from batchor.stores.records import RunRecord
-from batchor.stores.schema import batches, item_failures, items, runs
+from batchor.stores.schema import batches, completions, item_failures, items, runs
 from batchor.stores.sql import postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import collected_text, config_text, run_record
-from batchor.stores.sql.statements import held, next_tick
+from batchor.stores.sql.statements import answered, held, next_tick
 
 
 class RunOperations(SqlConnector):
@@ -68,6 +68,7 @@ class RunOperations(SqlConnector):
         """Remove a run and everything it holds."""
         with self._write() as conn:
             conn.execute(item_failures.delete().where(item_failures.c.run_pk == run_pk))
+            conn.execute(completions.delete().where(completions.c.run_pk == run_pk))
             conn.execute(items.delete().where(items.c.run_pk == run_pk))
             conn.execute(batches.delete().where(batches.c.run_pk == run_pk))
             conn.execute(runs.delete().where(runs.c.pk == run_pk))
@@ -144,7 +145,7 @@ class RunOperations(SqlConnector):
     def cancel_items(self, run_pk: int, batch_pk: int | None = None) -> int:
         """Cancel items that were never sent (pending and queued, or a batch's queued; not
         those queued in a batch the provider holds)."""
-        unsent = sa.and_(items.c.status == ItemStatus.QUEUED.value, ~held())
+        unsent = sa.and_(items.c.status == ItemStatus.QUEUED.value, ~held(), ~answered())
         where: tuple[sa.ColumnElement[bool], ...]
         if batch_pk is None:
             where = (

@@ -11,7 +11,7 @@ from batchor.stores.base import BATCH_TIMEOUT, DEADLINE
 from batchor.stores.schema import batches, items
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
-from batchor.stores.sql.statements import AWAITING, next_tick, release
+from batchor.stores.sql.statements import awaiting, next_tick, release
 
 
 class StopOperations(SqlConnector):
@@ -59,7 +59,7 @@ class StopOperations(SqlConnector):
         if batch_pk is None:
             where = (items.c.run_pk == run_pk, items.c.status == ItemStatus.PENDING.value)
         else:
-            where = (items.c.batch_pk == batch_pk, items.c.status.in_(AWAITING))
+            where = (items.c.batch_pk == batch_pk, awaiting())
         with self._write() as conn:
             return _fail(conn, run_pk, where, message, with_batch=batch_pk is not None)
 
