@@ -18,6 +18,8 @@ from batchor.stores.base import RunRecord, StateStore
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from batchor.engine.plan import PackPlan
+
 log = logging.getLogger("batchor")
 
 
@@ -83,6 +85,9 @@ class RunContext:
     remote_batches: dict[str, list[ProviderBatch]] | None = None
     """The provider's batches of this run by batch key, from the one listing this context
     takes before it first creates a batch (``None`` until then); see `engine.submit`."""
+    plan: PackPlan | None = None
+    """The batches cut while this process ingested the run whole, for its first packing
+    (see `engine.plan`)."""
 
     def slice_key(self, number: int) -> str:
         """The artifact holding request bodies of ingestion slice ``number``."""

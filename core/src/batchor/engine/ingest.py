@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from batchor.engine.context import RunContext, log
+from batchor.engine.plan import PackPlan
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.providers.base import RequestCodec
@@ -118,6 +119,10 @@ def ingest(
     new_item, crc32 = tuple.__new__, zlib.crc32
     parts = list(run.source_parts)
     current = parts[-1].name if parts else None
+    if seq == 0:  # ingested whole here: cut the batches on the way (see engine.plan)
+        ctx.plan = PackPlan(ctx.settings)
+    elif ctx.plan is not None and ctx.plan.next_seq != seq + 1:
+        ctx.plan = None
     while not exhausted:
         parts_changed = False
         batch: list[NewItem] = []
@@ -178,7 +183,12 @@ def ingest(
         )
         if not recorded:
             log.info("run %s: another worker is ingesting; leaving it to them", run.run_id)
+            ctx.plan = None
             break
+        if ctx.plan is not None:
+            ctx.plan.add(batch)
+            if exhausted:
+                ctx.plan.finish()
         accepted += len(batch)
     return accepted
 

@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from typing import BinaryIO
 
 from batchor.engine.context import RunContext, log
+from batchor.engine.plan import Cut, PackPlan
 from batchor.errors import RunStateError
 from batchor.stores.base import BatchRecord, PendingItem
 
@@ -86,6 +87,10 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
         return 0
     if run.backoff_until is not None and run.backoff_until > time.time():
         return 0  # the provider refused work for capacity: leave it alone for a while
+    plan = ctx.plan
+    if plan is not None and plan.ready:
+        return _pack_planned(ctx, plan, max_batches)
+    ctx.plan = None  # not trusted, or not whole: the store says what is pending
     made = 0
     too_large: list[tuple[int, str]] = []
     with ExitStack() as stack:
@@ -113,6 +118,32 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
         for reason in dict.fromkeys(r for _, r in too_large):
             seqs = [seq for seq, r in too_large if r == reason]
             ctx.store.fail_pending(ctx.run.pk, seqs, "request_too_large", reason)
+    return made
+
+
+def _pack_planned(ctx: RunContext, plan: PackPlan, max_batches: int | None) -> int:
+    """Pack the batches cut while the run was ingested (`engine.plan`), as `pack` would cut
+    them from the pending items, without reading the items back. If the store refuses one
+    (its items are no longer all pending), the plan is dropped: the next packing reads the
+    store."""
+    made = 0
+    while plan.cuts and (max_batches is None or made < max_batches):
+        cut = plan.cuts[0]
+        with ExitStack() as stack:
+            builder = _BatchBuilder(ctx, _SliceCopier(ctx, stack))
+            try:
+                builder.take(cut)
+            except BaseException:
+                builder.abort()
+                raise
+            recorded = builder.close()
+        plan.cuts.popleft()
+        if not recorded:
+            ctx.plan = None
+            break
+        made += recorded
+    if not plan.cuts:
+        ctx.plan = None  # done: packing reads the store from now on (retries)
     return made
 
 
@@ -191,6 +222,15 @@ class _BatchBuilder:
         self.seqs.append(item.seq)
         self.size += item.req_length
         self.tokens += tokens
+
+    def take(self, cut: Cut) -> None:
+        """Write a planned batch: its items' byte ranges, copied as they are."""
+        for number, start, end in cut.ranges:
+            self._copier.copy(number, start, end, self._write)
+        self.ranges.extend((number, start, end) for number, start, end in cut.ranges)
+        self.seqs = list(range(cut.first, cut.last + 1))
+        self.size = cut.size
+        self.tokens = cut.tokens
 
     def _flush(self) -> None:
         if self._range is not None:
