@@ -121,9 +121,11 @@ def emulator(provider_name: str, host: str, port: int, phase_seconds: float) -> 
                 f"cannot serve the emulator on {host}:{port}: {exc.strerror or exc}"
             ) from None
         try:
-            for line in _environment(server):
-                click.echo(line)
+            # Ctrl-C is taken from the first line printed on: a caller that reads the line
+            # and interrupts at once must not find the command still between the two.
             with contextlib.suppress(KeyboardInterrupt):
+                for line in _environment(server):
+                    click.echo(line)
                 while True:
                     time.sleep(3600)
         finally:
