@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from batchor import (
     OpenAIProviderConfig,
     PromptParts,
     RetryPolicy,
+    Run,
 )
 from batchor.testing import OpenAIBatchEmulator
 
@@ -34,6 +36,14 @@ def _quick_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
     # Backoff timing is not what these tests check; keep the waits short.
     monkeypatch.setattr("batchor.engine.backoff.BASE_SECONDS", 0.05)
     monkeypatch.setattr("batchor.engine.collect._CAPACITY_BACKOFF", {"base": 0.05, "cap": 0.2})
+
+
+@pytest.fixture(autouse=True)
+def _quick_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nor is the first pause of a wait left at its default (0.5 s, doubling while nothing
+    # changes): most runs here end within a few emulator steps, and a wait would spend most
+    # of a test asleep. A test that checks the pauses passes its own, which still win.
+    monkeypatch.setattr(Run, "wait", functools.partialmethod(Run.wait, poll_interval=0.05))
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from batchor import (
     RunStateError,
     RunStatus,
 )
-from batchor.testing import OpenAIBatchEmulator
+from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 
 from .conftest import make_items, prompt
 
@@ -137,9 +137,9 @@ def test_a_batch_with_another_checksum_is_not_adopted_and_nothing_is_created(
 ) -> None:
     store = sqlite_store(tmp_path)
     artifacts = tmp_path / "artifacts"
-    # Long enough phases that the first life's batch is still live when the second life
-    # finds it (it must be cancellable), short enough that the batch bought after it ends soon.
-    with OpenAIBatchEmulator(phase_seconds=2.5) as emu:
+    # The first life's batch is held in progress (it must still be live, cancellable, when
+    # the second life finds it); the batch bought after it is answered at once.
+    with OpenAIBatchEmulator(faults=EmulatorFaults(hold_count=1)) as emu:
         with BatchRunner(store.url, artifacts) as first:
             first.start(job_for(emu, n=5), "tr2")
         store.lose()

@@ -45,7 +45,7 @@ def test_start_poll_collect_are_idempotent(
 ) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-emulator")
     store, artifacts = f"sqlite:///{tmp_path}/store/batchor.db", tmp_path / "artifacts"
-    with OpenAIBatchEmulator(phase_seconds=2.0) as emu:  # slow enough to collect before it ends
+    with OpenAIBatchEmulator(phase_seconds=1.0) as emu:  # slow enough to collect before it ends
         run_id = steps.run_id_from("reviews_dag", "2026-11-23T00:00:00+00:00")
         handle = steps.start(runner, _job(emu), run_id).handle
         assert emu.stats.batches_created == 3

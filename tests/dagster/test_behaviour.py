@@ -174,11 +174,11 @@ def test_destination_templates_are_checked_when_defined(
 def test_a_long_wait_logs_progress_while_nothing_changes(
     resource: BatchorResource, instance: DagsterInstance, tmp_path: Path
 ) -> None:
-    # Each batch spends >= 1.5 s in each of three phases: ~4.5 s in which its state is unchanged.
-    with OpenAIBatchEmulator(api_key=SECRET, phase_seconds=1.5) as slow:
+    # Each batch spends >= 0.6 s in each of three phases: ~1.8 s in which its state is unchanged.
+    with OpenAIBatchEmulator(api_key=SECRET, phase_seconds=0.6) as slow:
         resource = BatchorResource(**{**resource.model_dump(), "openai_base_url": slow.base_url})
         labels = daily_labels(
-            str(tmp_path / "{partition_key}.jsonl"), poll_interval=0.25, progress_interval=0.5
+            str(tmp_path / "{partition_key}.jsonl"), poll_interval=0.1, progress_interval=0.25
         )
         outcome = materialize(
             [labels], partition_key="2026-11-23", resources={"batchor": resource}, instance=instance
@@ -192,7 +192,7 @@ def test_a_long_wait_logs_progress_while_nothing_changes(
     quiet = [m for _, m in lines if "running" in m and "12 in flight" in m]
     assert len(quiet) >= 3, lines  # the same state, logged again and again while waiting
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(lines)]
-    assert max(gaps) < 2.5, lines  # no long silence between "submitted" and "completed"
+    assert max(gaps) < 1.5, lines  # no long silence between "submitted" and "completed"
     assert (
         ": 0/12 done (0 failed), 12 in flight in 3 batches at the provider, 0 waiting, $"
         in quiet[0]

@@ -156,7 +156,7 @@ def test_a_collect_before_the_run_ends_is_retried_and_a_rerun_after_it_ended_suc
         @flow(name="collect-too-early")
         def too_early(run_key: str, retries: int) -> steps.CollectResult:
             handle = start_batch_run(quote(job), run_key, config)
-            collect = collect_batch_run.with_options(retries=retries, retry_delay_seconds=1)
+            collect = collect_batch_run.with_options(retries=retries, retry_delay_seconds=0.25)
             return collect(handle.run_id, str(destination), config)
 
         # No retries left: the collect fails for now, as "not yet", and writes nothing.
