@@ -173,11 +173,7 @@ def test_a_reply_spanning_lines_stays_one_jsonl_line(runner: BatchRunner, tmp_pa
         run.wait(poll_interval=0.05)
     pretty = '{\n  "label": "neutral",\n  "score": 0.5,\n  "note": null\n}'
     with sqlite3.connect(tmp_path / "store/batchor.db") as conn:
-        conn.execute(
-            "UPDATE batchor_completions SET output_text = ? WHERE seq ="
-            " (SELECT seq FROM batchor_items WHERE item_id = 'item-1')",
-            [pretty],
-        )
+        conn.execute("UPDATE batchor_items SET output_text = ? WHERE item_id = 'item-1'", [pretty])
     run.export_results(tmp_path / "out.jsonl")
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == 3

@@ -1,10 +1,9 @@
-"""Completions: a batch's answer is appended to batchor_completions and the item's own row is
-left queued in its batch. Every reader shows the item completed, and nothing that moves or
-ends waiting items (requeue, deadline, take-over, cancel) touches it again."""
+"""Completions: on Postgres a batch's answer is appended to batchor_completions and the item's
+own row is left queued in its batch (on SQLite the row takes it in place). Every reader shows
+the item completed, and nothing that moves or ends waiting items (requeue, deadline,
+take-over, cancel) touches it again, on every backend."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -41,8 +40,11 @@ def test_a_completion_is_appended_and_read_as_the_item(store: SqlStateStore) -> 
     store.requeue_unanswered(pk, first.pk, charge=None, max_attempts=3)
     second = ended(store, pk, [1])
     assert store.apply_outcomes(pk, second.pk, [done(1, "one")], max_attempts=3) == 1
-    # The rows were not rewritten: both still say queued, in the batch that answered them.
-    assert _raw(store, pk) == ([(1, "queued"), (2, "queued"), (3, "pending")], [1, 2])
+    if store.engine.dialect.name == "postgresql":
+        # The rows were not rewritten: both still say queued, in the batch that answered them.
+        assert _raw(store, pk) == ([(1, "queued"), (2, "queued"), (3, "pending")], [1, 2])
+    else:
+        assert _raw(store, pk) == ([(1, "completed"), (2, "completed"), (3, "pending")], [])
     rows = store.item_rows(pk, 0, 10)
     one, two = rows[0], rows[1]
     assert (one.status, one.attempts, one.output_text) == (ItemStatus.COMPLETED, 2, "one")
@@ -99,6 +101,11 @@ def test_nothing_that_moves_waiting_items_moves_a_completed_one(store: SqlStateS
         (3, ItemStatus.COMPLETED),
         (4, ItemStatus.CANCELLED),
     ]
+    assert statuses(store, pk) == {  # 1's batch is collected, 3's still ended
+        ItemStatus.COMPLETED: 2,
+        ItemStatus.FAILED: 1,
+        ItemStatus.CANCELLED: 1,
+    }
     # A line for an item completed already changes nothing, in its batch or another.
     assert store.apply_outcomes(pk, a.pk, [done(1, "again")], max_attempts=3) == 0
     assert store.item_rows(pk, 0, 1)[0].output_text == "ok"
@@ -112,24 +119,46 @@ def test_a_deleted_run_leaves_no_completions(store: SqlStateStore) -> None:
     assert _raw(store, pk) == ([], [])
 
 
-def test_going_back_to_0007_folds_completions_into_the_items(tmp_path: Path) -> None:
+def test_going_back_to_0007_and_forth_keeps_every_item_as_it_is(pg_url: str) -> None:
     from batchor.stores.migrate import downgrade, upgrade
 
-    store = open_store(f"sqlite:///{tmp_path}/c.db")
-    pk = make_run(store, n=3)
+    store = open_store(pg_url)
+    pk = make_run(store, n=5)
     batch = ended(store, pk, [1, 2, 3])
+    submitted(store, pk, [4])
     lines = [done(1, "one"), ItemOutcome(2, "failed", None, "invalid", "no", False)]
     store.apply_outcomes(pk, batch.pk, lines, max_attempts=3)
     before = store.item_rows(pk, 0, 10)
     downgrade(store.engine, "0007")
-    with store.engine.connect() as conn:
-        row = conn.execute(
-            sa.text(
-                "SELECT status, attempts, output_text, input_tokens, output_tokens, done_tick"
-                " FROM batchor_items WHERE seq = 1"
-            )
-        ).one()
-    assert tuple(row) == ("completed", 1, "one", 3, 2, before[0].done_tick)
+
+    def rows() -> list[tuple[object, ...]]:
+        with store.engine.connect() as conn:
+            return [
+                tuple(r)
+                for r in conn.execute(
+                    sa.text(
+                        "SELECT seq, status, attempts, output_text, input_tokens,"
+                        " output_tokens, done_tick FROM batchor_items ORDER BY seq"
+                    )
+                )
+            ]
+
+    # 0007's rows: the completion folded into its item, items of sent batches submitted.
+    tick = before[0].done_tick
+    assert rows() == [
+        (1, "completed", 1, "one", 3, 2, tick),
+        (2, "failed", 1, None, None, None, tick),
+        (3, "submitted", 0, None, None, None, None),
+        (4, "submitted", 0, None, None, None, None),
+        (5, "pending", 0, None, None, None, None),
+    ]
     upgrade(store.engine)
+    assert [r[1] for r in rows()] == ["completed", "failed", "queued", "queued", "pending"]
     assert store.item_rows(pk, 0, 10) == before
+    assert statuses(store, pk) == {
+        ItemStatus.COMPLETED: 1,
+        ItemStatus.FAILED: 1,
+        ItemStatus.SUBMITTED: 2,
+        ItemStatus.PENDING: 1,
+    }
     store.close()

@@ -22,7 +22,6 @@ from batchor.stores.sql.statements import (
     RECORD_LINE_FAILURE,
     RECORD_LINE_FAILURE_KEYS,
     awaiting,
-    count_completed,
     next_tick,
     release,
 )
@@ -119,9 +118,7 @@ class CollectOperations(SqlConnector):
                 bulk(conn, RECORD_LINE_FAILURE, RECORD_LINE_FAILURE_KEYS, failures)
             changed = 0
             if completed:
-                added = bulk(conn, APPLY_COMPLETED, APPLY_COMPLETED_KEYS, completed)
-                count_completed(conn, batch_pk, added)
-                changed += added
+                changed += bulk(conn, APPLY_COMPLETED, APPLY_COMPLETED_KEYS, completed)
             if others:
                 changed += bulk(conn, APPLY_OUTCOME, APPLY_OUTCOME_KEYS, others)
         return changed

@@ -14,40 +14,39 @@ from batchor.stores.schema import batches, completions, items, runs
 from batchor.stores.sql.bulk import driver_cursor
 from batchor.stores.sql.connector import SqlConnector
 from batchor.stores.sql.rows import ITEM_ROW, item_row
-from batchor.stores.sql.statements import AWAITING, SENT, held
+from batchor.stores.sql.statements import SENT, held
 
 
 class ReadOperations(SqlConnector):
     """Reading (results, summaries, exports)."""
 
     def item_counts(self, run_pk: int) -> dict[ItemStatus, int]:
-        """Items by status (every status present), read in one statement. An item with a
-        completion counts as ``completed`` (its batch counts them); one still queued in a
-        batch the provider holds counts as ``submitted``."""
-        counts = dict.fromkeys(ItemStatus, 0)
-        by_row = sa.select(
-            sa.literal("i"), items.c.status, items.c.batch_pk, sa.func.count()
+        """Items by status (every status present), in one pass over the run's items (one
+        statement, one snapshot). An item still queued in a batch the provider holds counts
+        as ``submitted``, and one with a completion (Postgres) as ``completed``: its row is
+        queued in the batch that answered it, which counts its completions."""
+        held = sa.select(batches.c.pk).where(batches.c.run_pk == run_pk, batches.c.status.in_(SENT))
+
+        def completed_in(*where: sa.ColumnElement[bool]) -> Any:
+            return (
+                sa.select(sa.func.coalesce(sa.func.sum(batches.c.completed), 0))
+                .where(batches.c.run_pk == run_pk, *where)
+                .scalar_subquery()
+            )
+
+        stmt = sa.select(
+            *(sa.func.count().filter(items.c.status == s.value) for s in ItemStatus),
+            sa.func.count().filter(sa.and_(items.c.status == _QUEUED, items.c.batch_pk.in_(held))),
+            completed_in(),
+            completed_in(batches.c.status.in_(SENT)),
         ).where(items.c.run_pk == run_pk)
-        by_row = by_row.group_by(items.c.status, items.c.batch_pk)
-        by_batch = sa.select(
-            sa.literal("b"), batches.c.status, batches.c.pk, batches.c.completed
-        ).where(batches.c.run_pk == run_pk)
         with self._read() as conn:
-            rows = conn.execute(sa.union_all(by_row, by_batch)).all()
-        status_of = {pk: status for kind, status, pk, _ in rows if kind == "b"}
-        done = {pk: int(n) for kind, _, pk, n in rows if kind == "b" and n}
-        for kind, status, batch_pk, n in rows:
-            if kind == "b":
-                continue
-            n = int(n)
-            if status in _AWAITING and batch_pk in done:  # its completed items first
-                taken = min(n, done[batch_pk])
-                done[batch_pk] -= taken
-                counts[ItemStatus.COMPLETED] += taken
-                n -= taken
-            if status == _QUEUED and status_of.get(batch_pk) in SENT:
-                status = _SUBMITTED
-            counts[ItemStatus(status)] += n
+            *by_row, queued_held, done, done_held = conn.execute(stmt).one()
+        counts = dict(zip(ItemStatus, map(int, by_row), strict=True))
+        queued_held, done, done_held = int(queued_held), int(done), int(done_held)
+        counts[ItemStatus.COMPLETED] += done
+        counts[ItemStatus.SUBMITTED] += queued_held - done_held
+        counts[ItemStatus.QUEUED] -= queued_held + (done - done_held)
         return counts
 
     def run_of_provider_batch(self, provider_batch_id: str) -> str | None:
@@ -151,7 +150,6 @@ class ReadOperations(SqlConnector):
 
 _QUEUED = ItemStatus.QUEUED.value
 _SUBMITTED = ItemStatus.SUBMITTED.value
-_AWAITING = frozenset(AWAITING)
 
 _WITH_COMPLETION = items.outerjoin(
     completions,

@@ -37,6 +37,13 @@ def upgrade() -> None:
         "batchor_batches",
         sa.Column("completed", sa.Integer(), nullable=False, server_default="0"),
     )
+    # Items in a batch stay queued from now on (the batch's status says it was sent): those
+    # 0007 marked submitted when their batch was created are queued again, so only items
+    # sent synchronously (in no batch) are submitted.
+    op.execute(
+        "UPDATE batchor_items SET status = 'queued'"
+        " WHERE status = 'submitted' AND batch_pk IS NOT NULL"
+    )
 
 
 def downgrade() -> None:
@@ -54,6 +61,11 @@ def downgrade() -> None:
             for column in ("attempts", "output_text", "input_tokens", "output_tokens", "done_tick")
         )
         + f" WHERE EXISTS (SELECT 1 FROM batchor_completions c WHERE {mine})"
+    )
+    # ... and items of batches the provider holds are submitted again, as 0007 wrote them.
+    op.execute(
+        "UPDATE batchor_items SET status = 'submitted' WHERE status = 'queued' AND batch_pk IN"
+        " (SELECT pk FROM batchor_batches WHERE status IN ('submitted', 'ended'))"
     )
     with op.batch_alter_table("batchor_batches") as batch_op:
         batch_op.drop_column("completed")
