@@ -64,6 +64,11 @@ def _one_ca_certificate() -> Path | None:
 
 
 if (_ca := _one_ca_certificate()) is not None:
+    # What they were, for the tests that open a new terminal and reach the package registry
+    # (tests/test_quickstarts.py): that one must trust the real CAs.
+    # (Recorded once: pytest-xdist's workers inherit the controller's changed environment.)
+    for _name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        os.environ.setdefault(f"BATCHOR_TESTS_ORIGINAL_{_name}", os.environ.get(_name, ""))
     os.environ["SSL_CERT_FILE"] = str(_ca)
     os.environ.pop("SSL_CERT_DIR", None)
 

@@ -111,6 +111,13 @@ def _clean_env() -> dict[str, str]:
         if entry and not (Path(entry).parent / "pyvenv.cfg").exists()
     ]
     env["PATH"] = os.pathsep.join(path)
+    # The real CAs (the tests point theirs at a single certificate: tests/conftest.py).
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        original = os.environ.get(f"BATCHOR_TESTS_ORIGINAL_{name}")
+        if original is not None:
+            env.pop(name, None)
+            if original:
+                env[name] = original
     env["UV_PYTHON"] = "3.11"  # the oldest supported Python for `uv venv`
     if "UV_CACHE_DIR" in os.environ:
         env["UV_CACHE_DIR"] = os.environ["UV_CACHE_DIR"]
