@@ -25,7 +25,11 @@ class ReadOperations(SqlConnector):
         statement, one snapshot). An item still queued in a batch the provider holds counts
         as ``submitted``, and one with a completion (Postgres) as ``completed``: its row is
         queued in the batch that answered it, which counts its completions."""
-        held = sa.select(batches.c.pk).where(batches.c.run_pk == run_pk, batches.c.status.in_(SENT))
+        # The run's sent batches as one IN list, read once per count (the correlated `held`
+        # of `_effective_row` would probe the batches once per item).
+        sent_batches = sa.select(batches.c.pk).where(
+            batches.c.run_pk == run_pk, batches.c.status.in_(SENT)
+        )
 
         def completed_in(*where: sa.ColumnElement[bool]) -> Any:
             return (
@@ -36,7 +40,9 @@ class ReadOperations(SqlConnector):
 
         stmt = sa.select(
             *(sa.func.count().filter(items.c.status == s.value) for s in ItemStatus),
-            sa.func.count().filter(sa.and_(items.c.status == _QUEUED, items.c.batch_pk.in_(held))),
+            sa.func.count().filter(
+                sa.and_(items.c.status == _QUEUED, items.c.batch_pk.in_(sent_batches))
+            ),
             completed_in(),
             completed_in(batches.c.status.in_(SENT)),
         ).where(items.c.run_pk == run_pk)
