@@ -8,11 +8,15 @@ emulator (answering at once, in a child process), polls as `throughput.py`'s run
 each output file, validates every reply with the same Pydantic model, and records each
 outcome on its row (``executemany`` in chunks). Nothing batchor need not do (no retries, no
 resume, no crash safety beyond one durable row per item and its result); nothing it must do
-is skipped. The timer starts before ``import openai``, as batchor's first use of it falls in
-its own run. Run by hand (`throughput.py --floor` runs it beside batchor):
+is skipped. Like batchor, it sends nothing until the whole source is read (docs/how-to/
+sources.md: a source found invalid half-way sends nothing); ``--overlap`` is the floor
+without that guarantee, submitting each batch while the rest of the source is read. The timer
+starts before ``import openai``, as batchor's first use of it falls in its own run. Run by
+hand (`throughput.py --floor` runs it beside batchor):
 
     uv run python bench/floor.py                 # 100,000 items
     uv run python bench/floor.py --items 1000000 --profile floor.prof
+    uv run python bench/floor.py --overlap       # batches sent while the source is read
 """
 
 from __future__ import annotations
@@ -89,10 +93,15 @@ def submit(client: Any, path: Path) -> str:
     return str(created.id)
 
 
-def ingest(client: Any, db: sqlite3.Connection, source: Path, workdir: Path) -> list[str]:
-    """Source -> request files and rows; each batch is submitted once its rows are durable."""
+def ingest(
+    client: Any, db: sqlite3.Connection, source: Path, workdir: Path, *, overlap: bool = False
+) -> list[str]:
+    """Source -> request files and rows. Every batch is submitted once the whole source is
+    read (batchor's guarantee: a bad row anywhere sends nothing); with ``overlap``, each
+    batch as soon as its rows are durable, while the rest is read."""
     head, tail, dumps, loads = HEAD, request_tail(), orjson.dumps, orjson.loads
     batch_ids: list[str] = []
+    cut: list[Path] = []  # batches written, not yet submitted (without overlap)
     rows: list[tuple[int, str, int]] = []
     seq = 0
     batch = 0
@@ -113,14 +122,18 @@ def ingest(client: Any, db: sqlite3.Connection, source: Path, workdir: Path) -> 
                 write_rows(db, INSERT, rows)
                 rows = []
                 out.close()
-                batch_ids.append(submit(client, path))
+                if overlap:
+                    batch_ids.append(submit(client, path))
+                else:
+                    cut.append(path)
                 batch += 1
                 path = workdir / f"batch-{batch}.jsonl"
                 out = open(path, "wb")  # noqa: SIM115
     out.close()
     if seq % BATCH_SIZE:
         write_rows(db, INSERT, rows)
-        batch_ids.append(submit(client, path))
+        cut.append(path)
+    batch_ids.extend(submit(client, p) for p in cut)
     return batch_ids
 
 
@@ -200,7 +213,9 @@ def poll_and_collect(client: Any, db: sqlite3.Connection, batch_ids: list[str]) 
     return totals
 
 
-def run_floor(source: Path, base_url: str, api_key: str, profile: str | None) -> dict[str, Any]:
+def run_floor(
+    source: Path, base_url: str, api_key: str, profile: str | None, *, overlap: bool = False
+) -> dict[str, Any]:
     """One run in this process; its figures (seconds, items, peak RSS)."""
     profiler = None
     if profile:
@@ -216,7 +231,7 @@ def run_floor(source: Path, base_url: str, api_key: str, profile: str | None) ->
 
         client = OpenAI(base_url=base_url, api_key=api_key)
         db = open_db(root / "floor.db")
-        batch_ids = ingest(client, db, source, root)
+        batch_ids = ingest(client, db, source, root, overlap=overlap)
         t1 = time.perf_counter()
         completed, failed = poll_and_collect(client, db, batch_ids)
         db.close()
@@ -225,7 +240,7 @@ def run_floor(source: Path, base_url: str, api_key: str, profile: str | None) ->
             profiler.disable()
             profiler.dump_stats(profile)
     return {
-        "runner": "floor",
+        "runner": "overlap" if overlap else "floor",
         "status": "completed" if not failed else "partial",
         "completed": completed,
         "failed": failed,
@@ -245,6 +260,12 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)  # set by throughput.py
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the run to FILE")
+    parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="submit each batch while the rest of the source is read (batchor does not: "
+        "nothing is sent until the whole source is in)",
+    )
     args = parser.parse_args()
     emulator = Emulator()
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,7 +273,9 @@ def main() -> None:
         if source is None:
             source = Path(tmp) / "items.jsonl"
             write_items(source, args.items)
-        result = run_floor(source, emulator.base_url, emulator.api_key, args.profile)
+        result = run_floor(
+            source, emulator.base_url, emulator.api_key, args.profile, overlap=args.overlap
+        )
     counters = emulator.stop()
     result.update(emu_cpu=counters["cpu"], calls=counters["total_calls"], routes=counters["calls"])
     if args.json:

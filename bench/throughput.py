@@ -2,15 +2,17 @@
 answering at once (in a child process, so its CPU is not batchor's).
 
 Prints wall time for ingest+submit and for collect, items/s, peak RSS of the batchor process,
-store bytes per item, and the number of batches and HTTP calls. With ``--floor``, runs batchor
-and `floor.py` (the least work any durable runner must do for this job) alternately, each in
-a fresh process with its own emulator, and prints batchor's time as a ratio to the floor's.
+store bytes per item, and the number of batches and HTTP calls. With ``--floor``, runs batchor,
+`floor.py` (the least work any durable runner must do for this job, sending nothing until the
+whole source is read, as batchor) and `floor.py --overlap` (the same, sending batches while it
+reads) in turn, each in a fresh process with its own emulator, and prints batchor's time as a
+ratio to each floor's.
 Run by hand:
 
     uv run python bench/throughput.py            # 100,000 items
     uv run python bench/throughput.py --items 20000
     uv run python bench/throughput.py --items 1000000 --store postgresql+psycopg://...
-    uv run python bench/throughput.py --floor    # 3 pairs: batchor / floor, median ratio
+    uv run python bench/throughput.py --floor    # 3 rounds: batchor / floor, median ratio
     uv run python bench/throughput.py --floor --items 1000000 --repeat 5
 """
 
@@ -150,11 +152,11 @@ def print_row(r: dict[str, Any], n: int, pair: Any = "") -> None:
 
 
 def side_by_side(items: int, repeat: int, store: str | None) -> None:
-    """Batchor and the floor, alternately, each in a fresh process; the median ratio."""
-    print(f"{items:,} items, {repeat} pairs, {time.strftime('%Y-%m-%d %H:%M')}")
-    print(ROW.format("runner", "pair", "whole", "ingest+", "poll+", "CPU", "emu CPU",
+    """Batchor and the two floors in turn, each in a fresh process; the median ratios."""
+    print(f"{items:,} items, {repeat} rounds, {time.strftime('%Y-%m-%d %H:%M')}")
+    print(ROW.format("runner", "round", "whole", "ingest+", "poll+", "CPU", "emu CPU",
                      "peak RSS", "batches", "calls", "status"))  # fmt: skip
-    runs: dict[str, list[dict[str, Any]]] = {"batchor": [], "floor": []}
+    runs: dict[str, list[dict[str, Any]]] = {"batchor": [], "floor": [], "overlap": []}
     with tempfile.TemporaryDirectory() as tmp:
         # Bytecode cached and warm, as an installed package's would be (this machine sets
         # PYTHONDONTWRITEBYTECODE, which would make every run compile the SDKs afresh).
@@ -162,8 +164,10 @@ def side_by_side(items: int, repeat: int, store: str | None) -> None:
         env.pop("PYTHONDONTWRITEBYTECODE", None)
 
         def one(runner: str, n: int, source: Path) -> dict[str, Any]:
-            script = HERE / ("floor.py" if runner == "floor" else "throughput.py")
+            script = HERE / ("throughput.py" if runner == "batchor" else "floor.py")
             cmd = [sys.executable, str(script), "--json", "--items", str(n)]
+            if runner == "overlap":
+                cmd.append("--overlap")
             cmd += ["--source", str(source)]
             if runner == "batchor" and store:
                 cmd += ["--store", store]
@@ -178,8 +182,8 @@ def side_by_side(items: int, repeat: int, store: str | None) -> None:
         source = Path(tmp) / "items.jsonl"
         write_items(source, items)  # once, shared: writing it is not part of a run
         for pair in range(1, repeat + 1):
-            # Alternate who goes first, so a drift of the machine's speed falls on both.
-            order = ("floor", "batchor") if pair % 2 else ("batchor", "floor")
+            # Rotate who goes first, so a drift of the machine's speed falls on all three.
+            order = list(runs)[pair % 3 :] + list(runs)[: pair % 3]
             for runner in order:
                 result = one(runner, items, source)
                 runs[runner].append(result)
@@ -195,17 +199,16 @@ def side_by_side(items: int, repeat: int, store: str | None) -> None:
             f"ingest+submit {m['submit']:5.2f} s  poll+collect {m['collect']:5.2f} s  "
             f"CPU {m['cpu']:5.2f} s  emulator CPU {m['emu_cpu']:5.2f} s  RSS {rss:.0f} MB"
         )
-    pairs = [b["whole"] / f["whole"] for b, f in zip(runs["batchor"], runs["floor"], strict=True)]
-    cpu = [b["cpu"] / f["cpu"] for b, f in zip(runs["batchor"], runs["floor"], strict=True)]
-    print(
-        f"\nbatchor / floor, whole run: median {statistics.median(pairs):.2f}x "
-        f"(pairs {', '.join(f'{p:.2f}' for p in pairs)}); "
-        f"ratio of medians {med['batchor']['whole'] / med['floor']['whole']:.2f}x"
-    )
-    print(
-        f"batchor / floor, CPU of the runner's process: median {statistics.median(cpu):.2f}x "
-        f"(pairs {', '.join(f'{p:.2f}' for p in cpu)})"
-    )
+    print()
+    for floor in ("floor", "overlap"):
+        pairs = [b["whole"] / f["whole"] for b, f in zip(runs["batchor"], runs[floor], strict=True)]
+        cpu = [b["cpu"] / f["cpu"] for b, f in zip(runs["batchor"], runs[floor], strict=True)]
+        print(
+            f"batchor / {floor}, whole run: median {statistics.median(pairs):.2f}x "
+            f"(rounds {', '.join(f'{p:.2f}' for p in pairs)}); "
+            f"ratio of medians {med['batchor']['whole'] / med[floor]['whole']:.2f}x; "
+            f"CPU of the runner's process: median {statistics.median(cpu):.2f}x"
+        )
 
 
 def main() -> None:
@@ -225,7 +228,7 @@ def main() -> None:
         help="run batchor and bench/floor.py alternately, each in a fresh process; print "
         "batchor's time as a ratio to the floor's",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="with --floor: pairs of runs")
+    parser.add_argument("--repeat", type=int, default=3, help="with --floor: rounds of runs")
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)  # set for --floor runs
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
