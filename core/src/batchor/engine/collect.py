@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 
 import orjson
 
@@ -31,48 +30,26 @@ def collect(ctx: RunContext) -> int:
     """Collect every ended batch; returns how many were collected.
 
     Collection is idempotent: outcomes apply only to items still submitted in the batch, so
-    a collection interrupted half-way is simply run again. While one batch's lines are
-    applied, the next batch this worker claims is downloaded on a second thread.
+    a collection interrupted half-way is simply run again.
     """
     done = 0
     now = time.time()
-    ready = iter(
-        batch
-        for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.ENDED])
-        if batch.not_before is None or batch.not_before <= now
-    )
-    with ThreadPoolExecutor(1, thread_name_prefix="batchor-download") as pool:
-
-        def claim_next() -> tuple[BatchRecord, Future[None]] | None:
-            # Claimed before its download starts: a raw file is only written by its claimant
-            # (a batch collected without keep_raw_outputs must not get its files back).
-            batch = next((b for b in ready if _claim(ctx, b)), None)
-            return None if batch is None else (batch, pool.submit(download_raw, ctx, batch))
-
-        current = claim_next()
-        first = True
-        while current is not None:
-            batch, downloading = current
-            current = claim_next()
-            renew, first = not first, False
-            try:
-                downloading.result()
-                # Claimed while the batch before was collected: renewed, unless its lease ran
-                # out meanwhile and another worker took it.
-                if renew and not ctx.store.claim_batch(
-                    batch.pk, BatchStatus.ENDED, owner(), lease_seconds()
-                ):
-                    continue
-                collect_batch(ctx, batch)
-            except TransientProviderError as exc:
-                failures = batch.failures + 1
-                delay = backoff_delay(failures)
-                ctx.store.postpone(
-                    batch.pk, BatchStatus.ENDED, failures=failures, not_before=time.time() + delay
-                )
-                log.warning("batch %s: download postponed %.0f s: %s", batch.batch_key, delay, exc)
-                continue
-            done += 1
+    for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.ENDED]):
+        if batch.not_before is not None and batch.not_before > now:
+            continue
+        if not _claim(ctx, batch):
+            continue  # another worker is collecting it
+        try:
+            collect_batch(ctx, batch)
+        except TransientProviderError as exc:
+            failures = batch.failures + 1
+            delay = backoff_delay(failures)
+            ctx.store.postpone(
+                batch.pk, BatchStatus.ENDED, failures=failures, not_before=time.time() + delay
+            )
+            log.warning("batch %s: download postponed %.0f s: %s", batch.batch_key, delay, exc)
+            continue
+        done += 1
     return done
 
 
@@ -90,21 +67,9 @@ def _claim(ctx: RunContext, batch: BatchRecord) -> bool:
     )
 
 
-def download_raw(ctx: RunContext, batch: BatchRecord) -> None:
-    """Download an ended batch's output and error files to its artifact folder (each written
-    atomically; a file already there is not downloaded again)."""
-    folder = ctx.batch_dir(batch.batch_key)
-    for file_id, name in zip((batch.output_file_id, batch.error_file_id), RAW_OUTPUTS, strict=True):
-        key = f"{folder}/{name}"
-        if file_id is not None and not ctx.artifacts.exists(key):
-            with ctx.artifacts.open_write(key) as fh:
-                ctx.transport.download_file(file_id, fh)
-
-
 def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     """Apply one ended batch's results to its items and mark it collected."""
     folder = ctx.batch_dir(batch.batch_key)
-    download_raw(ctx, batch)
     tokens_in = tokens_out = 0
     changed = 0  # items this collection moved out of "submitted"
     # A batch stopped to finish synchronously may answer items taken out of it meanwhile.
@@ -113,6 +78,9 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
         if file_id is None:
             continue
         key = f"{folder}/{name}"
+        if not ctx.artifacts.exists(key):
+            with ctx.artifacts.open_write(key) as fh:
+                ctx.transport.download_file(file_id, fh)
         chunk: list[ItemOutcome] = []
         for outcome in _outcomes(ctx, key):
             tokens_in += outcome.input_tokens or 0
