@@ -131,12 +131,12 @@ def print_run(r: dict[str, Any], n: int) -> None:
 ROW = "{:<8} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>7} {:>6}  {}"
 
 
-def print_row(r: dict[str, Any], n: int, pair: Any = "") -> None:
+def print_row(r: dict[str, Any], n: int, number: Any = "") -> None:
     """One run of a side-by-side measurement."""
     print(
         ROW.format(
             r["runner"],
-            pair,
+            number,
             f"{r['whole']:.2f} s",
             f"{r['submit']:.2f} s",
             f"{r['collect']:.2f} s",
@@ -181,13 +181,13 @@ def side_by_side(items: int, repeat: int, store: str | None) -> None:
             one(runner, 200, warm)
         source = Path(tmp) / "items.jsonl"
         write_items(source, items)  # once, shared: writing it is not part of a run
-        for pair in range(1, repeat + 1):
+        for number in range(1, repeat + 1):
             # Rotate who goes first, so a drift of the machine's speed falls on all three.
-            order = list(runs)[pair % 3 :] + list(runs)[: pair % 3]
+            order = list(runs)[number % 3 :] + list(runs)[: number % 3]
             for runner in order:
                 result = one(runner, items, source)
                 runs[runner].append(result)
-                print_row(result, items, pair)
+                print_row(result, items, number)
 
     keys = ("whole", "submit", "collect", "cpu", "emu_cpu")
     med = {r: {k: statistics.median(x[k] for x in xs) for k in keys} for r, xs in runs.items()}
@@ -201,11 +201,12 @@ def side_by_side(items: int, repeat: int, store: str | None) -> None:
         )
     print()
     for floor in ("floor", "overlap"):
-        pairs = [b["whole"] / f["whole"] for b, f in zip(runs["batchor"], runs[floor], strict=True)]
-        cpu = [b["cpu"] / f["cpu"] for b, f in zip(runs["batchor"], runs[floor], strict=True)]
+        rounds = list(zip(runs["batchor"], runs[floor], strict=True))
+        ratios = [b["whole"] / f["whole"] for b, f in rounds]
+        cpu = [b["cpu"] / f["cpu"] for b, f in rounds]
         print(
-            f"batchor / {floor}, whole run: median {statistics.median(pairs):.2f}x "
-            f"(rounds {', '.join(f'{p:.2f}' for p in pairs)}); "
+            f"batchor / {floor}, whole run: median {statistics.median(ratios):.2f}x "
+            f"(rounds {', '.join(f'{p:.2f}' for p in ratios)}); "
             f"ratio of medians {med['batchor']['whole'] / med[floor]['whole']:.2f}x; "
             f"CPU of the runner's process: median {statistics.median(cpu):.2f}x"
         )
