@@ -417,7 +417,12 @@ def test_a_slice_another_worker_recorded_first_is_left_to_it(runner: BatchRunner
     assert record.ingested_count == 5
     assert record.next_slice == 3
     assert record.ingest_complete
-    assert items(runner, "ingest-race") == {ItemStatus.PENDING: 5}
+    # The first worker's items, born in the batch its plan cut; the second left no batch.
+    assert items(runner, "ingest-race") == {ItemStatus.QUEUED: 5}
+    assert first.plan is not None
+    (cut,) = first.plan.cuts
+    (batch,) = runner.store.batches(record.pk, list(BatchStatus))
+    assert (batch.pk, batch.status, batch.request_count) == (cut.batch_pk, "forming", 5)
 
 
 def test_ingest_reports_progress_after_each_slice_it_records(runner: BatchRunner) -> None:

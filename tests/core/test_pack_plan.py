@@ -5,6 +5,10 @@ the store instead. A real SQLite store and artifacts; nothing is sent."""
 
 from __future__ import annotations
 
+import platform
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +19,7 @@ from batchor import (
     BatchJob,
     BatchLimits,
     BatchRunner,
+    BatchStatus,
     ItemStatus,
     PromptParts,
     RunStatus,
@@ -22,11 +27,13 @@ from batchor import (
 from batchor.engine.context import RunContext, RunSettings
 from batchor.engine.ingest import ingest
 from batchor.engine.pack import pack
-from batchor.engine.plan import PackPlan
+from batchor.engine.plan import PackPlan, drop_plan
 from batchor.stores.base import NewItem
 from batchor.testing import OpenAIBatchEmulator
 
 from .test_submit_paths import all_batches, item_rows, provider_config, reload
+
+_OUT: dict[str, Any] = {"capture_output": True, "text": True, "check": True}
 
 # Texts of uneven length, so byte limits fall between items of different sizes.
 TEXTS = [f"review {k} " + "x" * (k * 37 % 90) for k in range(13)]
@@ -89,7 +96,8 @@ def reads_of_pending(ctx: RunContext, monkeypatch: pytest.MonkeyPatch) -> list[i
 
 
 def packed(ctx: RunContext) -> list[tuple[Any, ...]]:
-    """Each batch as packed: number, requests, bytes, tokens, input file, manifest, items."""
+    """Each batch as packed: requests, bytes, tokens, input file, manifest, items (the
+    batch numbers differ: a plan dropped leaves its numbers unused)."""
     out = []
     by_batch: dict[int, list[int]] = {}
     for row in item_rows(ctx):
@@ -102,7 +110,6 @@ def packed(ctx: RunContext) -> list[tuple[Any, ...]]:
             manifest = fh.read()
         out.append(
             (
-                number,
                 record.request_count,
                 record.input_bytes,
                 record.est_tokens,
@@ -112,6 +119,11 @@ def packed(ctx: RunContext) -> list[tuple[Any, ...]]:
             )
         )
     return out
+
+
+def forming(ctx: RunContext) -> list[int]:
+    """The run's forming batches' primary keys."""
+    return [b.pk for b in ctx.store.batches(ctx.run.pk, [BatchStatus.FORMING])]
 
 
 def _batch_of(ctx: RunContext, seq: int) -> int:
@@ -184,42 +196,48 @@ def test_an_item_too_large_alone_leaves_packing_to_the_store(
     assert all(r.status is ItemStatus.QUEUED for s, r in states.items() if s != 6)
 
 
-def test_a_batch_the_store_refuses_drops_the_plan(
+def test_a_batch_dissolved_by_another_worker_drops_the_plan(
     runner: BatchRunner, emu: OpenAIBatchEmulator
 ) -> None:
     ctx = started(runner, emu, "r", TEXTS, max_requests=4)
-    # Another worker fails item 6 (of the plan's second batch) before this one packs.
-    ctx.store.fail_pending(ctx.run.pk, [6], "invalid_request", "refused")
+    assert ctx.plan is not None
+    # Another worker dissolves the plan's second batch (its owner looked gone to it).
+    second = ctx.plan.cuts[1].batch_pk
+    assert second is not None
+    assert ctx.store.dissolve_batch(second) == 4
     assert pack(ctx, max_batches=2) == 1  # the first; the second is refused whole
     assert ctx.plan is None
-    assert pack(ctx) == 2  # from the store: 5, 7, 8, 9 / 10..13
+    assert forming(ctx) == []  # the plan's other batches were dissolved with it
+    assert pack(ctx) == 3  # from the store: 5..8 / 9..12 / 13
     batches = [(b.request_count, b.batch_key) for b in all_batches(ctx)]
-    assert batches == [(4, "r/000000"), (4, "r/000002"), (4, "r/000003")]
+    assert batches == [(4, "r/000000"), (4, "r/000002"), (4, "r/000003"), (1, "r/000004")]
+    assert all(b.status is BatchStatus.PREPARED for b in all_batches(ctx))
     rows = {row.seq: row.status for row in item_rows(ctx)}
-    assert rows[6] is ItemStatus.FAILED
-    assert sum(s is ItemStatus.QUEUED for s in rows.values()) == 12
+    assert set(rows.values()) == {ItemStatus.QUEUED}
+    assert sorted(rows) == list(range(1, 14))
     # The refused batch left no files behind.
     assert not ctx.artifacts.exists(f"{ctx.run_dir}/batches/000001/input.jsonl")
+    assert not ctx.artifacts.exists(f"{ctx.run_dir}/requests/batch-000001.ranges.json")
 
 
 def test_a_plan_not_made_from_the_first_item_is_dropped_by_ingestion(
     runner: BatchRunner, emu: OpenAIBatchEmulator
 ) -> None:
     ctx = started(runner, emu, "r", TEXTS, max_requests=4)
-    ctx.plan = PackPlan(ctx.settings)  # expects item 1, but 13 are in
+    ctx.plan = PackPlan(ctx.settings, "me")  # expects item 1, but 13 are in
     ingest(ctx, iter(()), lambda item: PromptParts(prompt=""))
     assert ctx.plan is None
 
 
 def test_a_plan_fed_items_out_of_order_is_not_trusted(runner: BatchRunner) -> None:
     settings = RunSettings(max_attempts=3, max_requests=10, max_bytes=1_000, structured=False)
-    plan = PackPlan(settings)
+    plan = PackPlan(settings, "me")
     plan.add([NewItem(1, "a", 0, 0, 10, "h", 1), NewItem(2, "b", 0, 10, 10, "h", 1)])
     assert plan.next_seq == 3
     plan.add([NewItem(4, "d", 1, 0, 10, "h", 1)])
     plan.finish()
     assert not plan.ready
-    fresh = PackPlan(settings)
+    fresh = PackPlan(settings, "me")
     fresh.add([NewItem(1, "a", 0, 0, 10, "h", 1), NewItem(2, "b", 1, 0, 10, "h", 1)])
     fresh.finish()
     assert fresh.ready
@@ -233,6 +251,7 @@ def test_an_item_that_exactly_fills_a_batch_is_in_it(
     runner: BatchRunner, emu: OpenAIBatchEmulator, limit: str
 ) -> None:
     probe = started(runner, emu, "probe", LONG)
+    drop_plan(probe)
     pending = probe.store.pending_items(probe.run.pk, 0, 100)
     size = (lambda it: it.req_length) if limit == "max_bytes" else (lambda it: it.est_tokens)
     # The first k items fill a batch exactly, at a limit no item alone exceeds.
@@ -248,3 +267,84 @@ def test_an_item_that_exactly_fills_a_batch_is_in_it(
     first = all_batches(ctx)[0]
     assert first.request_count == k
     assert (first.input_bytes if limit == "max_bytes" else first.est_tokens) == total
+
+
+def test_items_are_born_in_the_batches_the_plan_cuts_and_sealed_without_a_rewrite(
+    runner: BatchRunner, emu: OpenAIBatchEmulator
+) -> None:
+    ctx = started(runner, emu, "r", TEXTS, max_requests=5)
+    assert ctx.plan is not None
+    cuts = [(c.first, c.last, c.batch_pk) for c in ctx.plan.cuts]
+    assert [(first, last) for first, last, _ in cuts] == [(1, 5), (6, 10), (11, 13)]
+    assert forming(ctx) == [pk for _, _, pk in cuts]
+    assert ctx.store.pending_items(ctx.run.pk, 0, 100) == []
+    for first, last, pk in cuts:
+        assert [_batch_of(ctx, seq) for seq in range(first, last + 1)] == [pk] * (last - first + 1)
+    assert pack(ctx) == 3
+    sealed = all_batches(ctx)
+    assert [(b.pk, b.batch_key, b.status) for b in sealed] == [
+        (pk, f"r/{n:06d}", BatchStatus.PREPARED) for n, (_, _, pk) in enumerate(cuts)
+    ]
+    assert [b.request_count for b in sealed] == [5, 5, 3]
+
+
+def _formed_elsewhere(
+    runner: BatchRunner,
+    emu: OpenAIBatchEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    claimant: str,
+    lease: str,
+) -> RunContext:
+    """A run ingested whole by another worker (``claimant``, its lease ``lease`` seconds),
+    which cut its batches and then went quiet; the context of this worker, without a plan."""
+    with monkeypatch.context() as patch:
+        patch.setattr("batchor.engine.ingest.owner", lambda: claimant)
+        patch.setenv("BATCHOR_LEASE_SECONDS", lease)
+        ctx = started(runner, emu, "r", TEXTS, max_requests=5)
+    ctx.plan = None
+    return ctx
+
+
+def test_a_forming_batch_of_a_live_worker_elsewhere_is_left_until_its_lease_lapses(
+    runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = _formed_elsewhere(runner, emu, monkeypatch, "elsewhere:1:1", "0.5")
+    assert len(forming(ctx)) == 3
+    assert pack(ctx) == 0  # its owner may still seal them
+    assert len(forming(ctx)) == 3
+    assert {row.status for row in item_rows(ctx)} == {ItemStatus.QUEUED}
+    time.sleep(0.6)
+    assert pack(ctx) == 3  # lapsed: dissolved, and packed from the store
+    assert forming(ctx) == []
+    assert [(b.batch_key, b.request_count) for b in all_batches(ctx)] == [
+        ("r/000000", 5),
+        ("r/000001", 5),
+        ("r/000002", 3),
+    ]
+
+
+def test_a_forming_batch_whose_process_died_is_dissolved_at_once(
+    runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
+    dead = f"{platform.node().replace(':', '-')}:{int(child.stdout)}:1"
+    ctx = _formed_elsewhere(runner, emu, monkeypatch, dead, "3600")
+    assert pack(ctx) == 3
+    assert forming(ctx) == []
+    assert {row.status for row in item_rows(ctx)} == {ItemStatus.QUEUED}
+
+
+def test_a_run_cancelled_while_its_batches_form_cancels_their_items(
+    runner: BatchRunner, emu: OpenAIBatchEmulator
+) -> None:
+    ctx = started(runner, emu, "r", TEXTS, max_requests=5)
+    assert len(forming(ctx)) == 3
+    other = runner.get_run("r")
+    other.cancel()
+    assert other.refresh().status is RunStatus.CANCELLED
+    assert forming(ctx) == []
+    assert {row.status for row in item_rows(ctx)} == {ItemStatus.CANCELLED}
+    # The worker that cut them can no longer seal them: nothing is packed or left behind.
+    assert pack(ctx) == 0
+    assert all_batches(ctx) == []
+    assert not ctx.artifacts.exists(f"{ctx.run_dir}/batches/000000/input.jsonl")

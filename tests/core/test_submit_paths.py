@@ -37,6 +37,7 @@ from batchor.engine import submit as submit_module
 from batchor.engine.claims import owner
 from batchor.engine.context import RunContext
 from batchor.engine.pack import manifest_key, pack
+from batchor.engine.plan import drop_plan
 from batchor.engine.submit import submit
 from batchor.stores.base import BatchRecord, ItemRow
 from batchor.testing import EmulatorLimits, OpenAIBatchEmulator
@@ -124,7 +125,8 @@ def ingested(
         assert record is not None
         runner.store.set_run_status(record.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING])
 
-    runner.start(job, run_id, on_ingest=hold)
+    started = runner.start(job, run_id, on_ingest=hold)
+    drop_plan(started._ctx)  # its items were born in the batches it cut: pending again
     record = runner.store.get_run(run_id)
     assert record is not None
     assert record.ingest_complete

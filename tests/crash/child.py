@@ -199,7 +199,9 @@ class KillingStore:
 
 STORE_POINTS: dict[str, Callable[[StateStore], Any]] = {
     "mid-ingest": lambda s: KillingStore(s, "add_items", 2),
-    "after-pack": lambda s: KillingStore(s, "record_batch"),
+    # Ingested whole, every batch cut and its items born in it, none sealed yet.
+    "after-ingest": lambda s: KillingStore(s, "add_items", when=lambda *a, **k: k["complete"]),
+    "after-pack": lambda s: KillingStore(s, "seal_batch"),
     "after-upload": lambda s: KillingStore(s, "record_upload"),
     "during-persist": lambda s: KillingStore(s, "apply_outcomes"),
 }

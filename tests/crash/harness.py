@@ -41,6 +41,7 @@ from batchor.testing.gemini import GeminiBatchEmulator
 CHILD = Path(__file__).with_name("child.py")
 KILL_POINTS = [
     "mid-ingest",
+    "after-ingest",
     "after-pack",
     "upload-unrecorded",
     "after-upload",

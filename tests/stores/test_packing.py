@@ -113,10 +113,11 @@ def test_two_runners_on_one_postgres_run_never_pack_the_same_items(
             BatchRunner(pg_url, tmp_path / "artifacts") as second,
         ):
             # The run is the schema's first (pk 1): hold its packing while it is ingested,
-            # so both runners then start packing it together.
+            # so both runners then start packing it together (dissolving the batches its
+            # start cut and could not seal, as after a crash).
             with first.store.packing(1) as held:
                 assert held
-                assert first.start(job, "shared").summary().batches == {}
+                assert first.start(job, "shared").summary().batches == {"forming": n // per_batch}
             handles = [first.get_run("shared"), second.get_run("shared")]
             caplog.set_level(logging.INFO, logger="batchor")
             with ThreadPoolExecutor(2) as pool:

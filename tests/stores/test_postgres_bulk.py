@@ -105,6 +105,11 @@ def _new_items(n: int, texts: Sequence[str]) -> list[NewItem]:
     return out
 
 
+def pending(new_items: Sequence[NewItem]) -> list[tuple[None, int, int]]:
+    """`copy_items`'s placement of items that all go in pending."""
+    return [(None, 0, len(new_items))]
+
+
 def _start(store: Any, new_items: Sequence[NewItem], *, copy: bool = False) -> int:
     """A run holding ``new_items`` (through `pg_copy.copy_items` with ``copy``)."""
     record, _ = store.create_run("r", {"model": "m"}, "f" * 64)
@@ -115,7 +120,9 @@ def _start(store: Any, new_items: Sequence[NewItem], *, copy: bool = False) -> i
                 .where(runs.c.pk == record.pk)
                 .values(ingested_count=len(new_items), ingest_complete=True)
             )
-            assert pg_copy.copy_items(conn, record.pk, new_items) == len(new_items)
+            assert pg_copy.copy_items(conn, record.pk, new_items, pending(new_items)) == len(
+                new_items
+            )
     else:
         assert store.add_items(
             record.pk,
@@ -198,7 +205,7 @@ def test_a_duplicate_item_id_fails_the_copy_and_its_transaction_leaves_nothing(p
     run_pk = _start(pg, new_items[:10], copy=True)
     again = [it._replace(seq=it.seq + 100) for it in new_items[5:20]]  # ids 6..10 repeat
     with pytest.raises(sa.exc.IntegrityError), pg.engine.begin() as conn:
-        pg_copy.copy_items(conn, run_pk, again)
+        pg_copy.copy_items(conn, run_pk, again, pending(again))
     assert len(_item_rows(pg, run_pk)) == 10
 
 
@@ -208,7 +215,7 @@ def test_copied_items_roll_back_with_their_transaction(pg: Any):
 
     def ingest_then_die() -> None:
         with pg.engine.begin() as conn:
-            pg_copy.copy_items(conn, run_pk, more)
+            pg_copy.copy_items(conn, run_pk, more, pending(more))
             raise RuntimeError("the ingesting worker dies before commit")
 
     with pytest.raises(RuntimeError):

@@ -36,6 +36,7 @@ from batchor.results import RunSummary
 from batchor.run import Run
 from batchor.schema_models import output_model
 from batchor.sources.base import CheckpointedItemSource
+from batchor.states import BatchStatus
 from batchor.stores.base import RunRecord, StateStore
 
 if TYPE_CHECKING:
@@ -275,7 +276,8 @@ def discard_unsent(store: StateStore, artifacts: ArtifactStore, run_id: str) -> 
     failure to clean up is only logged."""
     try:
         record = store.get_run(run_id)
-        if record is None or store.batch_counts(record.pk):
+        # Batches still forming hold items but were never sent (nor sealed).
+        if record is None or set(store.batch_counts(record.pk)) - {BatchStatus.FORMING.value}:
             return
         store.delete_run(record.pk)
         for key in list(artifacts.keys(f"runs/{run_id}")):

@@ -52,8 +52,12 @@ class BatchStatus(StrEnum):
 
     ``prepared -> uploaded -> submitted -> ended -> collected``; the provider's own status
     (validating, in_progress, ...) is kept beside it while the batch is ``submitted``.
+    A batch cut while its items are ingested starts ``forming``: its items are recorded in
+    it as they arrive, and the worker cutting it seals it ``prepared`` once its input file
+    is written (or it is dissolved, its items back to pending, if that worker is gone).
     """
 
+    FORMING = "forming"
     PREPARED = "prepared"
     UPLOADED = "uploaded"
     SUBMITTED = "submitted"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from batchor.engine.context import RunContext, log
 from batchor.engine.lookup import Refused, find_remote
+from batchor.engine.pack import dissolve_forming
 from batchor.engine.submit import INLINE_FILE_ID, create_in_flight
 from batchor.errors import ProviderError
 from batchor.providers.base import TransientProviderError
@@ -19,6 +20,7 @@ _STOPPING = frozenset({"cancelling", "cancelled"})
 
 def wind_down(ctx: RunContext) -> None:
     """One step of cancelling: drop what was never sent, stop what is live if asked."""
+    dissolve_forming(ctx, force=True)  # their items are pending: cancelled with the rest
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
         drop_unsent(
             ctx,

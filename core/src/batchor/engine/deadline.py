@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from batchor.engine.cancel import drop_unsent
 from batchor.engine.claims import lease_seconds
 from batchor.engine.context import RunContext, log
+from batchor.engine.pack import dissolve_forming
 from batchor.errors import ProviderError
 from batchor.providers.base import TransientProviderError
 from batchor.states import BatchStatus, RunStatus
@@ -119,6 +120,7 @@ def enforce_deadline(ctx: RunContext) -> bool:
     if run.status not in _ENFORCED:
         return True
     message = deadline_message(run)
+    dissolve_forming(ctx, force=True)  # their items are pending: failed with the rest
     for batch in ctx.store.batches(run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
         drop_unsent(
             ctx,

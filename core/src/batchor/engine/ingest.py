@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from batchor.engine.claims import lease_seconds, owner
 from batchor.engine.context import RunContext, log
-from batchor.engine.plan import PackPlan
+from batchor.engine.plan import PackPlan, drop_plan
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.providers.base import RequestCodec
-from batchor.stores.base import NewItem, SourcePart
+from batchor.stores.base import FormingItems, NewItem, SourcePart
 
 SLICE_SIZE = 5_000
 PROMPT_FINGERPRINT_ITEMS = 8
@@ -101,8 +104,9 @@ def ingest(
     ``part_of`` names the source part an item's checkpoint belongs to; where each part starts
     is saved with the slices, so results can say which input and row an item came from.
     Each slice artifact holds the items' complete batch input lines (framed by the codec
-    with the item's seq as its id), so packing a batch copies byte ranges. Returns the
-    number of items accepted by this call. The run is marked ingest-complete in the
+    with the item's seq as its id), so packing a batch copies byte ranges. A run ingested
+    whole here has its batches cut on the way, its items born in them (see `engine.plan`).
+    Returns the number of items accepted by this call. The run is marked ingest-complete in the
     transaction of the last slice.
     After a crash, a slice whose items were not committed is read again (its request artifact
     is rewritten, atomically, with the same bytes).
@@ -120,9 +124,10 @@ def ingest(
     parts = list(run.source_parts)
     current = parts[-1].name if parts else None
     if seq == 0:  # ingested whole here: cut the batches on the way (see engine.plan)
-        ctx.plan = PackPlan(ctx.settings)
+        drop_plan(ctx)
+        ctx.plan = PackPlan(ctx.settings, owner())
     elif ctx.plan is not None and ctx.plan.next_seq != seq + 1:
-        ctx.plan = None
+        drop_plan(ctx)
     while not exhausted:
         parts_changed = False
         batch: list[NewItem] = []
@@ -180,17 +185,36 @@ def ingest(
             complete=exhausted,
             on_progress=on_progress,
             source_parts=parts if parts_changed else None,
+            forming=_form(ctx, batch),
         )
         if not recorded:
             log.info("run %s: another worker is ingesting; leaving it to them", run.run_id)
-            ctx.plan = None
+            drop_plan(ctx)
             break
-        if ctx.plan is not None:
-            ctx.plan.add(batch)
-            if exhausted:
-                ctx.plan.finish()
+        if ctx.plan is not None and exhausted:
+            ctx.plan.finish()
         accepted += len(batch)
     return accepted
+
+
+def _form(ctx: RunContext, batch: list[NewItem]) -> FormingItems | None:
+    """Cut the slice's items into the plan, opening a forming batch for each new cut;
+    where its items go (``None``, all pending, without a plan it can trust)."""
+    plan = ctx.plan
+    if plan is None or not batch:
+        return None
+    plan.add(batch)
+    if not plan.valid:
+        return None
+    lease = time.time() + lease_seconds()
+    first, last = batch[0].seq, batch[-1].seq
+    segments = []
+    for cut in plan.touching(first):
+        if cut.batch_pk is None:  # numbered once sealed, so dissolving leaves no gap
+            placeholder = f"{ctx.run.run_id}/forming-{uuid.uuid4().hex}"
+            cut.batch_pk = ctx.store.open_batch(ctx.run.pk, placeholder, plan.owner, lease)
+        segments.append((cut.batch_pk, max(cut.first, first), min(cut.last, last)))
+    return FormingItems(plan.owner, lease, segments)
 
 
 def _commit_slice(
@@ -203,6 +227,7 @@ def _commit_slice(
     complete: bool,
     on_progress: Callable[[int], None] | None,
     source_parts: list[SourcePart] | None,
+    forming: FormingItems | None,
 ) -> bool:
     """Record a slice's items and the source position after it, in one transaction; False
     if another worker recorded this slice first."""
@@ -215,6 +240,7 @@ def _commit_slice(
             checkpoint=checkpoint,
             complete=complete,
             source_parts=source_parts,
+            forming=forming,
         )
     except DuplicateItemError as exc:
         where = next((it.seq for it in batch if it.item_id == exc.item_id), None)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import BinaryIO
 
+from batchor.engine.claims import lease_seconds, owner_gone, this_process
 from batchor.engine.context import RunContext, log
-from batchor.engine.plan import Cut, PackPlan
+from batchor.engine.plan import Cut, PackPlan, drop_plan
 from batchor.errors import RunStateError
+from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord, PendingItem
 
 _PAGE = 5_000
@@ -90,7 +92,8 @@ def pack(ctx: RunContext, max_batches: int | None = None) -> int:
     plan = ctx.plan
     if plan is not None and plan.ready:
         return _pack_planned(ctx, plan, max_batches)
-    ctx.plan = None  # not trusted, or not whole: the store says what is pending
+    drop_plan(ctx)  # not trusted, or not whole: the store says what is pending
+    dissolve_forming(ctx, force=False)
     made = 0
     too_large: list[tuple[int, str]] = []
     with ExitStack() as stack:
@@ -132,19 +135,39 @@ def _pack_planned(ctx: RunContext, plan: PackPlan, max_batches: int | None) -> i
         with ExitStack() as stack:
             builder = _BatchBuilder(ctx, _SliceCopier(ctx, stack))
             try:
-                builder.take(cut)
+                builder.take(cut, plan.owner)
             except BaseException:
                 builder.abort()
                 raise
             recorded = builder.close()
         plan.cuts.popleft()
         if not recorded:
-            ctx.plan = None
+            drop_plan(ctx)
             break
         made += recorded
     if not plan.cuts:
         ctx.plan = None  # done: packing reads the store from now on (retries)
     return made
+
+
+def dissolve_forming(ctx: RunContext, *, force: bool) -> int:
+    """Dissolve the run's ``forming`` batches no live plan will seal, their items back to
+    pending; returns how many. A batch is abandoned when its owner is gone, is of this
+    process (whose plan would be packing it instead) or let its lease lapse; with
+    ``force`` (the run is cancelled or past its deadline), every one is dissolved."""
+    now = time.time()
+    dissolved = 0
+    for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.FORMING]):
+        claimant, lease = batch.claimed_by, batch.lease_until
+        if not force and not (
+            lease is None or lease < now or owner_gone(claimant) or this_process(claimant)
+        ):
+            continue
+        moved = ctx.store.dissolve_batch(batch.pk, None if force else lease)
+        if moved is not None:
+            dissolved += 1
+            log.info("a forming batch was dissolved: its %d items are pending again", moved)
+    return dissolved
 
 
 def _sendable(ctx: RunContext, too_large: list[tuple[int, str]]) -> Iterator[PendingItem]:
@@ -183,6 +206,7 @@ class _BatchBuilder:
         self._ctx = ctx
         self._copier = copier
         self._range: tuple[int, int, int] | None = None  # slice, start, end not yet copied
+        self._forming: tuple[int, str] | None = None  # a planned batch: its pk and owner
         number = ctx.store.allocate_batch_number(ctx.run.pk)
         self.batch_key = f"{ctx.run.run_id}/{number:06d}"
         self.artifact = f"{ctx.batch_dir(self.batch_key)}/input.jsonl"
@@ -223,8 +247,11 @@ class _BatchBuilder:
         self.size += item.req_length
         self.tokens += tokens
 
-    def take(self, cut: Cut) -> None:
-        """Write a planned batch: its items' byte ranges, copied as they are."""
+    def take(self, cut: Cut, owner: str) -> None:
+        """Write a planned batch: its items' byte ranges, copied as they are (``owner``
+        forms it in the store)."""
+        if cut.batch_pk is not None:
+            self._forming = (cut.batch_pk, owner)
         for number, start, end in cut.ranges:
             self._copier.copy(number, start, end, self._write)
         self.ranges.extend((number, start, end) for number, start, end in cut.ranges)
@@ -260,15 +287,30 @@ class _BatchBuilder:
                 ).encode()
             )
         settings = self._ctx.settings
-        record = self._ctx.store.record_batch(
-            self._ctx.run.pk,
-            self.batch_key,
-            self.artifact,
-            self.seqs,
-            self.size,
-            est_tokens=self.tokens,
-            quota_scope=settings.quota_scope if settings.token_limit is not None else None,
-        )
+        scope = settings.quota_scope if settings.token_limit is not None else None
+        if self._forming is not None:
+            batch_pk, owner = self._forming
+            record = self._ctx.store.seal_batch(
+                batch_pk,
+                owner,
+                batch_key=self.batch_key,
+                input_artifact=self.artifact,
+                request_count=len(self.seqs),
+                input_bytes=self.size,
+                est_tokens=self.tokens,
+                quota_scope=scope,
+                lease_until=time.time() + lease_seconds(),
+            )
+        else:
+            record = self._ctx.store.record_batch(
+                self._ctx.run.pk,
+                self.batch_key,
+                self.artifact,
+                self.seqs,
+                self.size,
+                est_tokens=self.tokens,
+                quota_scope=scope,
+            )
         if record is None:
             self._ctx.artifacts.delete(self.artifact)
             self._ctx.artifacts.delete(manifest)

@@ -3,14 +3,17 @@
 Packing reads the pending items back from the store, in seq order, and cuts them into
 batches toward the provider's limits. A run this process ingests whole has just seen every
 one of those items in that order, so `PackPlan` makes the same cuts as the items are
-ingested, and the run's first packing writes each batch from the slices' byte ranges
-without reading a row back.
+ingested. Each cut is a ``forming`` batch in the store from its first slice on, and its
+items are born in it (``queued``, never ``pending``: no row is rewritten to pack them); the
+run's first packing writes each batch from the slices' byte ranges, without reading a row
+back, and seals it ``prepared``.
 
 It is a shortcut and nothing more: it holds a few numbers per batch (no state per item),
-is lost with the process, and is dropped, packing then reading the store as before,
-whenever the store may disagree with it: an item that alone exceeds a limit (packing fails
-it), a slice another worker recorded, a batch whose items were not all still pending when
-it was recorded (the store refuses such a batch whole).
+is lost with the process, and is dropped, its forming batches dissolved (their items back
+to pending) and packing then reading the store as before, whenever the store may disagree
+with it: an item that alone exceeds a limit (packing fails it), a slice another worker
+recorded, a batch dissolved by another worker (its owner looked gone, or the run was
+cancelled). A forming batch whose owner died is dissolved by the next worker to pack.
 """
 
 from __future__ import annotations
@@ -20,28 +23,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from batchor.engine.context import log
 from batchor.stores.records import NewItem
 
 if TYPE_CHECKING:
-    from batchor.engine.context import RunSettings
+    from batchor.engine.context import RunContext, RunSettings
 
 
 @dataclass(slots=True)
 class Cut:
-    """One planned batch: the consecutive items ``first`` to ``last``, and where their
-    request lines are (``[slice, start, end]`` byte ranges, in order)."""
+    """One planned batch: the consecutive items ``first`` to ``last``, where their
+    request lines are (``[slice, start, end]`` byte ranges, in order), and its forming
+    batch in the store once opened."""
 
     first: int
     last: int
     size: int = 0
     tokens: int = 0
     ranges: list[list[int]] = field(default_factory=list)
+    batch_pk: int | None = None
 
 
 class PackPlan:
     """The batches packing would cut from the items ingested so far, cut as they come."""
 
-    def __init__(self, settings: RunSettings, next_seq: int = 1) -> None:
+    def __init__(self, settings: RunSettings, owner: str, next_seq: int = 1) -> None:
+        self.owner = owner
+        """Who forms the plan's batches in the store (`batchor.engine.claims.owner`)."""
         self._max_requests = settings.max_requests
         self._max_bytes = settings.max_bytes
         self._token_limit = settings.token_limit
@@ -90,6 +98,20 @@ class PackPlan:
                 cut.ranges.append([item.req_slice, start, end])
         self._open = cut
 
+    def touching(self, first_seq: int) -> list[Cut]:
+        """The cuts holding items from ``first_seq`` on (a slice's), first first."""
+        found = [self._open] if self._open is not None else []
+        for cut in reversed(self.cuts):
+            if cut.last < first_seq:
+                break
+            found.append(cut)
+        return found[::-1]
+
+    def opened(self) -> list[Cut]:
+        """The cuts with a forming batch in the store."""
+        cuts = [*self.cuts, *([self._open] if self._open is not None else [])]
+        return [cut for cut in cuts if cut.batch_pk is not None]
+
     def finish(self) -> None:
         """The source is ingested whole: the open cut is the last batch."""
         if self._open is not None:
@@ -101,3 +123,14 @@ class PackPlan:
     def ready(self) -> bool:
         """Whether packing may take its batches from the plan."""
         return self.valid and self.complete
+
+
+def drop_plan(ctx: RunContext) -> None:
+    """Stop trusting the context's plan, if it has one: its forming batches are dissolved
+    (their items back to pending, for packing from the store)."""
+    plan, ctx.plan = ctx.plan, None
+    if plan is None:
+        return
+    for cut in plan.opened():
+        if cut.batch_pk is not None and ctx.store.dissolve_batch(cut.batch_pk) is not None:
+            log.info("a planned batch from item %d is dropped: its items are pending", cut.first)

@@ -7,14 +7,15 @@ worker driving the same run can never submit or collect the same item twice.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from batchor.states import BatchStatus, ItemStatus, RunStatus
 from batchor.stores.finishing import FinishStore
+from batchor.stores.packing import PackingStore
 from batchor.stores.records import (
     BatchError,
     BatchRecord,
+    FormingItems,
     ItemOutcome,
     ItemRow,
     NewItem,
@@ -32,6 +33,7 @@ __all__ = [
     "FINISH_SYNC",
     "BatchError",
     "BatchRecord",
+    "FormingItems",
     "ItemOutcome",
     "ItemRow",
     "NewItem",
@@ -55,7 +57,7 @@ FINISH_MODE_CAPPED = "capped"
 """`RunRecord.finish_mode` once the synchronous cap ended that (the rest goes in batches)."""
 
 
-class StateStore(FinishStore, Protocol):
+class StateStore(FinishStore, PackingStore, Protocol):
     """The control plane batchor keeps runs, items and batches in."""
 
     thread_safe: bool
@@ -141,46 +143,16 @@ class StateStore(FinishStore, Protocol):
         checkpoint: str | None,
         complete: bool,
         source_parts: Sequence[SourcePart] | None = None,
+        forming: FormingItems | None = None,
     ) -> bool:
         """Accept a slice of items and the source position after it, in one transaction
-        (with where each source part starts, when that changed). False, and nothing
-        recorded, if another worker ingested past this slice's start first.
+        (with where each source part starts, when that changed). Items go in ``pending``,
+        or with ``forming`` ``queued`` in the batches being cut (see `FormingItems`).
+        False, and nothing recorded, if another worker ingested past this slice's start
+        first.
 
         Raises:
             DuplicateItemError: an item_id is already in the run.
-        """
-        ...
-
-    # packing
-    def packing(self, run_pk: int) -> AbstractContextManager[bool]:
-        """Whether this worker may pack the run now, held until the block ends: of several
-        workers driving one run, at most one packs at a time (the others skip packing this
-        step instead of packing the same pending items). On Postgres a session-level lock
-        the server frees if the worker dies; on SQLite always True (its write lock already
-        serialises packers)."""
-        ...
-
-    def pending_items(self, run_pk: int, after_seq: int, limit: int) -> list[PendingItem]:
-        """Pending items in seq order after ``after_seq``."""
-        ...
-
-    def allocate_batch_number(self, run_pk: int) -> int:
-        """Reserve the run's next batch number."""
-        ...
-
-    def record_batch(
-        self,
-        run_pk: int,
-        batch_key: str,
-        input_artifact: str,
-        seqs: Sequence[int],
-        input_bytes: int,
-        est_tokens: int | None = None,
-        quota_scope: str | None = None,
-    ) -> BatchRecord | None:
-        """Record a packed batch (``prepared``) and move its items pending -> queued.
-
-        Returns ``None`` (and changes nothing) if any item was no longer pending.
         """
         ...
 

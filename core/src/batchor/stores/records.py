@@ -3,7 +3,7 @@ store (no JSON text for the engine to parse), and free of any database library."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
@@ -139,6 +139,18 @@ class NewItem(NamedTuple):
     metadata: str | None = None
     """The item's metadata as compact JSON text: a payload the store keeps and results hand
     back, never read by the engine."""
+
+
+class FormingItems(NamedTuple):
+    """Where a slice's items go when they are born in batches cut while ingesting
+    (`BatchStatus.FORMING`): ``segments`` are ``(batch_pk, first seq, last seq)``, each
+    a run of the slice's items that goes ``queued`` in that batch, if it is still forming
+    under ``owner`` (else they go in ``pending``). ``lease_until`` renews every batch the
+    owner is forming in the run."""
+
+    owner: str
+    lease_until: float
+    segments: Sequence[tuple[int, int, int]]
 
 
 class PendingItem(NamedTuple):

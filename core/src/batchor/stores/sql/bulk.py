@@ -11,6 +11,30 @@ from typing import Any, cast
 
 from sqlalchemy.engine import Connection
 
+Placement = tuple[int | None, int, int]
+"""A run of a slice's new items: their batch (``None``: pending) and their indexes
+``[start, end)`` in the slice."""
+
+
+def placements(
+    first_seq: int, count: int, segments: Sequence[tuple[int, int, int]]
+) -> list[Placement]:
+    """Where the ``count`` new items from seq ``first_seq`` on go: each ``(batch_pk,
+    first seq, last seq)`` segment in its batch, the rest pending, as runs in seq order."""
+    placed: list[Placement] = []
+    at = 0
+    for batch_pk, first, last in sorted(segments, key=itemgetter(1)):
+        start, end = max(first - first_seq, at), min(last - first_seq + 1, count)
+        if start >= end:
+            continue
+        if start > at:
+            placed.append((None, at, start))
+        placed.append((batch_pk, start, end))
+        at = end
+    if at < count:
+        placed.append((None, at, count))
+    return placed
+
 
 def is_postgres(conn: Connection) -> bool:
     """Whether ``conn`` is on Postgres (whose bulk writes go through `postgres`'s COPY and

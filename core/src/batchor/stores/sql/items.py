@@ -11,25 +11,66 @@ from sqlalchemy.exc import IntegrityError
 
 from batchor.errors import DuplicateItemError
 from batchor.states import BatchStatus, ItemStatus
-from batchor.stores.records import BatchRecord, NewItem, PendingItem, SourcePart
+from batchor.stores.records import BatchRecord, FormingItems, NewItem, PendingItem, SourcePart
 from batchor.stores.schema import batches, items, runs
 from batchor.stores.sql import postgres
-from batchor.stores.sql.bulk import bulk, driver_cursor, is_postgres, runs_of
+from batchor.stores.sql.bulk import (
+    Placement,
+    bulk,
+    driver_cursor,
+    is_postgres,
+    placements,
+    runs_of,
+)
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
 from batchor.stores.sql.rows import batch_record, parts_text
 from batchor.stores.sql.statements import (
     CHUNK,
     INSERT_ITEM,
+    INSERT_QUEUED_ITEM,
     ITEM_INSERT_KEYS,
     QUEUE_RANGE,
     QUEUE_RANGE_KEYS,
+    QUEUED_ITEM_INSERT_KEYS,
     next_tick,
 )
+
+_FORMING = BatchStatus.FORMING.value
 
 
 class _Conflict(Exception):
     """Raised inside a transaction to roll it back when a compare-and-set lost."""
+
+
+def _form(
+    conn: sa.Connection, run_pk: int, new_items: Sequence[NewItem], forming: FormingItems
+) -> list[Placement]:
+    """Renew the owner's forming batches of the run, and place the slice's items: each
+    segment in its batch if the owner still forms it (its request count grows), else
+    pending."""
+    owner = forming.owner
+    mine = (batches.c.status == _FORMING, batches.c.claimed_by == owner)
+    conn.execute(
+        batches.update()
+        .where(batches.c.run_pk == run_pk, *mine)
+        .values(lease_until=forming.lease_until)
+    )
+    if not new_items:
+        return []
+    placed = placements(new_items[0].seq, len(new_items), forming.segments)
+    at = now()
+    for index, (batch_pk, start, end) in enumerate(placed):
+        if batch_pk is None:
+            continue
+        held = conn.execute(
+            batches.update()
+            .where(batches.c.pk == batch_pk, *mine)
+            .values(request_count=batches.c.request_count + (end - start), updated_at=at)
+        ).rowcount
+        if held != 1:  # dissolved meanwhile (the run was cancelled, say): pending
+            placed[index] = (None, start, end)
+    return placed
 
 
 class ItemOperations(SqlConnector):
@@ -45,9 +86,12 @@ class ItemOperations(SqlConnector):
         checkpoint: str | None,
         complete: bool,
         source_parts: Sequence[SourcePart] | None = None,
+        forming: FormingItems | None = None,
     ) -> bool:
         """Accept a slice of items and the source position after it, in one transaction
-        (with where each source part starts, when that changed).
+        (with where each source part starts, when that changed). Items go in ``pending``,
+        or with ``forming`` ``queued`` in the batches being cut that its owner still forms
+        (each batch's request count grows with them).
 
         Returns False, and records nothing, if the run's position is no longer the one this
         slice follows (another worker ingested it first).
@@ -79,11 +123,19 @@ class ItemOperations(SqlConnector):
                 ).rowcount
                 if moved != 1:
                     return False
+                placed: list[Placement] = [(None, 0, len(new_items))] if new_items else []
+                if forming is not None:
+                    placed = _form(conn, run_pk, new_items, forming)
                 if is_postgres(conn):
-                    postgres.copy_items(conn, run_pk, new_items)
-                elif new_items:
-                    rows = [(run_pk, *it) for it in new_items]
-                    bulk(conn, INSERT_ITEM, ITEM_INSERT_KEYS, rows)
+                    postgres.copy_items(conn, run_pk, new_items, placed)
+                    return True
+                for batch_pk, start, end in placed:
+                    if batch_pk is None:
+                        rows = [(run_pk, *it) for it in new_items[start:end]]
+                        bulk(conn, INSERT_ITEM, ITEM_INSERT_KEYS, rows)
+                    else:
+                        queued = [(run_pk, *it, batch_pk) for it in new_items[start:end]]
+                        bulk(conn, INSERT_QUEUED_ITEM, QUEUED_ITEM_INSERT_KEYS, queued)
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
         return True

@@ -25,17 +25,20 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from batchor.stores.base import ItemOutcome, NewItem
+    from batchor.stores.sql.bulk import Placement
 
 _PENDING = ItemStatus.PENDING.value
 _COMPLETED = ItemStatus.COMPLETED.value
 _FAILED = ItemStatus.FAILED.value
 _AWAITING = "(" + ", ".join(f"'{s}'" for s in AWAITING) + ")"
 
-# New items: status and attempts first, so a row is one tuple concatenation of a NewItem.
+# New items: status, attempts and batch first, so a row is one tuple concatenation of a
+# NewItem.
 _COPY_ITEMS = (
-    "COPY batchor_items (run_pk, status, attempts, seq, item_id, req_slice, req_offset,"
-    " req_length, req_hash, est_tokens, metadata) FROM STDIN"
+    "COPY batchor_items (run_pk, status, attempts, batch_pk, seq, item_id, req_slice,"
+    " req_offset, req_length, req_hash, est_tokens, metadata) FROM STDIN"
 )
+_QUEUED = ItemStatus.QUEUED.value
 
 _STAGE = "batchor_stage_outcomes"
 # Column types as in batchor_items, so a value the items cannot hold fails the COPY the way
@@ -167,22 +170,26 @@ def _as_sqlalchemy_errors(statement: str) -> Iterator[None]:
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
 
 
-def copy_items(conn: Connection, run_pk: int, new_items: Sequence[NewItem]) -> int:
-    """Insert new ``pending`` items with ``COPY``; returns how many.
+def copy_items(
+    conn: Connection, run_pk: int, new_items: Sequence[NewItem], placed: Sequence[Placement]
+) -> int:
+    """Insert new items with ``COPY``: each run of ``placed`` ``queued`` in its batch, or
+    ``pending`` where it names none; returns how many.
 
     Raises:
         sqlalchemy.exc.IntegrityError: an item id is already in the run (the rows written
             before it stay in the failed transaction, which the store rolls back).
     """
-    head = (run_pk, _PENDING, 0)
     with (
         _as_sqlalchemy_errors(_COPY_ITEMS),
         _driver(conn).cursor() as cur,
         cur.copy(_COPY_ITEMS) as copy,
     ):
         write = copy.write_row
-        for item in new_items:
-            write(head + item)
+        for batch_pk, start, end in placed:
+            head = (run_pk, _PENDING if batch_pk is None else _QUEUED, 0, batch_pk)
+            for item in new_items[start:end]:
+                write(head + item)
     return len(new_items)
 
 

@@ -38,6 +38,9 @@ ITEM_INSERT_KEYS = (
     "metadata",
 )
 INSERT_ITEM = items.insert().values(status=const(ItemStatus.PENDING.value), attempts=const(0))
+# New items born in a forming batch: the same fields, then the batch.
+INSERT_QUEUED_ITEM = items.insert().values(status=const(ItemStatus.QUEUED.value), attempts=const(0))
+QUEUED_ITEM_INSERT_KEYS = (*ITEM_INSERT_KEYS, "batch_pk")
 
 # Pending items of a run with seq in [b_first, b_last] -> queued in a batch.
 QUEUE_RANGE = (

@@ -7,6 +7,7 @@ from batchor.stores.sql.batches import BatchOperations
 from batchor.stores.sql.budget import BudgetOperations
 from batchor.stores.sql.collect import CollectOperations
 from batchor.stores.sql.finish import FinishOperations
+from batchor.stores.sql.forming import FormingOperations
 from batchor.stores.sql.items import ItemOperations
 from batchor.stores.sql.reads import ReadOperations
 from batchor.stores.sql.runs import RunOperations
@@ -16,6 +17,7 @@ from batchor.stores.sql.stops import StopOperations
 class SqlStateStore(
     RunOperations,
     ItemOperations,
+    FormingOperations,
     BatchOperations,
     CollectOperations,
     ReadOperations,

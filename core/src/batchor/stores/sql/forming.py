@@ -1,0 +1,110 @@
+"""The store's batches formed at ingestion: opened empty, filled as slices are recorded
+(`ItemOperations.add_items`), then sealed ``prepared`` by their owner or dissolved, their
+items back to pending. Sealing and dissolving are compare-and-sets on ``forming``."""
+
+from __future__ import annotations
+
+from batchor.states import BatchStatus, ItemStatus
+from batchor.stores.records import BatchRecord
+from batchor.stores.schema import batches, items
+from batchor.stores.sql.connector import SqlConnector, now
+from batchor.stores.sql.rows import batch_record
+
+_FORMING = BatchStatus.FORMING.value
+
+
+class FormingOperations(SqlConnector):
+    """Batches cut while their items are ingested."""
+
+    def open_batch(self, run_pk: int, placeholder: str, owner: str, lease_until: float) -> int:
+        """Record a new ``forming`` batch (no items, no input file yet) held by ``owner``
+        until ``lease_until``, keyed ``placeholder`` for now; returns its primary key."""
+        at = now()
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    batches.insert()
+                    .values(
+                        run_pk=run_pk,
+                        batch_key=placeholder,
+                        status=_FORMING,
+                        input_artifact="",
+                        request_count=0,
+                        input_bytes=0,
+                        claimed_by=owner,
+                        lease_until=lease_until,
+                        created_at=at,
+                        updated_at=at,
+                    )
+                    .returning(batches.c.pk)
+                ).scalar_one()
+            )
+
+    def seal_batch(
+        self,
+        batch_pk: int,
+        owner: str,
+        *,
+        batch_key: str,
+        input_artifact: str,
+        request_count: int,
+        input_bytes: int,
+        est_tokens: int | None,
+        quota_scope: str | None,
+        lease_until: float,
+    ) -> BatchRecord | None:
+        """``forming`` -> ``prepared``, under ``batch_key`` with its input file, if
+        ``owner`` forms it with exactly ``request_count`` items; the owner's other forming
+        batches of the run are held until ``lease_until``."""
+        with self._write() as conn:
+            row = conn.execute(
+                batches.update()
+                .where(
+                    batches.c.pk == batch_pk,
+                    batches.c.status == _FORMING,
+                    batches.c.claimed_by == owner,
+                    batches.c.request_count == request_count,
+                )
+                .values(
+                    status=BatchStatus.PREPARED.value,
+                    batch_key=batch_key,
+                    input_artifact=input_artifact,
+                    input_bytes=input_bytes,
+                    est_tokens=est_tokens,
+                    quota_scope=quota_scope,
+                    claimed_by=None,
+                    lease_until=None,
+                    updated_at=now(),
+                )
+                .returning(*batches.c)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                batches.update()
+                .where(
+                    batches.c.run_pk == row.run_pk,
+                    batches.c.status == _FORMING,
+                    batches.c.claimed_by == owner,
+                )
+                .values(lease_until=lease_until)
+            )
+        return batch_record(row)
+
+    def dissolve_batch(self, batch_pk: int, lease_until: float | None = None) -> int | None:
+        """Delete a ``forming`` batch (while its lease is ``lease_until``, if given) and
+        return its queued items to ``pending``; how many, or ``None`` if it was no longer
+        forming."""
+        guard = [batches.c.pk == batch_pk, batches.c.status == _FORMING]
+        if lease_until is not None:
+            guard.append(batches.c.lease_until == lease_until)
+        with self._write() as conn:
+            if conn.execute(batches.delete().where(*guard)).rowcount != 1:
+                return None
+            return int(
+                conn.execute(
+                    items.update()
+                    .where(items.c.batch_pk == batch_pk, items.c.status == ItemStatus.QUEUED.value)
+                    .values(status=ItemStatus.PENDING.value, batch_pk=None)
+                ).rowcount
+            )
