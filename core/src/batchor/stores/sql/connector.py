@@ -40,8 +40,7 @@ class SqlConnector:
         if engine.dialect.name == "sqlite":
             _configure_sqlite(engine)
         elif engine.dialect.driver == "psycopg":
-            # Text Postgres cannot hold (NUL, lone surrogates) is escaped by the driver.
-            sa.event.listen(engine, "connect", lambda conn, _rec: register_postgres_adapters(conn))
+            sa.event.listen(engine, "connect", _on_postgres_connect)
         if migrate:  # read-only users open a store as it is (`open_store(create=False)`)
             upgrade(engine)
 
@@ -83,3 +82,14 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         immediate = conn.info.pop("batchor_write", False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _on_postgres_connect(dbapi_conn: Any, _record: Any) -> None:
+    """Set up a new psycopg connection: text Postgres cannot hold (NUL, lone surrogates) is
+    escaped by the driver, and no statement is prepared on the server. After five runs a
+    prepared statement may be given a generic plan, made without its values; on a table
+    filled since its last ANALYZE (a run's items, always) that plan read a chunk's items
+    through the wrong index and made applying a batch's outcomes cost twice as much. Every
+    statement is planned for its own values instead (a fraction of a millisecond each)."""
+    register_postgres_adapters(dbapi_conn)
+    dbapi_conn.prepare_threshold = None
