@@ -11,7 +11,8 @@ items and outcomes with COPY and claims with SKIP LOCKED by itself). Run by hand
     uv run python bench/pg_speed.py --one postgres --items 100000 --timings
     uv run python bench/pg_speed.py --one postgres --items 100000 --profile pg.prof
 
-``--timings`` (with ``--one``) adds the wall seconds spent in each of the store's main methods.
+``--timings`` (with ``--one``) adds the wall seconds spent in each of the store's main methods,
+and how many times each was called.
 To compare an older store (the per-row executemany path of commit b2bb447, before COPY), run
 the same bench on that tree's package; this file needs only the public API:
 
@@ -76,6 +77,9 @@ _TIMED = (
     "pending_items",
     "allocate_batch_number",
     "record_batch",
+    "open_batch",
+    "seal_batch",
+    "dissolve_batch",
     "mark_submitted",
     "apply_outcomes",
     "requeue_unanswered",
@@ -88,8 +92,9 @@ _TIMED = (
 )
 
 
-def timed(store: Any, spent: dict[str, float]) -> Any:
-    """Wrap the store's main methods to add their wall time (any thread) to ``spent``."""
+def timed(store: Any, spent: dict[str, float], calls: dict[str, int]) -> Any:
+    """Wrap the store's main methods to add their wall time (any thread) to ``spent``, and
+    count their calls in ``calls``."""
     for name in _TIMED:
         method = getattr(store, name, None)
         if method is None:
@@ -101,6 +106,7 @@ def timed(store: Any, spent: dict[str, float]) -> Any:
                 return _m(*args, **kwargs)
             finally:
                 spent[_n] = spent.get(_n, 0.0) + time.perf_counter() - t
+                calls[_n] = calls.get(_n, 0) + 1
 
         setattr(store, name, wrapper)
     return store
@@ -130,10 +136,11 @@ def one(store_kind: str, items: int, profile: str | None, timings: bool) -> dict
                     conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
                 store = f"{PG_URL}?options=-csearch_path%3D{schema}"
             spent: dict[str, float] = {}
+            calls: dict[str, int] = {}
             if timings:
                 from batchor.stores.open import open_store
 
-                store = timed(open_store(store), spent)
+                store = timed(open_store(store), spent, calls)
             job = BatchJob(
                 items=JsonlItemSource(source, id_field="id"),
                 build_prompt=build_prompt,
@@ -176,6 +183,7 @@ def one(store_kind: str, items: int, profile: str | None, timings: bool) -> dict
         "batches": emulator["batches_created"],
         "max_per_key": max(emulator["per_key"].values(), default=0),
         "store_seconds": {k: round(v, 2) for k, v in sorted(spent.items())},
+        "store_calls": dict(sorted(calls.items())),
     }
 
 
