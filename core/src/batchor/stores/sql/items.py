@@ -28,11 +28,10 @@ from batchor.stores.sql.rows import batch_record, parts_text
 from batchor.stores.sql.statements import (
     CHUNK,
     INSERT_ITEM,
-    INSERT_QUEUED_ITEM,
     ITEM_INSERT_KEYS,
     QUEUE_RANGE,
     QUEUE_RANGE_KEYS,
-    QUEUED_ITEM_INSERT_KEYS,
+    insert_queued_item,
     next_tick,
 )
 
@@ -130,12 +129,9 @@ class ItemOperations(SqlConnector):
                     postgres.copy_items(conn, run_pk, new_items, placed)
                     return True
                 for batch_pk, start, end in placed:
-                    if batch_pk is None:
-                        rows = [(run_pk, *it) for it in new_items[start:end]]
-                        bulk(conn, INSERT_ITEM, ITEM_INSERT_KEYS, rows)
-                    else:
-                        queued = [(run_pk, *it, batch_pk) for it in new_items[start:end]]
-                        bulk(conn, INSERT_QUEUED_ITEM, QUEUED_ITEM_INSERT_KEYS, queued)
+                    rows = [(run_pk, *it) for it in new_items[start:end]]
+                    insert = INSERT_ITEM if batch_pk is None else insert_queued_item(batch_pk)
+                    bulk(conn, insert, ITEM_INSERT_KEYS, rows)
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
         return True

@@ -38,9 +38,15 @@ ITEM_INSERT_KEYS = (
     "metadata",
 )
 INSERT_ITEM = items.insert().values(status=const(ItemStatus.PENDING.value), attempts=const(0))
-# New items born in a forming batch: the same fields, then the batch.
-INSERT_QUEUED_ITEM = items.insert().values(status=const(ItemStatus.QUEUED.value), attempts=const(0))
-QUEUED_ITEM_INSERT_KEYS = (*ITEM_INSERT_KEYS, "batch_pk")
+
+
+def insert_queued_item(batch_pk: int) -> Any:
+    """New items born in the forming batch ``batch_pk``: rows as `INSERT_ITEM`'s (the batch
+    written into the statement, so each row reaches the driver as it is)."""
+    return items.insert().values(
+        status=const(ItemStatus.QUEUED.value), attempts=const(0), batch_pk=const(batch_pk)
+    )
+
 
 # Pending items of a run with seq in [b_first, b_last] -> queued in a batch.
 QUEUE_RANGE = (
