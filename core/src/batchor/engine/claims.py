@@ -13,7 +13,8 @@ import platform
 import threading
 
 _HOST = platform.node().replace(":", "-")
-#: How long a collect claim holds without being renewed (renewed after every chunk).
+#: How long a collect claim holds without being renewed (renewed after every chunk), and a
+#: worker's hold on the batches it forms while ingesting (renewed with every slice and seal).
 DEFAULT_LEASE_SECONDS = 60.0
 
 
@@ -24,7 +25,7 @@ def owner() -> str:
 
 
 def lease_seconds() -> float:
-    """The collect lease: ``$BATCHOR_LEASE_SECONDS``, else 60 s."""
+    """The lease of claims and forming batches: ``$BATCHOR_LEASE_SECONDS``, else 60 s."""
     raw = os.environ.get("BATCHOR_LEASE_SECONDS")
     return float(raw) if raw else DEFAULT_LEASE_SECONDS
 

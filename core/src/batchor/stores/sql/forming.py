@@ -4,6 +4,8 @@ items back to pending. Sealing and dissolving are compare-and-sets on ``forming`
 
 from __future__ import annotations
 
+from sqlalchemy.engine import Connection
+
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.records import BatchRecord
 from batchor.stores.schema import batches, items
@@ -11,6 +13,19 @@ from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import batch_record
 
 _FORMING = BatchStatus.FORMING.value
+
+
+def renew(conn: Connection, run_pk: int, owner: str, lease_until: float) -> None:
+    """Hold every batch ``owner`` is forming in the run until ``lease_until``."""
+    conn.execute(
+        batches.update()
+        .where(
+            batches.c.run_pk == run_pk,
+            batches.c.status == _FORMING,
+            batches.c.claimed_by == owner,
+        )
+        .values(lease_until=lease_until)
+    )
 
 
 class FormingOperations(SqlConnector):
@@ -80,15 +95,7 @@ class FormingOperations(SqlConnector):
             ).first()
             if row is None:
                 return None
-            conn.execute(
-                batches.update()
-                .where(
-                    batches.c.run_pk == row.run_pk,
-                    batches.c.status == _FORMING,
-                    batches.c.claimed_by == owner,
-                )
-                .values(lease_until=lease_until)
-            )
+            renew(conn, row.run_pk, owner, lease_until)
         return batch_record(row)
 
     def dissolve_batch(self, batch_pk: int, lease_until: float | None = None) -> int | None:

@@ -24,6 +24,7 @@ from batchor.stores.sql.bulk import (
 )
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
+from batchor.stores.sql.forming import renew
 from batchor.stores.sql.rows import batch_record, parts_text
 from batchor.stores.sql.statements import (
     CHUNK,
@@ -48,13 +49,8 @@ def _form(
     """Renew the owner's forming batches of the run, and place the slice's items: each
     segment in its batch if the owner still forms it (its request count grows), else
     pending."""
-    owner = forming.owner
-    mine = (batches.c.status == _FORMING, batches.c.claimed_by == owner)
-    conn.execute(
-        batches.update()
-        .where(batches.c.run_pk == run_pk, *mine)
-        .values(lease_until=forming.lease_until)
-    )
+    renew(conn, run_pk, forming.owner, forming.lease_until)
+    mine = (batches.c.status == _FORMING, batches.c.claimed_by == forming.owner)
     if not new_items:
         return []
     placed = placements(new_items[0].seq, len(new_items), forming.segments)
