@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -308,12 +309,13 @@ def _formed_elsewhere(
 def test_a_forming_batch_of_a_live_worker_elsewhere_is_left_until_its_lease_lapses(
     runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ctx = _formed_elsewhere(runner, emu, monkeypatch, "elsewhere:1:1", "0.5")
+    ctx = _formed_elsewhere(runner, emu, monkeypatch, "elsewhere:1:1", "60")
     assert len(forming(ctx)) == 3
     assert pack(ctx) == 0  # its owner may still seal them
     assert len(forming(ctx)) == 3
     assert {row.status for row in item_rows(ctx)} == {ItemStatus.QUEUED}
-    time.sleep(0.6)
+    later = time.time() + 61  # this worker's clock, past the lease
+    monkeypatch.setattr("batchor.engine.pack.time", SimpleNamespace(time=lambda: later))
     assert pack(ctx) == 3  # lapsed: dissolved, and packed from the store
     assert forming(ctx) == []
     assert [(b.batch_key, b.request_count) for b in all_batches(ctx)] == [
