@@ -107,10 +107,10 @@ class PackPlan:
             found.append(cut)
         return found[::-1]
 
-    def opened(self) -> list[Cut]:
-        """The cuts with a forming batch in the store."""
+    def forming_batches(self) -> list[int]:
+        """The primary keys of the plan's forming batches in the store."""
         cuts = [*self.cuts, *([self._open] if self._open is not None else [])]
-        return [cut for cut in cuts if cut.batch_pk is not None]
+        return [cut.batch_pk for cut in cuts if cut.batch_pk is not None]
 
     def finish(self) -> None:
         """The source is ingested whole: the open cut is the last batch."""
@@ -131,6 +131,7 @@ def drop_plan(ctx: RunContext) -> None:
     plan, ctx.plan = ctx.plan, None
     if plan is None:
         return
-    for cut in plan.opened():
-        if cut.batch_pk is not None and ctx.store.dissolve_batch(cut.batch_pk) is not None:
-            log.info("a planned batch from item %d is dropped: its items are pending", cut.first)
+    for batch_pk in plan.forming_batches():
+        moved = ctx.store.dissolve_batch(batch_pk)
+        if moved is not None:
+            log.info("a planned batch is dropped: its %d items are pending again", moved)

@@ -4,11 +4,14 @@ items back to pending. Sealing and dissolving are compare-and-sets on ``forming`
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.engine import Connection
 
 from batchor.states import BatchStatus, ItemStatus
-from batchor.stores.records import BatchRecord
+from batchor.stores.records import BatchRecord, FormingItems, NewItem
 from batchor.stores.schema import batches, items
+from batchor.stores.sql.bulk import Placement, placements
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import batch_record
 
@@ -26,6 +29,34 @@ def renew(conn: Connection, run_pk: int, owner: str, lease_until: float) -> None
         )
         .values(lease_until=lease_until)
     )
+
+
+def place_items(
+    conn: Connection, run_pk: int, new_items: Sequence[NewItem], forming: FormingItems
+) -> list[Placement]:
+    """Renew the owner's forming batches of the run, and place a slice's new items: each
+    segment in its batch if the owner still forms it (its request count grows), else
+    pending (dissolved meanwhile: the run was cancelled, say)."""
+    renew(conn, run_pk, forming.owner, forming.lease_until)
+    if not new_items:
+        return []
+    placed = placements(new_items[0].seq, len(new_items), forming.segments)
+    at = now()
+    for index, (batch_pk, start, end) in enumerate(placed):
+        if batch_pk is None:
+            continue
+        held = conn.execute(
+            batches.update()
+            .where(
+                batches.c.pk == batch_pk,
+                batches.c.status == _FORMING,
+                batches.c.claimed_by == forming.owner,
+            )
+            .values(request_count=batches.c.request_count + (end - start), updated_at=at)
+        ).rowcount
+        if held != 1:
+            placed[index] = (None, start, end)
+    return placed
 
 
 class FormingOperations(SqlConnector):

@@ -19,12 +19,11 @@ from batchor.stores.sql.bulk import (
     bulk,
     driver_cursor,
     is_postgres,
-    placements,
     runs_of,
 )
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
-from batchor.stores.sql.forming import renew
+from batchor.stores.sql.forming import place_items
 from batchor.stores.sql.rows import batch_record, parts_text
 from batchor.stores.sql.statements import (
     CHUNK,
@@ -36,36 +35,9 @@ from batchor.stores.sql.statements import (
     next_tick,
 )
 
-_FORMING = BatchStatus.FORMING.value
-
 
 class _Conflict(Exception):
     """Raised inside a transaction to roll it back when a compare-and-set lost."""
-
-
-def _form(
-    conn: sa.Connection, run_pk: int, new_items: Sequence[NewItem], forming: FormingItems
-) -> list[Placement]:
-    """Renew the owner's forming batches of the run, and place the slice's items: each
-    segment in its batch if the owner still forms it (its request count grows), else
-    pending."""
-    renew(conn, run_pk, forming.owner, forming.lease_until)
-    mine = (batches.c.status == _FORMING, batches.c.claimed_by == forming.owner)
-    if not new_items:
-        return []
-    placed = placements(new_items[0].seq, len(new_items), forming.segments)
-    at = now()
-    for index, (batch_pk, start, end) in enumerate(placed):
-        if batch_pk is None:
-            continue
-        held = conn.execute(
-            batches.update()
-            .where(batches.c.pk == batch_pk, *mine)
-            .values(request_count=batches.c.request_count + (end - start), updated_at=at)
-        ).rowcount
-        if held != 1:  # dissolved meanwhile (the run was cancelled, say): pending
-            placed[index] = (None, start, end)
-    return placed
 
 
 class ItemOperations(SqlConnector):
@@ -120,7 +92,7 @@ class ItemOperations(SqlConnector):
                     return False
                 placed: list[Placement] = [(None, 0, len(new_items))] if new_items else []
                 if forming is not None:
-                    placed = _form(conn, run_pk, new_items, forming)
+                    placed = place_items(conn, run_pk, new_items, forming)
                 if is_postgres(conn):
                     postgres.copy_items(conn, run_pk, new_items, placed)
                     return True
