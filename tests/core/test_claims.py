@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from batchor import BatchJob, BatchLimits, BatchRunner, OpenAIProviderConfig
+from batchor import BatchJob, BatchLimits, BatchRunner, ConfigurationError, OpenAIProviderConfig
 from batchor.engine import claims
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord
@@ -78,6 +78,18 @@ def test_the_lease_is_sixty_seconds_unless_the_environment_says_otherwise(
     assert claims.lease_seconds() == 60.0
     monkeypatch.setenv("BATCHOR_LEASE_SECONDS", "2.5")
     assert claims.lease_seconds() == 2.5
+
+
+@pytest.mark.parametrize("raw", ["soon", "0", "-5", "nan", "inf"])
+def test_a_lease_that_is_not_a_positive_number_of_seconds_is_named(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("BATCHOR_LEASE_SECONDS", raw)
+    with pytest.raises(ConfigurationError) as caught:
+        claims.lease_seconds()
+    assert str(caught.value) == (
+        f"BATCHOR_LEASE_SECONDS must be a positive number of seconds, got {raw!r}"
+    )
 
 
 def test_this_process_recognises_its_own_threads_only() -> None:

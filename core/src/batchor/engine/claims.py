@@ -8,9 +8,12 @@ once, so a worker restarted after a crash does not wait out its own old lease.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import threading
+
+from batchor.errors import ConfigurationError
 
 _HOST = platform.node().replace(":", "-")
 #: How long a collect claim holds without being renewed (renewed after every chunk), and a
@@ -25,9 +28,23 @@ def owner() -> str:
 
 
 def lease_seconds() -> float:
-    """The lease of claims and forming batches: ``$BATCHOR_LEASE_SECONDS``, else 60 s."""
+    """The lease of claims and forming batches: ``$BATCHOR_LEASE_SECONDS``, else 60 s.
+
+    Raises:
+        ConfigurationError: the variable is not a positive number of seconds.
+    """
     raw = os.environ.get("BATCHOR_LEASE_SECONDS")
-    return float(raw) if raw else DEFAULT_LEASE_SECONDS
+    if not raw:
+        return DEFAULT_LEASE_SECONDS
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise ConfigurationError(
+            f"BATCHOR_LEASE_SECONDS must be a positive number of seconds, got {raw!r}"
+        )
+    return seconds
 
 
 def this_process(claimant: str | None) -> bool:
