@@ -36,6 +36,54 @@ def test_the_schema_can_be_taken_down_to_nothing_and_up_again(store_url: str) ->
         store.close()
 
 
+def test_dropping_the_items_key_to_their_run_keeps_every_item(store_url: str) -> None:
+    # 0009 drops the items' foreign key to the run (SQLite copies the table to do it): a
+    # store upgraded from 0008 holds the same items, and deleting a run still takes them.
+    from batchor.errors import DuplicateItemError
+    from batchor.stores.base import ItemOutcome, NewItem
+    from batchor.stores.migrate import downgrade, upgrade
+
+    store = open_store(store_url)
+    try:
+        downgrade(store.engine, "0008")
+        record, _ = store.create_run("old", CONFIG, "fp")
+        other, _ = store.create_run("other", CONFIG, "fp")
+        new = [NewItem(s, f"i{s}", 0, s * 10, 10, "h", 5, '{"m": 1}') for s in range(1, 6)]
+        for run_pk in (record.pk, other.pk):
+            assert store.add_items(
+                run_pk, new, next_slice=1, ingested_count=5, checkpoint=None, complete=False
+            )
+        batch = store.record_batch(record.pk, "old/000001", "in.jsonl", [1, 2, 3], 1)
+        assert batch is not None
+        assert store.mark_submitted(batch.pk, "b1", "in_progress")
+        lines = [
+            ItemOutcome(1, "completed", "one", None, None, False, 3, 2),
+            ItemOutcome(2, "failed", None, "invalid", "no", False),
+        ]
+        assert store.apply_outcomes(record.pk, batch.pk, lines, max_attempts=3) == 2
+        before = store.item_rows(record.pk, 0, 10)
+        upgrade(store.engine)
+        assert store_revision(store_url) == "0009"
+        assert store.item_rows(record.pk, 0, 10) == before
+        assert [r.status.value for r in before] == [
+            "completed",
+            "failed",
+            "submitted",
+            "pending",
+            "pending",
+        ]
+        store.delete_run(record.pk)
+        with store.engine.connect() as conn:
+            left = conn.execute(sa.text("SELECT DISTINCT run_pk FROM batchor_items")).all()
+        assert left == [(other.pk,)]
+        with pytest.raises(DuplicateItemError):  # the run's item ids are still unique
+            store.add_items(
+                other.pk, new[:1], next_slice=2, ingested_count=6, checkpoint=None, complete=True
+            )
+    finally:
+        store.close()
+
+
 # ---- opening ----------------------------------------------------------------------------
 
 

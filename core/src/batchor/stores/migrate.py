@@ -16,7 +16,7 @@ VERSION_TABLE = "batchor_alembic_version"
 # The newest revision in migrations/versions (a test checks it against Alembic's own view).
 # Known statically so that opening an up-to-date store does not import Alembic, which
 # costs a few hundred milliseconds in every short-lived process (CLI commands, tasks).
-HEAD_REVISION = "0008"
+HEAD_REVISION = "0009"
 # The Postgres advisory lock migrations hold (any constant; "batchor" in ASCII).
 _LOCK_KEY = 0x62617463686F72
 
