@@ -1,9 +1,8 @@
 """Postgres bulk paths on psycopg 3: new items are written with ``COPY`` straight into their
-table, and a collected chunk's outcomes with ``COPY`` into a temporary staging table, merged
-by one statement per kind (completions appended to their table, other lines into the
-items). Where several workers contend, nobody waits for another's transaction: claims use
-``FOR UPDATE SKIP LOCKED``, and packing a run takes an advisory lock that a second worker
-skips.
+table, a collected chunk's completions with ``COPY`` into theirs, and its other lines with
+``COPY`` into a temporary staging table merged into the items by one statement. Where several
+workers contend, nobody waits for another's transaction: claims use ``FOR UPDATE SKIP
+LOCKED``, and packing a run takes an advisory lock that a second worker skips.
 
 Each function takes a SQLAlchemy ``Connection`` inside the store's transaction and writes
 exactly what the ``executemany`` path writes (same rows, same values, same order of the
@@ -43,8 +42,9 @@ _QUEUED = ItemStatus.QUEUED.value
 _STAGE = "batchor_stage_outcomes"
 # Column types as in batchor_items, so a value the items cannot hold fails the COPY the way
 # it fails the executemany path (the store then finds the line at fault by halves).
-# ``applies``: the first line of its kind (completed, or not) for its item; a later one
-# finds the item no longer submitted in the executemany path, so it changes nothing.
+# Only lines that are not completions are staged. ``applies``: the first of them for its
+# item; a later one finds the item no longer submitted in the executemany path, so it changes
+# nothing.
 _CREATE_STAGE = f"""
 CREATE TEMPORARY TABLE {_STAGE} (
     n integer NOT NULL,
@@ -65,23 +65,22 @@ _COPY_STAGE = (
 )
 # With it, every join order the planner may pick probes an index on either side.
 _INDEX_STAGE = f"CREATE INDEX ON {_STAGE} (seq)"
-# The items a chunk touches, and the guard of every write (still awaiting in this batch,
-# so a line applies at most once). Written so that every plan reads only the chunk's items
-# by the primary key, whatever the statistics say (a table filled since its last ANALYZE has
-# none that fit): the chunk's seq range bounds the index scan, and the batch is compared with
-# IS NOT DISTINCT FROM (the same test for a batch key, which is never NULL) because that
-# cannot use ix_batchor_items_batch, through which the planner would otherwise read the
-# whole batch for every chunk, believing it holds one row.
-_IN_BATCH = (
+# The items a chunk touches, and the guard of every write (still awaiting in this batch and
+# not completed, so a line applies at most once). Written so that every plan reads only the
+# chunk's items by the primary key, whatever the statistics say (a table filled since its
+# last ANALYZE has none that fit): the chunk's seq range bounds the index scan, and the batch
+# is compared with IS NOT DISTINCT FROM (the same test for a batch key, which is never NULL)
+# because that cannot use ix_batchor_items_batch, through which the planner would otherwise
+# read the whole batch for every chunk, believing it holds one row.
+_WAITING = (
     "i.run_pk = %(run_pk)s AND i.seq BETWEEN %(first)s AND %(last)s"
-    " AND i.seq = ANY(%(seqs)s::integer[]) AND i.seq = s.seq"
+    " AND i.seq = ANY(%(seqs)s::integer[])"
     f" AND i.batch_pk IS NOT DISTINCT FROM %(batch_pk)s AND i.status IN {_AWAITING}"
-)
-# ... and not completed (a completion is kept from a second one by its key instead).
-_ITEMS = (
-    _IN_BATCH + " AND NOT EXISTS (SELECT 1 FROM batchor_completions AS c"
+    " AND NOT EXISTS (SELECT 1 FROM batchor_completions AS c"
     " WHERE c.run_pk = i.run_pk AND c.seq = i.seq)"
 )
+# ... joined to the staged lines.
+_ITEMS = _WAITING + " AND i.seq = s.seq"
 # Failed attempts, recorded before the updates (they read the attempt the updates bump), in
 # the order of the lines, as the executemany path inserts them.
 _RECORD_FAILURES = f"""
@@ -91,20 +90,19 @@ SELECT i.run_pk, i.seq, i.attempts + 1, i.batch_pk,
        COALESCE(NULLIF(s.error_class, ''), 'unknown'), COALESCE(s.error_message, ''),
        s.error_retryable, %(now)s
 FROM {_STAGE} AS s, batchor_items AS i
-WHERE {_ITEMS} AND s.kind <> '{_COMPLETED}'
+WHERE {_ITEMS}
 ORDER BY s.n
 """
 # Completed lines apply before the others, as in the executemany path: appended to
-# batchor_completions, the items' rows left as they are.
-_APPLY_COMPLETED = f"""
-INSERT INTO batchor_completions
-    (run_pk, seq, batch_pk, attempts, output_text, input_tokens, output_tokens, done_tick)
-SELECT i.run_pk, i.seq, i.batch_pk, i.attempts + 1, s.output_text, s.input_tokens,
-       s.output_tokens, %(tick)s
-FROM {_STAGE} AS s, batchor_items AS i
-WHERE {_IN_BATCH} AND s.applies AND s.kind = '{_COMPLETED}'
-ON CONFLICT DO NOTHING
-"""
+# batchor_completions with ``COPY``, the items' rows left as they are, for the items this
+# statement finds still waiting in the batch and not completed. Only this module writes
+# completions, and only while it holds the run's done tick (its row lock, to commit), so
+# none can be added between this read and the ``COPY`` that follows it.
+_COMPLETABLE = f"SELECT i.seq, i.attempts FROM batchor_items AS i WHERE {_WAITING}"
+_COPY_COMPLETIONS = (
+    "COPY batchor_completions (run_pk, seq, batch_pk, attempts, output_text, input_tokens,"
+    " output_tokens, done_tick) FROM STDIN"
+)
 _RETRIED = "s.kind = 'retry' AND i.attempts + 1 < %(max_attempts)s"
 _APPLY_OTHERS = f"""
 UPDATE batchor_items AS i SET
@@ -119,7 +117,7 @@ UPDATE batchor_items AS i SET
     output_tokens = s.output_tokens,
     done_tick = CASE WHEN {_RETRIED} THEN NULL ELSE %(tick)s END
 FROM {_STAGE} AS s
-WHERE {_ITEMS} AND s.applies AND s.kind <> '{_COMPLETED}'
+WHERE {_ITEMS} AND s.applies
 """
 
 # A claim that skips a batch row another worker's transaction holds, instead of waiting for
@@ -203,9 +201,10 @@ def apply_outcomes(
     take_tick: Callable[[], int],
     now: float,
 ) -> int:
-    """Apply answered lines to the items still waiting in the batch: ``COPY`` into a
-    temporary table, then one INSERT of the failed attempts, one INSERT of the completions
-    and one UPDATE of the items the other lines retry or fail.
+    """Apply answered lines to the items still waiting in the batch: the lines that are not
+    completions go by ``COPY`` into a temporary table, then one INSERT records their failed
+    attempts; the completions are appended by ``COPY`` for the items found waiting; one
+    UPDATE then retries or fails the items of the other lines.
 
     ``take_tick`` bumps and returns the run's done tick; it is called once the lines are
     staged, so the run row it locks is held only while the items change (workers collecting
@@ -216,51 +215,57 @@ def apply_outcomes(
         sqlalchemy.exc.DataError: a value the items cannot hold (a token count out of range,
             an error class too long); nothing of the chunk is applied.
     """
-    if not outcomes:
-        return 0
-    completed = _COMPLETED
-    done: set[int] = set()
+    completed: dict[int, ItemOutcome] = {}  # the first completed line of each item
     other: set[int] = set()
+    staged: list[tuple[Any, ...]] = []
+    for n, o in enumerate(outcomes):
+        if o.kind == _COMPLETED:
+            completed.setdefault(o.seq, o)
+        else:
+            staged.append((n, o.seq not in other, *o))
+            other.add(o.seq)
+    changed = added = 0
     with _as_sqlalchemy_errors(_COPY_STAGE), _driver(conn).cursor() as cur:
-        cur.execute(_CREATE_STAGE)
-        with cur.copy(_COPY_STAGE) as copy:
-            write = copy.write_row
-            for n, o in enumerate(outcomes):
-                seq = o.seq
-                if o.kind == completed:
-                    applies = seq not in done
-                    done.add(seq)
-                    write((n, applies, seq, completed, o.output_text, None, None, None, *o[6:8]))
-                else:
-                    applies = seq not in other
-                    other.add(seq)
-                    write((n, applies, *o))
-        cur.execute(_INDEX_STAGE)
-        seqs = sorted(done | other)
-        params = {
-            "run_pk": run_pk,
-            "batch_pk": batch_pk,
-            "seqs": seqs,
-            "first": seqs[0],
-            "last": seqs[-1],
-            "tick": take_tick(),
-            "now": now,
-            "max_attempts": max_attempts,
-        }
-        changed = 0
-        if other:  # before the updates: it reads the attempt number they bump
-            cur.execute(_RECORD_FAILURES, params)
-        if done:
-            cur.execute(_APPLY_COMPLETED, params)
-            added = cur.rowcount
+        if staged:
+            cur.execute(_CREATE_STAGE)
+            with cur.copy(_COPY_STAGE) as copy:
+                for row in staged:
+                    copy.write_row(row)
+            cur.execute(_INDEX_STAGE)
+        tick = take_tick()
+        if staged:  # before the updates: it reads the attempt number they bump
+            others = _params(run_pk, batch_pk, other, tick=tick, now=now, max_attempts=max_attempts)
+            cur.execute(_RECORD_FAILURES, others)
+        if completed:
+            cur.execute(_COMPLETABLE, _params(run_pk, batch_pk, completed))
+            waiting = cur.fetchall()
+            with cur.copy(_COPY_COMPLETIONS) as copy:
+                write = copy.write_row
+                for seq, attempts in waiting:
+                    o = completed[seq]
+                    write((run_pk, seq, batch_pk, attempts + 1, *o[2:3], *o[6:8], tick))
+            added = len(waiting)
             changed += added
-        if other:
-            cur.execute(_APPLY_OTHERS, params)
+        if staged:
+            cur.execute(_APPLY_OTHERS, others)
             changed += cur.rowcount
-        cur.execute(f"DROP TABLE {_STAGE}")
-    if done:
+            cur.execute(f"DROP TABLE {_STAGE}")
+    if added:
         count_completed(conn, batch_pk, added)
     return changed
+
+
+def _params(run_pk: int, batch_pk: int, seqs: Collection[int], **more: Any) -> dict[str, Any]:
+    """The parameters of `_WAITING` for a chunk's items ``seqs``, with ``more``."""
+    ordered = sorted(seqs)
+    return {
+        "run_pk": run_pk,
+        "batch_pk": batch_pk,
+        "seqs": ordered,
+        "first": ordered[0],
+        "last": ordered[-1],
+        **more,
+    }
 
 
 def claim_batch(
