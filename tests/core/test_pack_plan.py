@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -350,3 +352,40 @@ def test_a_run_cancelled_while_its_batches_form_cancels_their_items(
     assert pack(ctx) == 0
     assert all_batches(ctx) == []
     assert not ctx.artifacts.exists(f"{ctx.run_dir}/batches/000000/input.jsonl")
+
+
+def test_the_ingesting_worker_seals_its_batches_while_another_holds_the_packing_lock(
+    pg_url: str, tmp_path: Path, emu: OpenAIBatchEmulator
+) -> None:
+    # Another worker packing the run (on Postgres one at a time, by a lock) must not keep the
+    # worker that cut the batches from sealing and sending them: nobody else may seal them,
+    # so they would wait for its process to end or its lease to lapse, then be repacked.
+    from batchor.stores.open import open_store
+
+    rival = open_store(pg_url)
+    held = ExitStack()
+
+    def hold_the_lock(_: int) -> None:
+        if not held._exit_callbacks:  # first slice: the run exists
+            record = rival.get_run("r")
+            assert record is not None
+            assert held.enter_context(rival.packing(record.pk))
+
+    job = BatchJob(
+        items=[BatchItem(item_id=f"i{k}", payload={"text": t}) for k, t in enumerate(TEXTS)],
+        build_prompt=lambda item: PromptParts(prompt=str(item.payload["text"])),
+        provider_config=provider_config(emu),
+        limits=BatchLimits(max_requests=5),
+    )
+    with held, BatchRunner(store=pg_url, artifacts=tmp_path / "artifacts") as runner:
+        run = runner.start(job, "r", on_ingest=hold_the_lock)
+        assert held._exit_callbacks  # the rival held the lock throughout
+        ctx: RunContext = run._ctx
+        assert forming(ctx) == []
+        assert [(b.batch_key, b.status, b.request_count) for b in all_batches(ctx)] == [
+            (f"r/{n:06d}", BatchStatus.SUBMITTED, count) for n, count in enumerate([5, 5, 3])
+        ]
+        assert emu.stats.batches_by_metadata("batchor_batch_key") == {
+            f"r/{n:06d}": 1 for n in range(3)
+        }
+    rival.close()

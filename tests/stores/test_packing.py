@@ -21,6 +21,7 @@ from batchor import (
     BatchRunner,
     OpenAIProviderConfig,
     PromptParts,
+    RunStatus,
 )
 from batchor.stores.open import open_store
 from batchor.stores.sql import SqlStateStore
@@ -112,12 +113,19 @@ def test_two_runners_on_one_postgres_run_never_pack_the_same_items(
             BatchRunner(pg_url, tmp_path / "artifacts") as first,
             BatchRunner(pg_url, tmp_path / "artifacts") as second,
         ):
-            # The run is the schema's first (pk 1): hold its packing while it is ingested,
-            # so both runners then start packing it together (dissolving the batches its
-            # start cut and could not seal, as after a crash).
-            with first.store.packing(1) as held:
-                assert held
-                assert first.start(job, "shared").summary().batches == {"forming": n // per_batch}
+            # The run is paused while it is ingested, so its start seals none of the batches
+            # it cut; the two handles below, with no plan, dissolve them (cut by this process,
+            # whose plan is gone, as after a crash) and pack the items together from the store.
+            def pause(_: int) -> None:
+                record = first.store.get_run("shared")
+                assert record is not None
+                first.store.set_run_status(
+                    record.pk, RunStatus.PAUSED, expected=[RunStatus.RUNNING]
+                )
+
+            started = first.start(job, "shared", on_ingest=pause)
+            assert started.summary().batches == {"forming": n // per_batch}
+            assert first.store.set_run_status(1, RunStatus.RUNNING, expected=[RunStatus.PAUSED])
             handles = [first.get_run("shared"), second.get_run("shared")]
             caplog.set_level(logging.INFO, logger="batchor")
             with ThreadPoolExecutor(2) as pool:

@@ -104,11 +104,16 @@ class Run(RunOutputs):
 
     def _pack_one(self) -> int:
         """Pack one batch, unless another worker is packing the run (then 0: this step only
-        submits, polls and collects), or once the run's deadline has passed."""
-        if deadline_passed(self._ctx.run) or self._ctx.run.finish_mode == FINISH_MODE_SYNC:
+        submits, polls and collects), or once the run's deadline has passed. The batches
+        this worker cut while ingesting are sealed whoever is packing: nobody else may seal
+        them, and sealing reads no pending item another packer could take."""
+        ctx = self._ctx
+        if deadline_passed(ctx.run) or ctx.run.finish_mode == FINISH_MODE_SYNC:
             return 0
-        with self._ctx.store.packing(self._ctx.run.pk) as mine:
-            return pack(self._ctx, max_batches=1) if mine else 0
+        if ctx.plan is not None and ctx.plan.ready:
+            return pack(ctx, max_batches=1)
+        with ctx.store.packing(ctx.run.pk) as mine:
+            return pack(ctx, max_batches=1) if mine else 0
 
     def ingest_pending(self, on_progress: Callable[[int], None] | None = None) -> None:
         """Accept what remains of the source, when this handle has the job (from
