@@ -20,6 +20,7 @@ is packed twice and thrown away.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -49,13 +50,21 @@ def start(url: str, artifacts: str, source: str, run_id: str) -> None:
         runner.start(job, run_id)
 
 
-def work(url: str, artifacts: str, run_id: str, poll: float) -> None:
+def work(url: str, artifacts: str, run_id: str, poll: float, *, warm: bool = False) -> None:
     """A worker process: drive the run until it is terminal (waiting for it to exist, with
-    ``--join``); print its summary."""
+    ``--join`` or ``--warm``); print its summary. With ``warm``, it first loads what a
+    long-running worker has loaded before any run (the provider SDK, the store's driver, a
+    connection) and says "ready" on its standard output."""
     from batchor import BatchRunner
     from batchor.errors import RunNotFoundError
 
     with BatchRunner(url, artifacts) as runner:
+        if warm:
+            import openai  # noqa: F401 - loaded by a deployed worker's earlier runs
+
+            with contextlib.suppress(RunNotFoundError):  # the store opened and connected
+                runner.get_run(run_id)
+            print("ready", flush=True)
         while True:
             try:
                 run = runner.get_run(run_id, model=Label)
@@ -72,10 +81,12 @@ def one_configuration(
     root: Path,
     *,
     join: bool,
+    warm: bool,
     poll: float,
 ) -> dict[str, Any]:
     """One run driven by ``workers`` processes, on a fresh schema with its own emulator
-    (with ``join``, the workers start beside the starting process instead of after it)."""
+    (with ``join``, the workers start beside the starting process instead of after it; with
+    ``warm``, they are started and ready before the clock starts)."""
     import sqlalchemy as sa
 
     parent, child = mp.Pipe()
@@ -96,7 +107,8 @@ def one_configuration(
         def launch() -> list[subprocess.Popen[str]]:
             return [
                 subprocess.Popen(
-                    [*me, "--work", url, artifacts, run_id, "--poll", str(poll)],
+                    [*me, "--work", url, artifacts, run_id, "--poll", str(poll)]
+                    + (["--warm"] if warm else []),
                     env=env,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -104,9 +116,16 @@ def one_configuration(
                 for _ in range(workers)
             ]
 
+        procs = []
+        if warm:  # started and ready (imports done, store connected) before the clock starts
+            procs = launch()
+            for p in procs:
+                assert p.stdout is not None
+                if p.stdout.readline().strip() != "ready":
+                    raise RuntimeError("a worker failed to start")
         t0 = time.perf_counter()
         starter = subprocess.Popen([*me, "--start", url, artifacts, str(source), run_id], env=env)
-        procs = launch() if join else []
+        procs = procs or (launch() if join else [])
         if starter.wait():
             raise RuntimeError("the starting process failed")
         t1 = time.perf_counter()
@@ -147,6 +166,11 @@ def main() -> None:
         "--join", action="store_true", help="workers start beside the starting process"
     )
     parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="workers are started, and ready, before the clock starts (deployed workers)",
+    )
+    parser.add_argument(
         "--poll",
         type=float,
         default=0.25,
@@ -172,7 +196,7 @@ def main() -> None:
         start(*args.start)
         return
     if args.work:
-        work(*args.work, poll=args.poll)
+        work(*args.work, poll=args.poll, warm=args.warm)
         return
     results: dict[int, list[dict[str, Any]]] = {1: [], args.workers: []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +205,9 @@ def main() -> None:
         write_items(source, args.items)
         for r in range(args.rounds):
             for n in results:
-                f = one_configuration(n, source, root, join=args.join, poll=args.poll)
+                f = one_configuration(
+                    n, source, root, join=args.join, warm=args.warm, poll=args.poll
+                )
                 results[n].append(f)
                 print(
                     f"round {r + 1}  {n} worker(s)  start {f['start']:6.2f} s  drive "
