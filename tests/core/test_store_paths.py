@@ -62,8 +62,21 @@ def test_dropping_the_items_key_to_their_run_keeps_every_item(store_url: str) ->
         ]
         assert store.apply_outcomes(record.pk, batch.pk, lines, max_attempts=3) == 2
         before = store.item_rows(record.pk, 0, 10)
+        assert sa.inspect(store.engine).get_foreign_keys("batchor_items") != []
         upgrade(store.engine)
         assert store_revision(store_url) == "0009"
+        assert sa.inspect(store.engine).get_foreign_keys("batchor_items") == []
+        if store_url.startswith("sqlite"):  # copied: still clustered, its indexes still partial
+            with store.engine.connect() as conn:
+                ddl = dict(
+                    conn.exec_driver_sql(
+                        "SELECT name, sql FROM sqlite_master WHERE tbl_name = 'batchor_items'"
+                    ).all()
+                )
+            assert "WITHOUT ROWID" in ddl["batchor_items"]
+            assert ddl["ix_batchor_items_pending"].endswith("WHERE status = 'pending'")
+            assert ddl["ix_batchor_items_batch"].endswith("WHERE batch_pk IS NOT NULL")
+            assert ddl["ix_batchor_items_done"].endswith("WHERE done_tick IS NOT NULL")
         assert store.item_rows(record.pk, 0, 10) == before
         assert [r.status.value for r in before] == [
             "completed",

@@ -501,3 +501,68 @@ def test_one_session_at_a_time_holds_a_runs_packing_lock(pg: Any):
             third.rollback()
             time.sleep(0.05)
         pg_copy.unlock_packing(third, 3)
+
+
+def _lock_waiter_on_runs(store: Any, timeout: float = 30) -> bool:
+    """Whether some session is waiting on a lock in a statement on the runs table, within
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    sql = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        " AND query ILIKE :pattern"
+    )
+    while time.monotonic() < deadline:
+        with store.engine.connect() as conn:
+            if conn.execute(sql, {"pattern": "%batchor_runs%"}).scalar():
+                return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_run_deleted_while_a_slice_is_ingested_keeps_none_of_its_items(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing but delete_run ties the items to their run (no foreign key): a slice whose
+    # items are written, not yet committed, when the run is deleted must not outlive it.
+    first = _new_items(10, ["x"])
+    record, _ = pg.create_run("r", {"model": "m"}, "f" * 64)
+    assert pg.add_items(
+        record.pk, first[:5], next_slice=1, ingested_count=5, checkpoint=None, complete=False
+    )
+    copied, release = threading.Event(), threading.Event()
+    real = pg_copy.copy_items
+
+    def copy_then_wait(*args: Any) -> int:
+        written = real(*args)
+        copied.set()
+        assert release.wait(30)
+        return written
+
+    monkeypatch.setattr(pg_copy, "copy_items", copy_then_wait)
+    outcome: list[bool] = []
+    ingesting = threading.Thread(
+        target=lambda: outcome.append(
+            pg.add_items(
+                record.pk,
+                first[5:],
+                next_slice=2,
+                ingested_count=10,
+                checkpoint=None,
+                complete=True,
+            )
+        )
+    )
+    ingesting.start()
+    assert copied.wait(30)
+    deleting = threading.Thread(target=pg.delete_run, args=(record.pk,))
+    deleting.start()
+    try:
+        assert _lock_waiter_on_runs(pg)  # the delete waits for the slice's transaction
+    finally:
+        release.set()
+    ingesting.join(30)
+    deleting.join(30)
+    assert outcome == [True]
+    assert pg.get_run("r") is None
+    with pg.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(items)).scalar() == 0

@@ -140,7 +140,8 @@ items = Table(
     "batchor_items",
     metadata,
     # No foreign key to the run: checking it took about half of each insert on Postgres (a
-    # row lock on the run per item); deleting a run deletes its items itself.
+    # row lock on the run per item). Deleting a run locks its row first (a slice being
+    # ingested holds it until its items commit), then deletes its items itself.
     Column("run_pk", Integer, primary_key=True, autoincrement=False),
     Column("seq", Integer, primary_key=True, autoincrement=False),
     Column("item_id", Text, nullable=False),

@@ -67,6 +67,10 @@ class RunOperations(SqlConnector):
     def delete_run(self, run_pk: int) -> None:
         """Remove a run and everything it holds."""
         with self._write() as conn:
+            # The run's row first: a slice being ingested holds it until its items commit
+            # (they are then seen, and deleted, here), and one that comes after finds the run
+            # gone. Nothing else ties the items to their run.
+            conn.execute(sa.select(runs.c.pk).where(runs.c.pk == run_pk).with_for_update())
             conn.execute(item_failures.delete().where(item_failures.c.run_pk == run_pk))
             conn.execute(completions.delete().where(completions.c.run_pk == run_pk))
             conn.execute(items.delete().where(items.c.run_pk == run_pk))
