@@ -18,11 +18,12 @@ class PackingStore(Protocol):
     """Packing, and batches formed at ingestion: part of `StateStore`."""
 
     def packing(self, run_pk: int) -> AbstractContextManager[bool]:
-        """Whether this worker may pack the run now, held until the block ends: of several
-        workers driving one run, at most one packs at a time (the others skip packing this
-        step instead of packing the same pending items). On Postgres a session-level lock
-        the server frees if the worker dies; on SQLite always True (its write lock already
-        serialises packers)."""
+        """Whether this worker may pack the run's pending items now, held until the block
+        ends: of several workers driving one run, at most one packs them at a time (the
+        others skip packing this step instead of packing the same pending items; the
+        batches a worker cut while ingesting, it seals without asking). On Postgres a
+        session-level lock the server frees if the worker dies; on SQLite always True (its
+        write lock already serialises packers)."""
         ...
 
     def pending_items(self, run_pk: int, after_seq: int, limit: int) -> list[PendingItem]:

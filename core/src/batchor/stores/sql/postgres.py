@@ -2,7 +2,8 @@
 table, a collected chunk's completions with ``COPY`` into theirs, and its other lines with
 ``COPY`` into a temporary staging table merged into the items by one statement. Where several
 workers contend, nobody waits for another's transaction: claims use ``FOR UPDATE SKIP
-LOCKED``, and packing a run takes an advisory lock that a second worker skips.
+LOCKED``, and packing a run's pending items takes an advisory lock that a second worker
+skips (the batches a worker cut while ingesting it seals without it: nobody else may).
 
 Each function takes a SQLAlchemy ``Connection`` inside the store's transaction and writes
 exactly what the ``executemany`` path writes (same rows, same values, same order of the
@@ -43,7 +44,7 @@ _STAGE = "batchor_stage_outcomes"
 # Column types as in batchor_items, so a value the items cannot hold fails the COPY the way
 # it fails the executemany path (the store then finds the line at fault by halves).
 # Only lines that are not completions are staged. ``applies``: the first of them for its
-# item; a later one finds the item no longer submitted in the executemany path, so it changes
+# item; a later one finds the item no longer waiting in the executemany path, so it changes
 # nothing.
 _CREATE_STAGE = f"""
 CREATE TEMPORARY TABLE {_STAGE} (
@@ -215,6 +216,8 @@ def apply_outcomes(
         sqlalchemy.exc.DataError: a value the items cannot hold (a token count out of range,
             an error class too long); nothing of the chunk is applied.
     """
+    if not outcomes:
+        return 0
     completed: dict[int, ItemOutcome] = {}  # the first completed line of each item
     other: set[int] = set()
     staged: list[tuple[Any, ...]] = []
@@ -239,11 +242,12 @@ def apply_outcomes(
         if completed:
             cur.execute(_COMPLETABLE, _params(run_pk, batch_pk, completed))
             waiting = cur.fetchall()
-            with cur.copy(_COPY_COMPLETIONS) as copy:
-                write = copy.write_row
-                for seq, attempts in waiting:
-                    o = completed[seq]
-                    write((run_pk, seq, batch_pk, attempts + 1, *o[2:3], *o[6:8], tick))
+            if waiting:
+                with cur.copy(_COPY_COMPLETIONS) as copy:
+                    write = copy.write_row
+                    for seq, attempts in waiting:
+                        o = completed[seq]
+                        write((run_pk, seq, batch_pk, attempts + 1, *o[2:3], *o[6:8], tick))
             added = len(waiting)
             changed += added
         if staged:
