@@ -566,3 +566,46 @@ def test_a_run_deleted_while_a_slice_is_ingested_keeps_none_of_its_items(
     assert pg.get_run("r") is None
     with pg.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(items)).scalar() == 0
+
+
+def test_a_batch_taken_over_while_it_is_collected_keeps_the_items_it_completed(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Taking a stopped batch's unanswered items out of it, while a collection of the batch
+    # has found which items still wait but not yet written their completions: the take-over
+    # waits for it, so no item ends up both completed and pending in no batch (to be sent
+    # again, and billed twice).
+    run_pk = _start(pg, _new_items(10, ["x"]))
+    batch_pk = _submitted_batch(pg, run_pk, range(1, 11))
+    found, release = threading.Event(), threading.Event()
+    real = pg_copy._waiting
+
+    def find_then_wait(*args: Any) -> list[tuple[int, int]]:
+        waiting = real(*args)
+        found.set()
+        assert release.wait(30)
+        return waiting
+
+    monkeypatch.setattr(pg_copy, "_waiting", find_then_wait)
+    lines = [ItemOutcome(seq, "completed", "ok", None, None, False, 1, 1) for seq in range(1, 6)]
+    changed: list[int] = []
+    taken: list[int] = []
+    collecting = threading.Thread(
+        target=lambda: changed.append(pg.apply_outcomes(run_pk, batch_pk, lines, 3))
+    )
+    collecting.start()
+    assert found.wait(30)
+    taking = threading.Thread(target=lambda: taken.append(pg.take_over_stopped(run_pk, batch_pk)))
+    taking.start()
+    try:
+        assert _lock_waiter_on_runs(pg)  # the take-over waits for the collection
+    finally:
+        release.set()
+    collecting.join(30)
+    taking.join(30)
+    assert (changed, taken) == ([5], [5])
+    rows = pg.item_rows(run_pk, 0, 20)
+    assert [(r.seq, r.status.value) for r in rows] == [
+        *((seq, "completed") for seq in range(1, 6)),
+        *((seq, "pending") for seq in range(6, 11)),
+    ]

@@ -20,7 +20,7 @@ from batchor.stores.records import ItemOutcome, PendingItem
 from batchor.stores.schema import batches, items, runs
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
-from batchor.stores.sql.statements import CHUNK, awaiting, next_tick
+from batchor.stores.sql.statements import CHUNK, awaiting, lock_run, next_tick
 
 _SUBMITTED = ItemStatus.SUBMITTED.value
 _PENDING = ItemStatus.PENDING.value
@@ -238,6 +238,9 @@ class FinishOperations(SqlConnector):
             .values(status=_PENDING, batch_pk=None)
         )
         with self._write() as conn:
+            # After any collection of the batch in flight has committed, so an item it
+            # completed stays in the batch (and one taken here is not completed after).
+            lock_run(conn, run_pk)
             return int(conn.execute(stmt).rowcount)
 
     def record_duplicates(self, run_pk: int, batch_pk: int, seqs: Collection[int]) -> int:

@@ -240,8 +240,7 @@ def apply_outcomes(
             others = _params(run_pk, batch_pk, other, tick=tick, now=now, max_attempts=max_attempts)
             cur.execute(_RECORD_FAILURES, others)
         if completed:
-            cur.execute(_COMPLETABLE, _params(run_pk, batch_pk, completed))
-            waiting = cur.fetchall()
+            waiting = _waiting(cur, _params(run_pk, batch_pk, completed))
             if waiting:
                 with cur.copy(_COPY_COMPLETIONS) as copy:
                     write = copy.write_row
@@ -257,6 +256,13 @@ def apply_outcomes(
     if added:
         count_completed(conn, batch_pk, added)
     return changed
+
+
+def _waiting(cur: Any, params: dict[str, Any]) -> list[tuple[int, int]]:
+    """``(seq, attempts)`` of the chunk's items still waiting in the batch, not completed."""
+    cur.execute(_COMPLETABLE, params)
+    rows: list[tuple[int, int]] = cur.fetchall()
+    return rows
 
 
 def _params(run_pk: int, batch_pk: int, seqs: Collection[int], **more: Any) -> dict[str, Any]:

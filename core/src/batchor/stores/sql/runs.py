@@ -16,7 +16,7 @@ from batchor.stores.schema import batches, completions, item_failures, items, ru
 from batchor.stores.sql import postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.rows import collected_text, config_text, run_record
-from batchor.stores.sql.statements import answered, held, next_tick
+from batchor.stores.sql.statements import answered, held, lock_run, next_tick
 
 
 class RunOperations(SqlConnector):
@@ -70,7 +70,7 @@ class RunOperations(SqlConnector):
             # The run's row first: a slice being ingested holds it until its items commit
             # (they are then seen, and deleted, here), and one that comes after finds the run
             # gone. Nothing else ties the items to their run.
-            conn.execute(sa.select(runs.c.pk).where(runs.c.pk == run_pk).with_for_update())
+            lock_run(conn, run_pk)
             conn.execute(item_failures.delete().where(item_failures.c.run_pk == run_pk))
             conn.execute(completions.delete().where(completions.c.run_pk == run_pk))
             conn.execute(items.delete().where(items.c.run_pk == run_pk))

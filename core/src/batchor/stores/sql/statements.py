@@ -187,6 +187,14 @@ RECORD_LINE_FAILURE_KEYS = (
 )
 
 
+def lock_run(conn: Connection, run_pk: int) -> None:
+    """Lock the run's row until the transaction ends (a no-op on SQLite, whose writers take
+    turns anyway). Whatever changes the run's items without bumping its done tick (which
+    locks the row too) and could meet a collection of the same items takes it first: the
+    two then take turns, each seeing what the other committed."""
+    conn.execute(sa.select(runs.c.pk).where(runs.c.pk == run_pk).with_for_update())
+
+
 def next_tick(conn: Connection, run_pk: int) -> int:
     """Bump the run's done tick and return it. The row stays locked until the transaction
     commits, so ticks become visible in the order they were taken."""
