@@ -568,13 +568,14 @@ def test_a_run_deleted_while_a_slice_is_ingested_keeps_none_of_its_items(
         assert conn.execute(sa.select(sa.func.count()).select_from(items)).scalar() == 0
 
 
-def test_a_batch_taken_over_while_it_is_collected_keeps_the_items_it_completed(
-    pg: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("mover", ["take_over_stopped", "requeue_unanswered"])
+def test_items_moved_out_of_a_batch_while_it_is_collected_keep_their_completions(
+    pg: Any, monkeypatch: pytest.MonkeyPatch, mover: str
 ) -> None:
-    # Taking a stopped batch's unanswered items out of it, while a collection of the batch
-    # has found which items still wait but not yet written their completions: the take-over
-    # waits for it, so no item ends up both completed and pending in no batch (to be sent
-    # again, and billed twice).
+    # Taking a stopped batch's unanswered items out of it (or requeueing them, as a stale
+    # collector would), while a collection of the batch has found which items still wait
+    # but not yet written their completions: the move waits for it, so no item ends up both
+    # completed and pending (to be sent again, and billed twice).
     run_pk = _start(pg, _new_items(10, ["x"]))
     batch_pk = _submitted_batch(pg, run_pk, range(1, 11))
     found, release = threading.Event(), threading.Event()
@@ -595,10 +596,16 @@ def test_a_batch_taken_over_while_it_is_collected_keeps_the_items_it_completed(
     )
     collecting.start()
     assert found.wait(30)
-    taking = threading.Thread(target=lambda: taken.append(pg.take_over_stopped(run_pk, batch_pk)))
+
+    def move() -> int:
+        if mover == "take_over_stopped":
+            return int(pg.take_over_stopped(run_pk, batch_pk))
+        return int(pg.requeue_unanswered(run_pk, batch_pk, charge=None, max_attempts=3))
+
+    taking = threading.Thread(target=lambda: taken.append(move()))
     taking.start()
     try:
-        assert _lock_waiter_on_runs(pg)  # the take-over waits for the collection
+        assert _lock_waiter_on_runs(pg)  # the move waits for the collection
     finally:
         release.set()
     collecting.join(30)

@@ -22,6 +22,7 @@ from batchor.stores.sql.statements import (
     RECORD_LINE_FAILURE,
     RECORD_LINE_FAILURE_KEYS,
     awaiting,
+    lock_run,
     next_tick,
     release,
 )
@@ -179,6 +180,7 @@ class CollectOperations(SqlConnector):
         where = (items.c.batch_pk == batch_pk, awaiting())
         with self._write() as conn:
             if charge is None:
+                lock_run(conn, run_pk)  # after a collection of the batch in flight commits
                 moved = int(
                     conn.execute(
                         items.update().where(*where).values(status=ItemStatus.PENDING.value)
