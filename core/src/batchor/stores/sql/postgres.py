@@ -246,7 +246,8 @@ def apply_outcomes(
                     write = copy.write_row
                     for seq, attempts in waiting:
                         o = completed[seq]
-                        write((run_pk, seq, batch_pk, attempts + 1, *o[2:3], *o[6:8], tick))
+                        text, used_in, used_out = o.output_text, o.input_tokens, o.output_tokens
+                        write((run_pk, seq, batch_pk, attempts + 1, text, used_in, used_out, tick))
             added = len(waiting)
             changed += added
         if staged:
