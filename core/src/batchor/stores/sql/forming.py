@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.records import BatchRecord, FormingItems, NewItem
@@ -18,15 +19,16 @@ from batchor.stores.sql.rows import batch_record
 _FORMING = BatchStatus.FORMING.value
 
 
+def _formed_by(owner: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """The batch is still forming, held by ``owner``."""
+    return batches.c.status == _FORMING, batches.c.claimed_by == owner
+
+
 def renew(conn: Connection, run_pk: int, owner: str, lease_until: float) -> None:
     """Hold every batch ``owner`` is forming in the run until ``lease_until``."""
     conn.execute(
         batches.update()
-        .where(
-            batches.c.run_pk == run_pk,
-            batches.c.status == _FORMING,
-            batches.c.claimed_by == owner,
-        )
+        .where(batches.c.run_pk == run_pk, *_formed_by(owner))
         .values(lease_until=lease_until)
     )
 
@@ -47,11 +49,7 @@ def place_items(
             continue
         held = conn.execute(
             batches.update()
-            .where(
-                batches.c.pk == batch_pk,
-                batches.c.status == _FORMING,
-                batches.c.claimed_by == forming.owner,
-            )
+            .where(batches.c.pk == batch_pk, *_formed_by(forming.owner))
             .values(request_count=batches.c.request_count + (end - start), updated_at=at)
         ).rowcount
         if held != 1:
@@ -107,8 +105,7 @@ class FormingOperations(SqlConnector):
                 batches.update()
                 .where(
                     batches.c.pk == batch_pk,
-                    batches.c.status == _FORMING,
-                    batches.c.claimed_by == owner,
+                    *_formed_by(owner),
                     batches.c.request_count == request_count,
                 )
                 .values(
