@@ -67,6 +67,7 @@ def serve(conn: Connection) -> None:
             {
                 "total_calls": stats.total_calls,
                 "batches_created": stats.batches_created,
+                "uploads": stats.calls[("POST", "/v1/files")],
                 "per_key": dict(stats.batches_by_metadata("batchor_batch_key")),
             }
         )

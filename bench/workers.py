@@ -5,7 +5,7 @@ submit), then N worker processes drive it to its end side by side
 Prints, for 1 and N workers, the wall time of the start, of the drive (after the start
 returned; with ``--join`` the workers already run during the start) and of the whole run,
 and the provider batches created per batch key (from the emulator's counters: each key must
-have exactly one). Each configuration gets a fresh Postgres schema and its own emulator (in
+have exactly one) and the input files uploaded (one per batch, unless workers race). Each configuration gets a fresh Postgres schema and its own emulator (in
 a child process, answering at once). Run by hand:
 
     uv run python bench/workers.py                       # 200,000 items, 1 vs 4 workers
@@ -154,6 +154,7 @@ def one_configuration(
         "batches": sum(per_key.values()),
         "max_per_key": max(per_key.values(), default=0),
         "http_calls": emulator["total_calls"],
+        "uploads": emulator["uploads"],
     }
 
 
@@ -214,7 +215,7 @@ def main() -> None:
                     f"{f['drive']:6.2f} s  whole {f['whole']:6.2f} s  {sorted(f['status'])} "
                     f"{f['completed']:,} completed  {f['batches']} provider batches for "
                     f"{f['batch_keys']} batch keys (at most {f['max_per_key']} per key)  "
-                    f"{f['http_calls']} HTTP calls",
+                    f"{f['http_calls']} HTTP calls, {f['uploads']} uploads",
                     flush=True,
                 )
     print(f"\n{args.items:,} items, medians of {args.rounds} round(s)")

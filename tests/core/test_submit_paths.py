@@ -549,6 +549,50 @@ def test_a_create_started_by_a_live_worker_is_left_alone_for_its_lease(
     assert {row.status for row in item_rows(ctx)} == {ItemStatus.SUBMITTED}
 
 
+@pytest.mark.parametrize(
+    ("where", "waits"),
+    [
+        ("other-host", True),
+        ("live-process-here", True),
+        ("dead-process-here", False),
+        ("live-thread-here", False),  # threads of one process do not wait for each other
+    ],
+)
+def test_a_batch_packed_by_a_live_worker_elsewhere_is_uploaded_by_it_alone(
+    runner: BatchRunner,
+    emu: OpenAIBatchEmulator,
+    clock: Clock,
+    where: str,
+    waits: bool,
+    live_thread: threading.Thread,
+) -> None:
+    ctx = prepared(runner, emu, n=2, max_requests=2)
+    packed = batch(ctx)
+    # The packer holds the batch it packed, for its upload, for a lease.
+    assert packed.claimed_by == owner()
+    assert packed.lease_until is not None and packed.lease_until > time.time() + 50
+    claimant = {
+        "other-host": "elsewhere:4242:1",
+        "live-process-here": f"{HOST}:{os.getppid()}:1",
+        "dead-process-here": f"{HOST}:{dead_pid()}:1",
+        "live-thread-here": f"{HOST}:{os.getpid()}:{live_thread.ident}",
+    }[where]
+    assert forge_batch(ctx.store, packed.pk, claimed_by=claimant, lease_until=T0 + 60)
+    emu.stats.reset()
+    if waits:
+        clock.now = T0 + 59.5
+        assert submit(ctx) == 0
+        assert calls(emu) == {}  # nothing uploaded, nothing even looked up
+        assert batch(ctx) == replace(packed, claimed_by=claimant, lease_until=T0 + 60)
+    clock.now = T0 + 60.0 if waits else T0  # the lease has lapsed, or nobody holds it
+    assert submit(ctx) == 1
+    assert calls(emu) == {LIST: 1, FIND: 1, UPLOAD: 1, CREATE: 1}
+    done = batch(ctx)
+    assert done.status is BatchStatus.SUBMITTED
+    assert (done.claimed_by, done.lease_until) == (owner(), None)
+    assert emu.stats.batches_by_metadata(KEY) == Counter({"r/000000": 1})
+
+
 def test_a_create_started_by_a_dead_worker_is_left_alone_for_the_grace_only(
     runner: BatchRunner, emu: OpenAIBatchEmulator, clock: Clock
 ) -> None:

@@ -3,6 +3,8 @@ True only for the caller that won; a loser changes nothing."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from batchor.states import BatchStatus, ItemStatus
@@ -20,6 +22,43 @@ def test_an_upload_is_recorded_once(store: SqlStateStore, rival: SqlStateStore) 
     assert after.status is BatchStatus.UPLOADED
     assert after.file_id == f"file-{won.index(True)}"
     assert not store.record_upload(batch.pk, "file-late")  # no longer prepared
+
+
+def _held(store: SqlStateStore, until: float) -> int:
+    """A prepared batch its packer, ``packer:1:1``, holds for its upload until ``until``."""
+    pk = make_run(store)
+    record = store.record_batch(
+        pk, "r/000000", "in.jsonl", [1, 2], 10, owner="packer:1:1", lease_until=until
+    )
+    assert record is not None
+    assert (record.claimed_by, record.lease_until) == ("packer:1:1", until)
+    return record.pk
+
+
+@pytest.mark.parametrize("step", ["upload", "adoption", "rejection", "submission"])
+def test_a_packers_hold_ends_when_the_batch_leaves_prepared(
+    store: SqlStateStore, step: str
+) -> None:
+    now = time.time()
+    batch_pk = _held(store, now + 600)
+    moved = {
+        "upload": lambda: store.record_upload(batch_pk, "file"),
+        "adoption": lambda: store.claim_adoption(
+            batch_pk, BatchStatus.PREPARED, "adopter:2:2", "remote", at=now
+        ),
+        "rejection": lambda: store.reject(
+            batch_pk, BatchStatus.PREPARED, BatchError("invalid_file", "refused")
+        ),
+        "submission": lambda: store.mark_submitted(batch_pk, "batch_1", "validating"),
+    }[step]()
+    assert moved
+    after = fetch(store, batch_pk)
+    assert after.lease_until is None
+    assert after.claimed_by == {"upload": None, "adoption": "adopter:2:2"}.get(
+        step, "packer:1:1"
+    )
+    if step == "rejection":  # a collector takes the ended batch at once, not after the hold
+        assert store.claim_batch(batch_pk, BatchStatus.ENDED, "collector:3:3", 60)
 
 
 def test_a_create_is_claimed_by_one_worker(store: SqlStateStore, rival: SqlStateStore) -> None:

@@ -145,7 +145,8 @@ def test_the_owner_seals_a_batch_prepared_under_its_key(store: SqlStateStore) ->
         "r/000000",
         "runs/r/batches/000000/input.jsonl",
     )
-    assert (sealed.claimed_by, sealed.lease_until, sealed.input_bytes) == (None, None, 20)  # type: ignore[attr-defined]
+    # Held by its sealer, who uploads it, for the lease it renewed.
+    assert (sealed.claimed_by, sealed.lease_until, sealed.input_bytes) == (OWNER, LEASE + 5, 20)  # type: ignore[attr-defined]
     assert fetch(store, b).lease_until == LEASE + 5  # the owner's other batch, renewed
     assert _seal(store, a, 2) is None  # once
     assert store.dissolve_batch(a) is None  # a sealed batch is not dissolved

@@ -17,7 +17,8 @@ from batchor.errors import ConfigurationError
 
 _HOST = platform.node().replace(":", "-")
 #: How long a collect claim holds without being renewed (renewed after every chunk), and a
-#: worker's hold on the batches it forms while ingesting (renewed with every slice and seal).
+#: worker's hold on the batches it forms while ingesting (renewed with every slice and seal)
+#: and on a batch it packed, until it has uploaded it.
 DEFAULT_LEASE_SECONDS = 60.0
 
 
@@ -73,3 +74,16 @@ def owner_gone(claimant: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def held_elsewhere(claimant: str | None, lease_until: float | None, now: float) -> bool:
+    """Whether a worker of another process that is not known to be gone holds a batch until
+    a lease that has not lapsed at ``now``: a packed batch is uploaded by its packer, not
+    by every worker that sees it first (each would send the whole file; one upload is
+    recorded and the others deleted). Threads of one process do not wait for each other."""
+    return (
+        lease_until is not None
+        and lease_until > now
+        and not this_process(claimant)
+        and not owner_gone(claimant)
+    )

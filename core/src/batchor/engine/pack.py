@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from typing import BinaryIO
 
-from batchor.engine.claims import lease_seconds, owner_gone, this_process
+from batchor.engine.claims import lease_seconds, owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
 from batchor.engine.plan import Cut, PackPlan, drop_plan
 from batchor.errors import RunStateError
@@ -289,10 +289,10 @@ class _BatchBuilder:
         settings = self._ctx.settings
         scope = settings.quota_scope if settings.token_limit is not None else None
         if self._forming is not None:
-            batch_pk, owner = self._forming
+            batch_pk, former = self._forming
             record = self._ctx.store.seal_batch(
                 batch_pk,
-                owner,
+                former,
                 batch_key=self.batch_key,
                 input_artifact=self.artifact,
                 request_count=len(self.seqs),
@@ -310,6 +310,8 @@ class _BatchBuilder:
                 self.size,
                 est_tokens=self.tokens,
                 quota_scope=scope,
+                owner=owner(),
+                lease_until=time.time() + lease_seconds(),
             )
         if record is None:
             self._ctx.artifacts.delete(self.artifact)

@@ -27,7 +27,7 @@ from functools import partial
 
 from batchor.engine.backoff import backoff_delay
 from batchor.engine.budget import OverBudget, admit, reserve_adopted
-from batchor.engine.claims import owner, owner_gone, this_process
+from batchor.engine.claims import held_elsewhere, owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
 from batchor.engine.lookup import (
     CLOCK_SKEW,
@@ -63,8 +63,9 @@ def upload_filename(batch_key: str, checksum: str | None) -> str:
 
 
 def submit(ctx: RunContext) -> int:
-    """Upload and create every prepared or uploaded batch that is not backing off; returns
-    how many were submitted.
+    """Upload and create every prepared or uploaded batch that is not backing off (nor
+    held for its upload by the live worker elsewhere that packed it); returns how many
+    were submitted.
 
     A transient provider error leaves the batch where it is, backing off exponentially, to
     be continued (after a lookup) by a later call. ``insufficient_quota`` pauses the run.
@@ -75,6 +76,10 @@ def submit(ctx: RunContext) -> int:
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
         if batch.not_before is not None and batch.not_before > now:
             continue
+        if batch.status is BatchStatus.PREPARED and held_elsewhere(
+            batch.claimed_by, batch.lease_until, now
+        ):
+            continue  # its packer, alive elsewhere, uploads it
         try:
             if _submit_one(ctx, batch):
                 submitted += 1

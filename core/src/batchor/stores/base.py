@@ -167,7 +167,8 @@ class StateStore(FinishStore, PackingStore, Protocol):
 
     # submission: each a compare-and-set on the batch's status, True if it won
     def record_upload(self, batch_pk: int, file_id: str) -> bool:
-        """Record the uploaded input file: ``prepared`` -> ``uploaded``."""
+        """Record the uploaded input file: ``prepared`` -> ``uploaded``; its packer's hold
+        (`PackingStore.record_batch`) ends."""
         ...
 
     def claim_create(self, batch_pk: int, owner: str, *, seen: float | None, at: float) -> bool:

@@ -43,8 +43,13 @@ class PackingStore(Protocol):
         input_bytes: int,
         est_tokens: int | None = None,
         quota_scope: str | None = None,
+        *,
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> BatchRecord | None:
-        """Record a packed batch (``prepared``) and move its items pending -> queued.
+        """Record a packed batch (``prepared``) and move its items pending -> queued. The
+        batch is held by ``owner`` until ``lease_until`` (its packer uploads it); recording
+        its upload, or ending it, lets go.
 
         Returns ``None`` (and changes nothing) if any item was no longer pending.
         """
@@ -70,9 +75,9 @@ class PackingStore(Protocol):
         lease_until: float,
     ) -> BatchRecord | None:
         """Make a ``forming`` batch ``prepared`` under its key and written input file, if
-        ``owner`` forms it and it holds exactly ``request_count`` items; the owner's other forming
-        batches of the run are held until ``lease_until``. ``None`` (and nothing changed)
-        if it was dissolved or differs."""
+        ``owner`` forms it and it holds exactly ``request_count`` items; it (for its upload,
+        as `record_batch`) and the owner's other forming batches of the run are held until
+        ``lease_until``. ``None`` (and nothing changed) if it was dissolved or differs."""
         ...
 
     def dissolve_batch(self, batch_pk: int, lease_until: float | None = None) -> int | None:

@@ -45,8 +45,11 @@ class BatchOperations(SqlConnector):
 
     # ---- submission ---------------------------------------------------------------------
     def record_upload(self, batch_pk: int, file_id: str) -> bool:
-        """Record the uploaded input file: ``prepared`` -> ``uploaded``."""
-        return self._move(batch_pk, [BatchStatus.PREPARED], (), status=_UPLOADED, file_id=file_id)
+        """Record the uploaded input file: ``prepared`` -> ``uploaded``, no longer held by
+        its packer."""
+        return self._move(
+            batch_pk, [BatchStatus.PREPARED], (), status=_UPLOADED, file_id=file_id, **_UNHELD
+        )
 
     def claim_create(self, batch_pk: int, owner: str, *, seen: float | None, at: float) -> bool:
         """Claim the create of an ``uploaded`` batch for ``owner``, starting ``at``, if its
@@ -73,6 +76,7 @@ class BatchOperations(SqlConnector):
             file_id=file_id,
             create_started_at=at,
             claimed_by=owner,
+            lease_until=None,
         )
 
     def postpone(
@@ -91,6 +95,7 @@ class BatchOperations(SqlConnector):
             status=BatchStatus.ENDED.value,
             provider_status="rejected",
             errors=errors_text([error]),
+            lease_until=None,  # a packer's hold would keep collectors off it
         )
 
     def mark_submitted(self, batch_pk: int, provider_batch_id: str, provider_status: str) -> bool:
@@ -106,6 +111,7 @@ class BatchOperations(SqlConnector):
             failures=0,
             not_before=None,
             submitted_at=now(),
+            lease_until=None,
         )
 
     def drop_batch(
@@ -239,6 +245,8 @@ class BatchOperations(SqlConnector):
 
 
 _UPLOADED = BatchStatus.UPLOADED.value
+#: A packed batch's packer no longer holds it for its upload (`engine.claims.held_elsewhere`).
+_UNHELD = {"claimed_by": None, "lease_until": None}
 
 
 def _transition(

@@ -98,8 +98,8 @@ class FormingOperations(SqlConnector):
         lease_until: float,
     ) -> BatchRecord | None:
         """``forming`` -> ``prepared``, under ``batch_key`` with its input file, if
-        ``owner`` forms it with exactly ``request_count`` items; the owner's other forming
-        batches of the run are held until ``lease_until``."""
+        ``owner`` forms it with exactly ``request_count`` items; it and the owner's other
+        forming batches of the run are held by ``owner`` until ``lease_until``."""
         with self._write() as conn:
             row = conn.execute(
                 batches.update()
@@ -115,8 +115,7 @@ class FormingOperations(SqlConnector):
                     input_bytes=input_bytes,
                     est_tokens=est_tokens,
                     quota_scope=quota_scope,
-                    claimed_by=None,
-                    lease_until=None,
+                    lease_until=lease_until,  # its sealer uploads it: claims.held_elsewhere
                     updated_at=now(),
                 )
                 .returning(*batches.c)

@@ -167,9 +167,13 @@ class ItemOperations(SqlConnector):
         input_bytes: int,
         est_tokens: int | None = None,
         quota_scope: str | None = None,
+        *,
+        owner: str | None = None,
+        lease_until: float | None = None,
     ) -> BatchRecord | None:
-        """Record a packed batch (``prepared``) and move its items pending -> queued, all or
-        nothing: ``None`` (and nothing changed) if any item was no longer pending."""
+        """Record a packed batch (``prepared``, held by ``owner`` until ``lease_until``) and
+        move its items pending -> queued, all or nothing: ``None`` (and nothing changed) if
+        any item was no longer pending."""
         at = now()
         try:
             with self._write() as conn:
@@ -184,6 +188,8 @@ class ItemOperations(SqlConnector):
                         input_bytes=input_bytes,
                         est_tokens=est_tokens,
                         quota_scope=quota_scope,
+                        claimed_by=owner,
+                        lease_until=lease_until,
                         created_at=at,
                         updated_at=at,
                     )
