@@ -4,9 +4,10 @@ submit), then N worker processes drive it to its end side by side
 
 Prints, for 1 and N workers, the wall time of the start, of the drive (after the start
 returned; with ``--join`` the workers already run during the start) and of the whole run,
-and the provider batches created per batch key (from the emulator's counters: each key must
-have exactly one) and the input files uploaded (one per batch, unless workers race). Each configuration gets a fresh Postgres schema and its own emulator (in
-a child process, answering at once). Run by hand:
+the provider batches created per batch key (from the emulator's counters: each key must
+have exactly one) and the input files uploaded (one per batch, unless workers race). Each
+configuration gets a fresh Postgres schema and its own emulator (in a child process,
+answering at once). Run by hand:
 
     uv run python bench/workers.py                       # 200,000 items, 1 vs 4 workers
     uv run python bench/workers.py --items 50000 --workers 3 --rounds 2

@@ -570,7 +570,8 @@ def test_a_batch_packed_by_a_live_worker_elsewhere_is_uploaded_by_it_alone(
     packed = batch(ctx)
     # The packer holds the batch it packed, for its upload, for a lease.
     assert packed.claimed_by == owner()
-    assert packed.lease_until is not None and packed.lease_until > time.time() + 50
+    assert packed.lease_until is not None
+    assert packed.lease_until > time.time() + 50
     claimant = {
         "other-host": "elsewhere:4242:1",
         "live-process-here": f"{HOST}:{os.getppid()}:1",
