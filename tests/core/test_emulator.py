@@ -528,6 +528,20 @@ def test_list_batches_pages_newest_first(client: OpenAI) -> None:
         client.batches.list(limit=101)
 
 
+def test_a_batch_completes_without_waiting_for_batches_created_after_it(client: OpenAI) -> None:
+    # Both files are uploaded first, so the second create follows the first at once, while
+    # the first batch is still being validated.
+    files = [upload(client, chat_lines(20_000, prefix)) for prefix in ("a", "b")]
+    first, second = (
+        client.batches.create(input_file_id=f, endpoint=CHAT, completion_window="24h")
+        for f in files
+    )
+    assert wait(client, first.id).status == "completed"
+    # The provider does not hold a batch back for the ones created after it.
+    assert client.batches.retrieve(second.id).status == "validating"
+    assert wait(client, second.id).request_counts.completed == 20_000  # type: ignore[union-attr]
+
+
 def test_files_list_retrieve_delete(emu: OpenAIBatchEmulator, client: OpenAI) -> None:
     a = upload(client, ["{}"], purpose="batch")
     b = upload(client, ["{}"], purpose="user_data")

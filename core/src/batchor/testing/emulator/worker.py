@@ -6,7 +6,9 @@ blocks another. Files are streamed, never loaded whole.
 With ``phase_seconds=0`` (and no forced outcome) a batch's lines are answered in the same
 pass that validates them, one step for the whole file, into files that are thrown away if a
 line turns out invalid or the batch is cancelled while validating; the answers are released,
-all at once, when the batch goes ``in_progress``. Otherwise the ``in_progress`` phase answers
+all at once, when the batch goes ``in_progress``, and it completes in that same step, as the
+provider finishes a batch whatever the batches created after it are doing (a re-queued step
+would wait behind their validation). Otherwise the ``in_progress`` phase answers
 the lines in slices of `_SLICE`, spread over the phase, so other batches get turns between.
 """
 
@@ -242,7 +244,7 @@ class BatchWorker:
         if job.prepared is not None:
             self._record(job, job.prepared)
             job.prepared = None
-            self._schedule(job, "finalize", job.phase_start)
+            self._step_finalize(job)  # at once, not behind batches created after this one
             return
         job.cap = self._answer_cap(job.record)
         self._step_progress(job)
@@ -314,6 +316,9 @@ class BatchWorker:
             return
         self._close_outputs(job)
         job.phase_start = time.monotonic()
+        if self._phase == 0:
+            self._step_complete(job)
+            return
         self._schedule(job, "complete", job.phase_start + self._phase)
 
     def _step_complete(self, job: Job) -> None:
