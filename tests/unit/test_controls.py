@@ -9,13 +9,16 @@ import pytest
 
 from batchor import (
     BatchRunner,
+    BatchStatus,
     ItemStatus,
     RunNotFoundError,
     RunStateError,
     RunStatus,
+    RunSummary,
     WaitTimeout,
 )
 from batchor.runner import job_codec
+from batchor.stores.records import NewItem
 from batchor.testing import InProcessBatchTransport
 
 from .helpers import (
@@ -211,3 +214,50 @@ def test_wait_gives_up_at_its_timeout_and_the_run_goes_on(
     assert caught.value.summary.status is RunStatus.RUNNING
     assert drive(run).completed == 2
     assert transport.stats.batches_created == 1
+
+
+class _LeftOff(BaseException):
+    """The starting worker stops here, as if killed (the run stays); its ingestion goes on
+    elsewhere."""
+
+
+def test_a_worker_waiting_out_an_ingestion_elsewhere_backs_off(
+    runner: BatchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batchor.engine.ingest.SLICE_SIZE", 2)
+
+    def leave(_: int) -> None:
+        raise _LeftOff
+
+    with pytest.raises(_LeftOff):
+        runner.start(make_job(make_items(3)), "elsewhere", on_ingest=leave)
+    record = runner.store.get_run("elsewhere")
+    assert record is not None
+    assert (record.ingest_complete, record.ingested_count) == (False, 2)
+    seen: list[int] = []
+
+    def another_slice_lands(summary: RunSummary) -> None:
+        # The worker ingesting the run records one more slice between every two refreshes,
+        # and cuts one more batch.
+        seen.append(sum(summary.items.values()))
+        seq = 2 + len(seen)
+        runner.store.open_batch(record.pk, f"cut-{seq}", "elsewhere:1:1", time.time() + 60)
+        assert runner.store.add_items(
+            record.pk,
+            [NewItem(seq, f"more-{seq}", record.next_slice + len(seen), 0, 10, "0", 1, None)],
+            next_slice=record.next_slice + len(seen) + 1,
+            ingested_count=seq,
+            checkpoint=None,
+            complete=False,
+        )
+
+    with pytest.raises(WaitTimeout):
+        runner.get_run("elsewhere").wait(
+            1.0, poll_interval=0.02, max_poll_interval=0.5, on_progress=another_slice_lands
+        )
+    assert seen == list(range(2, 2 + len(seen)))  # every refresh counted one item more
+    forming = runner.get_run("elsewhere").summary().batches[BatchStatus.FORMING.value]
+    assert forming == len(seen) + 1
+    # Refreshes at 0, .02, .06, .14, .30, .62 s: the pause doubled all the same (restarting
+    # it at every count would have counted the run's items some 40 times).
+    assert 4 <= len(seen) <= 7

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -176,7 +176,12 @@ class Run(RunOutputs):
         """Refresh until the run is terminal; returns its final summary.
 
         The pause between refreshes starts at ``poll_interval`` and doubles up to
-        ``max_poll_interval`` while nothing changes. While webhooks flow (a provider
+        ``max_poll_interval`` while the run's status and its batches (by status) stay as
+        they were: items counted in as another worker ingests (and the batches it forms
+        meanwhile), or out as one collects, do not shorten it. Every refresh counts the
+        run's items, so a worker waiting out a long ingestion elsewhere backs off instead
+        of counting them again and again.
+        While webhooks flow (a provider
         webhook drove the run in the last 15 minutes, see `batchor.webhooks`), every pause
         is ``max_poll_interval``: the webhooks move the run on, polling is only the fallback.
 
@@ -187,7 +192,7 @@ class Run(RunOutputs):
         webhooks_flow_for = 900.0  # seconds since the last webhook that still count
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll_interval
-        previous: dict[str, Any] | None = None
+        previous: tuple[RunStatus, Mapping[str, int]] | None = None
         while True:
             summary = self.refresh()
             if on_progress is not None:
@@ -199,7 +204,7 @@ class Run(RunOutputs):
                     f"run {self.run_id!r} is paused ({summary.pause_reason}) with nothing in "
                     f"flight: resume it (`batchor resume {self.run_id}`, or Run.resume())"
                 )
-            state = summary.to_dict()
+            state = (summary.status, _settled(summary.batches))
             interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)
             previous = state
             heard = self._ctx.run.webhook_at
@@ -381,6 +386,12 @@ class Run(RunOutputs):
     def settings(self) -> RunSettings:
         """The run's stored settings."""
         return self._ctx.settings
+
+
+def _settled(batches: Mapping[str, int]) -> dict[str, int]:
+    """The run's batches by status, without those still forming (being cut by the
+    worker that ingests the run): what `Run.wait` watches for a change."""
+    return {status: n for status, n in batches.items() if status != BatchStatus.FORMING.value}
 
 
 def _live_batches(summary: RunSummary) -> int:
