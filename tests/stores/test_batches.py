@@ -54,9 +54,7 @@ def test_a_packers_hold_ends_when_the_batch_leaves_prepared(
     assert moved
     after = fetch(store, batch_pk)
     assert after.lease_until is None
-    assert after.claimed_by == {"upload": None, "adoption": "adopter:2:2"}.get(
-        step, "packer:1:1"
-    )
+    assert after.claimed_by == {"upload": None, "adoption": "adopter:2:2"}.get(step, "packer:1:1")
     if step == "rejection":  # a collector takes the ended batch at once, not after the hold
         assert store.claim_batch(batch_pk, BatchStatus.ENDED, "collector:3:3", 60)
 
