@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -176,11 +176,12 @@ class Run(RunOutputs):
         """Refresh until the run is terminal; returns its final summary.
 
         The pause between refreshes starts at ``poll_interval`` and doubles up to
-        ``max_poll_interval`` while the run's status and its batches (by status) stay as
-        they were: items counted in as another worker ingests (and the batches it forms
-        meanwhile), or out as one collects, do not shorten it. Every refresh counts the
+        ``max_poll_interval`` while nothing changes but what another worker's ingestion
+        adds: items pending or queued, batches still forming. Every refresh counts the
         run's items, so a worker waiting out a long ingestion elsewhere backs off instead
-        of counting them again and again.
+        of counting them again and again; a change of status, of the batches, or of the
+        items sent or ended (collected, answered synchronously, failed, cancelled) starts
+        the pause again at ``poll_interval``.
         While webhooks flow (a provider
         webhook drove the run in the last 15 minutes, see `batchor.webhooks`), every pause
         is ``max_poll_interval``: the webhooks move the run on, polling is only the fallback.
@@ -192,7 +193,7 @@ class Run(RunOutputs):
         webhooks_flow_for = 900.0  # seconds since the last webhook that still count
         deadline = None if timeout is None else time.monotonic() + timeout
         interval = poll_interval
-        previous: tuple[RunStatus, Mapping[str, int]] | None = None
+        previous: tuple[object, ...] | None = None
         while True:
             summary = self.refresh()
             if on_progress is not None:
@@ -204,7 +205,7 @@ class Run(RunOutputs):
                     f"run {self.run_id!r} is paused ({summary.pause_reason}) with nothing in "
                     f"flight: resume it (`batchor resume {self.run_id}`, or Run.resume())"
                 )
-            state = (summary.status, _settled(summary.batches))
+            state = _progress(summary)
             interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)
             previous = state
             heard = self._ctx.run.webhook_at
@@ -388,10 +389,21 @@ class Run(RunOutputs):
         return self._ctx.settings
 
 
-def _settled(batches: Mapping[str, int]) -> dict[str, int]:
-    """The run's batches by status, without those still forming (being cut by the
-    worker that ingests the run): what `Run.wait` watches for a change."""
-    return {status: n for status, n in batches.items() if status != BatchStatus.FORMING.value}
+#: What another worker's ingestion changes at every slice: no reason to refresh sooner.
+_INGESTING = (ItemStatus.PENDING, ItemStatus.QUEUED)
+
+
+def _progress(summary: RunSummary) -> tuple[object, ...]:
+    """What `Run.wait` watches for a change: the run's status, whether it is ingested
+    whole, its batches by status and its items past packing, leaving out what grows while
+    another worker ingests it (pending and queued items, batches still forming)."""
+    forming = BatchStatus.FORMING.value
+    return (
+        summary.status,
+        summary.ingest_complete,
+        {status: n for status, n in summary.batches.items() if status != forming},
+        {status: n for status, n in summary.items.items() if status not in _INGESTING},
+    )
 
 
 def _live_batches(summary: RunSummary) -> int:
