@@ -594,6 +594,52 @@ def test_a_batch_packed_by_a_live_worker_elsewhere_is_uploaded_by_it_alone(
     assert emu.stats.batches_by_metadata(KEY) == Counter({"r/000000": 1})
 
 
+def test_a_packers_hold_that_ran_down_is_taken_again_for_the_upload(
+    runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = prepared(runner, emu, n=2, max_requests=2)
+    packed = batch(ctx)
+    # Its packer's lease ran down while earlier batches were being sent.
+    assert forge_batch(ctx.store, packed.pk, lease_until=time.time() - 1)
+    during: list[BatchRecord | None] = []
+    upload = ctx.transport.upload_file
+
+    def watched(*args: Any, **kwargs: Any) -> str:
+        during.append(ctx.store.get_batch(packed.pk))
+        return upload(*args, **kwargs)
+
+    monkeypatch.setattr(ctx.transport, "upload_file", watched)
+    assert submit(ctx) == 1
+    (held,) = during
+    assert held is not None
+    # Held again, by the uploading worker, for a whole lease while its file goes.
+    assert held.claimed_by == owner()
+    assert held.lease_until is not None
+    assert held.lease_until > time.time() + 50
+    assert batch(ctx).lease_until is None  # recorded: nobody holds it any more
+
+
+def test_an_upload_another_worker_took_meanwhile_is_left_to_it(
+    runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = prepared(runner, emu, n=2, max_requests=2)
+    packed = batch(ctx)
+    read = ctx.store.batches
+
+    def then_a_rival_takes_it(*args: Any, **kwargs: Any) -> list[BatchRecord]:
+        seen = read(*args, **kwargs)  # this worker's view: held by nobody else
+        assert ctx.store.claim_batch(
+            packed.pk, BatchStatus.PREPARED, "rival:1:1", 60, steal_from=packed.claimed_by
+        )
+        return seen
+
+    monkeypatch.setattr(ctx.store, "batches", then_a_rival_takes_it)
+    emu.stats.reset()
+    assert submit(ctx) == 0
+    assert calls(emu) == {}  # nothing uploaded: the rival sends it
+    assert batch(ctx).claimed_by == "rival:1:1"
+
+
 def test_a_create_started_by_a_dead_worker_is_left_alone_for_the_grace_only(
     runner: BatchRunner, emu: OpenAIBatchEmulator, clock: Clock
 ) -> None:

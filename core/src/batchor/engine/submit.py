@@ -27,7 +27,7 @@ from functools import partial
 
 from batchor.engine.backoff import backoff_delay
 from batchor.engine.budget import OverBudget, admit, reserve_adopted
-from batchor.engine.claims import held_elsewhere, owner, owner_gone, this_process
+from batchor.engine.claims import held_elsewhere, lease_seconds, owner, owner_gone, this_process
 from batchor.engine.context import RunContext, log
 from batchor.engine.lookup import (
     CLOCK_SKEW,
@@ -76,10 +76,8 @@ def submit(ctx: RunContext) -> int:
     for batch in ctx.store.batches(ctx.run.pk, [BatchStatus.PREPARED, BatchStatus.UPLOADED]):
         if batch.not_before is not None and batch.not_before > now:
             continue
-        if batch.status is BatchStatus.PREPARED and held_elsewhere(
-            batch.claimed_by, batch.lease_until, now
-        ):
-            continue  # its packer, alive elsewhere, uploads it
+        if batch.status is BatchStatus.PREPARED and not _hold_upload(ctx, batch, now):
+            continue  # its packer, or whoever took its upload, sends it
         try:
             if _submit_one(ctx, batch):
                 submitted += 1
@@ -123,6 +121,18 @@ def submit(ctx: RunContext) -> int:
     if stuck is not None:
         raise stuck
     return submitted
+
+
+def _hold_upload(ctx: RunContext, batch: BatchRecord, now: float) -> bool:
+    """Take (or renew) the hold on a prepared batch for this worker's upload, for a lease
+    from now: its packer's hold may have run down while earlier batches were sent, and the
+    file may take a while to go. False if another live worker holds it (its packer, or a
+    worker that took its upload meanwhile)."""
+    if held_elsewhere(batch.claimed_by, batch.lease_until, now):
+        return False
+    return ctx.store.claim_batch(
+        batch.pk, BatchStatus.PREPARED, owner(), lease_seconds(), steal_from=batch.claimed_by
+    )
 
 
 class _Postponed(Exception):
