@@ -21,6 +21,7 @@ from batchor.errors import RunStateError, WaitTimeout
 from batchor.handles import CollectResult
 from batchor.items import BatchItem
 from batchor.jobs import check_cost_cap
+from batchor.pacing import Pacer
 from batchor.results import BatchInfo, RunSummary, Usage
 from batchor.run_outputs import RunOutputs
 from batchor.sources.base import CheckpointedItemSource, part_locator
@@ -181,19 +182,17 @@ class Run(RunOutputs):
         run's items, so a worker waiting out a long ingestion elsewhere backs off instead
         of counting them again and again; a change of status, of the batches, or of the
         items sent or ended (collected, answered synchronously, failed, cancelled) starts
-        the pause again at ``poll_interval``.
-        While webhooks flow (a provider
-        webhook drove the run in the last 15 minutes, see `batchor.webhooks`), every pause
-        is ``max_poll_interval``: the webhooks move the run on, polling is only the fallback.
+        the pause again at ``poll_interval`` (see `batchor.pacing`). While webhooks flow (a
+        provider webhook drove the run in the last 15 minutes, see `batchor.webhooks`),
+        every pause is ``max_poll_interval``: the webhooks move the run on, polling is only
+        the fallback.
 
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
             RunStateError: the run is paused and nothing is in flight any more.
         """
-        webhooks_flow_for = 900.0  # seconds since the last webhook that still count
         deadline = None if timeout is None else time.monotonic() + timeout
-        interval = poll_interval
-        previous: tuple[object, ...] | None = None
+        pacer = Pacer(poll_interval, max_poll_interval)
         while True:
             summary = self.refresh()
             if on_progress is not None:
@@ -205,12 +204,7 @@ class Run(RunOutputs):
                     f"run {self.run_id!r} is paused ({summary.pause_reason}) with nothing in "
                     f"flight: resume it (`batchor resume {self.run_id}`, or Run.resume())"
                 )
-            state = _progress(summary)
-            interval = poll_interval if state != previous else min(interval * 2, max_poll_interval)
-            previous = state
-            heard = self._ctx.run.webhook_at
-            if heard is not None and time.time() - heard < webhooks_flow_for:
-                interval = max_poll_interval
+            interval = pacer.pause(summary, self._ctx.run.webhook_at, time.time())
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -387,23 +381,6 @@ class Run(RunOutputs):
     def settings(self) -> RunSettings:
         """The run's stored settings."""
         return self._ctx.settings
-
-
-#: What another worker's ingestion changes at every slice: no reason to refresh sooner.
-_INGESTING = (ItemStatus.PENDING, ItemStatus.QUEUED)
-
-
-def _progress(summary: RunSummary) -> tuple[object, ...]:
-    """What `Run.wait` watches for a change: the run's status, whether it is ingested
-    whole, its batches by status and its items past packing, leaving out what grows while
-    another worker ingests it (pending and queued items, batches still forming)."""
-    forming = BatchStatus.FORMING.value
-    return (
-        summary.status,
-        summary.ingest_complete,
-        {status: n for status, n in summary.batches.items() if status != forming},
-        {status: n for status, n in summary.items.items() if status not in _INGESTING},
-    )
 
 
 def _live_batches(summary: RunSummary) -> int:
