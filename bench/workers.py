@@ -5,7 +5,9 @@ submit), then N worker processes drive it to its end side by side
 Prints, for 1 and N workers, the wall time of the start, of the drive (after the start
 returned; with ``--join`` the workers already run during the start) and of the whole run,
 the provider batches created per batch key (from the emulator's counters: each key must
-have exactly one) and the input files uploaded (one per batch, unless workers race). Each
+have exactly one), the input files uploaded (one per batch, unless workers race), how many
+cores the machine kept busy on average during the start and the drive (``/proc/stat``, all
+processes) and the CPU seconds Postgres spent (its server processes). Each
 configuration gets a fresh Postgres schema and its own emulator (in a child process,
 answering at once). Run by hand:
 
@@ -76,6 +78,36 @@ def work(url: str, artifacts: str, run_id: str, poll: float, *, warm: bool = Fal
     print(json.dumps(summary.to_dict()))
 
 
+def busy_cores() -> float:
+    """CPU seconds this machine has spent busy, all processes (Linux ``/proc/stat``;
+    0 elsewhere): the difference over a phase, divided by its wall time, is how many cores
+    were busy on average."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(v) for v in fh.readline().split()[1:]]
+    except OSError:
+        return 0.0
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every postgres process on this machine (Linux ``/proc``)."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/comm") as fh:
+                if fh.read().strip() not in ("postgres", "postmaster"):
+                    continue
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])  # its own and its ended children's
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def one_configuration(
     workers: int,
     source: Path,
@@ -124,15 +156,15 @@ def one_configuration(
                 assert p.stdout is not None
                 if p.stdout.readline().strip() != "ready":
                     raise RuntimeError("a worker failed to start")
-        t0 = time.perf_counter()
+        t0, b0, p0 = time.perf_counter(), busy_cores(), postgres_cpu()
         starter = subprocess.Popen([*me, "--start", url, artifacts, str(source), run_id], env=env)
         procs = procs or (launch() if join else [])
         if starter.wait():
             raise RuntimeError("the starting process failed")
-        t1 = time.perf_counter()
+        t1, b1 = time.perf_counter(), busy_cores()
         procs = procs or launch()
         outputs = [p.communicate()[0] for p in procs]
-        t2 = time.perf_counter()
+        t2, b2, p2 = time.perf_counter(), busy_cores(), postgres_cpu()
         if any(p.returncode for p in procs):
             raise RuntimeError(f"a worker failed: {[p.returncode for p in procs]}")
         summaries = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
@@ -149,6 +181,9 @@ def one_configuration(
         "start": t1 - t0,
         "drive": t2 - t1,
         "whole": t2 - t0,
+        "pg_cpu": p2 - p0,
+        "busy_start": (b1 - b0) / (t1 - t0),
+        "busy_drive": (b2 - b1) / (t2 - t1),
         "status": {s["status"] for s in summaries},
         "completed": max(s["items"]["completed"] for s in summaries),
         "batch_keys": len(per_key),
@@ -213,7 +248,9 @@ def main() -> None:
                 results[n].append(f)
                 print(
                     f"round {r + 1}  {n} worker(s)  start {f['start']:6.2f} s  drive "
-                    f"{f['drive']:6.2f} s  whole {f['whole']:6.2f} s  {sorted(f['status'])} "
+                    f"{f['drive']:6.2f} s  whole {f['whole']:6.2f} s  busy cores "
+                    f"{f['busy_start']:.2f} / {f['busy_drive']:.2f}  postgres CPU "
+                    f"{f['pg_cpu']:.2f} s  {sorted(f['status'])} "
                     f"{f['completed']:,} completed  {f['batches']} provider batches for "
                     f"{f['batch_keys']} batch keys (at most {f['max_per_key']} per key)  "
                     f"{f['http_calls']} HTTP calls, {f['uploads']} uploads",
@@ -223,7 +260,8 @@ def main() -> None:
     for n, runs in results.items():
         print(
             f"{n} worker(s): whole {statistics.median(f['whole'] for f in runs):6.2f} s, "
-            f"drive {statistics.median(f['drive'] for f in runs):6.2f} s; "
+            f"drive {statistics.median(f['drive'] for f in runs):6.2f} s, "
+            f"postgres CPU {statistics.median(f['pg_cpu'] for f in runs):5.2f} s; "
             f"one provider batch per key: {all(f['max_per_key'] == 1 for f in runs)}"
         )
 

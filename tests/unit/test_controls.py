@@ -23,6 +23,7 @@ from batchor.testing import InProcessBatchTransport
 
 from .helpers import (
     CREATE,
+    RETRIEVE,
     Verdict,
     assert_exactly_once,
     by_id,
@@ -268,3 +269,25 @@ def test_a_worker_waiting_out_an_ingestion_elsewhere_backs_off(
         assert 4 <= len(seen) <= 7
     else:  # an item ended at every refresh: the pause started again each time
         assert len(seen) >= 15
+
+
+@pytest.mark.parametrize("phase_seconds", [0.1])
+def test_a_worker_waiting_on_live_batches_counts_the_runs_items_only_to_end_the_run(
+    runner: BatchRunner, transport: InProcessBatchTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counting a run's items scans them all (0.3 s at 1,000,000 items on Postgres): workers
+    # waiting on live batches must not do it at every refresh.
+    runner.start(make_job(make_items(6), max_requests=2), "live")
+    counted: list[int] = []
+    count = runner.store.item_counts
+
+    def counting(run_pk: int) -> dict[ItemStatus, int]:
+        counted.append(run_pk)
+        return count(run_pk)
+
+    monkeypatch.setattr(runner.store, "item_counts", counting)
+    summary = runner.get_run("live").wait(30, poll_interval=0.01, max_poll_interval=0.02)
+    assert (summary.status, summary.completed) == (RunStatus.COMPLETED, 6)
+    assert transport.stats.calls[RETRIEVE] >= 10  # it refreshed many times while batches ran
+    # Once to tell that the run is done (no batch live, nothing open), once for the summary.
+    assert len(counted) == 2

@@ -1,34 +1,36 @@
 """How long `Run.wait` pauses between two refreshes of a run.
 
 The pause starts at the poll interval and doubles up to the longest while nothing changes
-but what another worker's ingestion adds (items pending or queued, batches still forming):
-every refresh counts the run's items, so a worker waiting out a long ingestion elsewhere
-backs off instead of counting them again and again. A change of the run's status, of its
-batches, or of its items sent or ended starts the pause again at the poll interval. While
-webhooks flow, every pause is the longest: the webhooks move the run on.
+but what another worker's ingestion adds (items pending or queued, batches still forming),
+so a worker waiting out a long ingestion elsewhere backs off instead of reading the run again
+and again. A change of the run's status, of its batches (items are sent in them), or of its
+items ended (the run's done tick: collected, answered synchronously, failed, cancelled)
+starts the pause again at the poll interval. None of that counts the run's items, a scan of
+them all. While webhooks flow, every pause is the longest: the webhooks move the run on.
 """
 
 from __future__ import annotations
 
-from batchor.results import RunSummary
-from batchor.states import BatchStatus, ItemStatus
+from collections.abc import Mapping
+
+from batchor.states import BatchStatus
+from batchor.stores.records import RunRecord
 
 #: Seconds since the last webhook during which webhooks still count as flowing.
 WEBHOOKS_FLOW_FOR = 900.0
-#: What another worker's ingestion changes at every slice: no reason to refresh sooner.
-_INGESTING = (ItemStatus.PENDING, ItemStatus.QUEUED)
+#: What another worker's ingestion adds at every slice: no reason to refresh sooner.
 _FORMING = BatchStatus.FORMING.value
 
 
-def progress(summary: RunSummary) -> tuple[object, ...]:
-    """What the pause watches for a change: the run's status, whether it is ingested
-    whole, its batches by status and its items past packing, leaving out what grows while
-    another worker ingests it (pending and queued items, batches still forming)."""
+def progress(run: RunRecord, batches: Mapping[str, int]) -> tuple[object, ...]:
+    """What the pause watches for a change, given the run's row and its batches by status:
+    the run's status, whether it is ingested whole, its batches past forming, and how often
+    items ended (the done tick, which every transaction that ends items moves on)."""
     return (
-        summary.status,
-        summary.ingest_complete,
-        {status: n for status, n in summary.batches.items() if status != _FORMING},
-        {status: n for status, n in summary.items.items() if status not in _INGESTING},
+        run.status,
+        run.ingest_complete,
+        {status: n for status, n in batches.items() if status != _FORMING},
+        run.done_tick,
     )
 
 
@@ -41,10 +43,9 @@ class Pacer:
         self._pause = poll_interval
         self._seen: tuple[object, ...] | None = None
 
-    def pause(self, summary: RunSummary, webhook_at: float | None, now: float) -> float:
-        """The pause after a refresh that gave ``summary``, for a run a webhook last drove
-        at ``webhook_at`` (``None``: never), at ``now``."""
-        state = progress(summary)
+    def pause(self, state: tuple[object, ...], webhook_at: float | None, now: float) -> float:
+        """The pause after a refresh that left the run in ``state`` (see `progress`), for a
+        run a webhook last drove at ``webhook_at`` (``None``: never), at ``now``."""
         changed = state != self._seen
         self._seen = state
         self._pause = self._shortest if changed else min(self._pause * 2, self._longest)

@@ -216,7 +216,7 @@ class RunSummary:
     @property
     def in_flight(self) -> int:
         """Batches the provider holds: running, or ended and not collected yet."""
-        return self.batches.get("submitted", 0) + self.batches.get("ended", 0)
+        return in_flight(self.batches)
 
     @property
     def is_stalled(self) -> bool:
@@ -254,6 +254,12 @@ class RunSummary:
             "sync_cost_usd": self.sync_cost_usd,
             "duplicate_answers": self.duplicate_answers,
         }
+
+
+def in_flight(batches: Mapping[str, int]) -> int:
+    """Of a run's batches by status, those the provider holds: running, or ended and not
+    collected yet."""
+    return batches.get("submitted", 0) + batches.get("ended", 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 from batchor.engine.budget import committed_cost
 from batchor.engine.cancel import wind_down
 from batchor.engine.collect import collect
-from batchor.engine.context import RunContext, RunSettings, log
+from batchor.engine.context import RunContext, RunSettings
 from batchor.engine.deadline import deadline_passed, enforce_deadline
+from batchor.engine.ending import end_if_done
 from batchor.engine.finish import SYNC_PRICE_FACTOR, finish_stragglers, reclaim_abandoned
 from batchor.engine.ingest import ingest, positions
 from batchor.engine.pack import pack
@@ -21,19 +22,17 @@ from batchor.errors import RunStateError, WaitTimeout
 from batchor.handles import CollectResult
 from batchor.items import BatchItem
 from batchor.jobs import check_cost_cap
-from batchor.pacing import Pacer
-from batchor.results import BatchInfo, RunSummary, Usage
+from batchor.pacing import Pacer, progress
+from batchor.results import BatchInfo, RunSummary, Usage, in_flight
 from batchor.run_outputs import RunOutputs
 from batchor.sources.base import CheckpointedItemSource, part_locator
-from batchor.states import BatchStatus, ItemStatus, PauseCode, RunStatus
+from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import FINISH_MODE_SYNC
 
 if TYPE_CHECKING:
     from batchor.jobs import BatchJob
     from batchor.runner import BatchRunner
     from batchor.stores.base import RunRecord
-
-_OPEN = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.SUBMITTED)
 
 
 class Run(RunOutputs):
@@ -60,10 +59,15 @@ class Run(RunOutputs):
         ones, end what the deadline leaves unsent, finish the stragglers synchronously when
         due (`FinishSync`), else pack pending items and submit new batches. Returns the
         summary after it."""
+        self._step()
+        return self.summary()
+
+    def _step(self) -> None:
+        """`refresh` without the summary (which counts the run's items)."""
         self._reload()
         status = self._ctx.run.status
         if status.is_terminal:
-            return self.summary()
+            return
         if status is RunStatus.RUNNING:
             self.ingest_pending()
         poll(self._ctx)
@@ -80,7 +84,7 @@ class Run(RunOutputs):
             reclaim_abandoned(self._ctx)
         if status is RunStatus.CANCELLING:
             wind_down(self._ctx)
-        return self._finish_if_done()
+        end_if_done(self._ctx)
 
     def _pack_and_submit(self) -> None:
         """Submit what earlier steps left, then pack batch after batch, each submitted as
@@ -145,27 +149,6 @@ class Run(RunOutputs):
         )
         self._reload()
 
-    def _finish_if_done(self) -> RunSummary:
-        summary = self.summary()
-        run = self._ctx.run
-        if run.status.is_terminal or _live_batches(summary):
-            return summary
-        if run.status is RunStatus.CANCELLING:
-            self._ctx.store.cancel_items(run.pk)
-            if self._ctx.store.set_run_status(
-                run.pk, RunStatus.CANCELLED, expected=[RunStatus.CANCELLING]
-            ):
-                log.info("run %s: cancelled", run.run_id)
-            return self.summary()
-        if not run.ingest_complete or any(summary.items[s] for s in _OPEN):
-            return summary
-        final = RunStatus.COMPLETED_WITH_FAILURES if summary.failed else RunStatus.COMPLETED
-        if self._ctx.store.set_run_status(
-            run.pk, final, expected=[RunStatus.RUNNING, RunStatus.PAUSED]
-        ):
-            log.info("run %s: %s", run.run_id, final.value)
-        return self.summary()
-
     def wait(
         self,
         timeout: float | None = None,
@@ -178,11 +161,12 @@ class Run(RunOutputs):
 
         The pause between refreshes starts at ``poll_interval`` and doubles up to
         ``max_poll_interval`` while nothing changes but what another worker's ingestion
-        adds: items pending or queued, batches still forming. Every refresh counts the
-        run's items, so a worker waiting out a long ingestion elsewhere backs off instead
-        of counting them again and again; a change of status, of the batches, or of the
-        items sent or ended (collected, answered synchronously, failed, cancelled) starts
-        the pause again at ``poll_interval`` (see `batchor.pacing`). While webhooks flow (a
+        adds (items pending or queued, batches still forming); a change of status, of the
+        batches, or of the items ended (collected, answered synchronously, failed,
+        cancelled) starts it again at ``poll_interval`` (see `batchor.pacing`). The run's
+        items are counted (a scan of them all) only for ``on_progress``, at the end, and
+        once no batch is live, to tell whether the run is done: many workers waiting on one
+        large run cost the store little. While webhooks flow (a
         provider webhook drove the run in the last 15 minutes, see `batchor.webhooks`),
         every pause is ``max_poll_interval``: the webhooks move the run on, polling is only
         the fallback.
@@ -194,23 +178,31 @@ class Run(RunOutputs):
         deadline = None if timeout is None else time.monotonic() + timeout
         pacer = Pacer(poll_interval, max_poll_interval)
         while True:
-            summary = self.refresh()
-            if on_progress is not None:
-                on_progress(summary)
-            if summary.is_terminal:
-                return summary
-            if summary.is_stalled:
+            # The summary counts the run's items (a scan of them all): only for `on_progress`
+            # and at the end; between, the run's row and its batches tell what changed.
+            self._step()
+            self._reload()
+            run = self._ctx.run
+            if on_progress is not None or run.status.is_terminal:
+                summary = self.summary()
+                if on_progress is not None:
+                    on_progress(summary)
+                if summary.is_terminal:
+                    return summary
+                run = self._ctx.run
+            batches = self._ctx.store.batch_counts(run.pk)
+            if run.status is RunStatus.PAUSED and not in_flight(batches):
                 raise RunStateError(
-                    f"run {self.run_id!r} is paused ({summary.pause_reason}) with nothing in "
+                    f"run {self.run_id!r} is paused ({run.pause_reason}) with nothing in "
                     f"flight: resume it (`batchor resume {self.run_id}`, or Run.resume())"
                 )
-            interval = pacer.pause(summary, self._ctx.run.webhook_at, time.time())
+            interval = pacer.pause(progress(run, batches), run.webhook_at, time.time())
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise WaitTimeout(
-                        f"run {self.run_id!r} still {summary.status.value} after {timeout} s",
-                        summary,
+                        f"run {self.run_id!r} still {run.status.value} after {timeout} s",
+                        self.summary(),
                     )
                 interval = min(interval, left)
             time.sleep(interval)
@@ -381,7 +373,3 @@ class Run(RunOutputs):
     def settings(self) -> RunSettings:
         """The run's stored settings."""
         return self._ctx.settings
-
-
-def _live_batches(summary: RunSummary) -> int:
-    return sum(n for status, n in summary.batches.items() if status != "collected")

@@ -78,6 +78,9 @@ class RunRecord:
     """Input tokens the synchronous requests billed."""
     sync_output_tokens: int = 0
     """Output tokens the synchronous requests billed."""
+    done_tick: int = 0
+    """How many times items of the run have ended (one tick per transaction that ends some):
+    a change says items ended, without counting them."""
 
 
 @dataclass(frozen=True, slots=True)

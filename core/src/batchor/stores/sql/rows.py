@@ -76,6 +76,7 @@ def run_record(row: Any) -> RunRecord:
         sync_answered=row.sync_answered or 0,
         sync_input_tokens=row.sync_input_tokens or 0,
         sync_output_tokens=row.sync_output_tokens or 0,
+        done_tick=row.done_tick or 0,
     )
 
 
