@@ -60,7 +60,8 @@ def test_owner_names_this_host_process_and_thread() -> None:
     assert host == claims._HOST
     assert ":" not in host
     assert pid == str(os.getpid())
-    assert thread == str(threading.get_ident())
+    assert thread.split("-")[0] == str(threading.get_ident())
+    assert claims.owner() == claims.owner()  # one name for the thread's life
     seen: list[str] = []
     worker = threading.Thread(target=lambda: seen.append(claims.owner()))
     worker.start()
@@ -127,9 +128,49 @@ def test_owner_gone_tells_dead_claimants_from_live_and_unknowable_ones() -> None
     release.set()
     worker.join()
     assert claims.owner_gone(names[0])
+    # A claim name without a serial (stored before it had one): by the thread's ident.
+    assert not claims.owner_gone(f"{host}:{os.getpid()}:{threading.get_ident()}")
+    assert claims.owner_gone(f"{host}:{os.getpid()}:1")
     # Another process of this host: alive (pid 1 always is), or gone.
     assert not claims.owner_gone(f"{host}:1:1")
     assert claims.owner_gone(f"{host}:{_dead_pid()}:1")
+
+
+def test_a_thread_that_gets_an_ended_threads_ident_is_another_claimant() -> None:
+    # The interpreter reuses the ident of an ended thread for the next one it starts: an
+    # ended thread's claim (a create that failed and returned) must not read as the live
+    # new thread's, or its batch would wait out a live worker's create for two minutes.
+    names: list[tuple[int | None, str]] = []
+
+    def work() -> None:
+        names.append((threading.get_ident(), claims.owner()))
+
+    for _ in range(50):
+        worker = threading.Thread(target=work)
+        worker.start()
+        worker.join()
+    idents = [ident for ident, _ in names]
+    assert len(set(idents)) < len(idents)  # idents were reused here
+    assert len({name for _, name in names}) == len(names)  # every thread its own name
+    release = threading.Event()
+    started = threading.Event()
+
+    def live() -> None:
+        names.append((threading.get_ident(), claims.owner()))
+        started.set()
+        release.wait()
+
+    worker = threading.Thread(target=live)
+    worker.start()
+    started.wait()
+    try:
+        reused = [name for ident, name in names[:-1] if ident == names[-1][0]]
+        assert reused  # the live thread has an ident an ended one had
+        assert all(claims.owner_gone(name) for name in reused)
+        assert not claims.owner_gone(names[-1][1])
+    finally:
+        release.set()
+        worker.join()
 
 
 # ---- claiming a batch in the store --------------------------------------------------------

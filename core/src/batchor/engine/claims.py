@@ -1,17 +1,19 @@
 """Claims: which worker is creating or collecting a batch, and until when.
 
 Several processes may drive one run. A worker claims a batch before it creates or collects
-it; the claim names the worker (``host:pid``) and expires, so a crashed worker's batch is
+it; the claim names the worker (``host:pid:thread``) and expires, so a crashed worker's batch is
 taken over after the lease. A claimant on this host whose process is gone is recognised at
 once, so a worker restarted after a crash does not wait out its own old lease.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
 import threading
+import weakref
 
 from batchor.errors import ConfigurationError
 
@@ -22,10 +24,22 @@ _HOST = platform.node().replace(":", "-")
 DEFAULT_LEASE_SECONDS = 60.0
 
 
+_serials = itertools.count(1)
+_local = threading.local()
+#: This process's threads by the thread part of their claim name, while they exist.
+_threads: weakref.WeakValueDictionary[str, threading.Thread] = weakref.WeakValueDictionary()
+
+
 def owner() -> str:
-    """This thread's claim name, ``host:pid:thread`` (computed per call: a forked child is a
-    new owner)."""
-    return f"{_HOST}:{os.getpid()}:{threading.get_ident()}"
+    """This thread's claim name, ``host:pid:ident-serial`` (computed per call: a forked child
+    is a new owner). The serial tells apart threads that get the ident of one that ended (the
+    interpreter reuses them), so the claim of an ended thread is never taken for a live one's.
+    """
+    tag = getattr(_local, "tag", None)
+    if tag is None:
+        tag = _local.tag = f"{threading.get_ident()}-{next(_serials)}"
+        _threads[tag] = threading.current_thread()
+    return f"{_HOST}:{os.getpid()}:{tag}"
 
 
 def lease_seconds() -> float:
@@ -65,8 +79,10 @@ def owner_gone(claimant: str | None) -> bool:
     if host != _HOST or not pid.isdigit():
         return False  # another machine's worker: only its lease can tell
     if int(pid) == os.getpid():
-        alive = {str(t.ident) for t in threading.enumerate()}
-        return thread not in alive
+        if "-" in thread:  # a name owner() gave a thread of this process
+            named = _threads.get(thread)
+            return named is None or not named.is_alive()
+        return thread not in {str(t.ident) for t in threading.enumerate()}
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
