@@ -791,7 +791,7 @@ def test_expiry_lines_in_an_expired_batch_are_not_charged_even_on_the_last_attem
 def test_a_cancelled_batch_requeues_its_unanswered_items_uncharged(
     runner: BatchRunner, logs: pytest.LogCaptureFixture
 ) -> None:
-    with OpenAIBatchEmulator(phase_seconds=0.3) as slow:
+    with OpenAIBatchEmulator(phase_seconds=0.6) as slow:
         runner.start(job(slow, 3), "cancelled")
         client = OpenAI(base_url=slow.base_url, api_key=slow.api_key, max_retries=0)
         client.batches.cancel(slow.batches()[0]["id"])  # cancelled while validating

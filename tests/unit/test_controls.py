@@ -272,11 +272,16 @@ def test_a_worker_waiting_out_an_ingestion_elsewhere_backs_off(
 
 
 @pytest.mark.parametrize("phase_seconds", [0.1])
+@pytest.mark.parametrize("reports", [False, True])
 def test_a_worker_waiting_on_live_batches_counts_the_runs_items_only_to_end_the_run(
-    runner: BatchRunner, transport: InProcessBatchTransport, monkeypatch: pytest.MonkeyPatch
+    runner: BatchRunner,
+    transport: InProcessBatchTransport,
+    monkeypatch: pytest.MonkeyPatch,
+    reports: bool,
 ) -> None:
     # Counting a run's items scans them all (0.3 s at 1,000,000 items on Postgres): workers
-    # waiting on live batches must not do it at every refresh.
+    # waiting on live batches must not do it at every refresh, nor to report progress
+    # more often than asked.
     runner.start(make_job(make_items(6), max_requests=2), "live")
     counted: list[int] = []
     count = runner.store.item_counts
@@ -286,8 +291,19 @@ def test_a_worker_waiting_on_live_batches_counts_the_runs_items_only_to_end_the_
         return count(run_pk)
 
     monkeypatch.setattr(runner.store, "item_counts", counting)
-    summary = runner.get_run("live").wait(30, poll_interval=0.01, max_poll_interval=0.02)
+    seen: list[RunSummary] = []
+    summary = runner.get_run("live").wait(
+        30,
+        poll_interval=0.01,
+        max_poll_interval=0.02,
+        on_progress=seen.append if reports else None,
+        progress_every=3600,
+    )
     assert (summary.status, summary.completed) == (RunStatus.COMPLETED, 6)
     assert transport.stats.calls[RETRIEVE] >= 10  # it refreshed many times while batches ran
-    # Once to tell that the run is done (no batch live, nothing open), once for the summary.
-    assert len(counted) == 2
+    # Once to tell that the run is done (no batch live, nothing open), once for the summary;
+    # reporting, once more for the first report (the last is the final summary).
+    assert len(counted) == (3 if reports else 2)
+    if reports:
+        assert [s.status for s in seen] == [RunStatus.RUNNING, RunStatus.COMPLETED]
+        assert seen[-1] is summary

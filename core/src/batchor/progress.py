@@ -3,8 +3,6 @@ so a two-hour wait shows signs of life without flooding the log."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from batchor.results import RunSummary
@@ -67,20 +65,3 @@ class Progress:
             f"{self.in_flight} in flight in {batches} at the provider, {self.waiting} waiting, "
             f"{cost}"
         )
-
-
-def throttled(
-    report: Callable[[Progress], None], every: float = DEFAULT_PROGRESS_EVERY
-) -> Callable[[RunSummary], None]:
-    """A ``Run.wait`` progress callback that calls ``report`` with the first summary, then at
-    most once every ``every`` seconds, and always for a terminal summary."""
-    last: float | None = None
-
-    def on_summary(summary: RunSummary) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if last is None or now - last >= every or summary.is_terminal:
-            last = now
-            report(Progress.of(summary))
-
-    return on_summary

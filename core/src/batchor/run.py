@@ -156,6 +156,7 @@ class Run(RunOutputs):
         poll_interval: float = 0.5,
         max_poll_interval: float = 30.0,
         on_progress: Callable[[RunSummary], None] | None = None,
+        progress_every: float = 0.0,
     ) -> RunSummary:
         """Refresh until the run is terminal; returns its final summary.
 
@@ -163,13 +164,16 @@ class Run(RunOutputs):
         ``max_poll_interval`` while nothing changes but what another worker's ingestion
         adds (items pending or queued, batches still forming); a change of status, of the
         batches, or of the items ended (collected, answered synchronously, failed,
-        cancelled) starts it again at ``poll_interval`` (see `batchor.pacing`). The run's
-        items are counted (a scan of them all) only for ``on_progress``, at the end, and
-        once no batch is live, to tell whether the run is done: many workers waiting on one
-        large run cost the store little. While webhooks flow (a
-        provider webhook drove the run in the last 15 minutes, see `batchor.webhooks`),
-        every pause is ``max_poll_interval``: the webhooks move the run on, polling is only
-        the fallback.
+        cancelled) starts it again at ``poll_interval`` (see `batchor.pacing`). While
+        webhooks flow (a provider webhook drove the run in the last 15 minutes, see
+        `batchor.webhooks`), every pause is ``max_poll_interval``: the webhooks move the
+        run on, polling is only the fallback.
+
+        ``on_progress`` gets the summary after the first refresh, then at most once every
+        ``progress_every`` seconds, and the final one. A summary counts the run's items (a
+        scan of them all), so it is built only for those calls, at the end, and once no
+        batch is live (to tell whether the run is done): workers waiting on one large run
+        cost the store little.
 
         Raises:
             WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
@@ -177,17 +181,25 @@ class Run(RunOutputs):
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         pacer = Pacer(poll_interval, max_poll_interval)
+        reported: float | None = None  # when on_progress last had a summary
+
+        def ended(summary: RunSummary, due: bool) -> bool:
+            nonlocal reported
+            if on_progress is not None and (due or summary.is_terminal):
+                on_progress(summary)
+                reported = time.monotonic()
+            return summary.is_terminal
+
         while True:
-            # The summary counts the run's items (a scan of them all): only for `on_progress`
-            # and at the end; between, the run's row and its batches tell what changed.
             self._step()
             self._reload()
             run = self._ctx.run
-            if on_progress is not None or run.status.is_terminal:
-                summary = self.summary()
-                if on_progress is not None:
-                    on_progress(summary)
-                if summary.is_terminal:
+            due = on_progress is not None and (
+                reported is None or time.monotonic() - reported >= progress_every
+            )
+            summary = self.summary() if due or run.status.is_terminal else None
+            if summary is not None:
+                if ended(summary, due):
                     return summary
                 run = self._ctx.run
             batches = self._ctx.store.batch_counts(run.pk)
@@ -200,9 +212,11 @@ class Run(RunOutputs):
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
+                    last = summary or self.summary()
+                    if ended(last, False):  # ended elsewhere since this refresh
+                        return last
                     raise WaitTimeout(
-                        f"run {self.run_id!r} still {run.status.value} after {timeout} s",
-                        self.summary(),
+                        f"run {self.run_id!r} still {last.status.value} after {timeout} s", last
                     )
                 interval = min(interval, left)
             time.sleep(interval)

@@ -195,7 +195,7 @@ class BatchRunner:
             # waits for the whole input, so this is every run that fails here.
             discard_unsent(self.store, self.artifacts, run_id)
             raise
-        run.refresh()
+        run._step()  # refresh's step, without a summary (a count of the run's items)
         return run
 
     def get_run(self, run_id: str, *, model: type[BaseModel] | None = None) -> Run:

@@ -36,7 +36,7 @@ from batchor.handles import CollectResult, RunHandle, StartedRun
 from batchor.jobs import BatchJob
 from batchor.jobspec import DeadlineSpec, JobSpec, build_job, describe_job, load_object, with_limits
 from batchor.pricing import usd
-from batchor.progress import DEFAULT_PROGRESS_EVERY, Progress, throttled
+from batchor.progress import DEFAULT_PROGRESS_EVERY, Progress
 from batchor.results import RunSummary
 from batchor.runner import BatchRunner
 from batchor.states import PauseCode
@@ -132,14 +132,14 @@ def wait(
             Stopped at its spending cap, the message is the `LimitStop` reason, with the
             command that raises the cap.
     """
-    report = None if on_progress is None else throttled(on_progress, progress_every)
     run = runner.get_run(run_id)
     try:
         return run.wait(
             timeout,
             poll_interval=poll_interval,
             max_poll_interval=max_poll_interval,
-            on_progress=report,
+            on_progress=None if on_progress is None else lambda s: on_progress(Progress.of(s)),
+            progress_every=progress_every,
         )
     except RunStateError as exc:
         stop = limit_stop(run.summary())

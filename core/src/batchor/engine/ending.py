@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from batchor.engine.context import RunContext, log
+from batchor.errors import RunNotFoundError
 from batchor.states import BatchStatus, ItemStatus, RunStatus
 
 _OPEN = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.SUBMITTED)
@@ -15,11 +16,15 @@ _OPEN = (ItemStatus.PENDING, ItemStatus.QUEUED, ItemStatus.SUBMITTED)
 def end_if_done(ctx: RunContext) -> None:
     """End the run if nothing is left to do in it: a cancelling run once no batch is live
     (its open items cancelled), a running or paused one once it is ingested whole, no batch
-    is live and no item is open. ``ctx.run`` is reloaded first."""
+    is live and no item is open. ``ctx.run`` is reloaded first.
+
+    Raises:
+        RunNotFoundError: the run is no longer in the store.
+    """
     record = ctx.store.get_run(ctx.run.run_id)
-    if record is not None:
-        ctx.run = record
-    run = ctx.run
+    if record is None:
+        raise RunNotFoundError(f"run {ctx.run.run_id!r} no longer exists in the store")
+    ctx.run = run = record
     if run.status.is_terminal or live_batches(ctx.store.batch_counts(run.pk)):
         return
     if run.status is RunStatus.CANCELLING:
