@@ -40,6 +40,7 @@ from .conftest import make_items, prompt
 from .drivers import drive_in_processes
 
 CANCEL = ("POST", "/v1/batches/{id}/cancel")
+RETRIEVE = ("GET", "/v1/batches/{id}")
 MODEL = "gpt-4.1-mini"
 PRICES = {MODEL: ModelPrice(10.0, 20.0)}  # USD per million tokens
 ITEMS, PER_BATCH = 30, 10
@@ -154,6 +155,30 @@ def test_the_stragglers_of_a_held_batch_are_answered_synchronously_once(
         assert held["status"] == "cancelled"
         assert held["request_counts"]["completed"] == HELD_ANSWERED
         assert {b.status for b in run.batches()} == {"collected"}
+
+
+def test_a_run_with_more_items_in_flight_than_finishing_takes_is_not_counted_at_each_step(
+    runner: BatchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Telling whether to finish counts the run's items (a scan of them all): only once few
+    # enough could be left in flight, not at every step of every worker waiting on batches
+    # that hold more.
+    with OpenAIBatchEmulator(phase_seconds=0.1) as emu:
+        run = runner.start(_job(emu, at_most=PER_BATCH // 2), "far")
+        counted: list[int] = []
+        count = runner.store.item_counts
+
+        def counting(run_pk: int) -> dict[ItemStatus, int]:
+            counted.append(run_pk)
+            return count(run_pk)
+
+        monkeypatch.setattr(runner.store, "item_counts", counting)
+        summary = _wait(run)
+        assert (summary.status, summary.completed) == (RunStatus.COMPLETED, ITEMS)
+        assert emu.stats.calls[RETRIEVE] >= 5  # many steps while the batches ran
+        assert sum(emu.stats.sync_answered.values()) == 0  # never due
+        # Once to tell that the run is done, once for the summary wait returns.
+        assert len(counted) == 2
 
 
 @pytest.mark.slow

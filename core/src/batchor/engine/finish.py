@@ -67,6 +67,8 @@ SYNC_PRICE_FACTOR = 2.0
 """The standard (synchronous) price as a multiple of the Batch API price the price table
 holds: OpenAI, Anthropic and Google each bill their batch APIs at half the standard price."""
 _NO_ANSWER = "server_error"  # the failure class of a request that got no answer at all
+_UNSENT = (BatchStatus.FORMING, BatchStatus.PREPARED, BatchStatus.UPLOADED)
+_SENT = (BatchStatus.SUBMITTED, BatchStatus.ENDED)
 
 
 def check_sync_transport(
@@ -120,9 +122,12 @@ def _due(ctx: RunContext, now: float) -> bool:
     (recording since when, or that it no longer has)."""
     fs, run = ctx.settings.finish_sync, ctx.run
     assert fs is not None
-    counts = ctx.store.item_counts(run.pk)
-    live = counts[ItemStatus.SUBMITTED]
-    waiting = counts[ItemStatus.PENDING] + counts[ItemStatus.QUEUED]
+    if _maybe_due(ctx, fs.when_remaining_at_most):
+        counts = ctx.store.item_counts(run.pk)
+        live = counts[ItemStatus.SUBMITTED]
+        waiting = counts[ItemStatus.PENDING] + counts[ItemStatus.QUEUED]
+    else:
+        live = waiting = 0
     if run.ingest_complete and 1 <= live <= fs.when_remaining_at_most and not waiting:
         since = run.finish_since
         if since is None:
@@ -131,6 +136,22 @@ def _due(ctx: RunContext, now: float) -> bool:
     if run.finish_since is not None:
         ctx.store.mark_stragglers(run.pk, None)
     return False
+
+
+def _maybe_due(ctx: RunContext, at_most: int) -> bool:
+    """Whether finishing may be due, from the run's row and batches (counting its items scans
+    them all): not while the source is read, a batch is unsent, no batch is at the provider,
+    or batches it still runs hold more than ``at_most`` items (all in flight until then)."""
+    if not ctx.run.ingest_complete:
+        return False
+    live = 0
+    for batch in ctx.store.batches(ctx.run.pk, [*_UNSENT, *_SENT]):
+        if batch.status in _UNSENT:
+            return False
+        live += 1
+        if batch.status is BatchStatus.SUBMITTED:
+            at_most -= batch.request_count
+    return live > 0 and at_most >= 0
 
 
 def _stop_live(ctx: RunContext) -> None:
