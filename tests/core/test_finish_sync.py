@@ -35,6 +35,7 @@ from batchor import (
 from batchor.errors import ConfigurationError
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 from batchor.testing.emulator.limits import EmulatorLimits
+from tests.spies import count_item_counts
 
 from .conftest import make_items, prompt
 from .drivers import drive_in_processes
@@ -165,14 +166,7 @@ def test_a_run_with_more_items_in_flight_than_finishing_takes_is_not_counted_at_
     # that hold more.
     with OpenAIBatchEmulator(phase_seconds=0.1) as emu:
         run = runner.start(_job(emu, at_most=PER_BATCH // 2), "far")
-        counted: list[int] = []
-        count = runner.store.item_counts
-
-        def counting(run_pk: int) -> dict[ItemStatus, int]:
-            counted.append(run_pk)
-            return count(run_pk)
-
-        monkeypatch.setattr(runner.store, "item_counts", counting)
+        counted = count_item_counts(monkeypatch, runner.store)
         summary = _wait(run)
         assert (summary.status, summary.completed) == (RunStatus.COMPLETED, ITEMS)
         assert emu.stats.calls[RETRIEVE] >= 5  # many steps while the batches ran

@@ -20,6 +20,7 @@ from batchor import (
 from batchor.runner import job_codec
 from batchor.stores.records import NewItem
 from batchor.testing import InProcessBatchTransport
+from tests.spies import count_item_counts
 
 from .helpers import (
     CREATE,
@@ -283,14 +284,7 @@ def test_a_worker_waiting_on_live_batches_counts_the_runs_items_only_to_end_the_
     # waiting on live batches must not do it at every refresh, nor to report progress
     # more often than asked.
     runner.start(make_job(make_items(6), max_requests=2), "live")
-    counted: list[int] = []
-    count = runner.store.item_counts
-
-    def counting(run_pk: int) -> dict[ItemStatus, int]:
-        counted.append(run_pk)
-        return count(run_pk)
-
-    monkeypatch.setattr(runner.store, "item_counts", counting)
+    counted = count_item_counts(monkeypatch, runner.store)
     seen: list[RunSummary] = []
     summary = runner.get_run("live").wait(
         30,
