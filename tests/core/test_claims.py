@@ -70,6 +70,37 @@ def test_owner_names_this_host_process_and_thread() -> None:
     assert seen[0].rsplit(":", 1)[0] == claims.owner().rsplit(":", 1)[0]
 
 
+def _in_own_pid_namespace(code: str) -> str:
+    """What ``code`` prints, run by a Python process that is pid 1 of a new pid namespace
+    (as in a container that shares this host's node name); skips where none can be made."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare command")
+    done = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"no new pid namespace here: {done.stderr.strip()[-200:]}")
+    return done.stdout.strip()
+
+
+def test_pid_1_of_two_containers_sharing_a_node_name_are_two_workers() -> None:
+    # Containers run with the host's network share its node name, and each numbers its
+    # processes from 1. Each must see the other's claims as another worker's (only the lease
+    # can tell), or it would take a create under way there for its own that has returned.
+    imports = "from batchor.engine.claims import owner, owner_gone, this_process\n"
+    first = _in_own_pid_namespace(imports + "import os; print(os.getpid(), owner())")
+    pid, claim = first.split()
+    assert pid == "1"
+    seen = _in_own_pid_namespace(
+        imports + f"import os; print(os.getpid(), this_process({claim!r}), owner_gone({claim!r}))"
+    )
+    assert seen == "1 False False"
+
+
 def test_the_lease_is_sixty_seconds_unless_the_environment_says_otherwise(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

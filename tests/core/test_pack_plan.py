@@ -5,7 +5,6 @@ the store instead. A real SQLite store and artifacts; nothing is sent."""
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from batchor import (
     PromptParts,
     RunStatus,
 )
+from batchor.engine import claims
 from batchor.engine.context import RunContext, RunSettings
 from batchor.engine.ingest import ingest
 from batchor.engine.pack import pack
@@ -331,7 +331,7 @@ def test_a_forming_batch_whose_process_died_is_dissolved_at_once(
     runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_OUT)
-    dead = f"{platform.node().replace(':', '-')}:{int(child.stdout)}:1"
+    dead = f"{claims._HOST}:{int(child.stdout)}:1"
     ctx = _formed_elsewhere(runner, emu, monkeypatch, dead, "3600")
     assert pack(ctx) == 3
     assert forming(ctx) == []

@@ -17,7 +17,23 @@ import weakref
 
 from batchor.errors import ConfigurationError
 
-_HOST = platform.node().replace(":", "-")
+
+def _host() -> str:
+    """This host's part of a claim name: its node name and, on Linux, its pid namespace.
+    Containers that share the host's node name (``--network host``) each number their
+    processes from 1: without the namespace, a worker that is pid 1 in one would take
+    another's claims for its own, and a create under way there for one of its own that has
+    returned (and create the batch a second time)."""
+    name = platform.node().replace(":", "-")
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return name  # not Linux: one process numbering per node name
+    digits = "".join(c for c in namespace if c.isdigit())
+    return f"{name}~{digits}" if digits else name
+
+
+_HOST = _host()
 #: How long a collect claim holds without being renewed (renewed after every chunk), and a
 #: worker's hold on the batches it forms while ingesting (renewed with every slice and seal)
 #: and on a batch it packed, until it has uploaded it.
