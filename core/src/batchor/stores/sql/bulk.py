@@ -66,10 +66,8 @@ def bulk(conn: Connection, stmt: Any, keys: Sequence[str], rows: Sequence[tuple[
             params: list[Any] = list(rows)
         else:
             pick = itemgetter(*indexes)
-            if constants:
-                params = [pick(row + constants) for row in rows]
-            else:
-                params = [pick(row) for row in rows]
+            padded = [row + constants for row in rows] if constants else rows
+            params = list(map(pick, padded))
             if len(indexes) == 1:
                 params = [(p,) for p in params]
     else:

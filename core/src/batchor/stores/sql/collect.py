@@ -15,12 +15,12 @@ from batchor.stores.sql.bulk import bulk, is_postgres
 from batchor.stores.sql.connector import SqlConnector, now
 from batchor.stores.sql.failures import record_failures
 from batchor.stores.sql.statements import (
-    APPLY_COMPLETED,
-    APPLY_COMPLETED_KEYS,
     APPLY_OUTCOME,
     APPLY_OUTCOME_KEYS,
+    OUTCOME_KEYS,
     RECORD_LINE_FAILURE,
     RECORD_LINE_FAILURE_KEYS,
+    apply_completed,
     awaiting,
     lock_run,
     next_tick,
@@ -92,11 +92,7 @@ class CollectOperations(SqlConnector):
                 for o in outcomes
                 if o.kind != "completed"
             ]
-            completed = [
-                (o.output_text, o.input_tokens, o.output_tokens, tick, run_pk, o.seq, batch_pk)
-                for o in outcomes
-                if o.kind == "completed"
-            ]
+            completed = [o for o in outcomes if o.kind == "completed"]
             others = [
                 (
                     run_pk,
@@ -119,7 +115,8 @@ class CollectOperations(SqlConnector):
                 bulk(conn, RECORD_LINE_FAILURE, RECORD_LINE_FAILURE_KEYS, failures)
             changed = 0
             if completed:
-                changed += bulk(conn, APPLY_COMPLETED, APPLY_COMPLETED_KEYS, completed)
+                completing = apply_completed(run_pk, batch_pk, tick)
+                changed += bulk(conn, completing, OUTCOME_KEYS, completed)
             if others:
                 changed += bulk(conn, APPLY_OUTCOME, APPLY_OUTCOME_KEYS, others)
         return changed

@@ -27,11 +27,10 @@ from batchor.stores.sql.forming import place_items
 from batchor.stores.sql.rows import batch_record, parts_text
 from batchor.stores.sql.statements import (
     CHUNK,
-    INSERT_ITEM,
     ITEM_INSERT_KEYS,
     QUEUE_RANGE,
     QUEUE_RANGE_KEYS,
-    insert_queued_item,
+    insert_items,
     next_tick,
 )
 
@@ -97,9 +96,8 @@ class ItemOperations(SqlConnector):
                     postgres.copy_items(conn, run_pk, new_items, placed)
                     return True
                 for batch_pk, start, end in placed:
-                    rows = [(run_pk, *it) for it in new_items[start:end]]
-                    insert = INSERT_ITEM if batch_pk is None else insert_queued_item(batch_pk)
-                    bulk(conn, insert, ITEM_INSERT_KEYS, rows)
+                    rows = new_items[start:end]
+                    bulk(conn, insert_items(run_pk, batch_pk), ITEM_INSERT_KEYS, rows)
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
         return True
