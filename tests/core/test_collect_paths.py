@@ -999,3 +999,51 @@ def test_a_batch_whose_every_line_failed_has_only_an_error_file(
         assert (r.status, r.attempts, r.error_class) == (ItemStatus.PENDING, 1, "rate_limited")
         assert (r.error_message or "").startswith("HTTP 429: Rate limit reached for gpt-4.1-mini")
     assert emu.stats.calls[CONTENT] == 1
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_a_download_cut_half_way_is_postponed_and_the_next_applies_the_rest_once(
+    tmp_path: Path, runner: BatchRunner, emu: OpenAIBatchEmulator, keep: bool
+) -> None:
+    n = 20_000  # 17 MB of output, cut after 8 MB: a chunk of 5,000 outcomes was applied
+    billed = [0, 0]
+
+    def count(line: dict[str, Any]) -> dict[str, Any]:
+        tokens = usage_tokens(line)
+        billed[0] += tokens[0]
+        billed[1] += tokens[1]
+        return line
+
+    emu.faults.line_rewrite = count
+    emu.faults.content_cut_count = 1
+    ctx = ended(runner, emu, job(emu, n, keep_raw_outputs=keep), "cut")
+    assert collect(ctx) == 0
+    batch = the_batch(ctx)
+    assert (batch.status, batch.failures) == (BatchStatus.ENDED, 1)
+    statuses = [r.status for r in ctx.store.item_rows(ctx.run.pk, 0, n)]
+    assert 0 < statuses.count(ItemStatus.COMPLETED) < n  # applied as it arrived
+    folder = tmp_path / "artifacts/runs/cut/batches/000000"
+    assert not (folder / "output.jsonl").exists()  # only a whole file is kept
+    forge_batch(runner.store, batch.pk, not_before=time.time() - 1)
+    assert collect(ctx) == 1
+    items = ctx.store.item_rows(ctx.run.pk, 0, n)
+    assert len(items) == n
+    assert {(r.status, r.attempts) for r in items} == {(ItemStatus.COMPLETED, 1)}
+    record = run_record(ctx)
+    assert [record.input_tokens, record.output_tokens] == billed
+    assert (folder / "output.jsonl").exists() is keep
+    assert emu.stats.calls[CONTENT] == 2
+
+
+def test_without_kept_raw_outputs_a_result_file_is_never_written(
+    runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = ended(runner, emu, job(emu, 3, keep_raw_outputs=False), "unwritten")
+    written: list[str] = []
+    open_write = ctx.artifacts.open_write
+    monkeypatch.setattr(
+        ctx.artifacts, "open_write", lambda key: written.append(key) or open_write(key)
+    )
+    assert collect(ctx) == 1
+    assert {r.status for r in rows(ctx).values()} == {ItemStatus.COMPLETED}
+    assert written == []

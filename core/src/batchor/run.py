@@ -14,6 +14,7 @@ from batchor.engine.context import RunContext, RunSettings
 from batchor.engine.deadline import deadline_passed, enforce_deadline
 from batchor.engine.ending import end_if_done
 from batchor.engine.finish import SYNC_PRICE_FACTOR, finish_stragglers, reclaim_abandoned
+from batchor.engine.heap import old_objects_frozen
 from batchor.engine.ingest import ingest, positions
 from batchor.engine.pack import pack
 from batchor.engine.poll import poll
@@ -140,13 +141,14 @@ class Run(RunOutputs):
             )
         else:
             stream = positions(self._items)
-        ingest(
-            self._ctx,
-            stream,
-            job.build_prompt,
-            on_progress=on_progress,
-            part_of=part_of,
-        )
+        with old_objects_frozen():
+            ingest(
+                self._ctx,
+                stream,
+                job.build_prompt,
+                on_progress=on_progress,
+                part_of=part_of,
+            )
         self._reload()
 
     def wait(

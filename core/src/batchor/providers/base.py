@@ -4,7 +4,7 @@ known outside the provider's own package."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
@@ -147,13 +147,41 @@ class BatchTransport(Protocol):
         ...
 
     def download_file(self, file_id: str, dest: BinaryIO) -> int:
-        """Stream a file's content into ``dest``; returns the bytes written. A file not
-        served yet is a `TransientProviderError`."""
+        """Stream a file's content into ``dest``; returns the bytes written. Every attempt
+        starts with ``dest.seek(0)`` and ``dest.truncate()``. A file not served yet, or a
+        download cut half-way, is a `TransientProviderError`."""
         ...
 
     def delete_file(self, file_id: str) -> None:
         """Delete an uploaded file (missing files are ignored)."""
         ...
+
+
+def lost_connection(exc: BaseException) -> bool:
+    """Whether ``exc`` is an HTTP client's transport error: a connection lost, refused or
+    timed out, as httpx (or httpx2, the fork the openai SDK ships) raises it while a
+    streamed body is read. The SDKs wrap such errors only while a request is sent, not once
+    its body streams, so a download cut half-way reaches the caller as one of these."""
+    return any(
+        cls.__name__ == "TransportError" and cls.__module__.split(".")[0] in ("httpx", "httpx2")
+        for cls in type(exc).__mro__
+    )
+
+
+def copy_body(chunks: Iterable[bytes], dest: BinaryIO, what: str) -> int:
+    """Write a streamed body's ``chunks`` into ``dest``; returns the bytes written. A
+    connection lost half-way (`lost_connection`) is a `TransientProviderError` naming
+    ``what`` was being downloaded."""
+    written = 0
+    try:
+        for chunk in chunks:
+            dest.write(chunk)
+            written += len(chunk)
+    except Exception as exc:
+        if lost_connection(exc):
+            raise TransientProviderError(f"the download of {what} broke off: {exc}") from exc
+        raise
+    return written
 
 
 def sends_sync(transport: object) -> bool:

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError, ProviderQuotaError
 from batchor.providers.anthropic.sync import NO_CREDIT, send_message
-from batchor.providers.base import ProviderBatch, SyncResult, TransientProviderError
+from batchor.providers.base import (
+    ProviderBatch,
+    SyncResult,
+    TransientProviderError,
+    copy_body,
+)
 
 if TYPE_CHECKING:
     from anthropic import Anthropic
@@ -234,13 +239,9 @@ class AnthropicTransport:
         def call() -> int:
             dest.seek(0)
             dest.truncate()
-            written = 0
             batches = self.client.with_options(max_retries=0).messages.batches
             with batches.with_streaming_response.results(file_id) as response:
-                for chunk in response.iter_bytes(_CHUNK):
-                    dest.write(chunk)
-                    written += len(chunk)
-            return written
+                return copy_body(response.iter_bytes(_CHUNK), dest, f"the results of {file_id}")
 
         try:
             return _retrying(call, self._max_retries)

@@ -9,7 +9,12 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
-from batchor.providers.base import ProviderBatch, SyncResult, TransientProviderError
+from batchor.providers.base import (
+    ProviderBatch,
+    SyncResult,
+    TransientProviderError,
+    copy_body,
+)
 from batchor.providers.openai.sync import parse_request, rate_limit_wait, result_line, sync_path
 
 if TYPE_CHECKING:
@@ -214,14 +219,10 @@ class OpenAITransport:
         def call() -> int:
             dest.seek(0)
             dest.truncate()
-            written = 0
             with self.client.with_options(max_retries=0).files.with_streaming_response.content(
                 file_id
             ) as response:
-                for chunk in response.iter_bytes(_DOWNLOAD_CHUNK):
-                    dest.write(chunk)
-                    written += len(chunk)
-            return written
+                return copy_body(response.iter_bytes(_DOWNLOAD_CHUNK), dest, f"file {file_id}")
 
         try:
             return _retrying(call, self._max_retries)

@@ -111,6 +111,9 @@ class EmulatorFaults:
     """Seconds after a batch ends during which its output and error files answer 404 (to
     ``GET /v1/files/{id}`` and ``GET /v1/files/{id}/content``), though the batch already
     shows their ids, as the real service sometimes does right after completion."""
+    content_cut_count: int = 0
+    """The next N ``GET /v1/files/{id}/content`` downloads announce the whole file but send
+    only its first half, then close the connection (a connection lost mid-download)."""
     shuffle_output: bool = False
     """Write output and error lines in a shuffled order (within each slice of up to 2,000
     lines), as the real service does not promise input order."""
@@ -165,6 +168,14 @@ class EmulatorFaults:
         with self._lock:
             if self.route_server_error_counts.get(key, 0) > 0:
                 self.route_server_error_counts[key] -= 1
+                return True
+            return False
+
+    def take_content_cut(self) -> bool:
+        """Decide whether the current download is cut half-way (consumes the count)."""
+        with self._lock:
+            if self.content_cut_count > 0:
+                self.content_cut_count -= 1
                 return True
             return False
 

@@ -166,7 +166,7 @@ def file_content(handler: RequestHandler, file_id: str, _: Query) -> None:
     """``GET /v1/files/{id}/content``: stream the file's bytes from disk."""
     stored = _stored(handler, file_id)
     try:
-        handler.send_file(stored.path)
+        handler.send_file(stored.path, cut=handler.state.faults().take_content_cut())
     except FileNotFoundError as exc:  # deleted while we were looking
         raise not_found(f"No such File object: {file_id}") from exc
 

@@ -356,10 +356,13 @@ class RequestHandler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    def send_file(self, path: os.PathLike[str]) -> None:
-        """Answer with the bytes of the file at ``path``, streamed from disk (``sendfile``)."""
+    def send_file(self, path: os.PathLike[str], *, cut: bool = False) -> None:
+        """Answer with the bytes of the file at ``path``, streamed from disk (``sendfile``);
+        with ``cut``, only the first half of them, then the connection is closed."""
         with open(path, "rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             self._start(200, "application/octet-stream", size, {})
             self.wfile.flush()
-            self.connection.sendfile(handle, count=size)
+            self.connection.sendfile(handle, count=size // 2 if cut else size)
+        if cut:
+            self.close_connection = True
