@@ -150,7 +150,7 @@ class KillingTransport:
 
 
 class _DyingFile:
-    """A download's destination that SIGKILLs the process once its first chunk is on disk."""
+    """A download's destination that SIGKILLs the process once its first chunk is written."""
 
     def __init__(self, inner: BinaryIO) -> None:
         self._inner = inner

@@ -22,8 +22,10 @@ def old_objects_frozen() -> Iterator[None]:
     full collections meanwhile walk only what was allocated since.
 
     Does nothing where the process already manages freezing (objects are frozen on entry)
-    or collects no cycles: it never unfreezes what it did not freeze. Frozen garbage is not
-    lost: it is collected as usual after the exit.
+    or collects no cycles. Frozen garbage is not lost: it is collected as usual after the
+    exit. The freeze is the process's: objects another thread freezes meanwhile are
+    unfrozen on exit too, and a process forked meanwhile (a pool started by
+    ``build_prompt``) keeps the freeze; both only make collection less thorough there.
     """
     if not gc.isenabled() or gc.get_freeze_count():
         yield

@@ -173,15 +173,18 @@ def copy_body(chunks: Iterable[bytes], dest: BinaryIO, what: str) -> int:
     connection lost half-way (`lost_connection`) is a `TransientProviderError` naming
     ``what`` was being downloaded."""
     written = 0
-    try:
-        for chunk in chunks:
-            dest.write(chunk)
-            written += len(chunk)
-    except Exception as exc:
-        if lost_connection(exc):
-            raise TransientProviderError(f"the download of {what} broke off: {exc}") from exc
-        raise
-    return written
+    stream = iter(chunks)
+    while True:
+        try:  # only the provider's side is judged: what ``dest`` raises passes as it is
+            chunk = next(stream)
+        except StopIteration:
+            return written
+        except Exception as exc:
+            if lost_connection(exc):
+                raise TransientProviderError(f"the download of {what} broke off: {exc}") from exc
+            raise
+        dest.write(chunk)
+        written += len(chunk)
 
 
 def sends_sync(transport: object) -> bool:
