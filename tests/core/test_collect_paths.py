@@ -36,6 +36,7 @@ from batchor.engine import claims
 from batchor.engine.collect import collect, collect_batch
 from batchor.engine.context import RunContext
 from batchor.engine.poll import poll
+from batchor.providers.openai.transport import OpenAITransport
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord, ItemRow
 from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
@@ -520,7 +521,7 @@ def test_a_text_run_takes_any_reply_text(runner: BatchRunner, emu: OpenAIBatchEm
 def test_outcomes_are_applied_in_chunks(
     runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchor.engine.collect._CHUNK", 2)
+    monkeypatch.setattr("batchor.engine.feed.CHUNK", 2)
     emu.faults.line_fault = lambda cid, body: "server_error" if cid in ("2", "6") else None
     ctx = ended(runner, emu, job(emu, 7), "chunks")
     with statements(runner) as seen:
@@ -1047,3 +1048,37 @@ def test_without_kept_raw_outputs_a_result_file_is_never_written(
     assert collect(ctx) == 1
     assert {r.status for r in rows(ctx).values()} == {ItemStatus.COMPLETED}
     assert written == []
+
+
+def test_a_download_retried_after_a_cut_applies_each_line_once_in_one_collection(
+    runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = 20_000  # 17 MB of output, cut after 8 MB: a chunk of 5,000 outcomes was applied
+    billed = [0, 0]
+
+    def count(line: dict[str, Any]) -> dict[str, Any]:
+        tokens = usage_tokens(line)
+        billed[0] += tokens[0]
+        billed[1] += tokens[1]
+        return line
+
+    emu.faults.line_rewrite = count
+    emu.faults.content_cut_count = 1
+    ctx = ended(runner, emu, job(emu, n), "retried")
+    retrying = OpenAITransport(api_key=emu.api_key, base_url=emu.base_url, max_retries=1)
+    ctx = make_context(runner, ctx.run, retrying, Sentiment)
+    applied: list[int] = []
+    apply_outcomes = ctx.store.apply_outcomes
+
+    def spy(run_pk: int, batch_pk: int, outcomes: Any, max_attempts: int) -> int:
+        applied.append(len(outcomes))
+        return apply_outcomes(run_pk, batch_pk, outcomes, max_attempts)
+
+    monkeypatch.setattr(ctx.store, "apply_outcomes", spy)
+    assert collect(ctx) == 1
+    assert emu.stats.calls[CONTENT] == 2  # cut, then whole
+    assert sum(applied) == n  # the lines the cut attempt applied were passed over
+    items = ctx.store.item_rows(ctx.run.pk, 0, n)
+    assert {(r.status, r.attempts) for r in items} == {(ItemStatus.COMPLETED, 1)}
+    record = run_record(ctx)
+    assert [record.input_tokens, record.output_tokens] == billed

@@ -167,7 +167,7 @@ def test_each_refresh_follows_the_provider_status_of_live_batches(
 def test_outcomes_are_applied_chunk_by_chunk(
     runner: BatchRunner, transport: InProcessBatchTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("batchor.engine.collect._CHUNK", 3)
+    monkeypatch.setattr("batchor.engine.feed.CHUNK", 3)
     transport.faults.line_fault = line_fault_on(["review 4"], "bad_request")
     run = runner.start(make_job(make_items(10), max_attempts=1), "chunked")
     summary = drive(run)

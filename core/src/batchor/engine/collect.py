@@ -5,11 +5,9 @@ outcomes (completed, retried or failed), applied in set-based chunks."""
 from __future__ import annotations
 
 import functools
-import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, BinaryIO, cast
+from typing import BinaryIO, cast
 
 import orjson
 
@@ -18,13 +16,13 @@ from batchor.engine.budget import billed_cost
 from batchor.engine.claims import lease_seconds, owner, owner_gone
 from batchor.engine.context import RunContext, log
 from batchor.engine.deadline import settle_unanswered
+from batchor.engine.feed import ResultFeed, Tally
 from batchor.engine.heap import old_objects_frozen
 from batchor.providers.base import BatchVerdict, Reply, TransientProviderError
 from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import FINISH_SYNC, BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output
 
-_CHUNK = 5_000
 _READ = 1 << 20  # bytes read at a time from a kept raw file
 # A batch's raw output and error files, as downloaded, in its artifact folder.
 RAW_OUTPUTS = ("output.jsonl", "errors.jsonl")
@@ -78,23 +76,28 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
     """Apply one ended batch's results to its items and mark it collected."""
     folder = ctx.batch_dir(batch.batch_key)
     # A batch stopped to finish synchronously may answer items taken out of it meanwhile.
-    tally = _Tally([] if batch.stop_reason == FINISH_SYNC else None)
+    tally = Tally([] if batch.stop_reason == FINISH_SYNC else None)
+    apply = functools.partial(_apply, ctx, batch)
+    judge = reply_judge(ctx)
+
+    def feed(key: str, copy: BinaryIO | None = None) -> ResultFeed:
+        return ResultFeed(ctx.codec.decode, judge, apply, key, tally, copy)
+
     for file_id, name in zip((batch.output_file_id, batch.error_file_id), RAW_OUTPUTS, strict=True):
         if file_id is None:
             continue
         key = f"{folder}/{name}"
         if ctx.artifacts.exists(key):  # kept by a collection that stopped half-way
-            feed = _Feed(ctx, batch, key, tally)
+            kept = feed(key)
             with ctx.artifacts.open_read(key) as fh:
                 while chunk := fh.read(_READ):
-                    feed.write(chunk)
-            feed.end()
+                    kept.write(chunk)
+            kept.end()
         elif ctx.settings.keep_raw_outputs:  # kept as downloaded, applied as it arrives
             with ctx.artifacts.open_write(key) as fh:
-                feed = _Feed(ctx, batch, key, tally, copy=fh)
-                _download(ctx, file_id, feed)
+                _download(ctx, file_id, feed(key, fh))
         else:  # applied as it arrives, never written
-            _download(ctx, file_id, _Feed(ctx, batch, key, tally))
+            _download(ctx, file_id, feed(key))
     tokens_in, tokens_out = tally.tokens_in, tally.tokens_out
     if tally.answered:
         duplicates = ctx.store.record_duplicates(ctx.run.pk, batch.pk, tally.answered)
@@ -164,117 +167,7 @@ def _json_object(text: str) -> None:
         raise OutputValidationError("schema_validation", "reply is not a JSON object")
 
 
-@dataclass
-class _Tally:
-    """What a batch's collection has counted over its files: billed tokens, items moved out
-    of ``submitted``, and (for a batch stopped to finish synchronously) the seqs answered."""
-
-    answered: list[int] | None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    changed: int = 0
-
-
-class _Feed(io.RawIOBase):
-    """The writable a result file is downloaded into: each whole line is judged as it
-    arrives and applied with the others of its chunk, and the bytes are copied to ``copy``
-    if given. A download attempt starts with ``seek(0)`` and ``truncate()``: the file's
-    pass starts over, its tokens and answers counted afresh (a line an attempt before
-    applied changes nothing the second time: every statement is guarded), and ``end``,
-    after the last attempt, applies the rest and adds the file's counts to ``tally``."""
-
-    def __init__(
-        self,
-        ctx: RunContext,
-        batch: BatchRecord,
-        key: str,
-        tally: _Tally,
-        copy: BinaryIO | None = None,
-    ) -> None:
-        """Feed ``batch``'s file ``key`` (its artifact's name, for the log) into ``tally``."""
-        super().__init__()
-        self._ctx, self._batch, self._key, self._tally, self._copy = ctx, batch, key, tally, copy
-        self._decode, self._judge = ctx.codec.decode, reply_judge(ctx)
-        self._start()
-
-    def _start(self) -> None:
-        self._rest = b""
-        self._chunk: list[ItemOutcome] = []
-        self._tokens = [0, 0]
-        self._answered: list[int] = []
-        self.failure: BaseException | None = None  # what judging or applying raised
-
-    def writable(self) -> bool:
-        """Always: the file is written into it."""
-        return True
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        """Back to the start (the only place a download seeks to)."""
-        if (offset, whence) != (0, 0):
-            raise io.UnsupportedOperation("a result feed only seeks back to its start")
-        if self._copy is not None:
-            self._copy.seek(0)
-        return 0
-
-    def truncate(self, size: int | None = None) -> int:
-        """Start the file's pass over (a new download attempt)."""
-        if self._copy is not None:
-            self._copy.truncate(0)
-        self._start()
-        return 0
-
-    def write(self, data: Any) -> int:
-        """Judge every line ``data`` completes; apply a chunk once it is full."""
-        if self._copy is not None:
-            self._copy.write(data)
-        lines = (self._rest + data).split(b"\n")
-        self._rest = lines.pop()
-        try:
-            self._lines(lines)
-        except BaseException as exc:
-            self.failure = exc
-            raise
-        return len(data)
-
-    def end(self) -> None:
-        """The file is whole: judge its last line, apply the rest, count it in the tally."""
-        self._lines([self._rest])
-        self._rest = b""
-        self._apply()
-        tally = self._tally
-        tally.tokens_in += self._tokens[0]
-        tally.tokens_out += self._tokens[1]
-        if tally.answered is not None:
-            tally.answered.extend(self._answered)
-
-    def _lines(self, lines: list[bytes]) -> None:
-        decode, judge, chunk, tokens = self._decode, self._judge, self._chunk, self._tokens
-        for raw in lines:
-            if not raw or raw.isspace():
-                continue
-            decoded = decode(raw)
-            if decoded is None:
-                log.warning("%s: skipped a line that is not a batch result", self._key)
-                continue
-            seq, reply = decoded
-            if reply is None:  # never run; stays submitted, requeued without charge
-                continue
-            outcome = judge(seq, reply)
-            tokens[0] += outcome.input_tokens or 0
-            tokens[1] += outcome.output_tokens or 0
-            chunk.append(outcome)
-            if len(chunk) >= _CHUNK:
-                self._apply()
-                chunk = self._chunk
-
-    def _apply(self) -> None:
-        chunk, self._chunk = self._chunk, []
-        if self._tally.answered is not None:
-            self._answered.extend(o.seq for o in chunk)
-        self._tally.changed += _apply(self._ctx, self._batch, chunk)
-
-
-def _download(ctx: RunContext, file_id: str, feed: _Feed) -> None:
+def _download(ctx: RunContext, file_id: str, feed: ResultFeed) -> None:
     """Stream the provider's file ``file_id`` through ``feed``; an error the feed raised
     (the store's) surfaces as it was, whatever the provider's SDK made of it."""
     try:

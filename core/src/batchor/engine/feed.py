@@ -1,0 +1,149 @@
+"""A result file read as it downloads: each whole line judged as it arrives, applied with
+the others of its chunk, and copied as it came if the file is kept."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from batchor.engine.context import log
+from batchor.providers.base import Reply
+from batchor.stores.base import ItemOutcome
+
+CHUNK = 5_000  # outcomes applied in one transaction
+
+
+@dataclass
+class Tally:
+    """What a batch's collection has counted over its files: billed tokens, items moved out
+    of ``submitted``, and (for a batch stopped to finish synchronously) the seqs answered."""
+
+    answered: list[int] | None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    changed: int = 0
+
+
+class ResultFeed(io.RawIOBase):
+    """The writable a result file is downloaded into (a transport's ``download_file``).
+
+    Each whole line is decoded and judged as it arrives and applied with the others of its
+    chunk (``apply`` returns how many items it moved); the bytes are copied to ``copy`` if
+    given. A download attempt starts with ``seek(0)`` and ``truncate()``: the copy starts
+    over, and the lines up to the last chunk applied are passed over unjudged (a provider's
+    file does not change), so a download retried after a lost connection applies nothing
+    twice and counts every line's tokens once. ``end``, after the last attempt, applies the
+    rest and adds the file's counts to ``tally``.
+    """
+
+    def __init__(
+        self,
+        decode: Callable[[bytes], tuple[int, Reply | None] | None],
+        judge: Callable[[int, Reply], ItemOutcome],
+        apply: Callable[[list[ItemOutcome]], int],
+        key: str,
+        tally: Tally,
+        copy: BinaryIO | None = None,
+    ) -> None:
+        """Feed the file ``key`` (its artifact's name, for the log) into ``tally``."""
+        super().__init__()
+        self._decode, self._judge, self._apply_chunk = decode, judge, apply
+        self._key, self._tally, self._copy = key, tally, copy
+        # Up to where the file is applied: its byte offset, tokens and answers by then.
+        self._applied = 0
+        self._tokens_then = (0, 0)
+        self._answered: list[int] = []
+        self._answered_then = 0
+        self._start()
+
+    def _start(self) -> None:
+        self._rest = b""
+        self._offset = self._applied  # the file offset of the first line in ``_rest``
+        self._skip = self._applied  # bytes of this attempt an earlier one applied
+        self._chunk: list[ItemOutcome] = []
+        self._tokens = list(self._tokens_then)
+        del self._answered[self._answered_then :]
+        self.failure: BaseException | None = None  # what judging or applying raised
+
+    def writable(self) -> bool:
+        """Always: the file is written into it."""
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Back to the start (the only place a download seeks to)."""
+        if (offset, whence) != (0, 0):
+            raise io.UnsupportedOperation("a result feed only seeks back to its start")
+        if self._copy is not None:
+            self._copy.seek(0)
+        return 0
+
+    def truncate(self, size: int | None = None) -> int:
+        """Start a new download attempt."""
+        if self._copy is not None:
+            self._copy.truncate(0)
+        self._start()
+        return 0
+
+    def write(self, data: Any) -> int:
+        """Judge every line ``data`` completes; apply a chunk once it is full."""
+        size = len(data)
+        if self._copy is not None:
+            self._copy.write(data)
+        if self._skip:
+            passed = min(self._skip, size)
+            self._skip -= passed
+            data = data[passed:]
+        lines = (self._rest + data).split(b"\n")
+        self._rest = lines.pop()
+        try:
+            self._lines(lines)
+        except BaseException as exc:
+            self.failure = exc
+            raise
+        return size
+
+    def end(self) -> None:
+        """The file is whole: judge its last line, apply the rest, count it in the tally."""
+        self._lines([self._rest])
+        self._rest = b""
+        self._apply(self._offset)
+        tally = self._tally
+        tally.tokens_in += self._tokens[0]
+        tally.tokens_out += self._tokens[1]
+        if tally.answered is not None:
+            tally.answered.extend(self._answered)
+
+    def _lines(self, lines: list[bytes]) -> None:
+        decode, judge, chunk, tokens = self._decode, self._judge, self._chunk, self._tokens
+        start = self._offset
+        for index, raw in enumerate(lines):
+            if not raw or raw.isspace():
+                continue
+            decoded = decode(raw)
+            if decoded is None:
+                log.warning("%s: skipped a line that is not a batch result", self._key)
+                continue
+            seq, reply = decoded
+            if reply is None:  # never run; stays submitted, requeued without charge
+                continue
+            outcome = judge(seq, reply)
+            tokens[0] += outcome.input_tokens or 0
+            tokens[1] += outcome.output_tokens or 0
+            chunk.append(outcome)
+            if len(chunk) >= CHUNK:
+                upto = index + 1  # lines, each with its newline
+                self._apply(start + sum(map(len, lines[:upto])) + upto)
+                chunk = self._chunk
+        self._offset = start + sum(map(len, lines)) + len(lines)
+
+    def _apply(self, upto: int) -> None:
+        """Apply the chunk: the file is applied up to offset ``upto``."""
+        chunk, self._chunk = self._chunk, []
+        if self._tally.answered is not None:
+            self._answered.extend(o.seq for o in chunk)
+        self._tally.changed += self._apply_chunk(chunk)
+        self._applied = upto
+        self._tokens_then = (self._tokens[0], self._tokens[1])
+        self._answered_then = len(self._answered)

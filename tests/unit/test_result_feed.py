@@ -1,0 +1,78 @@
+"""A result file fed as it downloads: lines judged and applied in chunks, a retried
+download passing over what an earlier attempt applied, the bytes copied as they came."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from batchor.engine import feed
+from batchor.engine.feed import ResultFeed, Tally
+from batchor.providers.base import Reply
+from batchor.stores.base import ItemOutcome
+
+
+def decode(line: bytes) -> tuple[int, Reply | None] | None:
+    seq = int(line)
+    return seq, Reply(f"text {seq}", (seq, 1), None, "", False)
+
+
+def judge(seq: int, reply: Reply) -> ItemOutcome:
+    tokens_in, tokens_out = reply.usage or (0, 0)
+    return ItemOutcome(
+        seq, "completed", reply.text, input_tokens=tokens_in, output_tokens=tokens_out
+    )
+
+
+FILE = b"".join(b"%d\n" % seq for seq in range(1, 41))  # 40 lines, 111 bytes
+
+
+def pieces(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+@pytest.mark.parametrize(
+    ("cut", "size", "again"), [(50, 7, 5), (60, 13, 64), (3, 1, 111), (111, 111, 9)]
+)
+def test_a_download_started_over_applies_every_line_once(
+    monkeypatch: pytest.MonkeyPatch, cut: int, size: int, again: int
+) -> None:
+    monkeypatch.setattr(feed, "CHUNK", 4)
+    applied: list[int] = []
+
+    def apply(chunk: list[ItemOutcome]) -> int:
+        applied.extend(o.seq for o in chunk)
+        return len(chunk)
+
+    tally = Tally(answered=[])
+    copy = io.BytesIO()
+    fed = ResultFeed(decode, judge, apply, "out.jsonl", tally, copy)
+    fed.seek(0)
+    fed.truncate()
+    for piece in pieces(FILE[:cut], size):  # an attempt cut after ``cut`` bytes
+        fed.write(piece)
+    fed.seek(0)
+    fed.truncate()
+    for piece in pieces(FILE, again):
+        fed.write(piece)
+    fed.end()
+    assert sorted(applied) == list(range(1, 41))
+    assert len(applied) == 40  # none twice
+    assert (tally.tokens_in, tally.tokens_out, tally.changed) == (sum(range(1, 41)), 40, 40)
+    assert tally.answered is not None
+    assert sorted(tally.answered) == list(range(1, 41))
+    assert copy.getvalue() == FILE  # the copy holds the whole file once
+
+
+def test_a_last_line_without_a_newline_is_applied_at_the_end() -> None:
+    applied: list[int] = []
+    tally = Tally(answered=None)
+    fed = ResultFeed(
+        decode, judge, lambda c: applied.extend(o.seq for o in c) or len(c), "f", tally
+    )
+    fed.write(b"1\n2\n\n3")
+    assert applied == []
+    fed.end()
+    assert applied == [1, 2, 3]
+    assert tally.changed == 3
