@@ -198,6 +198,20 @@ def usage_tokens(line: dict[str, Any]) -> tuple[int, int]:
     )
 
 
+def count_billed(emu: OpenAIBatchEmulator) -> list[int]:
+    """The input and output tokens of every line the emulator answers, as it answers them."""
+    billed = [0, 0]
+
+    def count(line: dict[str, Any]) -> dict[str, Any]:
+        tokens = usage_tokens(line)
+        billed[0] += tokens[0]
+        billed[1] += tokens[1]
+        return line
+
+    emu.faults.line_rewrite = count
+    return billed
+
+
 # ---- a completed batch ---------------------------------------------------------------------
 
 
@@ -1007,15 +1021,7 @@ def test_a_download_cut_half_way_is_postponed_and_the_next_applies_the_rest_once
     tmp_path: Path, runner: BatchRunner, emu: OpenAIBatchEmulator, keep: bool
 ) -> None:
     n = 20_000  # 17 MB of output, cut after 8 MB: a chunk of 5,000 outcomes was applied
-    billed = [0, 0]
-
-    def count(line: dict[str, Any]) -> dict[str, Any]:
-        tokens = usage_tokens(line)
-        billed[0] += tokens[0]
-        billed[1] += tokens[1]
-        return line
-
-    emu.faults.line_rewrite = count
+    billed = count_billed(emu)
     emu.faults.content_cut_count = 1
     ctx = ended(runner, emu, job(emu, n, keep_raw_outputs=keep), "cut")
     assert collect(ctx) == 0
@@ -1054,15 +1060,7 @@ def test_a_download_retried_after_a_cut_applies_each_line_once_in_one_collection
     runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     n = 20_000  # 17 MB of output, cut after 8 MB: a chunk of 5,000 outcomes was applied
-    billed = [0, 0]
-
-    def count(line: dict[str, Any]) -> dict[str, Any]:
-        tokens = usage_tokens(line)
-        billed[0] += tokens[0]
-        billed[1] += tokens[1]
-        return line
-
-    emu.faults.line_rewrite = count
+    billed = count_billed(emu)
     emu.faults.content_cut_count = 1
     ctx = ended(runner, emu, job(emu, n), "retried")
     retrying = OpenAITransport(api_key=emu.api_key, base_url=emu.base_url, max_retries=1)
