@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from batchor import DuplicateItemError
 from batchor.states import BatchStatus, ItemStatus
-from batchor.stores.base import PendingItem
+from batchor.stores.base import NewItem, PendingItem
 from batchor.stores.schema import item_failures
 from batchor.stores.sql import SqlStateStore
 
@@ -40,6 +40,29 @@ def test_a_slice_recorded_twice_is_refused_the_second_time(
         False,
     )
     assert statuses(store, record.pk) == {ItemStatus.PENDING: 2}
+
+
+def test_every_field_of_a_new_item_is_stored_as_given(store: SqlStateStore) -> None:
+    ids = ["é", "😀", '"quoted"', "back\\slash", "tab\t", " lead", "\\u0000 as text", "x" * 5000]
+    if store.engine.dialect.name != "postgresql":  # Postgres text holds no NUL
+        ids.append("nul\x00inside")
+    record, _ = store.create_run("r", CONFIG, "fp")
+    given = [
+        NewItem(seq, item_id, seq % 3, 2**40 + seq, 480, f"{seq:08x}", seq * 7 or None, meta)
+        for seq, (item_id, meta) in enumerate(
+            zip(ids, ['{"row":1}', None] * len(ids), strict=False), start=1
+        )
+    ]
+    assert store.add_items(
+        record.pk, given, next_slice=3, ingested_count=len(given), checkpoint="c", complete=True
+    )
+    rows = {row.seq: row for row in store.item_rows(record.pk, 0, 100)}
+    assert [rows[it.seq].item_id for it in given] == ids
+    assert [rows[it.seq].metadata for it in given] == [it.metadata for it in given]
+    assert [
+        (p.seq, p.req_slice, p.req_offset, p.req_length, p.est_tokens)
+        for p in store.pending_items(record.pk, 0, 100)
+    ] == [(it.seq, it.req_slice, it.req_offset, it.req_length, it.est_tokens) for it in given]
 
 
 def test_a_complete_run_takes_no_more_items(store: SqlStateStore) -> None:

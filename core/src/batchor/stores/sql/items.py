@@ -4,8 +4,10 @@ never be sent failed."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
@@ -31,12 +33,30 @@ from batchor.stores.sql.statements import (
     QUEUE_RANGE,
     QUEUE_RANGE_KEYS,
     insert_items,
+    insert_items_json,
     next_tick,
 )
 
 
 class _Conflict(Exception):
     """Raised inside a transaction to roll it back when a compare-and-set lost."""
+
+
+# SQLite from 3.38 has the JSON functions built in (earlier builds may leave them out).
+_JSON_INSERTS = sqlite3.sqlite_version_info >= (3, 38, 0)
+
+
+def _insert(
+    conn: sa.Connection, run_pk: int, batch_pk: int | None, rows: Sequence[NewItem]
+) -> None:
+    """SQLite: insert new items, as one JSON array where SQLite can read one (an item id
+    with a NUL character, which SQLite's JSON functions would cut short, goes row by row)."""
+    if _JSON_INSERTS:
+        payload = orjson.dumps(rows, default=tuple)
+        if b"\\u0000" not in payload:
+            conn.exec_driver_sql(insert_items_json(run_pk, batch_pk), (payload,))
+            return
+    bulk(conn, insert_items(run_pk, batch_pk), ITEM_INSERT_KEYS, rows)
 
 
 class ItemOperations(SqlConnector):
@@ -96,8 +116,7 @@ class ItemOperations(SqlConnector):
                     postgres.copy_items(conn, run_pk, new_items, placed)
                     return True
                 for batch_pk, start, end in placed:
-                    rows = new_items[start:end]
-                    bulk(conn, insert_items(run_pk, batch_pk), ITEM_INSERT_KEYS, rows)
+                    _insert(conn, run_pk, batch_pk, new_items[start:end])
         except IntegrityError as exc:
             raise self._duplicate_error(run_pk, new_items) from exc
         return True
