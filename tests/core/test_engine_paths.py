@@ -18,6 +18,7 @@ from batchor import (
     BatchJob,
     BatchLimits,
     BatchRunner,
+    DuplicateItemError,
     ItemStatus,
     OpenAIProviderConfig,
     PromptParts,
@@ -441,6 +442,77 @@ def test_ingest_reports_progress_after_each_slice_it_records(runner: BatchRunner
     assert progress == [2, 4, 5]
     keys = sorted(runner.artifacts.keys("runs/ingest-progress/requests"))
     assert len(keys) == 3
+
+
+def test_slices_are_recorded_on_a_thread_of_their_own_progress_reported_on_the_callers(
+    runner: BatchRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+    import threading
+
+    from batchor.engine.ingest import ingest, positions
+
+    ctx = _bare_run(runner, "ingest-threads")
+    recorders: set[str] = set()
+    add_items = runner.store.add_items
+
+    def spy(*args: Any, **kw: Any) -> bool:
+        recorders.add(threading.current_thread().name)
+        return add_items(*args, **kw)
+
+    monkeypatch.setattr(runner.store, "add_items", spy)
+    progress: list[tuple[int, str]] = []
+    switch = sys.getswitchinterval()
+    accepted = ingest(
+        ctx,
+        positions(make_items(7)),
+        prompt,
+        slice_size=2,
+        on_progress=lambda n: progress.append((n, threading.current_thread().name)),
+    )
+    assert accepted == 7
+    assert [n for n, _ in progress] == [2, 4, 6, 7]
+    assert {name for _, name in progress} == {threading.current_thread().name}
+    assert len(recorders) == 1
+    assert recorders != {threading.current_thread().name}
+    assert sys.getswitchinterval() == switch  # shortened only while slices were recorded
+    assert items(runner, "ingest-threads") == {ItemStatus.QUEUED: 7}
+
+
+def test_a_source_error_while_a_slice_is_recorded_keeps_that_slice_and_records_no_more(
+    runner: BatchRunner,
+) -> None:
+    from batchor import SourceError
+    from batchor.engine.ingest import ingest, positions
+
+    ctx = _bare_run(runner, "ingest-bad-row")
+
+    def source() -> Iterator[BatchItem]:
+        yield from make_items(5)
+        raise SourceError("row 6 of the source is broken")
+
+    with pytest.raises(SourceError, match="row 6"):
+        ingest(ctx, positions(source()), prompt, slice_size=2)
+    record = runner.store.get_run("ingest-bad-row")
+    assert record is not None
+    # Slices [1, 2] and [3, 4] were read whole and recorded; item 5 never was.
+    assert (record.ingested_count, record.ingest_complete) == (4, False)
+    assert sum(items(runner, "ingest-bad-row").values()) == 4
+
+
+def test_a_slice_refused_by_the_store_stops_ingestion_with_the_store_s_error(
+    runner: BatchRunner,
+) -> None:
+    from batchor.engine.ingest import ingest, positions
+
+    ctx = _bare_run(runner, "ingest-dupe")
+    given = make_items(3) + make_items(1) + make_items(4, prefix="later")
+    with pytest.raises(DuplicateItemError, match="item 4 of the source repeats an earlier item"):
+        ingest(ctx, positions(given), prompt, slice_size=3)
+    record = runner.store.get_run("ingest-dupe")
+    assert record is not None
+    assert record.ingested_count == 3  # the slice after the refused one was not recorded
+    assert sum(items(runner, "ingest-dupe").values()) == 3
 
 
 def test_build_prompt_must_return_prompt_parts(runner: BatchRunner) -> None:

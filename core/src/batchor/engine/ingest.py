@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from batchor.engine.claims import lease_seconds, owner
+from batchor.engine.claims import owner
 from batchor.engine.context import RunContext, log
 from batchor.engine.plan import PackPlan, drop_plan
+from batchor.engine.slices import Slice, SliceRecorder
 from batchor.errors import ConfigurationError, DuplicateItemError, SourceError
 from batchor.items import BatchItem, PromptParts
 from batchor.providers.base import RequestCodec
-from batchor.stores.base import FormingItems, NewItem, SourcePart
+from batchor.stores.base import NewItem, SourcePart
 
 SLICE_SIZE = 5_000
 PROMPT_FINGERPRINT_ITEMS = 8
@@ -115,7 +114,6 @@ def ingest(
     run = ctx.run
     seq = run.ingested_count
     next_slice = run.next_slice
-    accepted = 0
     exhausted = False
     checkpoint: str | None = run.source_checkpoint
     codec = ctx.codec
@@ -128,130 +126,75 @@ def ingest(
         ctx.plan = PackPlan(ctx.settings, owner())
     elif ctx.plan is not None and ctx.plan.next_seq != seq + 1:
         drop_plan(ctx)
-    while not exhausted:
-        parts_changed = False
-        batch: list[NewItem] = []
-        seen: dict[str, int] = {}
-        buffer = bytearray()
-        for item, position in items:
-            seq += 1
-            if item.item_id in seen:
-                raise DuplicateItemError(
-                    f"duplicate item_id {item.item_id!r}: items {seen[item.item_id]} and "
-                    f"{seq} of the source",
-                    item_id=item.item_id,
-                )
-            seen[item.item_id] = seq
-            check_item_id(item.item_id)
-            if part_of and position is not None and (part := part_of(position)) != current:
-                parts.append(SourcePart(part, seq))
-                current, parts_changed = part, True
-            prompt = prompt_parts(item, build_prompt)
-            body = encoded_body(item, prompt, codec)
-            # The whole batch input line, so packing copies byte ranges as they are.
-            line = frame(seq, body)
-            batch.append(
-                new_item(  # a NewItem, every field, without its __new__ wrapper's call
-                    NewItem,
-                    (
-                        seq,
-                        item.item_id,
-                        next_slice,  # req_slice
-                        len(buffer),  # req_offset
-                        len(line),  # req_length
-                        f"{crc32(body):08x}",  # req_hash
-                        estimate(prompt),
-                        _metadata_json(item) if item.metadata else None,
-                    ),
-                )
-            )
-            buffer += line
-            checkpoint = position
-            if len(batch) >= slice_size:
-                break
-        else:
-            exhausted = True
-        if batch:
-            # The request bodies are durable before any item points at them.
-            with ctx.artifacts.open_write(ctx.slice_key(next_slice)) as fh:
-                fh.write(buffer)
-            next_slice += 1
-        recorded = _commit_slice(
-            ctx,
-            batch,
-            next_slice=next_slice,
-            ingested_count=seq,
-            checkpoint=checkpoint,
-            complete=exhausted,
-            on_progress=on_progress,
-            source_parts=parts if parts_changed else None,
-            forming=_form(ctx, batch),
-        )
-        if not recorded:
-            log.info("run %s: another worker is ingesting; leaving it to them", run.run_id)
-            drop_plan(ctx)
-            break
-        if ctx.plan is not None and exhausted:
-            ctx.plan.finish()
-        accepted += len(batch)
-    return accepted
-
-
-def _form(ctx: RunContext, batch: list[NewItem]) -> FormingItems | None:
-    """Cut the slice's items into the plan, opening a forming batch for each new cut;
-    where its items go (``None``, all pending, without a plan it can trust)."""
-    plan = ctx.plan
-    if plan is None or not batch:
-        return None
-    plan.add(batch)
-    if not plan.valid:
-        return None
-    lease = time.time() + lease_seconds()
-    first, last = batch[0].seq, batch[-1].seq
-    segments = []
-    for cut in plan.touching(first):
-        if cut.batch_pk is None:  # numbered once sealed, so dissolving leaves no gap
-            placeholder = f"{ctx.run.run_id}/forming-{uuid.uuid4().hex}"
-            cut.batch_pk = ctx.store.open_batch(ctx.run.pk, placeholder, plan.owner, lease)
-        segments.append((cut.batch_pk, max(cut.first, first), min(cut.last, last)))
-    return FormingItems(plan.owner, lease, segments)
-
-
-def _commit_slice(
-    ctx: RunContext,
-    batch: list[NewItem],
-    *,
-    next_slice: int,
-    ingested_count: int,
-    checkpoint: str | None,
-    complete: bool,
-    on_progress: Callable[[int], None] | None,
-    source_parts: list[SourcePart] | None,
-    forming: FormingItems | None,
-) -> bool:
-    """Record a slice's items and the source position after it, in one transaction; False
-    if another worker recorded this slice first."""
+    recorder = SliceRecorder(ctx, on_progress)
+    stopped = False  # another worker recorded a slice first
     try:
-        recorded = ctx.store.add_items(
-            ctx.run.pk,
-            batch,
-            next_slice=next_slice,
-            ingested_count=ingested_count,
-            checkpoint=checkpoint,
-            complete=complete,
-            source_parts=source_parts,
-            forming=forming,
-        )
-    except DuplicateItemError as exc:
-        where = next((it.seq for it in batch if it.item_id == exc.item_id), None)
-        raise DuplicateItemError(
-            f"duplicate item_id {exc.item_id!r}: item {where} of the source repeats an "
-            "earlier item",
-            item_id=exc.item_id,
-        ) from None
-    if recorded and on_progress is not None and batch:
-        on_progress(ingested_count)
-    return recorded
+        while not exhausted:
+            parts_changed = False
+            batch: list[NewItem] = []
+            seen: dict[str, int] = {}
+            buffer = bytearray()
+            for item, position in items:
+                seq += 1
+                if item.item_id in seen:
+                    raise DuplicateItemError(
+                        f"duplicate item_id {item.item_id!r}: items {seen[item.item_id]} and "
+                        f"{seq} of the source",
+                        item_id=item.item_id,
+                    )
+                seen[item.item_id] = seq
+                check_item_id(item.item_id)
+                if part_of and position is not None and (part := part_of(position)) != current:
+                    parts.append(SourcePart(part, seq))
+                    current, parts_changed = part, True
+                prompt = prompt_parts(item, build_prompt)
+                body = encoded_body(item, prompt, codec)
+                # The whole batch input line, so packing copies byte ranges as they are.
+                line = frame(seq, body)
+                batch.append(
+                    new_item(  # a NewItem, every field, without its __new__ wrapper's call
+                        NewItem,
+                        (
+                            seq,
+                            item.item_id,
+                            next_slice,  # req_slice
+                            len(buffer),  # req_offset
+                            len(line),  # req_length
+                            f"{crc32(body):08x}",  # req_hash
+                            estimate(prompt),
+                            _metadata_json(item) if item.metadata else None,
+                        ),
+                    )
+                )
+                buffer += line
+                checkpoint = position
+                if len(batch) >= slice_size:
+                    break
+            else:
+                exhausted = True
+            recording = Slice(
+                batch,
+                buffer,
+                number=next_slice,
+                ingested_count=seq,
+                checkpoint=checkpoint,
+                complete=exhausted,
+                source_parts=list(parts) if parts_changed else None,
+            )
+            if batch:
+                next_slice += 1
+            if not recorder.record(recording):
+                stopped = True
+                break
+        stopped = stopped or not recorder.finish()
+    finally:
+        recorder.close()
+    if stopped:
+        log.info("run %s: another worker is ingesting; leaving it to them", run.run_id)
+        drop_plan(ctx)
+    elif ctx.plan is not None and exhausted:
+        ctx.plan.finish()
+    return recorder.accepted
 
 
 def _metadata_json(item: BatchItem) -> str:
