@@ -515,6 +515,30 @@ def test_a_slice_refused_by_the_store_stops_ingestion_with_the_store_s_error(
     assert sum(items(runner, "ingest-dupe").values()) == 3
 
 
+def test_a_slice_failing_while_the_source_fails_too_is_logged_not_lost(
+    runner: BatchRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    from batchor import SourceError
+    from batchor.engine.ingest import ingest, positions
+
+    ctx = _bare_run(runner, "ingest-both-fail")
+
+    def source() -> Iterator[BatchItem]:
+        yield from make_items(3) + make_items(1) + make_items(2, prefix="later")
+        raise SourceError("row 7 of the source is broken")
+
+    with pytest.raises(SourceError, match="row 7"):
+        ingest(ctx, positions(source()), prompt, slice_size=3)
+    assert (
+        "run ingest-both-fail: recording the slice before the error failed too: "
+        "DuplicateItemError: duplicate item_id 'item-0': item 4 of the source repeats an "
+        "earlier item"
+    ) in caplog.messages
+    record = runner.store.get_run("ingest-both-fail")
+    assert record is not None
+    assert record.ingested_count == 3
+
+
 def test_build_prompt_must_return_prompt_parts(runner: BatchRunner) -> None:
     from batchor import ConfigurationError
     from batchor.engine.ingest import ingest, positions

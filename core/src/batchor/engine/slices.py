@@ -13,7 +13,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from batchor.engine.claims import lease_seconds
-from batchor.engine.context import RunContext
+from batchor.engine.context import RunContext, log
 from batchor.errors import DuplicateItemError
 from batchor.stores.base import FormingItems, NewItem, SourcePart
 
@@ -43,8 +43,9 @@ _saved_switch = 0.0
 
 
 def _quick_switches(on: bool) -> None:
-    """Shorten the interpreter's switch interval while any recorder runs; restore it after
-    the last (a process that set its own shorter one keeps it)."""
+    """Shorten the interpreter's switch interval while any recorder runs (for every thread
+    of the process); restore the interval found before the first after the last (a process
+    that set its own shorter one keeps it; one it sets meanwhile is overwritten)."""
     global _recorders, _saved_switch
     with _switching:
         if on:
@@ -66,7 +67,8 @@ class SliceRecorder:
     statement per slice on SQLite, ``COPY`` on Postgres), so reading and rendering the next
     slice goes on meanwhile. At most one slice is being recorded; `record` waits for the one
     before, and raises what recording it raised. ``on_progress`` is called here, on the
-    caller's thread, once a slice is recorded.
+    caller's thread, once a slice is recorded. A ``build_prompt`` that starts processes
+    does so beside the recording thread: use the ``spawn`` or ``forkserver`` start method.
     """
 
     def __init__(self, ctx: RunContext, on_progress: Callable[[int], None] | None) -> None:
@@ -111,9 +113,23 @@ class SliceRecorder:
         return recorded
 
     def close(self) -> None:
-        """Wait for the thread to end (after a slice in flight, whatever became of it)."""
-        if self._pool is not None:
+        """Wait for the thread to end (after a slice in flight: an error recording it, while
+        the caller is already raising its own, is logged, not lost)."""
+        if self._pool is None:
+            return
+        try:
+            pending, self._pending = self._pending, None
+            if pending is not None and isinstance(pending[0], Future):
+                error = pending[0].exception()
+                if error is not None:
+                    log.error(
+                        "run %s: recording the slice before the error failed too: %s: %s",
+                        self._ctx.run.run_id,
+                        type(error).__name__,
+                        error,
+                    )
             self._pool.shutdown(wait=True)
+        finally:
             self._pool = None
             _quick_switches(on=False)
 

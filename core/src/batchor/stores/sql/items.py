@@ -44,17 +44,21 @@ class _Conflict(Exception):
 
 # SQLite from 3.38 has the JSON functions built in (earlier builds may leave them out).
 _JSON_INSERTS = sqlite3.sqlite_version_info >= (3, 38, 0)
+# A slice bigger than this (large metadata) goes row by row: one parameter must stay well
+# under SQLite's length limit (1e9 bytes by default).
+_JSON_MAX_BYTES = 64 << 20
 
 
 def _insert(
     conn: sa.Connection, run_pk: int, batch_pk: int | None, rows: Sequence[NewItem]
 ) -> None:
-    """SQLite: insert new items, as one JSON array where SQLite can read one (an item id
-    with a NUL character, which SQLite's JSON functions would cut short, goes row by row)."""
+    """SQLite: insert new items, as one JSON array (bound as text) where SQLite can read
+    one; row by row otherwise, and for a slice with a NUL character in an item id (which
+    SQLite's JSON functions would cut short) or too big for one parameter."""
     if _JSON_INSERTS:
         payload = orjson.dumps(rows, default=tuple)
-        if b"\\u0000" not in payload:
-            conn.exec_driver_sql(insert_items_json(run_pk, batch_pk), (payload,))
+        if b"\\u0000" not in payload and len(payload) <= _JSON_MAX_BYTES:
+            conn.exec_driver_sql(insert_items_json(run_pk, batch_pk), (payload.decode(),))
             return
     bulk(conn, insert_items(run_pk, batch_pk), ITEM_INSERT_KEYS, rows)
 
