@@ -9,7 +9,7 @@ import pytest
 
 from batchor.engine import feed
 from batchor.engine.feed import ResultFeed, Tally
-from batchor.providers.base import Reply
+from batchor.providers.base import Reply, TransientProviderError
 from batchor.stores.base import ItemOutcome
 
 
@@ -76,3 +76,29 @@ def test_a_last_line_without_a_newline_is_applied_at_the_end() -> None:
     fed.end()
     assert applied == [1, 2, 3]
     assert tally.changed == 3
+
+
+def test_a_file_that_changed_between_attempts_is_judged_again_from_its_first_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(feed, "CHUNK", 4)
+    applied: list[int] = []
+    tally = Tally(answered=None)
+    fed = ResultFeed(
+        decode, judge, lambda c: applied.extend(o.seq for o in c) or len(c), "out.jsonl", tally
+    )
+    fed.seek(0)
+    fed.truncate()
+    fed.write(FILE[:12])  # lines 1-6: a chunk of 4 applied, up to byte 8
+    assert applied == [1, 2, 3, 4]
+    fed.seek(0)
+    fed.truncate()
+    changed = b"10\n" + FILE  # the passed-over 8 bytes no longer end a line
+    with pytest.raises(TransientProviderError, match="changed between download attempts"):
+        fed.write(changed)
+    fed.seek(0)
+    fed.truncate()
+    fed.write(changed)
+    fed.end()
+    assert applied[4:] == [10, *range(1, 41)]  # judged again from the first line
+    assert (tally.tokens_in, tally.changed) == (10 + sum(range(1, 41)), 4 + 41)

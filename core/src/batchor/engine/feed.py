@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from batchor.engine.context import log
-from batchor.providers.base import Reply
+from batchor.providers.base import Reply, TransientProviderError
 from batchor.stores.base import ItemOutcome
 
 CHUNK = 5_000  # outcomes applied in one transaction
@@ -33,9 +33,11 @@ class ResultFeed(io.RawIOBase):
     chunk (``apply`` returns how many items it moved); the bytes are copied to ``copy`` if
     given. A download attempt starts with ``seek(0)`` and ``truncate()``: the copy starts
     over, and the lines up to the last chunk applied are passed over unjudged (a provider's
-    file does not change), so a download retried after a lost connection applies nothing
-    twice and counts every line's tokens once. ``end``, after the last attempt, applies the
-    rest and adds the file's counts to ``tally``.
+    file does not change; if the passed-over bytes do not end a line, the attempt fails as
+    transient and the next one judges the file from its first line), so a download retried
+    after a lost connection applies nothing twice and counts every line's tokens once.
+    ``end``, after the last attempt, applies the rest and adds the file's counts to
+    ``tally``.
     """
 
     def __init__(
@@ -94,6 +96,12 @@ class ResultFeed(io.RawIOBase):
         if self._skip:
             passed = min(self._skip, size)
             self._skip -= passed
+            if not self._skip and data[passed - 1 : passed] != b"\n":
+                self._forget()
+                raise TransientProviderError(
+                    f"{self._key}: the provider's file changed between download attempts; "
+                    "it is read again from its first line"
+                )
             data = data[passed:]
         lines = (self._rest + data).split(b"\n")
         self._rest = lines.pop()
@@ -137,6 +145,13 @@ class ResultFeed(io.RawIOBase):
                 self._apply(start + sum(map(len, lines[:upto])) + upto)
                 chunk = self._chunk
         self._offset = start + sum(map(len, lines)) + len(lines)
+
+    def _forget(self) -> None:
+        """Judge the next attempt from the first line: what was applied is not known to
+        be where this file's lines are (applying again changes nothing: it is guarded)."""
+        self._applied = 0
+        self._tokens_then = (0, 0)
+        self._answered_then = 0
 
     def _apply(self, upto: int) -> None:
         """Apply the chunk: the file is applied up to offset ``upto``."""
