@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from batchor.providers.base import TransientProviderError, copy_body, lost_connection
+from batchor.providers.base import TransientProviderError, connection_errors, copy_body
 
 
 def cut_after(first: bytes) -> Iterator[bytes]:
@@ -39,8 +39,13 @@ def test_what_the_destination_raises_passes_as_it_is() -> None:
         copy_body(iter([b"a\n"]), Refusing(), "file-1")
 
 
-def test_only_http_transport_errors_are_lost_connections() -> None:
-    assert lost_connection(httpx.ConnectError("refused"))
-    assert lost_connection(httpx.ReadTimeout("slow"))
-    assert not lost_connection(httpx.HTTPStatusError("500", request=None, response=None))  # type: ignore[arg-type]
-    assert not lost_connection(OSError("disk full"))
+def test_only_http_transport_errors_are_connection_errors() -> None:
+    import httpx2
+
+    lost = connection_errors()
+    assert isinstance(httpx.ConnectError("refused"), lost)
+    assert isinstance(httpx.ReadTimeout("slow"), lost)
+    assert isinstance(httpx2.RemoteProtocolError("cut short"), lost)  # the openai SDK's
+    status = httpx.HTTPStatusError("500", request=None, response=None)  # type: ignore[arg-type]
+    assert not isinstance(status, lost)
+    assert not isinstance(OSError("disk full"), lost)

@@ -4,6 +4,7 @@ known outside the provider's own package."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -157,20 +158,25 @@ class BatchTransport(Protocol):
         ...
 
 
-def lost_connection(exc: BaseException) -> bool:
-    """Whether ``exc`` is an HTTP client's transport error: a connection lost, refused or
-    timed out, as httpx (or httpx2, the fork the openai SDK ships) raises it while a
-    streamed body is read. The SDKs wrap such errors only while a request is sent, not once
-    its body streams, so a download cut half-way reaches the caller as one of these."""
-    return any(
-        cls.__name__ == "TransportError" and cls.__module__.split(".")[0] in ("httpx", "httpx2")
-        for cls in type(exc).__mro__
-    )
+@functools.cache
+def connection_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP clients' transport errors (a connection lost, refused or timed out, a body
+    cut short): those of ``httpx2`` (the fork the openai and google-genai SDKs use where it
+    is installed) and ``httpx``. The SDKs wrap them only while a request is sent, not once
+    its body streams."""
+    found: list[type[BaseException]] = []
+    for module in ("httpx2", "httpx"):
+        try:
+            imported = __import__(module)
+        except ImportError:
+            continue
+        found.append(imported.TransportError)
+    return tuple(found)
 
 
 def copy_body(chunks: Iterable[bytes], dest: BinaryIO, what: str) -> int:
     """Write a streamed body's ``chunks`` into ``dest``; returns the bytes written. A
-    connection lost half-way (`lost_connection`) is a `TransientProviderError` naming
+    connection lost half-way (`connection_errors`) is a `TransientProviderError` naming
     ``what`` was being downloaded."""
     written = 0
     stream = iter(chunks)
@@ -179,10 +185,8 @@ def copy_body(chunks: Iterable[bytes], dest: BinaryIO, what: str) -> int:
             chunk = next(stream)
         except StopIteration:
             return written
-        except Exception as exc:
-            if lost_connection(exc):
-                raise TransientProviderError(f"the download of {what} broke off: {exc}") from exc
-            raise
+        except connection_errors() as exc:
+            raise TransientProviderError(f"the download of {what} broke off: {exc}") from exc
         dest.write(chunk)
         written += len(chunk)
 

@@ -3,14 +3,13 @@ transient ones."""
 
 from __future__ import annotations
 
-import functools
 import random
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from batchor.errors import ProviderAuthError, ProviderError
-from batchor.providers.base import TransientProviderError
+from batchor.providers.base import TransientProviderError, connection_errors
 
 T = TypeVar("T")
 
@@ -29,20 +28,6 @@ def status_of(exc: BaseException | None) -> int | None:
     """The HTTP status of an SDK ``APIError``, else ``None``."""
     code = getattr(exc, "code", None)
     return code if isinstance(code, int) and not isinstance(code, bool) else None
-
-
-@functools.cache
-def connection_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP clients' transport errors (connection, timeout, protocol): google-genai uses
-    ``httpx2`` where it is installed, else ``httpx``."""
-    found: list[type[BaseException]] = []
-    for module in ("httpx2", "httpx"):
-        try:
-            imported = __import__(module)
-        except ImportError:
-            continue
-        found.append(imported.TransportError)
-    return tuple(found)
 
 
 def _reasons(details: Any) -> set[str]:

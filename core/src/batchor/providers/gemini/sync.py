@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 
 from batchor.errors import ProviderAuthError
-from batchor.providers.base import SyncResult, TransientProviderError
+from batchor.providers.base import SyncResult, TransientProviderError, connection_errors
 from batchor.providers.gemini.codec import rpc_name, rpc_number
-from batchor.providers.gemini.errors import connection_errors, refused_key, status_of
+from batchor.providers.gemini.errors import refused_key, status_of
 
 RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
