@@ -104,12 +104,13 @@ def awaiting() -> sa.ColumnElement[bool]:
     return sa.and_(items.c.status.in_(AWAITING), ~answered())
 
 
+# The item still waits in its batch (statuses written into the SQL, unlike `awaiting`).
+_STILL_AWAITING = (items.c.status.in_([const(s) for s in AWAITING]), ~answered())
 _IN_BATCH = (
     items.c.run_pk == sa.bindparam("b_run_pk"),
     items.c.seq == sa.bindparam("b_seq"),
     items.c.batch_pk == sa.bindparam("b_batch_pk"),
-    items.c.status.in_([const(s) for s in AWAITING]),
-    ~answered(),
+    *_STILL_AWAITING,
 )
 _KIND = sa.bindparam("b_kind", type_=sa.String)
 _NEXT_ATTEMPT = items.c.attempts + const(1)
@@ -165,7 +166,7 @@ def apply_completed(run_pk: int, batch_pk: int, tick: int) -> Any:
             items.c.run_pk == const(run_pk),
             items.c.seq == sa.bindparam("b_seq"),
             items.c.batch_pk == const(batch_pk),
-            *_IN_BATCH[3:],
+            *_STILL_AWAITING,
         )
         .values(
             status=const(ItemStatus.COMPLETED.value),
