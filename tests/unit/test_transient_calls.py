@@ -213,3 +213,16 @@ def test_an_upload_whose_answer_was_lost_is_adopted_and_extra_copies_deleted(
         kept = [f["id"] for f in transport.files() if f["purpose"] == "batch"]
         assert kept == [transport.uploaded[-1]]  # older copies deleted
         assert_exactly_once(transport)
+
+
+def test_a_transient_failure_is_one_of_batchor_errors_and_retryable() -> None:
+    import batchor
+    from batchor.errors import is_permanent
+
+    # The class the transports raise is the public one, in the one error tree.
+    assert TransientProviderError is batchor.TransientProviderError
+    assert TransientProviderError.__module__ == "batchor.errors"
+    error = TransientProviderError("the download of file-1 broke off")
+    assert isinstance(error, batchor.ProviderError)
+    assert isinstance(error, batchor.BatchorError)
+    assert not is_permanent(error)

@@ -18,6 +18,7 @@ from batchor.errors import (
     RunStateError,
     SourceError,
     StoreUnavailableError,
+    TransientProviderError,
     WaitTimeout,
     is_permanent,
 )
@@ -95,6 +96,7 @@ __all__ = [
     "SourceError",
     "StartedRun",
     "StoreUnavailableError",
+    "TransientProviderError",
     "Usage",
     "WaitTimeout",
     "__version__",

@@ -76,6 +76,12 @@ class ProviderError(BatchorError):
     """The provider's API failed in a way that retrying did not fix."""
 
 
+class TransientProviderError(ProviderError):
+    """A provider call failed in a way that may succeed later (timeout, 5xx, 429, a
+    connection lost, a download cut half-way). The engine postpones the step and tries
+    again; `is_permanent` says False."""
+
+
 class ProviderAuthError(ProviderError):
     """The provider refused the credentials (missing or invalid API key)."""
 

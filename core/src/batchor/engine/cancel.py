@@ -10,8 +10,7 @@ from batchor.engine.context import RunContext, log
 from batchor.engine.lookup import Refused, find_remote
 from batchor.engine.pack import dissolve_forming
 from batchor.engine.submit import INLINE_FILE_ID, create_in_flight
-from batchor.errors import ProviderError
-from batchor.providers.base import TransientProviderError
+from batchor.errors import ProviderError, TransientProviderError
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchRecord
 

@@ -18,7 +18,8 @@ from batchor.engine.context import RunContext, log
 from batchor.engine.deadline import settle_unanswered
 from batchor.engine.feed import ResultFeed, Tally
 from batchor.engine.heap import old_objects_frozen
-from batchor.providers.base import BatchVerdict, Reply, TransientProviderError
+from batchor.errors import TransientProviderError
+from batchor.providers.base import BatchVerdict, Reply
 from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import FINISH_SYNC, BatchRecord, ItemOutcome
 from batchor.structured import OutputValidationError, validate_output

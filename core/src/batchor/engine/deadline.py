@@ -35,8 +35,7 @@ from batchor.engine.cancel import drop_unsent
 from batchor.engine.claims import lease_seconds
 from batchor.engine.context import RunContext, log
 from batchor.engine.pack import dissolve_forming
-from batchor.errors import ProviderError
-from batchor.providers.base import TransientProviderError
+from batchor.errors import ProviderError, TransientProviderError
 from batchor.states import BatchStatus, RunStatus
 from batchor.stores.base import BATCH_TIMEOUT, DEADLINE, BatchRecord, RunRecord
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from batchor.engine.context import log
-from batchor.providers.base import Reply, TransientProviderError
+from batchor.errors import TransientProviderError
+from batchor.providers.base import Reply
 from batchor.stores.base import ItemOutcome
 
 CHUNK = 5_000  # outcomes applied in one transaction

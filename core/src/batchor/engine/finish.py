@@ -54,9 +54,9 @@ from batchor.engine.claims import lease_seconds, owner, owner_gone
 from batchor.engine.collect import reply_judge
 from batchor.engine.context import RunContext, log
 from batchor.engine.deadline import deadline_passed
-from batchor.errors import ConfigurationError, ProviderError
+from batchor.errors import ConfigurationError, ProviderError, TransientProviderError
 from batchor.jobs import FinishSync
-from batchor.providers.base import BatchTransport, SyncResult, TransientProviderError, sends_sync
+from batchor.providers.base import BatchTransport, SyncResult, sends_sync
 from batchor.results import Usage
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.base import FINISH_MODE_CAPPED as CAPPED

@@ -7,7 +7,7 @@ import time
 
 from batchor.engine.context import RunContext, log
 from batchor.engine.deadline import stop_if_due
-from batchor.providers.base import TransientProviderError
+from batchor.errors import TransientProviderError
 from batchor.states import BatchStatus
 from batchor.stores.base import BatchError
 

@@ -39,8 +39,14 @@ from batchor.engine.lookup import (
     lookup_first_create,
 )
 from batchor.engine.pack import read_manifest, rebuild_input
-from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError, RunStateError
-from batchor.providers.base import ProviderBatch, TransientProviderError
+from batchor.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderQuotaError,
+    RunStateError,
+    TransientProviderError,
+)
+from batchor.providers.base import ProviderBatch
 from batchor.states import BatchStatus, PauseCode, RunStatus
 from batchor.stores.base import BatchError, BatchRecord
 

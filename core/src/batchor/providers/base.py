@@ -10,17 +10,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-from batchor.errors import ProviderError
+from batchor.errors import TransientProviderError
 from batchor.items import PromptParts
 
 #: Batch statuses after which nothing changes. Every transport reports its provider's states
 #: in this vocabulary (validating, in_progress, finalizing, completed, failed, expired,
 #: cancelling, cancelled).
 TERMINAL_PROVIDER_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
-
-
-class TransientProviderError(ProviderError):
-    """A provider call failed in a way that may succeed later (timeout, 5xx, 429, network)."""
 
 
 class SyncResult(NamedTuple):

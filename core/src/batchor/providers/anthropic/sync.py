@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from batchor.errors import ProviderAuthError, ProviderQuotaError
-from batchor.providers.base import SyncResult, TransientProviderError
+from batchor.errors import ProviderAuthError, ProviderQuotaError, TransientProviderError
+from batchor.providers.base import SyncResult
 
 if TYPE_CHECKING:
     from anthropic import Anthropic

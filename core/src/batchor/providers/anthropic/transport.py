@@ -11,14 +11,15 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError, ProviderQuotaError
-from batchor.providers.anthropic.sync import NO_CREDIT, send_message
-from batchor.providers.base import (
-    ProviderBatch,
-    SyncResult,
+from batchor.errors import (
+    ConfigurationError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderQuotaError,
     TransientProviderError,
-    copy_body,
 )
+from batchor.providers.anthropic.sync import NO_CREDIT, send_message
+from batchor.providers.base import ProviderBatch, SyncResult, copy_body
 
 if TYPE_CHECKING:
     from anthropic import Anthropic

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from batchor.errors import ProviderAuthError, ProviderError
-from batchor.providers.base import TransientProviderError, connection_errors
+from batchor.errors import ProviderAuthError, ProviderError, TransientProviderError
+from batchor.providers.base import connection_errors
 
 T = TypeVar("T")
 

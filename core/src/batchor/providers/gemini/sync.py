@@ -29,8 +29,8 @@ from typing import Any
 
 import orjson
 
-from batchor.errors import ProviderAuthError
-from batchor.providers.base import SyncResult, TransientProviderError, connection_errors
+from batchor.errors import ProviderAuthError, TransientProviderError
+from batchor.providers.base import SyncResult, connection_errors
 from batchor.providers.gemini.codec import rpc_name, rpc_number
 from batchor.providers.gemini.errors import refused_key, status_of
 

@@ -19,13 +19,13 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 from urllib.parse import urlencode
 
-from batchor.errors import ConfigurationError, ProviderAuthError, ProviderError
-from batchor.providers.base import (
-    TERMINAL_PROVIDER_STATUSES,
-    ProviderBatch,
-    SyncResult,
+from batchor.errors import (
+    ConfigurationError,
+    ProviderAuthError,
+    ProviderError,
     TransientProviderError,
 )
+from batchor.providers.base import TERMINAL_PROVIDER_STATUSES, ProviderBatch, SyncResult
 from batchor.providers.gemini.errors import retrying, status_of, translated
 from batchor.providers.gemini.operations import STATES, created_at, to_batch
 from batchor.providers.gemini.streams import Counter, Reader

@@ -8,13 +8,13 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
-from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
-from batchor.providers.base import (
-    ProviderBatch,
-    SyncResult,
+from batchor.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderQuotaError,
     TransientProviderError,
-    copy_body,
 )
+from batchor.providers.base import ProviderBatch, SyncResult, copy_body
 from batchor.providers.openai.sync import parse_request, rate_limit_wait, result_line, sync_path
 
 if TYPE_CHECKING:

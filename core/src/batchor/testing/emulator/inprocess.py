@@ -21,8 +21,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Self
 
-from batchor.errors import ProviderAuthError, ProviderError, ProviderQuotaError
-from batchor.providers.base import ProviderBatch, TransientProviderError
+from batchor.errors import (
+    ProviderAuthError,
+    ProviderError,
+    ProviderQuotaError,
+    TransientProviderError,
+)
+from batchor.providers.base import ProviderBatch
 from batchor.testing.emulator.batches import BatchStore, parse_batch_request
 from batchor.testing.emulator.errors import ApiError, bad_request, not_found, server_error
 from batchor.testing.emulator.faults import EmulatorFaults
