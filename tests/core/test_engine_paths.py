@@ -479,6 +479,31 @@ def test_slices_are_recorded_on_a_thread_of_their_own_progress_reported_on_the_c
     assert items(runner, "ingest-threads") == {ItemStatus.QUEUED: 7}
 
 
+def test_a_switch_interval_the_application_sets_during_ingestion_is_kept(
+    runner: BatchRunner,
+) -> None:
+    import sys
+
+    from batchor.engine.ingest import ingest, positions
+
+    ctx = _bare_run(runner, "ingest-own-switch")
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+
+    def own_interval(item: BatchItem) -> PromptParts:
+        seen.append(sys.getswitchinterval())
+        if item.item_id == "item-3":
+            sys.setswitchinterval(0.002)  # the application's own, set mid-ingest
+        return prompt(item)
+
+    try:
+        assert ingest(ctx, positions(make_items(7)), own_interval, slice_size=2) == 7
+        assert min(seen) < before  # shortened while slices were recorded ...
+        assert sys.getswitchinterval() == pytest.approx(0.002)  # ... and the app's kept
+    finally:
+        sys.setswitchinterval(before)
+
+
 def test_a_source_error_while_a_slice_is_recorded_keeps_that_slice_and_records_no_more(
     runner: BatchRunner,
 ) -> None:

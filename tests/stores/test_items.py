@@ -4,12 +4,16 @@ that can never be sent fail with their attempt recorded."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
 from batchor import DuplicateItemError
 from batchor.states import BatchStatus, ItemStatus
 from batchor.stores.base import NewItem, PendingItem
+from batchor.stores.open import open_store
 from batchor.stores.schema import item_failures
 from batchor.stores.sql import SqlStateStore
 
@@ -63,6 +67,35 @@ def test_every_field_of_a_new_item_is_stored_as_given(store: SqlStateStore) -> N
         (p.seq, p.req_slice, p.req_offset, p.req_length, p.est_tokens)
         for p in store.pending_items(record.pk, 0, 100)
     ] == [(it.seq, it.req_slice, it.req_offset, it.req_length, it.est_tokens) for it in given]
+
+
+def test_an_sqlite_driver_without_json_functions_stores_slices_row_by_row(
+    tmp_path: Path,
+) -> None:
+    # Whether a slice goes in as one JSON array is decided by the SQLite the engine's own
+    # driver links (pysqlite3 or sqlcipher may be older than the standard module's), not by
+    # the standard sqlite3 module's.
+    store = open_store(f"sqlite:///{tmp_path}/old.db")
+    try:
+        store.engine.dialect.server_version_info = (3, 37, 2)
+
+        def missing(*args: Any) -> Any:
+            raise RuntimeError("this SQLite has no JSON functions")
+
+        @sa.event.listens_for(store.engine, "connect")
+        def without_json(dbapi_conn: Any, record: Any) -> None:
+            dbapi_conn.create_function("json_extract", 2, missing)
+
+        store.engine.dispose()  # connections from now on have the failing json_extract
+        record, _ = store.create_run("r", CONFIG, "fp")
+        given = [new_item(seq) for seq in range(1, 2_001)]
+        assert store.add_items(
+            record.pk, given, next_slice=1, ingested_count=2_000, checkpoint="c", complete=True
+        )
+        pending = store.pending_items(record.pk, 0, 5_000)
+        assert [(p.seq, p.req_offset) for p in pending] == [(it.seq, it.req_offset) for it in given]
+    finally:
+        store.close()
 
 
 def test_a_complete_run_takes_no_more_items(store: SqlStateStore) -> None:

@@ -39,23 +39,26 @@ class Slice:
 _SWITCH_SECONDS = 0.0001
 _switching = threading.Lock()
 _recorders = 0  # recorders running in this process
-_saved_switch = 0.0
+_saved_switch = 0.0  # the interval found before the first recorder
+_our_switch = 0.0  # the interval the first recorder set
 
 
 def _quick_switches(on: bool) -> None:
     """Shorten the interpreter's switch interval while any recorder runs (for every thread
-    of the process); restore the interval found before the first after the last (a process
-    that set its own shorter one keeps it; one it sets meanwhile is overwritten)."""
-    global _recorders, _saved_switch
+    of the process); restore the interval found before the first after the last. A process
+    that set its own shorter interval keeps it, and one it sets meanwhile (from
+    ``build_prompt``, or another thread) is left as it set it."""
+    global _recorders, _saved_switch, _our_switch
     with _switching:
         if on:
             if _recorders == 0:
                 _saved_switch = sys.getswitchinterval()
                 sys.setswitchinterval(min(_saved_switch, _SWITCH_SECONDS))
+                _our_switch = sys.getswitchinterval()
             _recorders += 1
         else:
             _recorders -= 1
-            if _recorders == 0:
+            if _recorders == 0 and sys.getswitchinterval() == _our_switch:
                 sys.setswitchinterval(_saved_switch)
 
 

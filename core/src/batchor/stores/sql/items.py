@@ -4,7 +4,6 @@ never be sent failed."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 
 import orjson
@@ -43,7 +42,7 @@ class _Conflict(Exception):
 
 
 # SQLite from 3.38 has the JSON functions built in (earlier builds may leave them out).
-_JSON_INSERTS = sqlite3.sqlite_version_info >= (3, 38, 0)
+_JSON_FUNCTIONS = (3, 38, 0)
 # A slice bigger than this (large metadata) goes row by row: one parameter must stay well
 # under SQLite's length limit (1e9 bytes by default).
 _JSON_MAX_BYTES = 64 << 20
@@ -54,8 +53,10 @@ def _insert(
 ) -> None:
     """SQLite: insert new items, as one JSON array (bound as text) where SQLite can read
     one; row by row otherwise, and for a slice with a NUL character in an item id (which
-    SQLite's JSON functions would cut short) or too big for one parameter."""
-    if _JSON_INSERTS:
+    SQLite's JSON functions would cut short) or too big for one parameter. The version is
+    the one the engine's driver links (``pysqlite3`` or ``sqlcipher`` as well as the
+    standard ``sqlite3``), which the dialect read when it first connected."""
+    if (conn.dialect.server_version_info or ()) >= _JSON_FUNCTIONS:
         payload = orjson.dumps(rows, default=tuple)
         if b"\\u0000" not in payload and len(payload) <= _JSON_MAX_BYTES:
             conn.exec_driver_sql(insert_items_json(run_pk, batch_pk), (payload.decode(),))
