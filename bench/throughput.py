@@ -33,7 +33,14 @@ from typing import Any
 
 from _common import MAX_POLL_INTERVAL, POLL_INTERVAL, Emulator, Label, write_items
 
-from batchor import BatchJob, BatchRunner, JsonlItemSource, OpenAIProviderConfig, PromptParts
+from batchor import (
+    ArtifactPolicy,
+    BatchJob,
+    BatchRunner,
+    JsonlItemSource,
+    OpenAIProviderConfig,
+    PromptParts,
+)
 
 __all__ = ["Label", "build_prompt", "write_items"]  # what providers.py imports from here
 HERE = Path(__file__).resolve().parent
@@ -52,9 +59,15 @@ def store_bytes(db: Path) -> int:
 
 
 def run_batchor(
-    source: Path, store: str | None, profile: str | None, *, read_back: bool = True
+    source: Path,
+    store: str | None,
+    profile: str | None,
+    *,
+    read_back: bool = True,
+    keep_raw_outputs: bool = True,
 ) -> dict[str, Any]:
-    """One batchor run in this process, against the emulator in a child process."""
+    """One batchor run in this process, against the emulator in a child process (keeping
+    the raw output files, as a job does by default, unless ``keep_raw_outputs`` is off)."""
     profiler = None
     if profile:
         import cProfile
@@ -71,6 +84,7 @@ def run_batchor(
                 model="gpt-4.1-mini", base_url=emulator.base_url, api_key=emulator.api_key
             ),
             structured_output=Label,
+            artifact_policy=ArtifactPolicy(keep_raw_outputs=keep_raw_outputs),
         )
         if profiler is not None:
             profiler.enable()
@@ -151,9 +165,10 @@ def print_row(r: dict[str, Any], n: int, number: Any = "") -> None:
     )
 
 
-def side_by_side(items: int, repeat: int, store: str | None) -> None:
+def side_by_side(items: int, repeat: int, store: str | None, *, keep_raw: bool = True) -> None:
     """Batchor and the two floors in turn, each in a fresh process; the median ratios."""
-    print(f"{items:,} items, {repeat} rounds, {time.strftime('%Y-%m-%d %H:%M')}")
+    raw = "" if keep_raw else ", batchor without raw outputs kept"
+    print(f"{items:,} items, {repeat} rounds{raw}, {time.strftime('%Y-%m-%d %H:%M')}")
     print(ROW.format("runner", "round", "whole", "ingest+", "poll+", "CPU", "emu CPU",
                      "peak RSS", "batches", "calls", "status"))  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {"batchor": [], "floor": [], "overlap": []}
@@ -171,6 +186,8 @@ def side_by_side(items: int, repeat: int, store: str | None) -> None:
             cmd += ["--source", str(source)]
             if runner == "batchor" and store:
                 cmd += ["--store", store]
+            if runner == "batchor" and not keep_raw:
+                cmd.append("--drop-raw-outputs")
             out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True, env=env)
             result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
             return result
@@ -230,13 +247,19 @@ def main() -> None:
         "batchor's time as a ratio to the floor's",
     )
     parser.add_argument("--repeat", type=int, default=3, help="with --floor: rounds of runs")
+    parser.add_argument(
+        "--drop-raw-outputs",
+        action="store_true",
+        help="run batchor with ArtifactPolicy(keep_raw_outputs=False), as the floor does "
+        "(by default a job keeps each batch's raw output and error files)",
+    )
     parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)  # set for --floor runs
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.floor:
         if args.profile or args.verbose:
             parser.error("--profile and -v are for a single run, not with --floor")
-        side_by_side(args.items, args.repeat, args.store)
+        side_by_side(args.items, args.repeat, args.store, keep_raw=not args.drop_raw_outputs)
         return
     if args.verbose:
         import logging
@@ -248,7 +271,13 @@ def main() -> None:
         if source is None:
             source = Path(tmp) / "items.jsonl"
             write_items(source, args.items)
-        result = run_batchor(source, args.store, args.profile, read_back=not args.json)
+        result = run_batchor(
+            source,
+            args.store,
+            args.profile,
+            read_back=not args.json,
+            keep_raw_outputs=not args.drop_raw_outputs,
+        )
     if args.json:
         print(json.dumps(result))
     else:
