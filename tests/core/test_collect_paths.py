@@ -1016,11 +1016,23 @@ def test_a_batch_whose_every_line_failed_has_only_an_error_file(
     assert emu.stats.calls[CONTENT] == 1
 
 
+def _cut_after_chunks(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Outcomes applied 500 at a time; returns how many items make a file (about 2.5 MB)
+    whose first half, sent before the emulator cuts it, holds a whole 1 MB download chunk:
+    some chunks of outcomes are applied before the cut."""
+    monkeypatch.setattr("batchor.engine.feed.CHUNK", 500)
+    return 3_000
+
+
 @pytest.mark.parametrize("keep", [True, False])
 def test_a_download_cut_half_way_is_postponed_and_the_next_applies_the_rest_once(
-    tmp_path: Path, runner: BatchRunner, emu: OpenAIBatchEmulator, keep: bool
+    tmp_path: Path,
+    runner: BatchRunner,
+    emu: OpenAIBatchEmulator,
+    keep: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    n = 20_000  # 17 MB of output, cut after 8 MB: a chunk of 5,000 outcomes was applied
+    n = _cut_after_chunks(monkeypatch)
     billed = count_billed(emu)
     emu.faults.content_cut_count = 1
     ctx = ended(runner, emu, job(emu, n, keep_raw_outputs=keep), "cut")
@@ -1059,7 +1071,7 @@ def test_without_kept_raw_outputs_a_result_file_is_never_written(
 def test_a_download_retried_after_a_cut_applies_each_line_once_in_one_collection(
     runner: BatchRunner, emu: OpenAIBatchEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    n = 20_000  # 17 MB of output, cut after 8 MB: a chunk of 5,000 outcomes was applied
+    n = _cut_after_chunks(monkeypatch)
     billed = count_billed(emu)
     emu.faults.content_cut_count = 1
     ctx = ended(runner, emu, job(emu, n), "retried")
