@@ -4,11 +4,14 @@ download passing over what an earlier attempt applied, the bytes copied as they 
 from __future__ import annotations
 
 import io
+import threading
+from contextlib import nullcontext
+from typing import Any, BinaryIO, cast
 
 import pytest
 
 from batchor.engine import feed
-from batchor.engine.feed import ResultFeed, Tally
+from batchor.engine.feed import BackgroundCopy, ResultFeed, Tally
 from batchor.providers.base import Reply, TransientProviderError
 from batchor.stores.base import ItemOutcome
 
@@ -32,11 +35,12 @@ def pieces(data: bytes, size: int) -> list[bytes]:
     return [data[i : i + size] for i in range(0, len(data), size)]
 
 
+@pytest.mark.parametrize("background", [False, True], ids=["copied", "copied-on-a-thread"])
 @pytest.mark.parametrize(
     ("cut", "size", "again"), [(50, 7, 5), (60, 13, 64), (3, 1, 111), (111, 111, 9)]
 )
 def test_a_download_started_over_applies_every_line_once(
-    monkeypatch: pytest.MonkeyPatch, cut: int, size: int, again: int
+    monkeypatch: pytest.MonkeyPatch, cut: int, size: int, again: int, background: bool
 ) -> None:
     monkeypatch.setattr(feed, "CHUNK", 4)
     applied: list[int] = []
@@ -47,16 +51,17 @@ def test_a_download_started_over_applies_every_line_once(
 
     tally = Tally(answered=[])
     copy = io.BytesIO()
-    fed = ResultFeed(decode, judge, apply, "out.jsonl", tally, copy)
-    fed.seek(0)
-    fed.truncate()
-    for piece in pieces(FILE[:cut], size):  # an attempt cut after ``cut`` bytes
-        fed.write(piece)
-    fed.seek(0)
-    fed.truncate()
-    for piece in pieces(FILE, again):
-        fed.write(piece)
-    fed.end()
+    with BackgroundCopy(copy) if background else nullcontext(copy) as dest:
+        fed = ResultFeed(decode, judge, apply, "out.jsonl", tally, cast(BinaryIO, dest))
+        fed.seek(0)
+        fed.truncate()
+        for piece in pieces(FILE[:cut], size):  # an attempt cut after ``cut`` bytes
+            fed.write(piece)
+        fed.seek(0)
+        fed.truncate()
+        for piece in pieces(FILE, again):
+            fed.write(piece)
+        fed.end()
     assert sorted(applied) == list(range(1, 41))
     assert len(applied) == 40  # none twice
     assert (tally.tokens_in, tally.tokens_out, tally.changed) == (sum(range(1, 41)), 40, 40)
@@ -102,3 +107,44 @@ def test_a_file_that_changed_between_attempts_is_judged_again_from_its_first_lin
     fed.end()
     assert applied[4:] == [10, *range(1, 41)]  # judged again from the first line
     assert (tally.tokens_in, tally.changed) == (10 + sum(range(1, 41)), 4 + 41)
+
+
+class _Disk(io.BytesIO):
+    """A file that records which thread wrote to it, and fails once it holds ``room``
+    bytes (a full disk)."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+        self.writers: set[str] = set()
+
+    def write(self, data: Any) -> int:
+        self.writers.add(threading.current_thread().name)
+        if self.tell() + len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        return super().write(data)
+
+
+def test_a_background_copy_writes_every_chunk_in_order_on_its_own_thread() -> None:
+    disk = _Disk(room=10**6)
+    chunks = [bytes([n]) * (1 + n * 37) for n in range(100)]  # more than it queues
+    with BackgroundCopy(disk) as copy:
+        for chunk in chunks:
+            assert copy.write(chunk) == len(chunk)
+    assert disk.getvalue() == b"".join(chunks)
+    assert disk.writers == {"batchor-raw-copy"}
+
+
+def test_a_background_copy_that_cannot_write_raises_on_the_callers_thread() -> None:
+    disk = _Disk(room=250)
+    before = threading.active_count()
+
+    def copy_all() -> None:
+        with BackgroundCopy(disk) as copy:
+            for _ in range(10):
+                copy.write(b"x" * 100)
+
+    with pytest.raises(OSError, match="No space left"):  # by a later write, or by the exit
+        copy_all()
+    assert threading.active_count() == before  # the copying thread is gone
+    assert disk.getvalue() == b"x" * 200  # nothing written after the failure

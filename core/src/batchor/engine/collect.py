@@ -16,7 +16,7 @@ from batchor.engine.budget import billed_cost
 from batchor.engine.claims import lease_seconds, owner, owner_gone
 from batchor.engine.context import RunContext, log
 from batchor.engine.deadline import settle_unanswered
-from batchor.engine.feed import ResultFeed, Tally
+from batchor.engine.feed import BackgroundCopy, ResultFeed, Tally
 from batchor.engine.heap import old_objects_frozen
 from batchor.errors import TransientProviderError
 from batchor.providers.base import BatchVerdict, Reply
@@ -95,8 +95,8 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
                     kept.write(chunk)
             kept.end()
         elif ctx.settings.keep_raw_outputs:  # kept as downloaded, applied as it arrives
-            with ctx.artifacts.open_write(key) as fh:
-                _download(ctx, file_id, feed(key, fh))
+            with ctx.artifacts.open_write(key) as fh, BackgroundCopy(fh) as copy:
+                _download(ctx, file_id, feed(key, cast(BinaryIO, copy)))
         else:  # applied as it arrives, never written
             _download(ctx, file_id, feed(key))
     tokens_in, tokens_out = tally.tokens_in, tally.tokens_out

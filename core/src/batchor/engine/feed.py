@@ -4,8 +4,11 @@ the others of its chunk, and copied as it came if the file is kept."""
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, BinaryIO
 
 from batchor.engine.context import log
@@ -14,6 +17,7 @@ from batchor.providers.base import Reply
 from batchor.stores.base import ItemOutcome
 
 CHUNK = 5_000  # outcomes applied in one transaction
+_COPY_DEPTH = 8  # downloaded chunks (1 MB each) waiting to be copied, at most
 
 
 @dataclass
@@ -163,3 +167,70 @@ class ResultFeed(io.RawIOBase):
         self._applied = upto
         self._tokens_then = (self._tokens[0], self._tokens[1])
         self._answered_then = len(self._answered)
+
+
+class BackgroundCopy:
+    """A kept result file's copy, written on a thread of its own while the download goes
+    on: the file write runs outside the interpreter, so the next lines are judged
+    meanwhile. At most a few chunks wait (memory stays flat). ``seek(0)`` and
+    ``truncate`` (a download attempt starting over) first wait for the chunks before them.
+    An error writing is raised by the next call and by leaving the ``with`` block, which
+    waits for every chunk to be written.
+    """
+
+    def __init__(self, dest: BinaryIO) -> None:
+        """Copy into ``dest``."""
+        self._dest = dest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_COPY_DEPTH)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._copy, name="batchor-raw-copy", daemon=True)
+        self._thread.start()
+
+    def _copy(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            try:
+                if chunk is None:
+                    return
+                if self._error is None:
+                    self._dest.write(chunk)
+            except BaseException as exc:  # raised on the caller's thread
+                self._error = exc
+            finally:
+                self._queue.task_done()
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def write(self, data: bytes) -> int:
+        """Hand ``data`` over to be written (waiting while the copy is behind)."""
+        self._check()
+        self._queue.put(bytes(data))
+        return len(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        """Seek ``dest``, once every chunk before is written."""
+        self._queue.join()
+        self._check()
+        return self._dest.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        """Truncate ``dest``, once every chunk before is written."""
+        self._queue.join()
+        self._check()
+        return self._dest.truncate(size)
+
+    def __enter__(self) -> BackgroundCopy:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if kind is None:
+            self._check()
