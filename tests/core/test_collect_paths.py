@@ -1077,17 +1077,18 @@ def test_a_download_retried_after_a_cut_applies_each_line_once_in_one_collection
     ctx = ended(runner, emu, job(emu, n), "retried")
     retrying = OpenAITransport(api_key=emu.api_key, base_url=emu.base_url, max_retries=1)
     ctx = make_context(runner, ctx.run, retrying, Sentiment)
-    applied: list[int] = []
+    applied: list[tuple[int, int]] = []  # (downloads begun by then, outcomes)
     apply_outcomes = ctx.store.apply_outcomes
 
     def spy(run_pk: int, batch_pk: int, outcomes: Any, max_attempts: int) -> int:
-        applied.append(len(outcomes))
+        applied.append((emu.stats.calls[CONTENT], len(outcomes)))
         return apply_outcomes(run_pk, batch_pk, outcomes, max_attempts)
 
     monkeypatch.setattr(ctx.store, "apply_outcomes", spy)
     assert collect(ctx) == 1
     assert emu.stats.calls[CONTENT] == 2  # cut, then whole
-    assert sum(applied) == n  # the lines the cut attempt applied were passed over
+    assert sum(count for download, count in applied if download == 1) > 0  # before the cut
+    assert sum(count for _, count in applied) == n  # which the second attempt passed over
     items = ctx.store.item_rows(ctx.run.pk, 0, n)
     assert {(r.status, r.attempts) for r in items} == {(ItemStatus.COMPLETED, 1)}
     record = run_record(ctx)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import threading
+import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, BinaryIO, cast
 
@@ -110,18 +112,23 @@ def test_a_file_that_changed_between_attempts_is_judged_again_from_its_first_lin
 
 
 class _Disk(io.BytesIO):
-    """A file that records which thread wrote to it, and fails once it holds ``room``
-    bytes (a full disk)."""
+    """A file that records which thread wrote to it, takes ``delay`` seconds a write, and
+    fails once it holds ``room`` bytes (a full disk)."""
 
-    def __init__(self, room: int) -> None:
+    def __init__(self, room: int, delay: float = 0.0) -> None:
         super().__init__()
-        self.room = room
+        self.room, self.delay = room, delay
         self.writers: set[str] = set()
+        self.writes = 0
+        self.failed = threading.Event()
 
     def write(self, data: Any) -> int:
         self.writers.add(threading.current_thread().name)
+        time.sleep(self.delay)
         if self.tell() + len(data) > self.room:
+            self.failed.set()
             raise OSError(28, "No space left on device")
+        self.writes += 1
         return super().write(data)
 
 
@@ -148,3 +155,36 @@ def test_a_background_copy_that_cannot_write_raises_on_the_callers_thread() -> N
         copy_all()
     assert threading.active_count() == before  # the copying thread is gone
     assert disk.getvalue() == b"x" * 200  # nothing written after the failure
+
+
+def test_a_background_copy_started_over_holds_only_what_came_after() -> None:
+    disk = _Disk(room=10**6, delay=0.02)  # a slow disk: the chunks are still waiting
+    with BackgroundCopy(disk) as copy:
+        for _ in range(3):
+            copy.write(b"cut attempt ")
+        copy.seek(0)
+        copy.truncate()
+        copy.write(b"whole file")
+    assert disk.getvalue() == b"whole file"
+
+
+def _download_failing_into(disk: _Disk, then: Callable[[], object] = lambda: None) -> None:
+    with BackgroundCopy(disk, "out.jsonl") as copy:
+        for _ in range(6):
+            copy.write(b"x")
+        then()
+        raise RuntimeError("download failed")
+
+
+def test_a_background_copy_left_by_an_error_drops_what_waits_and_logs_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    slow = _Disk(room=10**6, delay=0.05)
+    with pytest.raises(RuntimeError, match="download failed"):
+        _download_failing_into(slow)
+    assert slow.writes < 6  # the copy is thrown away: what still waited was not written
+
+    full = _Disk(room=1)
+    with caplog.at_level("WARNING", logger="batchor"), pytest.raises(RuntimeError):
+        _download_failing_into(full, then=lambda: full.failed.wait(5))  # the copy failed too
+    assert "out.jsonl: writing the kept copy failed too: [Errno 28]" in caplog.text

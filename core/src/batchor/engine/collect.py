@@ -95,7 +95,7 @@ def collect_batch(ctx: RunContext, batch: BatchRecord) -> None:
                     kept.write(chunk)
             kept.end()
         elif ctx.settings.keep_raw_outputs:  # kept as downloaded, applied as it arrives
-            with ctx.artifacts.open_write(key) as fh, BackgroundCopy(fh) as copy:
+            with ctx.artifacts.open_write(key) as fh, BackgroundCopy(fh, key) as copy:
                 _download(ctx, file_id, feed(key, cast(BinaryIO, copy)))
         else:  # applied as it arrives, never written
             _download(ctx, file_id, feed(key))

@@ -171,16 +171,17 @@ class ResultFeed(io.RawIOBase):
 
 class BackgroundCopy:
     """A kept result file's copy, written on a thread of its own while the download goes
-    on: the file write runs outside the interpreter, so the next lines are judged
+    on: a local file's write runs outside the interpreter, so the next lines are judged
     meanwhile. At most a few chunks wait (memory stays flat). ``seek(0)`` and
     ``truncate`` (a download attempt starting over) first wait for the chunks before them.
-    An error writing is raised by the next call and by leaving the ``with`` block, which
-    waits for every chunk to be written.
+    An error writing is raised by the next call, or by leaving the ``with`` block normally,
+    which waits for every chunk to be written. Left by an exception, the copy is being
+    thrown away: the chunks still waiting are dropped, and an error writing is logged.
     """
 
-    def __init__(self, dest: BinaryIO) -> None:
-        """Copy into ``dest``."""
-        self._dest = dest
+    def __init__(self, dest: BinaryIO, name: str = "") -> None:
+        """Copy into ``dest`` (the artifact ``name``, for the log)."""
+        self._dest, self._name = dest, name
         self._queue: queue.Queue[bytes | None] = queue.Queue(_COPY_DEPTH)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._copy, name="batchor-raw-copy", daemon=True)
@@ -230,7 +231,16 @@ class BackgroundCopy:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if kind is not None:  # drop what waits (this thread is the only one adding)
+            try:
+                while True:
+                    self._queue.get_nowait()
+                    self._queue.task_done()
+            except queue.Empty:
+                pass
         self._queue.put(None)
         self._thread.join()
         if kind is None:
             self._check()
+        elif self._error is not None:
+            log.warning("%s: writing the kept copy failed too: %s", self._name, self._error)

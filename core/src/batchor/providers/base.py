@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, NamedTuple, Protocol
 
-from batchor.errors import TransientProviderError
+from batchor.errors import TransientProviderError as TransientProviderError  # re-exported
 from batchor.items import PromptParts
 
 #: Batch statuses after which nothing changes. Every transport reports its provider's states
