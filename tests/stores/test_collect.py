@@ -209,3 +209,29 @@ def test_only_unanswered_items_are_requeued(store: SqlStateStore, rival: SqlStat
         (ItemStatus.COMPLETED, 1),
         (ItemStatus.PENDING, 1),
     ]
+
+
+def test_a_seq_answered_twice_in_one_chunk_takes_its_first_line(store: SqlStateStore) -> None:
+    pk = make_run(store, n=2)
+    batch = submitted(store, pk, [1, 2])
+    lines = [done(1, '{"first": 1}'), done(2), done(1, '{"second": 1}')]
+    assert store.apply_outcomes(pk, batch.pk, lines, max_attempts=3) == 2
+    rows = store.item_rows(pk, 0, 10)
+    assert [(r.status, r.attempts, r.output_text) for r in rows] == [
+        (ItemStatus.COMPLETED, 1, '{"first": 1}'),
+        (ItemStatus.COMPLETED, 1, "ok"),
+    ]
+
+
+def test_replies_a_bulk_path_could_mangle_are_stored_as_given(store: SqlStateStore) -> None:
+    # Replies with what a bulk path could mangle (a NUL, JSON escapes as text, non-ASCII, a
+    # long reply) are stored exactly as given.
+    texts = ['{"a": "\\u0000 escaped"}', '{"b": "é 😀 \\" \\\\"}', "x" * 100_000]
+    if store.engine.dialect.name != "postgresql":  # Postgres text holds no NUL
+        texts.append('{"c": "nul\x00inside"}')
+    pk = make_run(store, n=len(texts))
+    seqs = list(range(1, len(texts) + 1))
+    batch = submitted(store, pk, seqs)
+    lines = [done(seq, text) for seq, text in zip(seqs, texts, strict=True)]
+    assert store.apply_outcomes(pk, batch.pk, lines, max_attempts=3) == len(texts)
+    assert [r.output_text for r in store.item_rows(pk, 0, 10)] == texts
