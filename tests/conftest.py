@@ -7,6 +7,7 @@ import importlib.util
 import os
 import shutil
 import ssl
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ os.environ.update(
     }
 )
 os.environ.pop("PREFECT_API_URL", None)
+
+# Bytecode is kept (beside the sources, in the git-ignored __pycache__ folders) even where the
+# machine sets PYTHONDONTWRITEBYTECODE, as this project's CI machines do: otherwise every
+# pytest-xdist worker rewrites the asserts of every test module afresh when it collects them
+# (about half of a worker's collection), and every Python process a test starts compiles
+# batchor again. Set before any test module is imported; the workers and the processes the
+# tests start inherit the environment.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None) is not None:
+    sys.dont_write_bytecode = False
 
 
 def _one_ca_certificate() -> Path | None:
