@@ -39,6 +39,12 @@ def _source(path: Path, n: int) -> Path:
     return path
 
 
+def _popen(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
 def _drive(
     emu: OpenAIBatchEmulator,
     store: str,
@@ -57,16 +63,18 @@ def _drive(
         "BATCHOR_LEASE_SECONDS": "5",
     }
     args = [sys.executable, str(WORKER), store, str(tmp_path / "artifacts"), str(source), run_id]
-    procs = [
-        subprocess.Popen(
-            [*args, *(["die-in-collect"] if k < dying else [])],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(workers)
-    ]
+    procs: list[subprocess.Popen[str]] = []
+    if dying:
+        # The dying worker runs alone until it is applying a batch's results: started with
+        # the others, it could find every batch collected by them and never hold a claim.
+        marker = tmp_path / "dying-worker-collects"
+        procs.append(_popen([*args, "die-in-collect", str(marker)], env))
+        deadline = time.monotonic() + 120
+        while not marker.exists():
+            assert procs[0].poll() is None, procs[0].communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the dying worker never collected"
+            time.sleep(0.02)
+    procs += [_popen(args, env) for _ in range(workers - len(procs))]
     deadline = time.monotonic() + 240
     outcomes: list[subprocess.CompletedProcess[str]] = []
     for proc in procs:

@@ -1,9 +1,10 @@
 """One worker process: start (or attach to) the shared run and drive it to its end.
 
-    python tests/concurrency/worker.py STORE ARTIFACTS SOURCE RUN_ID [die-in-collect]
+    python tests/concurrency/worker.py STORE ARTIFACTS SOURCE RUN_ID [die-in-collect MARKER]
 
-With ``die-in-collect`` the process SIGKILLs itself right after it applied the first chunk
-of a batch's results (it holds that batch's collect claim when it dies).
+With ``die-in-collect`` the process creates the file MARKER when it starts applying the
+first chunk of a batch's results, and SIGKILLs itself right after that chunk is applied (it
+holds that batch's collect claim when it dies).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ MAX_REQUESTS = 2_000
 
 def main() -> None:
     store, artifacts, source, run_id = sys.argv[1:5]
-    if sys.argv[5:] == ["die-in-collect"]:
+    if sys.argv[5:6] == ["die-in-collect"]:
+        marker = sys.argv[6]
         original = SqlStateStore.apply_outcomes
 
         def apply_then_die(self: Any, *args: Any, **kwargs: Any) -> None:
+            open(marker, "a").close()
             original(self, *args, **kwargs)
             os.kill(os.getpid(), signal.SIGKILL)
 
