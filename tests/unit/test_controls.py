@@ -10,6 +10,7 @@ import pytest
 from batchor import (
     BatchRunner,
     BatchStatus,
+    ConfigurationError,
     ItemStatus,
     RunNotFoundError,
     RunStateError,
@@ -216,6 +217,38 @@ def test_wait_gives_up_at_its_timeout_and_the_run_goes_on(
     assert caught.value.summary.status is RunStatus.RUNNING
     assert drive(run).completed == 2
     assert transport.stats.batches_created == 1
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        ({"timeout": -1}, "timeout must be a number of seconds, 0 or more: -1"),
+        ({"timeout": float("nan")}, "timeout must be"),
+        ({"poll_interval": 0}, "poll_interval must be a number of seconds, more than 0: 0"),
+        ({"max_poll_interval": float("inf")}, "max_poll_interval must be"),
+        ({"progress_every": -0.5}, "progress_every must be a number of seconds, 0 or more"),
+        ({"progress_every": True}, "progress_every must be"),
+        ({"poll_interval": "1"}, "poll_interval must be"),
+        (
+            {"poll_interval": 60, "max_poll_interval": 30},
+            r"poll_interval \(60 s\) is longer than max_poll_interval \(30 s\)",
+        ),
+    ],
+)
+def test_wait_refuses_bad_arguments_before_it_refreshes(
+    runner: BatchRunner,
+    transport: InProcessBatchTransport,
+    arguments: dict[str, object],
+    named: str,
+) -> None:
+    run = runner.start(make_job(make_items(2)), "bad-wait")
+    calls = sum(transport.stats.calls.values())
+    with pytest.raises(ConfigurationError, match=f"^wait: {named}") as caught:
+        run.wait(**arguments)  # type: ignore[arg-type]
+    assert "\n" not in str(caught.value)
+    assert sum(transport.stats.calls.values()) == calls  # nothing refreshed
+    assert drive(run).completed == 2  # and the run is none the worse
+    run.wait(0, poll_interval=30, max_poll_interval=30, progress_every=0)  # bounds allowed
 
 
 class _LeftOff(BaseException):

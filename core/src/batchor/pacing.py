@@ -11,8 +11,10 @@ them all. While webhooks flow, every pause is the longest: the webhooks move the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
+from batchor.errors import ConfigurationError
 from batchor.states import BatchStatus
 from batchor.stores.records import RunRecord
 
@@ -32,6 +34,43 @@ def progress(run: RunRecord, batches: Mapping[str, int]) -> tuple[object, ...]:
         {status: n for status, n in batches.items() if status != _FORMING},
         run.done_tick,
     )
+
+
+def check_wait(
+    timeout: float | None, poll_interval: float, max_poll_interval: float, progress_every: float
+) -> None:
+    """Check the arguments of `Run.wait` before it refreshes anything.
+
+    Raises:
+        ConfigurationError: an argument is not a finite number of seconds, ``timeout`` or
+            ``progress_every`` is negative, a pause is not positive, or ``poll_interval`` is
+            longer than ``max_poll_interval``.
+    """
+    checks = [
+        ("timeout", timeout, False),
+        ("progress_every", progress_every, False),
+        ("poll_interval", poll_interval, True),
+        ("max_poll_interval", max_poll_interval, True),
+    ]
+    for name, value, positive in checks:
+        if value is None and name == "timeout":
+            continue
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+            or (positive and value == 0)
+        ):
+            bound = "more than 0" if positive else "0 or more"
+            raise ConfigurationError(
+                f"wait: {name} must be a number of seconds, {bound}: {value!r}"
+            )
+    if poll_interval > max_poll_interval:
+        raise ConfigurationError(
+            f"wait: poll_interval ({poll_interval!r} s) is longer than max_poll_interval "
+            f"({max_poll_interval!r} s)"
+        )
 
 
 class Pacer:

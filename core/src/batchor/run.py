@@ -23,7 +23,7 @@ from batchor.errors import RunStateError, WaitTimeout
 from batchor.handles import CollectResult
 from batchor.items import BatchItem
 from batchor.jobs import check_cost_cap
-from batchor.pacing import Pacer, progress
+from batchor.pacing import Pacer, check_wait, progress
 from batchor.results import BatchInfo, RunSummary, Usage, in_flight
 from batchor.run_outputs import RunOutputs
 from batchor.sources.base import CheckpointedItemSource, part_locator
@@ -178,9 +178,13 @@ class Run(RunOutputs):
         cost the store little.
 
         Raises:
+            ConfigurationError: an argument is not a finite number of seconds, is negative,
+                a pause is 0, or ``poll_interval`` is longer than ``max_poll_interval``
+                (checked before anything is refreshed).
             WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
             RunStateError: the run is paused and nothing is in flight any more.
         """
+        check_wait(timeout, poll_interval, max_poll_interval, progress_every)
         deadline = None if timeout is None else time.monotonic() + timeout
         pacer = Pacer(poll_interval, max_poll_interval)
         reported: float | None = None  # when on_progress last had a summary
