@@ -732,6 +732,46 @@ def test_a_transport_error_is_classified() -> None:
         unreachable.retrieve_batch("batches/x")
 
 
+class _Writes(io.BytesIO):
+    """A destination recording the size of every write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sizes: list[int] = []
+
+    def write(self, data: Any) -> int:
+        self.sizes.append(len(data))
+        return super().write(data)
+
+
+def test_a_results_file_is_downloaded_in_chunks(emu: GeminiBatchEmulator) -> None:
+    # Memory stays flat: the SDK streams the file into the destination a chunk at a time.
+    client = genai.Client(
+        api_key=emu.api_key, http_options=genai_types.HttpOptions(base_url=emu.base_url)
+    )
+    rows = b"".join(
+        orjson.dumps({"key": f"k{i}", "request": {"contents": [{"parts": [{"text": f"p {i}"}]}]}})
+        + b"\n"
+        for i in range(8_000)
+    )
+    src = client.files.upload(file=io.BytesIO(rows), config={"mime_type": "jsonl"})
+    job = client.batches.create(model=MODEL, src=src.name or "")
+    deadline = time.monotonic() + 60
+    while not (job := client.batches.get(name=job.name or "")).done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert job.dest is not None
+    assert job.dest.file_name is not None
+    whole = client.files.download(file=job.dest.file_name)
+    assert len(whole) > 2 * 1024 * 1024
+    dest = _Writes()
+    transport = GeminiTransport(api_key=emu.api_key, base_url=emu.base_url)
+    assert transport.download_file(job.dest.file_name, dest) == len(whole)
+    assert dest.getvalue() == whole
+    assert len(dest.sizes) > 2
+    assert max(dest.sizes) <= 1024 * 1024
+
+
 # -- scale -------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,6 @@ input file, the request count (``batchStats``) and a failed batch's ``error``.
 
 from __future__ import annotations
 
-import inspect
 import io
 import json
 import os
@@ -236,17 +235,13 @@ class GeminiTransport:
         serve yet (it answers 403 or 404 for a moment after the batch ends) is reported as
         transient, to be downloaded again later."""
         counter = Counter(dest)
-        files = self.client.files
-        streams = "destination" in inspect.signature(files.download).parameters
 
         def call() -> int:
             dest.seek(0)
             dest.truncate()
             counter.written = 0
-            if streams:
-                files.download(file=file_id, destination=counter)
-            else:  # an SDK release that only returns the bytes
-                counter.write(files.download(file=file_id))
+            # Streamed in chunks (`destination` is in every release the extra allows).
+            self.client.files.download(file=file_id, destination=counter)
             return counter.written
 
         try:
