@@ -5,7 +5,9 @@ way the provider would show them (as test_failures does for uploads)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -36,16 +38,22 @@ N, HELD = 10, 5  # one batch, held with half its lines answered
 class _Faulty(OpenAITransport):
     """The real transport; the calls named in ``faults`` fail (in order) before reaching
     the provider: ``"transient"`` (no answer), ``"refused"`` (the key refused),
-    ``"foreign"`` (an answer for another request), ``"cancel"`` (the cancel call fails)."""
+    ``"foreign"`` (an answer for another request), ``"cancel"`` (the cancel call fails),
+    ``"slow"`` (the answer comes after ``slow_seconds``, while ``during_slow`` runs)."""
 
     def __init__(self, emu: OpenAIBatchEmulator, faults: list[str]) -> None:
         super().__init__(api_key=emu.api_key, base_url=emu.base_url)
         self.faults = faults
         self.sync_calls = 0
+        self.slow_seconds = 0.0
+        self.during_slow: Callable[[], None] = lambda: None
 
     def send_sync(self, request_line: bytes) -> SyncResult:
         self.sync_calls += 1
         fault = self.faults.pop(0) if self.faults and self.faults[0] != "cancel" else None
+        if fault == "slow":
+            time.sleep(self.slow_seconds)
+            self.during_slow()
         if fault == "transient":
             raise TransientProviderError("provider unreachable: connection reset")
         if fault == "refused":
@@ -141,3 +149,30 @@ def test_a_failed_cancel_leaves_the_stragglers_to_the_grace_and_counts_duplicate
         assert summary.sync_answered == N  # every item was taken out of the batch
         assert summary.duplicate_answers == HELD
         assert sum(emu.stats.lines_answered.values()) == HELD
+
+
+def test_a_synchronous_request_slower_than_the_lease_keeps_the_claim(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sender renews its claim while a request is out: a worker elsewhere that tries to
+    take sending over once a lease has passed is refused, and nothing is sent twice."""
+    monkeypatch.setenv("BATCHOR_LEASE_SECONDS", "0.6")
+    with OpenAIBatchEmulator(faults=EmulatorFaults(hold_count=1)) as emu:
+        transport = _Faulty(emu, ["slow"])
+        transport.slow_seconds = 2.0  # over three leases
+        taken_over: list[bool] = []
+        with _runner(store, tmp_path, transport) as runner:
+            run = runner.start(_job(emu), "slow-sync")
+            pk = run._ctx.run.pk
+            transport.during_slow = lambda: taken_over.append(
+                runner.store.claim_sync(pk, "elsewhere:1:1-1", 0.6)
+            )
+            summary = run.wait(30, poll_interval=0.05, max_poll_interval=0.2)
+            results = list(runner.get_run("slow-sync").results())
+        assert taken_over == [False]
+        assert summary.status is RunStatus.COMPLETED
+        assert [r.status for r in results] == [ItemStatus.COMPLETED] * N
+        assert {r.attempts for r in results} == {1}
+        assert summary.sync_answered == N - HELD
+        assert transport.sync_calls == N - HELD  # each straggler sent once
+        assert sum(emu.stats.sync_answered.values()) == N - HELD

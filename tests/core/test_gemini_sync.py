@@ -31,7 +31,7 @@ from batchor import (
     RunSummary,
     Usage,
 )
-from batchor.engine.finish import SYNC_PRICE_FACTOR
+from batchor.engine.sync_send import SYNC_PRICE_FACTOR
 from batchor.pricing import DEFAULT_PRICES
 from batchor.providers.gemini import GeminiProviderConfig
 from batchor.providers.gemini.codec import GeminiCodec

@@ -123,7 +123,7 @@ class FinishSync:
     `RunSummary.duplicate_answers`).
 
     Synchronous requests cost the provider's standard price, twice the Batch API's at
-    OpenAI (`batchor.engine.finish.SYNC_PRICE_FACTOR`).
+    OpenAI (`batchor.engine.sync_send.SYNC_PRICE_FACTOR`).
 
     Attributes:
         when_remaining_at_most: At most this many items left in live batches (at least 1).

@@ -13,12 +13,13 @@ from batchor.engine.collect import collect
 from batchor.engine.context import RunContext, RunSettings
 from batchor.engine.deadline import deadline_passed, enforce_deadline
 from batchor.engine.ending import end_if_done
-from batchor.engine.finish import SYNC_PRICE_FACTOR, finish_stragglers, reclaim_abandoned
+from batchor.engine.finish import finish_stragglers, reclaim_abandoned
 from batchor.engine.heap import old_objects_frozen
 from batchor.engine.ingest import ingest, positions
 from batchor.engine.pack import pack
 from batchor.engine.poll import poll
 from batchor.engine.submit import submit
+from batchor.engine.sync_send import SYNC_PRICE_FACTOR
 from batchor.errors import RunStateError, WaitTimeout
 from batchor.handles import CollectResult
 from batchor.items import BatchItem
