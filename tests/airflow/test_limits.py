@@ -161,3 +161,19 @@ def test_invalid_limits_fail_the_task_without_retry_before_any_run(
             task.execute({})
     assert store_runs(batchor_env) == []
     assert emulator.stats.total_calls == 0
+
+
+@pytest.mark.parametrize("poll_interval", [0, -5, float("inf")])
+def test_a_bad_poll_interval_is_refused_when_the_dag_is_defined(poll_interval: float) -> None:
+    from batchor_airflow import BatchorRunOperator, BatchorSensor
+
+    from batchor import ConfigurationError
+
+    for make in (
+        lambda: BatchorRunOperator(
+            task_id="classify", job=capped_job, destination="out.jsonl", poll_interval=poll_interval
+        ),
+        lambda: BatchorSensor(task_id="wait", run_id="r", poll_interval=poll_interval),
+    ):
+        with pytest.raises(ConfigurationError, match="poll_interval must be a number of seconds"):
+            make()

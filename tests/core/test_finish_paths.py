@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from batchor import (
     OpenAIProviderConfig,
     RunStatus,
 )
+from batchor.engine import sync_send
 from batchor.errors import ProviderAuthError
 from batchor.providers.base import ProviderBatch, SyncResult, TransientProviderError
 from batchor.providers.openai.transport import OpenAITransport
@@ -31,6 +33,7 @@ from batchor.testing import EmulatorFaults, OpenAIBatchEmulator
 from .conftest import make_items, prompt
 
 MODEL = "gpt-4.1-mini"
+ELSEWHERE = "elsewhere:1:1-1"  # a worker on another host
 CANCEL = ("POST", "/v1/batches/{id}/cancel")
 N, HELD = 10, 5  # one batch, held with half its lines answered
 
@@ -39,21 +42,21 @@ class _Faulty(OpenAITransport):
     """The real transport; the calls named in ``faults`` fail (in order) before reaching
     the provider: ``"transient"`` (no answer), ``"refused"`` (the key refused),
     ``"foreign"`` (an answer for another request), ``"cancel"`` (the cancel call fails),
-    ``"slow"`` (the answer comes after ``slow_seconds``, while ``during_slow`` runs)."""
+    ``"slow"`` (the answer comes after the pauses of ``slow``, each followed by its call)."""
 
     def __init__(self, emu: OpenAIBatchEmulator, faults: list[str]) -> None:
         super().__init__(api_key=emu.api_key, base_url=emu.base_url)
         self.faults = faults
         self.sync_calls = 0
-        self.slow_seconds = 0.0
-        self.during_slow: Callable[[], None] = lambda: None
+        self.slow: list[tuple[float, Callable[[], object]]] = []
 
     def send_sync(self, request_line: bytes) -> SyncResult:
         self.sync_calls += 1
         fault = self.faults.pop(0) if self.faults and self.faults[0] != "cancel" else None
         if fault == "slow":
-            time.sleep(self.slow_seconds)
-            self.during_slow()
+            for seconds, then in self.slow:
+                time.sleep(seconds)
+                then()
         if fault == "transient":
             raise TransientProviderError("provider unreachable: connection reset")
         if fault == "refused":
@@ -156,17 +159,15 @@ def test_a_synchronous_request_slower_than_the_lease_keeps_the_claim(
 ) -> None:
     """The sender renews its claim while a request is out: a worker elsewhere that tries to
     take sending over once a lease has passed is refused, and nothing is sent twice."""
-    monkeypatch.setenv("BATCHOR_LEASE_SECONDS", "0.6")
+    monkeypatch.setenv("BATCHOR_LEASE_SECONDS", "1.5")
     with OpenAIBatchEmulator(faults=EmulatorFaults(hold_count=1)) as emu:
         transport = _Faulty(emu, ["slow"])
-        transport.slow_seconds = 2.0  # over three leases
         taken_over: list[bool] = []
         with _runner(store, tmp_path, transport) as runner:
             run = runner.start(_job(emu), "slow-sync")
             pk = run._ctx.run.pk
-            transport.during_slow = lambda: taken_over.append(
-                runner.store.claim_sync(pk, "elsewhere:1:1-1", 0.6)
-            )
+            grab = lambda: taken_over.append(runner.store.claim_sync(pk, ELSEWHERE, 1.5))  # noqa: E731
+            transport.slow = [(4.0, grab)]  # over two and a half leases
             summary = run.wait(30, poll_interval=0.05, max_poll_interval=0.2)
             results = list(runner.get_run("slow-sync").results())
         assert taken_over == [False]
@@ -176,3 +177,52 @@ def test_a_synchronous_request_slower_than_the_lease_keeps_the_claim(
         assert summary.sync_answered == N - HELD
         assert transport.sync_calls == N - HELD  # each straggler sent once
         assert sum(emu.stats.sync_answered.values()) == N - HELD
+
+
+def test_a_sender_that_lost_its_claim_waits_quietly_and_leaves_the_items_to_the_new_holder(
+    store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sending taken over mid-request (the holder stalled past its lease): the old holder
+    stops, waits for its request without spinning, and neither applies its answer nor hands
+    anything back; the answer's tokens still count as billed. The item is sent again, and
+    answered once."""
+    monkeypatch.setenv("BATCHOR_LEASE_SECONDS", "1.5")
+    waits = []
+    real_wait = sync_send.wait
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        waits.append(time.monotonic())
+        return real_wait(*args, **kwargs)
+
+    monkeypatch.setattr(sync_send, "wait", counted)
+    with OpenAIBatchEmulator(faults=EmulatorFaults(hold_count=1)) as emu:
+        transport = _Faulty(emu, ["slow"])
+        taken_over: list[bool] = []
+        with _runner(store, tmp_path, transport) as runner:
+            run = runner.start(_job(emu), "lost-sync")
+            pk = run._ctx.run.pk
+
+            def grab() -> None:  # as a worker that found the holder's process gone
+                holder = runner.store.get_run("lost-sync")
+                assert holder is not None
+                taken_over.append(
+                    runner.store.claim_sync(pk, ELSEWHERE, 0.5, steal_from=holder.sync_owner)
+                )
+                # The new holder takes the items (the one in flight is pending again), and
+                # then stalls in its turn: they come back to the first worker after its lease.
+                assert runner.store.claim_sync_items(pk, N)
+
+            transport.slow = [(0.2, grab), (2.0, lambda: None)]
+            summary = run.wait(30, poll_interval=0.05, max_poll_interval=0.2)
+            results = list(runner.get_run("lost-sync").results())
+        assert taken_over == [True]
+        assert summary.status is RunStatus.COMPLETED
+        assert [r.status for r in results] == [ItemStatus.COMPLETED] * N
+        assert {r.attempts for r in results} == {1}  # the lost answer charged nothing
+        assert summary.sync_answered == N - HELD
+        assert transport.sync_calls == N - HELD + 1  # the taken-over item, sent again
+        assert sum(emu.stats.sync_answered.values()) == N - HELD + 1
+        sync = (summary.sync_usage.input_tokens, summary.sync_usage.output_tokens)
+        assert sync == emu.stats.sync_tokens  # both of its requests billed
+        # About one wake per third of a lease while the request was out, not a spin.
+        assert len(waits) < 50, len(waits)

@@ -171,6 +171,19 @@ def test_destination_templates_are_checked_when_defined(
         )
 
 
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ({"poll_interval": 0}, "poll_interval must be a number of seconds, more than 0: 0"),
+        ({"progress_interval": -1}, "progress_every must be a number of seconds, 0 or more"),
+        ({"wait_timeout": float("nan")}, "timeout must be a number of seconds"),
+    ],
+)
+def test_wait_settings_are_checked_when_defined(setting: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        batchor_asset(name="labels", job=day_job, destination="out/l.jsonl", **setting)
+
+
 def test_a_long_wait_logs_progress_while_nothing_changes(
     resource: BatchorResource, instance: DagsterInstance, tmp_path: Path
 ) -> None:

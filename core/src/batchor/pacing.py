@@ -12,6 +12,7 @@ them all. While webhooks flow, every pause is the longest: the webhooks move the
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 from batchor.errors import ConfigurationError
@@ -36,15 +37,15 @@ def progress(run: RunRecord, batches: Mapping[str, int]) -> tuple[object, ...]:
     )
 
 
-def check_wait(
+def wait_arguments(
     timeout: float | None, poll_interval: float, max_poll_interval: float, progress_every: float
-) -> None:
-    """Check the arguments of `Run.wait` before it refreshes anything.
+) -> tuple[float | None, float, float, float]:
+    """The arguments of `Run.wait`, checked before it refreshes anything, as floats (any
+    real number is taken: ``numpy.float32``, ``Fraction``...).
 
     Raises:
         ConfigurationError: an argument is not a finite number of seconds, ``timeout`` or
-            ``progress_every`` is negative, a pause is not positive, or ``poll_interval`` is
-            longer than ``max_poll_interval``.
+            ``progress_every`` is negative, or a pause is not positive.
     """
     checks = [
         ("timeout", timeout, False),
@@ -57,7 +58,7 @@ def check_wait(
             continue
         if (
             isinstance(value, bool)
-            or not isinstance(value, int | float)
+            or not isinstance(value, numbers.Real)
             or not math.isfinite(value)
             or value < 0
             or (positive and value == 0)
@@ -66,20 +67,22 @@ def check_wait(
             raise ConfigurationError(
                 f"wait: {name} must be a number of seconds, {bound}: {value!r}"
             )
-    if poll_interval > max_poll_interval:
-        raise ConfigurationError(
-            f"wait: poll_interval ({poll_interval!r} s) is longer than max_poll_interval "
-            f"({max_poll_interval!r} s)"
-        )
+    return (
+        None if timeout is None else float(timeout),
+        float(poll_interval),
+        float(max_poll_interval),
+        float(progress_every),
+    )
 
 
 class Pacer:
-    """The pauses of one wait, from ``poll_interval`` up to ``max_poll_interval``."""
+    """The pauses of one wait, from ``poll_interval`` up to ``max_poll_interval`` (never
+    longer: a ``poll_interval`` above it is taken as ``max_poll_interval``)."""
 
     def __init__(self, poll_interval: float, max_poll_interval: float) -> None:
-        self._shortest = poll_interval
+        self._shortest = min(poll_interval, max_poll_interval)
         self._longest = max_poll_interval
-        self._pause = poll_interval
+        self._pause = self._shortest
         self._seen: tuple[object, ...] | None = None
 
     def pause(self, state: tuple[object, ...], webhook_at: float | None, now: float) -> float:

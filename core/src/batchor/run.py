@@ -24,7 +24,7 @@ from batchor.errors import RunStateError, WaitTimeout
 from batchor.handles import CollectResult
 from batchor.items import BatchItem
 from batchor.jobs import check_cost_cap
-from batchor.pacing import Pacer, check_wait, progress
+from batchor.pacing import Pacer, progress, wait_arguments
 from batchor.results import BatchInfo, RunSummary, Usage, in_flight
 from batchor.run_outputs import RunOutputs
 from batchor.sources.base import CheckpointedItemSource, part_locator
@@ -163,14 +163,14 @@ class Run(RunOutputs):
     ) -> RunSummary:
         """Refresh until the run is terminal; returns its final summary.
 
-        The pause between refreshes starts at ``poll_interval`` and doubles up to
-        ``max_poll_interval`` while nothing changes but what another worker's ingestion
-        adds (items pending or queued, batches still forming); a change of status, of the
-        batches, or of the items ended (collected, answered synchronously, failed,
-        cancelled) starts it again at ``poll_interval`` (see `batchor.pacing`). While
-        webhooks flow (a provider webhook drove the run in the last 15 minutes, see
-        `batchor.webhooks`), every pause is ``max_poll_interval``: the webhooks move the
-        run on, polling is only the fallback.
+        The pause between refreshes starts at ``poll_interval`` (or ``max_poll_interval``,
+        if shorter) and doubles up to ``max_poll_interval`` while nothing changes but what
+        another worker's ingestion adds (items pending or queued, batches still forming); a
+        change of status, of the batches, or of the items ended (collected, answered
+        synchronously, failed, cancelled) starts it again at ``poll_interval`` (see
+        `batchor.pacing`). While webhooks flow (a provider webhook drove the run in the last
+        15 minutes, see `batchor.webhooks`), every pause is ``max_poll_interval``: the
+        webhooks move the run on, polling is only the fallback.
 
         ``on_progress`` gets the summary after the first refresh, then at most once every
         ``progress_every`` seconds, and the final one. A summary counts the run's items (a
@@ -180,12 +180,13 @@ class Run(RunOutputs):
 
         Raises:
             ConfigurationError: an argument is not a finite number of seconds, is negative,
-                a pause is 0, or ``poll_interval`` is longer than ``max_poll_interval``
-                (checked before anything is refreshed).
+                or a pause is 0 (checked before anything is refreshed).
             WaitTimeout: ``timeout`` seconds passed first (the run goes on; wait again).
             RunStateError: the run is paused and nothing is in flight any more.
         """
-        check_wait(timeout, poll_interval, max_poll_interval, progress_every)
+        timeout, poll_interval, max_poll_interval, progress_every = wait_arguments(
+            timeout, poll_interval, max_poll_interval, progress_every
+        )
         deadline = None if timeout is None else time.monotonic() + timeout
         pacer = Pacer(poll_interval, max_poll_interval)
         reported: float | None = None  # when on_progress last had a summary

@@ -21,9 +21,6 @@ from batchor.providers.registry import ProviderConfigs
 from batchor.results import RunSummary
 from batchor.runner import BatchRunner, new_run_id
 
-#: The first pause between status checks; they space out to ``--poll-interval``.
-FIRST_PAUSE = 0.5
-
 
 @click.command()
 @job_options
@@ -159,10 +156,7 @@ def run_to_end(
             progress.update(handle.summary())
             left = None if timeout is None else max(timeout - (time.monotonic() - started), 0.0)
             summary = handle.wait(
-                left,
-                poll_interval=min(FIRST_PAUSE, poll_interval),
-                max_poll_interval=poll_interval,
-                on_progress=progress.update,
+                left, max_poll_interval=poll_interval, on_progress=progress.update
             )
     except WaitTimeout as exc:
         timed_out(run_id, exc.summary, timeout, as_json, resume)
@@ -275,10 +269,7 @@ def wait(
         try:
             with deadline(timeout), run_progress(ingest=False) as progress:
                 summary = handle.wait(
-                    timeout,
-                    poll_interval=min(FIRST_PAUSE, poll_interval),
-                    max_poll_interval=poll_interval,
-                    on_progress=progress.update,
+                    timeout, max_poll_interval=poll_interval, on_progress=progress.update
                 )
         except WaitTimeout as exc:
             timed_out(run_id, exc.summary, timeout, as_json, go_on)

@@ -102,7 +102,7 @@ class _Sender:
         try:
             return self._send({})
         except BaseException:
-            if self.taken:
+            if self.taken and not self.lost:  # once lost, they are another worker's to send
                 self.ctx.store.release_sync_items(self.ctx.run.pk, self.taken)
             raise
 
@@ -141,19 +141,24 @@ class _Sender:
                     time.sleep(max(self.hold_until - time.monotonic(), 0.0))
                     continue
                 # Wake to renew the claim while requests are out, however long they take.
-                timeout = self.renewed + self.lease / 3 - time.monotonic()
+                timeout = None if self.lost else max(self._renewal_due() - time.monotonic(), 0)
                 pause = self.hold_until - time.monotonic()
                 if not stop and free and pause > 0:
-                    timeout = min(timeout, pause)
-                done, _ = wait(list(inflight), max(timeout, 0.0), FIRST_COMPLETED)
+                    timeout = pause if timeout is None else min(timeout, pause)
+                done, _ = wait(list(inflight), timeout, FIRST_COMPLETED)
                 if done and not self._apply(inflight, done):
                     stop = True
-                if time.monotonic() >= self.renewed + self.lease / 3 and not self._renew():
+                if time.monotonic() >= self._renewal_due() and not self._renew():
                     stop = True
 
+    def _renewal_due(self) -> float:
+        """When the claim is next renewed (monotonic clock): every third of a lease."""
+        return self.renewed + self.lease / 3
+
     def _renew(self) -> bool:
-        """Renew the claim; False once it is lost (another worker took it over after it
-        lapsed: the items in flight were handed back, their answers are no longer awaited)."""
+        """Renew the claim; False once it is lost: another worker took it over after it
+        lapsed, and the items in flight went back to ``pending`` for it to send. Their
+        answers still count in what the run was billed, but are no longer applied."""
         if self.lost:
             return False
         if self.ctx.store.claim_sync(self.ctx.run.pk, self.me, self.lease):
@@ -206,10 +211,13 @@ class _Sender:
             billed[0] += outcome.input_tokens or 0
             billed[1] += outcome.output_tokens or 0
             outcomes.append(outcome)
+        if self.lost:  # another worker sends these items now: only the billing counts
+            outcomes, unsent = [], []
+            self.taken.clear()
         if unsent:
             ctx.store.release_sync_items(ctx.run.pk, unsent)
             self.taken.difference_update(unsent)
-        if outcomes:
+        if outcomes or any(billed):
             ctx.store.apply_sync(
                 ctx.run.pk, outcomes, (billed[0], billed[1]), ctx.settings.max_attempts
             )

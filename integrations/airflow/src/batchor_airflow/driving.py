@@ -13,6 +13,7 @@ from airflow.sdk import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from batchor import RunSummary, WaitTimeout, is_permanent, steps
+from batchor.pacing import wait_arguments
 from batchor.progress import DEFAULT_PROGRESS_EVERY
 from batchor_airflow.hooks import BatchorHook
 from batchor_airflow.triggers import BatchorRunTrigger, cancel_run
@@ -89,7 +90,12 @@ class RunDriver(HookOwner):
         self, deferrable: bool | None, poll_interval: float, cancel_on_kill: bool
     ) -> None:
         """Record how the task waits; ``deferrable=None`` reads ``[operators]
-        default_deferrable`` from the Airflow configuration (``False`` if unset)."""
+        default_deferrable`` from the Airflow configuration (``False`` if unset).
+
+        Raises:
+            ConfigurationError: ``poll_interval`` is not a positive number of seconds.
+        """
+        wait_arguments(None, poll_interval, poll_interval, 0)
         if deferrable is None:
             deferrable = conf.getboolean("operators", "default_deferrable", fallback=False)
         self.deferrable = deferrable

@@ -11,6 +11,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from batchor.pacing import wait_arguments
 from batchor_airflow.driving import RunDriver
 from batchor_airflow.handles import summary_handle
 from batchor_airflow.hooks import BatchorHook
@@ -50,6 +51,7 @@ class BatchorSensor(RunDriver, BaseSensorOperator):
         cancel_on_kill: bool = False,
         **kwargs: Any,
     ) -> None:
+        wait_arguments(None, poll_interval, poll_interval, 0)  # before Airflow reads it
         kwargs.setdefault("mode", "reschedule")
         kwargs.setdefault("poke_interval", poll_interval)
         super().__init__(conn_id=conn_id, store=store, artifacts=artifacts, **kwargs)

@@ -35,6 +35,7 @@ from batchor import (
     steps,
 )
 from batchor.jobspec import cost_cap_from, deadline_from
+from batchor.pacing import wait_arguments
 from batchor.providers.registry import DEFAULT_PROVIDER
 
 from .errors import dagster_failures
@@ -95,6 +96,7 @@ class Spec:
     max_cost_usd: float | None = None
 
     def __post_init__(self) -> None:
+        wait_arguments(self.timeout, self.poll_interval, self.poll_interval, self.progress_interval)
         deadline_from(self.deadline)
         cost_cap_from(self.max_cost_usd)
         try:
