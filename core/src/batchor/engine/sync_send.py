@@ -13,8 +13,9 @@ failure (or no answer at all) charges an attempt and sends it again, up to
 ``max_attempts``; every answer is applied only while its item is still in flight
 synchronously, so an item is answered exactly once. The transport retries 429s as the
 provider says to wait, and the sender holds off new requests for as long as the provider's
-rate-limit headers say nothing is left (`SyncResult.wait`). One step sends for at most half
-a lease, then the next step goes on.
+rate-limit headers say nothing is left (`SyncResult.wait`). One step starts requests for at
+most half a lease, waits for the answers of those still out (a step lasts as long as its
+slowest request), then the next step goes on.
 
 **Cost.** Synchronous requests bill the provider's standard price, which is
 `SYNC_PRICE_FACTOR` times the Batch API price the price table holds (each provider's batch
@@ -71,7 +72,8 @@ def send_pending(ctx: RunContext) -> None:
 
 
 class _Sender:
-    """One pass of synchronous sending, for at most half a lease."""
+    """One pass of synchronous sending: requests started for at most half a lease, and
+    their answers."""
 
     def __init__(self, ctx: RunContext, me: str, lease: float) -> None:
         fs = ctx.settings.finish_sync
