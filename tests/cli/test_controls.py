@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from batchor.states import ItemStatus
+from batchor.stores.sql import SqlStateStore
 from batchor.testing import OpenAIBatchEmulator
 from tests.cli.conftest import Invoke
 from tests.cli.helpers import JOB, one_error_line, parsed, write_csv
@@ -109,3 +111,28 @@ def test_controls_a_state_forbids_are_one_line_and_exit_2(
     )
     for command in ("pause", "resume", "cancel"):
         assert "no run 'nope' in the store" in one_error_line(invoke(command, "nope"), 2)
+
+
+def test_wait_with_no_terminal_counts_the_items_only_at_the_end(
+    tmp_path: Path, invoke: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Counting a run's items scans them all; with no progress bars to draw (stderr is not a
+    # terminal here), `wait` must not count them at every refresh.
+    counted: list[int] = []
+    count = SqlStateStore.item_counts
+
+    def counting(self: SqlStateStore, run_pk: int) -> dict[ItemStatus, int]:
+        counted.append(run_pk)
+        return count(self, run_pk)
+
+    write_csv(tmp_path / "in.csv", [f"r{i}" for i in range(6)])
+    with OpenAIBatchEmulator(phase_seconds=1.0) as emulator:  # a batch out for seconds
+        monkeypatch.setenv("OPENAI_BASE_URL", emulator.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", emulator.api_key)
+        assert invoke("start", "in.csv", *JOB, "--run-id", "quiet").exit_code == 0
+        monkeypatch.setattr(SqlStateStore, "item_counts", counting)
+        waited = invoke("wait", "quiet", "--poll-interval", "0.05", "--json")
+    assert waited.exit_code == 0, waited.stderr
+    assert parsed(waited)["status"] == "completed"
+    assert emulator.stats.calls[("GET", "/v1/batches/{id}")] >= 20  # many refreshes
+    assert len(counted) <= 2, counted  # to tell the run is done, and for its summary

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -39,10 +39,20 @@ def fail(message: str, code: int) -> NoReturn:
 class RunProgress:
     """Up to two bars: items accepted from the input, items with a final outcome."""
 
+    #: Seconds between two counts of the run's items for the bars (a count scans them all).
+    EVERY = 1.0
+
     def __init__(self, progress: Progress, *, ingest: bool, results: bool) -> None:
         self._progress = progress
+        self.shown = not progress.disable
+        """Whether the bars are shown (stderr is a terminal): else nothing needs counting."""
         self._ingest = progress.add_task("ingest", total=None) if ingest else None
         self._done = progress.add_task("results", total=None) if results else None
+
+    @property
+    def reporter(self) -> Callable[[RunSummary], None] | None:
+        """What `Run.wait` reports progress to: `update` while the bars are shown."""
+        return self.update if self.shown else None
 
     def ingested(self, count: int) -> None:
         if self._ingest is not None:

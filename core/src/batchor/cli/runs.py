@@ -153,10 +153,12 @@ def run_to_end(
     try:
         with deadline(timeout), run_progress() as progress:
             handle = runner.start(job, run_id, on_ingest=progress.ingested)
-            progress.update(handle.summary())
             left = None if timeout is None else max(timeout - (time.monotonic() - started), 0.0)
             summary = handle.wait(
-                left, max_poll_interval=poll_interval, on_progress=progress.update
+                left,
+                max_poll_interval=poll_interval,
+                on_progress=progress.reporter,
+                progress_every=progress.EVERY,
             )
     except WaitTimeout as exc:
         timed_out(run_id, exc.summary, timeout, as_json, resume)
@@ -269,7 +271,10 @@ def wait(
         try:
             with deadline(timeout), run_progress(ingest=False) as progress:
                 summary = handle.wait(
-                    timeout, max_poll_interval=poll_interval, on_progress=progress.update
+                    timeout,
+                    max_poll_interval=poll_interval,
+                    on_progress=progress.reporter,
+                    progress_every=progress.EVERY,
                 )
         except WaitTimeout as exc:
             timed_out(run_id, exc.summary, timeout, as_json, go_on)
